@@ -1,0 +1,186 @@
+"""Assembling sorted DICOM slices (or enhanced multi-frame frames) into one volume in HU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_radreport.io.dicom_pixels import apply_rescale, rescaled_dtype
+from napari_radreport.io.geometry import OBLIQUE_TOLERANCE_DEG, obliquity_deg, plan_reorientation, reorient
+from napari_radreport.io.study import ImageData, StudyReadError, StudyTags
+
+POSITION_TOLERANCE_MM = 0.01
+TILT_TOLERANCE_DEG = 0.5
+
+
+@dataclass
+class Frame:
+    """One 2-D image of a volume: where it is and how to get its stored values."""
+
+    position: np.ndarray
+    order_key: tuple[float, ...]
+    slope: float
+    intercept: float
+    load: Callable[[], np.ndarray]
+    source: str
+
+
+@dataclass
+class VolumeGeometry:
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float] | None
+    rows: int
+    columns: int
+    bits_stored: int
+    slice_thickness: float | None = None
+    gantry_tilt_tag: float | None = None
+
+
+def _slice_steps(distances: np.ndarray) -> tuple[float | None, list[str]]:
+    """Slice spacing from positions, plus warnings about gaps and irregular spacing."""
+    warnings: list[str] = []
+    if len(distances) < 2:
+        return None, warnings
+    steps = np.diff(distances)
+    median = float(np.median(steps))
+    tolerance = max(0.01 * median, POSITION_TOLERANCE_MM)
+    irregular = np.abs(steps - median) > tolerance
+    gaps = [(i, s) for i, s in enumerate(steps) if s > 1.5 * median]
+    for i, step in gaps:
+        missing = int(round(step / median)) - 1
+        warnings.append(
+            f"gap: about {missing} slice(s) missing between slice {i} and {i + 1} ({step:.2f} mm apart, "
+            f"usual {median:.2f} mm); napari shows them adjacent"
+        )
+    if irregular.any() and len(gaps) < irregular.sum():
+        warnings.append(
+            f"variable slice spacing {steps.min():.2f}..{steps.max():.2f} mm (median {median:.2f} mm used for display)"
+        )
+    return median, warnings
+
+
+def _stack_positions(frames: list[Frame], normal: np.ndarray) -> tuple[list[list[Frame]], np.ndarray]:
+    """Frames grouped by position along the normal (sorted ascending), each group in acquisition order."""
+    distances = np.array([float(f.position @ normal) for f in frames])
+    order = np.argsort(distances, kind="stable")
+    groups: list[list[Frame]] = []
+    centres: list[float] = []
+    for idx in order:
+        if centres and abs(distances[idx] - centres[-1]) <= POSITION_TOLERANCE_MM:
+            groups[-1].append(frames[idx])
+        else:
+            groups.append([frames[idx]])
+            centres.append(float(distances[idx]))
+    for group in groups:
+        group.sort(key=lambda f: f.order_key)
+    return groups, np.array(centres)
+
+
+def assemble_volume(
+    frames: list[Frame],
+    geometry: VolumeGeometry,
+    *,
+    modality: str,
+    tags: StudyTags,
+    label: str,
+) -> tuple[ImageData, list[str], list[str]]:
+    """Sort frames along the slice normal, apply rescale (HU for CT) and reorient for display."""
+    if not frames:
+        raise StudyReadError(f"{label}: no slices to assemble")
+    warnings: list[str] = []
+    notes: list[str] = []
+    row_cos = np.asarray(geometry.orientation[:3], dtype=float)
+    col_cos = np.asarray(geometry.orientation[3:], dtype=float)
+    normal = np.cross(row_cos, col_cos)
+    normal /= np.linalg.norm(normal)
+
+    groups, distances = _stack_positions(frames, normal)
+    per_position = {len(g) for g in groups}
+    if len(per_position) > 1:
+        raise StudyReadError(
+            f"{label}: {len(frames)} images at {len(groups)} positions with unequal counts per position "
+            f"({min(per_position)}..{max(per_position)}): mixed acquisitions in one series; open them separately"
+        )
+    n_time = per_position.pop()
+    if n_time > 1:
+        notes.append(f"{n_time} images per slice position (time points or echoes): opened as 4-D, first axis")
+
+    spacing_z, step_warnings = _slice_steps(distances)
+    warnings.extend(step_warnings)
+    if spacing_z is None:
+        spacing_z = geometry.slice_thickness or 1.0
+        notes.append(
+            "single slice: slice spacing unknown, "
+            + ("SliceThickness used" if geometry.slice_thickness else "1 mm assumed")
+        )
+    elif geometry.slice_thickness and abs(geometry.slice_thickness - spacing_z) > max(0.05, 0.02 * spacing_z):
+        notes.append(
+            f"SliceThickness {geometry.slice_thickness:g} mm differs from the {spacing_z:.3g} mm between slice "
+            "positions; the spacing between positions is used"
+        )
+
+    if len(groups) > 1:
+        first, last = groups[0][0].position, groups[-1][0].position
+        travel = (last - first) / np.linalg.norm(last - first)
+        tilt = float(np.degrees(np.arccos(np.clip(abs(travel @ normal), -1.0, 1.0))))
+        if tilt > TILT_TOLERANCE_DEG:
+            tag = f" (GantryDetectorTilt {geometry.gantry_tilt_tag:g})" if geometry.gantry_tilt_tag else ""
+            warnings.append(
+                f"gantry tilt of {tilt:.1f} deg{tag}: slices are sheared; napari stacks them without the shear"
+            )
+    if geometry.pixel_spacing is None:
+        warnings.append("PixelSpacing missing or zero: in-plane spacing unknown, 1 mm assumed")
+    row_mm, col_mm = geometry.pixel_spacing or (1.0, 1.0)
+
+    direction = np.stack([normal, col_cos, row_cos])
+    plan = plan_reorientation(direction)
+    if plan.perm[0] == 0 and plan.flip[0]:  # stack in reverse instead of flipping afterwards
+        groups, distances, normal = groups[::-1], -distances[::-1], -normal
+        direction = np.stack([normal, col_cos, row_cos])
+        plan = plan_reorientation(direction)
+
+    ordered = [frame for group in groups for frame in group]
+    first_raw = ordered[0].load()
+    if first_raw.shape != (geometry.rows, geometry.columns):
+        raise StudyReadError(
+            f"{ordered[0].source}: pixel array shape {first_raw.shape} is not a single grayscale "
+            f"{geometry.rows}x{geometry.columns} image"
+        )
+    slopes = np.array([f.slope for f in ordered])
+    intercepts = np.array([f.intercept for f in ordered])
+    dtype = rescaled_dtype(first_raw.dtype, slopes, intercepts, geometry.bits_stored or first_raw.itemsize * 8)
+    volume = np.empty((len(groups), n_time, geometry.rows, geometry.columns), dtype=dtype)
+    for z, group in enumerate(groups):
+        for t, frame in enumerate(group):
+            raw = first_raw if frame is ordered[0] else frame.load()
+            if raw.shape != (geometry.rows, geometry.columns):
+                raise StudyReadError(f"{frame.source}: pixel array shape {raw.shape} differs from the series")
+            volume[z, t] = apply_rescale(raw, frame.slope, frame.intercept, dtype)
+    volume = np.moveaxis(volume, 1, 0)  # (t, z, y, x)
+    if n_time == 1:
+        volume = volume[0]
+
+    spacing = (float(spacing_z), float(row_mm), float(col_mm))
+    origin = groups[0][0].position.astype(float)
+    volume, spacing, origin, direction = reorient(volume, spacing, origin, direction, plan)
+    if not plan.is_identity:
+        volume = np.ascontiguousarray(volume)
+    oblique = obliquity_deg(direction)
+    if oblique > OBLIQUE_TOLERANCE_DEG:
+        warnings.append(
+            f"oblique slices: axes up to {oblique:.1f} deg from the patient axes; shown on the acquisition grid "
+            "without resampling, so on-screen directions are approximate"
+        )
+    image = ImageData(
+        array=volume,
+        spacing=spacing,
+        modality=modality,
+        tags=tags,
+        origin=tuple(float(v) for v in origin),
+        direction=direction,
+        label=label,
+        source_files=tuple(dict.fromkeys(f.source for f in ordered)),
+    )
+    return image, warnings, notes

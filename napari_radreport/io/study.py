@@ -1,0 +1,171 @@
+"""The Study: pixel data with its geometry and identifying tags. No Qt, no torch.
+
+Conventions (see docs/conventions.md):
+
+* Patient coordinates are DICOM's LPS, in mm: +x patient left, +y posterior, +z superior.
+* Arrays are in napari axis order. For volumes the last three axes are spatial and are
+  reoriented to run superior->inferior, anterior->posterior, patient right->left, so an
+  axial slice shows anterior up and the patient's left on screen right (radiological view).
+* ``origin`` is the LPS position of the centre of the first voxel; ``direction[i]`` is the
+  LPS unit vector along spatial axis ``i``; ``spacing[i]`` is in mm (``None`` when unknown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_radreport.io.geometry import orientation_codes
+
+StudyKind = str  # "ct", "xray_set", "mr", "pt", "volume" (unknown modality), "image" (other 2D)
+VOLUME_KINDS = ("ct", "mr", "pt", "volume")
+
+
+def kind_for_modality(modality: str) -> StudyKind:
+    """Study kind of a volume from its DICOM modality code ("volume" when not CT, MR or PET)."""
+    return {"CT": "ct", "MR": "mr", "PT": "pt"}.get(modality.upper(), "volume")
+
+
+class StudyReadError(Exception):
+    """An input could not be opened; the message is one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class StudyTags:
+    """Identifying tags, kept apart from the pixel data (may be empty for anonymised data)."""
+
+    patient_id: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    frame_of_reference_uid: str = ""
+    study_date: str = ""
+    series_date: str = ""
+    acquisition_date: str = ""
+    accession_number: str = ""
+    study_description: str = ""
+    series_description: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class ImageData:
+    """One image grid: a volume, or one radiograph of a set."""
+
+    array: np.ndarray
+    spacing: tuple[float | None, ...]
+    modality: str
+    tags: StudyTags = field(default_factory=StudyTags)
+    origin: tuple[float, ...] | None = None
+    direction: np.ndarray | None = None
+    label: str = ""
+    view_position: str | None = None
+    source_files: tuple[str, ...] = ()
+    # Display window from the file (centre, width) after any inversion; None when absent.
+    file_window: tuple[float, float] | None = None
+
+    @property
+    def spatial_ndim(self) -> int:
+        return len(self.spacing)
+
+    @property
+    def orientation(self) -> tuple[str, ...] | None:
+        """Letters of the direction each spatial axis increases toward (e.g. I, P, L)."""
+        return None if self.direction is None else orientation_codes(self.direction)
+
+    def index_to_patient(self, index: Any) -> np.ndarray:
+        """LPS position in mm of a (continuous) spatial index given in array order."""
+        if self.direction is None or self.origin is None or None in self.spacing:
+            raise ValueError(f"{self.label}: no patient geometry (radiograph or unknown spacing)")
+        idx = np.asarray(index, dtype=float)
+        steps = idx * np.asarray(self.spacing, dtype=float)
+        return np.asarray(self.origin, dtype=float) + steps @ self.direction
+
+    def value_range(self) -> tuple[float, float]:
+        if self.array.size == 0:
+            return (0.0, 0.0)
+        return (float(np.min(self.array)), float(np.max(self.array)))
+
+
+@dataclass
+class SeriesInfo:
+    """One series found in the input, for listing and for choosing another."""
+
+    index: int
+    uid: str
+    description: str
+    modality: str
+    n_images: int
+    shape: tuple[int, ...]
+    role: str  # "volume", "localizer", "radiograph", "other"
+    chosen: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Study:
+    """What a reader produced: one volume, or a set of radiographs, plus notes about it."""
+
+    kind: StudyKind
+    images: list[ImageData]
+    source: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    series: list[SeriesInfo] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- the single-volume view used by most callers -------------------------------------
+    @property
+    def image(self) -> ImageData:
+        if len(self.images) != 1:
+            raise ValueError(f"this study has {len(self.images)} images; use .images")
+        return self.images[0]
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.image.array
+
+    @property
+    def spacing(self) -> tuple[float | None, ...]:
+        return self.image.spacing
+
+    @property
+    def origin(self) -> tuple[float, ...] | None:
+        return self.image.origin
+
+    @property
+    def direction(self) -> np.ndarray | None:
+        return self.image.direction
+
+    @property
+    def modality(self) -> str:
+        return self.images[0].modality if self.images else ""
+
+    @property
+    def tags(self) -> StudyTags:
+        return self.images[0].tags if self.images else StudyTags()
+
+    @property
+    def is_volume(self) -> bool:
+        return self.kind in VOLUME_KINDS
+
+    @property
+    def chosen_series(self) -> SeriesInfo | None:
+        return next((s for s in self.series if s.chosen), None)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description (what `radreport info --json` prints)."""
+        from napari_radreport.io.summary import study_summary
+
+        return study_summary(self)
+
+    def to_layer_data(self) -> list[tuple[Any, dict[str, Any], str]]:
+        """napari layer data tuples (scale, translate and units in mm; metadata holds the Study)."""
+        from napari_radreport.io.layers import study_to_layer_data
+
+        return study_to_layer_data(self)
