@@ -58,6 +58,7 @@ class DicomHeader:
 
     path: str
     sop_class_uid: str
+    sop_instance_uid: str
     modality: str
     series_uid: str
     series_number: int | None
@@ -105,10 +106,9 @@ class DicomHeader:
         return self.has_pixels and self.n_frames <= 1 and self.position is not None and self.orientation is not None
 
     @property
-    def normal(self) -> np.ndarray:
-        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
-        n = np.cross(row, col)
-        return n / np.linalg.norm(n)
+    def is_volume_slice(self) -> bool:
+        """One slice of a CT/MR/PET-like volume (not a radiograph, not a non-image object)."""
+        return self.is_slice and not self.is_radiograph and self.non_image_reason() is None
 
     def non_image_reason(self) -> str | None:
         """Why this object is not an image we can show, or None when it is one."""
@@ -175,6 +175,7 @@ def _header_from_dataset(path: str, ds) -> DicomHeader:
     return DicomHeader(
         path=path,
         sop_class_uid=sop_class,
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
         modality=_text(ds, "Modality").upper(),
         series_uid=_text(ds, "SeriesInstanceUID"),
         series_number=_int(ds, "SeriesNumber"),
@@ -243,6 +244,18 @@ def _cached_header(path: str, mtime_ns: int, size: int) -> DicomHeader:
         raise
     except Exception as exc:  # a malformed value deep in the header
         raise StudyReadError(f"{path}: DICOM header has an unreadable value ({exc})") from exc
+
+
+def unique_instances(headers: list[DicomHeader]) -> tuple[list[DicomHeader], int]:
+    """Drop repeated copies of one SOP instance (same SOPInstanceUID), keeping the first; count dropped."""
+    seen: set[str] = set()
+    kept = []
+    for h in headers:
+        if h.sop_instance_uid and h.sop_instance_uid in seen:
+            continue
+        seen.add(h.sop_instance_uid)
+        kept.append(h)
+    return kept, len(headers) - len(kept)
 
 
 def read_header(path: str | Path) -> DicomHeader:

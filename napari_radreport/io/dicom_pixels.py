@@ -15,7 +15,9 @@ def decode_pixels(ds, path: str) -> np.ndarray:
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # pydicom lists each decoder's failure on the following lines: keep the first of them.
+        msg = ": ".join([lines[0].rstrip(":")] + lines[1:2]) if lines else type(exc).__name__
         raise StudyReadError(f"{path}: pixel data could not be decoded ({name}): {msg}") from exc
 
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_radreport.io.dicom_headers import DicomHeader, looks_like_dicom, read_header
+from napari_radreport.io.dicom_headers import DicomHeader, looks_like_dicom, read_header, unique_instances
 from napari_radreport.io.nifti import is_nifti_path, read_nifti
 from napari_radreport.io.study import ImageData, Study, StudyReadError
 from napari_radreport.io.xray import is_picture_path, make_xray_set, read_dicom_radiograph, read_picture
@@ -56,9 +56,10 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
     from napari_radreport.io.dicom_multiframe import read_enhanced
     from napari_radreport.io.dicom_series import read_slice_series
 
+    headers, duplicates = unique_instances(headers)
     refused = [(h, h.non_image_reason()) for h in headers]
     images = [h for h, reason in refused if reason is None]
-    slices = [h for h in images if h.is_slice and not h.is_radiograph]
+    slices = [h for h in images if h.is_volume_slice]
     enhanced = [h for h in images if h.n_frames > 1 and not h.is_radiograph]
     radiographs = [h for h in images if h not in slices and h not in enhanced]
 
@@ -76,6 +77,8 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
         skipped_other = len(radiographs) + len(headers) - len(images)
         if skipped_other:
             study.notes.append(f"{skipped_other} non-volume DICOM object(s) in the input were not opened")
+        if duplicates:
+            study.notes.append(f"{duplicates} duplicate file(s) of the same SOP instance ignored")
         return study
     if radiographs or pictures:
         return _xray_set(radiographs, pictures, origin)
@@ -138,9 +141,10 @@ def _load_single_dicom(path: Path, series) -> Study:
         # One file of a series: read its siblings and keep the series this file belongs to.
         from napari_radreport.io.dicom_series import group_slices
 
-        siblings = [p for p in sorted(path.parent.iterdir()) if p.is_file() and looks_like_dicom(p)]
+        siblings = [p for p in sorted(path.parent.iterdir()) if p != path and p.is_file() and looks_like_dicom(p)]
         headers, _ = _dicom_headers(siblings)
-        slices = [h for h in headers if h.is_slice and not h.is_radiograph]
+        # The opened file first, so that it wins over other copies of the same instance.
+        slices, _ = unique_instances([header] + [h for h in headers if h.is_volume_slice])
         groups = group_slices(slices)
         mine = next(i for i, g in enumerate(groups) if any(h.path == header.path for h in g.headers))
         return _from_dicom(slices, [], str(path), series if series is not None else mine)
@@ -156,6 +160,12 @@ def load_study(
     ``modality`` overrides the NIfTI modality guess. Raises StudyReadError with a one-line reason.
     """
     paths = _normalise(source)
+    study = _load(paths, series, modality)
+    study.extra["input"] = [str(p) for p in paths]
+    return study
+
+
+def _load(paths: list[Path], series: str | int | None, modality: str | None) -> Study:
     if len(paths) == 1:
         path = paths[0]
         if path.is_dir():

@@ -32,7 +32,7 @@ def _load_image(path: Path):
     except Exception as exc:  # nibabel raises many types for malformed headers
         raise StudyReadError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
     if not isinstance(img, (nibabel.Nifti1Image, nibabel.Nifti2Image, nibabel.Nifti1Pair, nibabel.Nifti2Pair)):
-        raise StudyReadError(f"{path}: {type(img).__name__} is not NIfTI")
+        raise StudyReadError(f"{path}: {type(img).__name__.removesuffix('Image')} file, not a NIfTI volume")
     return img
 
 
@@ -46,6 +46,9 @@ def _voxels(img, path: Path) -> np.ndarray:
     proxy = img.dataobj
     try:
         raw = np.asarray(proxy.get_unscaled())
+    except FileNotFoundError as exc:
+        missing = Path(exc.filename).name if exc.filename else "the image file"
+        raise StudyReadError(f"{path}: header only, its voxel data file {missing} is missing") from exc
     except Exception as exc:
         raise StudyReadError(f"{path}: voxel data could not be read ({_first_line(exc)})") from exc
     if raw.dtype.kind not in "biuf":
@@ -67,7 +70,10 @@ def guess_modality(array: np.ndarray) -> tuple[str, str]:
     """NIfTI stores no modality: call it CT when the values look like Hounsfield units."""
     if array.size == 0:
         return "", "empty volume"
-    sample = array[..., :: max(1, array.shape[-1] // 64)] if array.ndim else array
+    sample = array[..., :: max(1, array.shape[-1] // 64)]
+    sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.reshape(-1)
+    if sample.size == 0:
+        return "", "modality not stored in NIfTI and the volume holds no finite values"
     lo, hi = float(np.min(sample)), float(np.max(sample))
     looks_hu = -1200.0 <= np.percentile(sample, 1) <= -600.0 and -1500.0 <= lo and hi >= 300.0
     if looks_hu:

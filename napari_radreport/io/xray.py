@@ -62,16 +62,11 @@ def _is_coloured(im) -> bool:
     return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() > 8 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 8)
 
 
-def _to_grayscale(pixels: np.ndarray, ds, path: str, notes: list[str]) -> np.ndarray:
-    """Convert colour DICOM pixels (RGB / YBR) to one grayscale channel."""
-    from pydicom.pixels import convert_color_space
-
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-    if photometric.startswith("YBR"):
-        pixels = convert_color_space(pixels, photometric, "RGB")
+def _to_grayscale(pixels: np.ndarray, photometric: str, path: str, notes: list[str]) -> np.ndarray:
+    """Colour DICOM pixels (pydicom has already converted YBR to RGB) to one luminance channel."""
     notes.append(f"{Path(path).name}: colour DICOM ({photometric}) converted to grayscale")
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return (pixels[..., :3].astype(np.float32) @ weights).astype(np.float32)
+    return pixels[..., :3].astype(np.float32) @ weights
 
 
 def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
@@ -81,7 +76,7 @@ def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
         raise StudyReadError(f"{header.path}: multi-frame radiograph ({header.n_frames} frames) is not supported")
     pixels, ds = read_pixels(header.path)
     if header.samples_per_pixel > 1 or pixels.ndim == 3:
-        pixels = _to_grayscale(pixels, ds, header.path, notes)
+        pixels = _to_grayscale(pixels, header.photometric, header.path, notes)
     if pixels.ndim != 2:
         raise StudyReadError(f"{header.path}: pixel array of shape {pixels.shape} is not a 2-D image")
     slope, intercept = header.rescale_slope, header.rescale_intercept

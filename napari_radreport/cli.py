@@ -1,0 +1,94 @@
+"""The ``radreport`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from napari_radreport.io import load_study
+
+    study = load_study(args.paths if len(args.paths) > 1 else args.paths[0], series=args.series)
+    summary = study.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"kind: {summary['kind']}  modality: {summary['modality'] or '?'}")
+    for image in summary["images"]:
+        lo, hi = image["value_range"]
+        print(
+            f"  {image['label']}: shape {tuple(image['shape'])} spacing {image['spacing_mm']} mm "
+            f"orientation {image['orientation']} values {lo:g}..{hi:g} {image['value_unit']}"
+        )
+    for s in summary["series"]:
+        mark = "*" if s["chosen"] else " "
+        print(f" {mark} series {s['index']}: {s['modality']} {s['description']!r} {s['n_images']} images ({s['role']})")
+    for w in summary["warnings"]:
+        print(f"warning: {w}")
+    for n in summary["notes"]:
+        print(f"note: {n}")
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from napari_radreport.viewer import open_viewer
+
+    open_viewer(args.paths, series=args.series)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from napari_radreport.viewer import open_viewer
+
+    open_viewer(None, sample=args.sample)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radreport", description="Draft radiology reports in napari.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe what a file, folder or set of files reads as")
+    info.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
+    info.set_defaults(func=_cmd_info)
+
+    view = sub.add_parser("view", help="open a study in napari with the plugin's docks")
+    view.add_argument("paths", nargs="+")
+    view.add_argument("--series")
+    view.set_defaults(func=_cmd_view)
+
+    demo = sub.add_parser("demo", help="open napari with the plugin's docks and a sample study")
+    demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # --debug may also come after the subcommand
+    debug = args.debug or "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("radreport: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line by default; the traceback only with --debug
+        if debug:
+            raise
+        from napari_radreport.io import StudyReadError
+
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        prefix = "" if isinstance(exc, StudyReadError) else f"{type(exc).__name__}: "
+        print(f"radreport: error: {prefix}{text}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

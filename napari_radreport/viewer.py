@@ -1,0 +1,48 @@
+"""Putting studies and the plugin's docks into a napari viewer (used by the CLI, the docks and tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_radreport.io import Study
+
+PLUGIN = "napari-radreport"
+DOCKS = ("Study",)
+SAMPLES = {"ct": "abdomen_ct", "xray": "chest_xray"}
+
+
+def add_study(viewer: napari.Viewer, study: Study) -> list:
+    """Add a study's layers (scale, translate and units in mm) and frame them."""
+    layers = [viewer.add_image(data, **kwargs) for data, kwargs, _ in study.to_layer_data()]
+    viewer.reset_view()
+    return layers
+
+
+def add_docks(viewer: napari.Viewer) -> dict:
+    """Dock the plugin's widgets on the right; returns them by name."""
+    docks = {}
+    for name in DOCKS:
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        docks[name] = widget
+    return docks
+
+
+def open_viewer(paths: Sequence[str] | None, *, sample: str = "ct", series: str | None = None, run: bool = True):
+    """A napari window with the plugin's docks and a study (a sample when no paths are given)."""
+    import napari
+
+    from napari_radreport.io import load_study
+
+    viewer = napari.Viewer(title="napari-radreport")
+    add_docks(viewer)
+    if paths:
+        add_study(viewer, load_study(list(paths) if len(paths) > 1 else paths[0], series=series))
+    else:
+        viewer.open_sample(PLUGIN, SAMPLES[sample])
+    if run:
+        napari.run()
+    return viewer

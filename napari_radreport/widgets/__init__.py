@@ -1,0 +1,1 @@
+"""Qt docks. Everything that imports Qt lives in this package."""

@@ -1,0 +1,213 @@
+"""The Study dock: open a study, see what was read, switch CT windows, open another series."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_radreport.io.windows import CT_WINDOWS
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
+
+    from napari_radreport.io import Study
+
+
+def _study_of(layer) -> Study | None:
+    return getattr(layer, "metadata", {}).get("study")
+
+
+class StudyDock(QWidget):
+    """One per viewer: its state is the viewer's layers, nothing global."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker = None
+        self._layers: list[Image] = []
+
+        open_files = QPushButton("Open files…")
+        open_files.setToolTip("DICOM files, a NIfTI file, or chest radiographs (PNG, JPEG, DICOM)")
+        open_files.clicked.connect(self._ask_files)
+        open_folder = QPushButton("Open folder…")
+        open_folder.setToolTip("A folder holding a DICOM series or a set of radiographs")
+        open_folder.clicked.connect(self._ask_folder)
+        buttons = QHBoxLayout()
+        buttons.addWidget(open_files)
+        buttons.addWidget(open_folder)
+
+        self.study_combo = QComboBox()
+        self.study_combo.currentIndexChanged.connect(self._on_study_chosen)
+        self.info = QLabel("No study open.")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.window_box = QGroupBox("CT window")
+        grid = QGridLayout(self.window_box)
+        self.window_buttons = QButtonGroup(self)
+        self.window_buttons.setExclusive(True)
+        for i, window in enumerate(CT_WINDOWS.values()):
+            button = QPushButton(window.label)
+            button.setCheckable(True)
+            button.setToolTip(f"level {window.level:g} HU, width {window.width:g} HU")
+            button.setObjectName(f"window_{window.name}")
+            button.clicked.connect(lambda _=False, name=window.name: self.apply_window(name))
+            self.window_buttons.addButton(button, i)
+            grid.addWidget(button, i // 3, i % 3)
+
+        self.series_box = QGroupBox("Other series in this input")
+        series_layout = QHBoxLayout(self.series_box)
+        self.series_combo = QComboBox()
+        self.open_series_button = QPushButton("Open series")
+        self.open_series_button.clicked.connect(self._open_selected_series)
+        series_layout.addWidget(self.series_combo, 1)
+        series_layout.addWidget(self.open_series_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(QLabel("Study:"))
+        layout.addWidget(self.study_combo)
+        layout.addWidget(self.info)
+        layout.addWidget(self.window_box)
+        layout.addWidget(self.series_box)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # -- studies in the viewer ------------------------------------------------------------
+    def _refresh_layers(self, event=None) -> None:
+        current = self.current_layer
+        self._layers = [layer for layer in self.viewer.layers if _study_of(layer) is not None]
+        self.study_combo.blockSignals(True)
+        self.study_combo.clear()
+        for layer in self._layers:
+            self.study_combo.addItem(layer.name)
+        if self._layers:
+            index = self._layers.index(current) if current in self._layers else len(self._layers) - 1
+            self.study_combo.setCurrentIndex(index)
+        self.study_combo.blockSignals(False)
+        self._on_study_chosen()
+
+    @property
+    def current_layer(self) -> Image | None:
+        index = self.study_combo.currentIndex()
+        return self._layers[index] if 0 <= index < len(self._layers) else None
+
+    @property
+    def current_study(self) -> Study | None:
+        layer = self.current_layer
+        return _study_of(layer) if layer is not None else None
+
+    def _on_study_chosen(self, *_args) -> None:
+        study = self.current_study
+        self.info.setText(self._describe(study) if study else "No study open.")
+        is_ct = study is not None and study.kind == "ct"
+        self.window_box.setEnabled(is_ct)
+        active = self.current_layer.metadata.get("radreport_window") if is_ct else None
+        for button in self.window_buttons.buttons():
+            button.setChecked(button.objectName() == f"window_{active}")
+        self._fill_series(study)
+
+    @staticmethod
+    def _describe(study: Study) -> str:
+        summary = study.summary()
+        lines = [f"<b>{html.escape(summary['kind'])}</b> {html.escape(summary['modality'] or '')}"]
+        for image in summary["images"][:4]:
+            spacing = ", ".join("?" if s is None else f"{s:g}" for s in image["spacing_mm"])
+            orient = "".join(image["orientation"]) if image["orientation"] else "—"
+            lines.append(
+                f"{html.escape(image['label'])}: {' x '.join(map(str, image['shape']))}, "
+                f"spacing {spacing} mm, orientation {orient}"
+            )
+        lines += [f"<span style='color:#e0a030'>⚠ {html.escape(w)}</span>" for w in summary["warnings"]]
+        lines += [f"<i>{html.escape(n)}</i>" for n in summary["notes"]]
+        return "<br>".join(lines)
+
+    # -- windows ---------------------------------------------------------------------------
+    def apply_window(self, name: str) -> None:
+        """Set a CT window preset on the current study's layer."""
+        layer = self.current_layer
+        if layer is None or self.current_study.kind != "ct":
+            return
+        lo, hi = CT_WINDOWS[name].limits
+        data_lo, data_hi = layer.contrast_limits_range
+        layer.contrast_limits_range = (min(lo, data_lo), max(hi, data_hi))
+        layer.contrast_limits = (lo, hi)
+        layer.metadata["radreport_window"] = name
+        for button in self.window_buttons.buttons():
+            button.setChecked(button.objectName() == f"window_{name}")
+
+    # -- series ----------------------------------------------------------------------------
+    def _fill_series(self, study: Study | None) -> None:
+        self.series_combo.clear()
+        others = [s for s in (study.series if study else []) if not s.chosen]
+        for s in others:
+            self.series_combo.addItem(f"{s.modality} {s.description or s.uid[-12:]} ({s.n_images}, {s.role})", s.index)
+        self.series_box.setVisible(bool(others))
+
+    def _open_selected_series(self) -> None:
+        study = self.current_study
+        index = self.series_combo.currentData()
+        if study is None or index is None:
+            return
+        self.open_study(list(study.extra.get("input", study.source)), series=int(index))
+
+    # -- opening ---------------------------------------------------------------------------
+    def _ask_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open study files")
+        if paths:
+            self.open_study(paths if len(paths) > 1 else paths[0])
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a DICOM series or radiograph folder")
+        if folder:
+            self.open_study(folder)
+
+    def open_study(self, source, series: int | str | None = None):
+        """Read in a background thread, then add the layers; errors show as one line here."""
+        from napari.qt.threading import create_worker
+
+        from napari_radreport.io import load_study
+
+        self.status.setText(f"Reading {html.escape(Path(str(source if isinstance(source, (str, Path)) else source[0])).name)}…")
+        worker = create_worker(load_study, source, series=series)
+        worker.returned.connect(self._on_loaded)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _on_loaded(self, study: Study) -> None:
+        from napari_radreport.viewer import add_study
+
+        add_study(self.viewer, study)
+        self.status.setText("")
+
+    def _on_error(self, exc: BaseException) -> None:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self.status.setText(f"<span style='color:#e05050'>Could not open: {html.escape(text)}</span>")
+
+    def _on_finished(self) -> None:
+        self._worker = None
