@@ -1,0 +1,47 @@
+"""Shared fixtures: the real images in ../shared/data and small DICOM copy helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_API", "pyqt6")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RADREPORT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test images not found at {SHARED_DATA} (the project's shared/data folder)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def chest_series(shared_data) -> Path:
+    return shared_data / "ct" / "lung_dx_a0001_chest_kernelB"
+
+
+@pytest.fixture(scope="session")
+def j2k_series(shared_data) -> Path:
+    return shared_data / "ct" / "totalseg_abdomen_dicom_j2k"
+
+
+@pytest.fixture(scope="session")
+def abdomen_nifti(shared_data) -> Path:
+    return shared_data / "ct" / "totalseg_abdomen_pelvis.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def cr_monochrome1(shared_data) -> Path:
+    return shared_data / "xray" / "wg04_rg1_chest_cr_monochrome1.dcm"
+
+
+@pytest.fixture(scope="session")
+def chest_study(chest_series):
+    from napari_radreport import load_study
+
+    return load_study(chest_series)
