@@ -34,9 +34,10 @@ def _folder_has_images(folder: Path) -> bool:
 
 def get_reader(path: str | Sequence[str]) -> Callable[[Any], list] | None:
     try:
-        paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
-        if not paths:
+        raw = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not raw or any(not str(p) for p in raw):
             return None
+        paths = [Path(p) for p in raw]
         if len(paths) == 1 and paths[0].is_dir():
             return read_study_layers if _folder_has_images(paths[0]) else None
         return read_study_layers if all(_readable_file(p) for p in paths) else None

@@ -50,20 +50,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radreport", description="Draft radiology reports in napari.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    # --debug is accepted after the subcommand too (SUPPRESS keeps a value given before it).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="describe what a file, folder or set of files reads as")
+    info = sub.add_parser("info", parents=[common], help="describe what a file, folder or set of files reads as")
     info.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
     info.set_defaults(func=_cmd_info)
 
-    view = sub.add_parser("view", help="open a study in napari with the plugin's docks")
+    view = sub.add_parser("view", parents=[common], help="open a study in napari with the plugin's docks")
     view.add_argument("paths", nargs="+")
     view.add_argument("--series")
     view.set_defaults(func=_cmd_view)
 
-    demo = sub.add_parser("demo", help="open napari with the plugin's docks and a sample study")
+    demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")
     demo.set_defaults(func=_cmd_demo)
     return parser
@@ -72,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # --debug may also come after the subcommand
-    debug = args.debug or "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("radreport: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line by default; the traceback only with --debug
-        if debug:
+        if args.debug:
             raise
         from napari_radreport.io import StudyReadError
 
