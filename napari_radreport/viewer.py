@@ -15,9 +15,24 @@ DOCKS = ("Study",)
 SAMPLES = {"ct": "abdomen_ct", "xray": "chest_xray"}
 
 
+def widen_contrast_range(layer) -> None:
+    """Let the contrast slider span the data, not just the window it opened with (napari narrows it)."""
+    study = layer.metadata.get("study")
+    if study is None or getattr(layer, "rgb", False):
+        return
+    index = layer.metadata.get("radreport_image_index", 0)
+    lo, hi = study.images[index].value_range()
+    c_lo, c_hi = layer.contrast_limits
+    if hi > lo:
+        layer.contrast_limits_range = (min(lo, c_lo), max(hi, c_hi))
+        layer.contrast_limits = (c_lo, c_hi)
+
+
 def add_study(viewer: napari.Viewer, study: Study) -> list:
     """Add a study's layers (scale, translate and units in mm) and frame them."""
     layers = [viewer.add_image(data, **kwargs) for data, kwargs, _ in study.to_layer_data()]
+    for layer in layers:
+        widen_contrast_range(layer)
     viewer.reset_view()
     return layers
 

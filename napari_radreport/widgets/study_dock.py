@@ -97,6 +97,10 @@ class StudyDock(QWidget):
 
     # -- studies in the viewer ------------------------------------------------------------
     def _refresh_layers(self, event=None) -> None:
+        if event is not None and getattr(event, "type", "") == "inserted" and _study_of(event.value) is not None:
+            from napari_radreport.viewer import widen_contrast_range
+
+            widen_contrast_range(event.value)
         current = self.current_layer
         self._layers = [layer for layer in self.viewer.layers if _study_of(layer) is not None]
         self.study_combo.blockSignals(True)
@@ -151,8 +155,8 @@ class StudyDock(QWidget):
         if layer is None or self.current_study.kind != "ct":
             return
         lo, hi = CT_WINDOWS[name].limits
-        data_lo, data_hi = layer.contrast_limits_range
-        layer.contrast_limits_range = (min(lo, data_lo), max(hi, data_hi))
+        range_lo, range_hi = layer.contrast_limits_range
+        layer.contrast_limits_range = (min(lo, range_lo), max(hi, range_hi))
         layer.contrast_limits = (lo, hi)
         layer.metadata["radreport_window"] = name
         for button in self.window_buttons.buttons():
@@ -191,7 +195,8 @@ class StudyDock(QWidget):
         from napari_radreport.io import load_study
 
         self.status.setText(f"Reading {html.escape(Path(str(source if isinstance(source, (str, Path)) else source[0])).name)}…")
-        worker = create_worker(load_study, source, series=series)
+        # The dock shows read errors itself; napari need not relay them as notifications.
+        worker = create_worker(load_study, source, series=series, _ignore_errors=True)
         worker.returned.connect(self._on_loaded)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
