@@ -22,11 +22,13 @@ def main() -> None:
 
     viewer = open_viewer(args.paths or None, sample=args.sample, run=False)
     viewer.window._qt_window.resize(1500, 950)
-    dock = viewer.window._dock_widgets["Study (napari-radreport)"].widget()
+    dock = viewer.window.dock_widgets["Study (napari-radreport)"]
     if args.window:
         dock.apply_window(args.window)
     for _ in range(20):
         QApplication.processEvents()
+    viewer.reset_view()  # frame the layers in the resized canvas
+    QApplication.processEvents()
     viewer.screenshot(args.out, canvas_only=False)
     viewer.close()
 

@@ -127,7 +127,7 @@ class StudyDock(QWidget):
         study = self.current_study
         self.info.setText(self._describe(study) if study else "No study open.")
         is_ct = study is not None and study.kind == "ct"
-        self.window_box.setEnabled(is_ct)
+        self.window_box.setVisible(is_ct)
         active = self.current_layer.metadata.get("radreport_window") if is_ct else None
         for button in self.window_buttons.buttons():
             button.setChecked(button.objectName() == f"window_{active}")
