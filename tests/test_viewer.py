@@ -41,10 +41,11 @@ def test_radiograph_set_opens_side_by_side(make_napari_viewer, shared_data):
     assert [layer.metadata["radreport_image_index"] for layer in layers] == list(range(8))
     xs = [layer.translate[1] for layer in layers]
     assert xs == sorted(xs) and len(set(xs)) == 8
-    assert layers[0].name.startswith("CXR 1/8 PA")
+    cr = layers[-1]  # the folder's last file in path order
+    assert cr.name.startswith("CXR 8/8 PA wg04")
     # MONOCHROME1 CR: contrast from its (inverted) file window, slider spanning the data
-    assert tuple(layers[0].contrast_limits) == pytest.approx((2767.0, 32767.0))
-    assert layers[0].contrast_limits_range[0] <= study.images[0].value_range()[0]
+    assert tuple(cr.contrast_limits) == pytest.approx((2767.0, 32767.0))
+    assert cr.contrast_limits_range[0] <= study.images[-1].value_range()[0]
     assert _not_blank(viewer.screenshot(canvas_only=True, flash=False))
 
 

@@ -81,3 +81,18 @@ def test_truncated_jpeg_gives_one_line_naming_the_file(shared_data, tmp_path):
 def test_mixing_ct_slices_and_pictures_is_refused(chest_series, shared_data):
     with pytest.raises(StudyReadError, match="mixes CT/MR slices with PNG/JPEG"):
         load_study([chest_series / "1-01.dcm", shared_data / "xray" / "nih_00000001_000_cardiomegaly.png"])
+
+
+def test_dicom_and_png_radiographs_keep_the_given_order(shared_data, cr_monochrome1):
+    png = shared_data / "xray" / "nih_00000001_000_cardiomegaly.png"
+    assert [im.label for im in load_study([png, cr_monochrome1]).images] == [png.name, cr_monochrome1.name]
+    assert [im.label for im in load_study([cr_monochrome1, png]).images] == [cr_monochrome1.name, png.name]
+
+
+def test_a_folder_set_is_in_path_order(shared_data):
+    folder = shared_data / "xray"
+    expected = [p.name for p in sorted((p for p in folder.rglob("*") if p.is_file()), key=str)
+                if p.suffix in (".png", ".jpg", ".dcm")]
+    labels = [im.label for im in load_study(folder).images]
+    assert labels == expected
+    assert labels[-1] == "wg04_rg1_chest_cr_monochrome1.dcm"  # the DICOM is not put first

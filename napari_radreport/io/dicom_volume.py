@@ -38,6 +38,11 @@ class VolumeGeometry:
     gantry_tilt_tag: float | None = None
 
 
+def _fits(raw: np.ndarray, intercept: float, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return bool(info.min <= int(raw.min()) + intercept and int(raw.max()) + intercept <= info.max)
+
+
 def _slice_steps(distances: np.ndarray) -> tuple[float | None, list[str]]:
     """Slice spacing from positions, plus warnings about gaps and irregular spacing."""
     warnings: list[str] = []
@@ -157,6 +162,10 @@ def assemble_volume(
             raw = first_raw if frame is ordered[0] else frame.load()
             if raw.shape != (geometry.rows, geometry.columns):
                 raise StudyReadError(f"{frame.source}: pixel array shape {raw.shape} differs from the series")
+            if dtype.kind == "i" and not _fits(raw, frame.intercept, dtype):
+                # Stored values beyond BitsStored: widen instead of wrapping around.
+                dtype = np.dtype(np.float32)
+                volume = volume.astype(dtype)
             volume[z, t] = apply_rescale(raw, frame.slope, frame.intercept, dtype)
     volume = np.moveaxis(volume, 1, 0)  # (t, z, y, x)
     if n_time == 1:

@@ -51,7 +51,9 @@ def _dicom_headers(paths: list[Path]) -> tuple[list[DicomHeader], list[str]]:
     return headers, skipped
 
 
-def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, series) -> Study:
+def _from_dicom(
+    headers: list[DicomHeader], pictures: list[Path], origin: str, series, order: Sequence[Path] | None = None
+) -> Study:
     """Decide between a volume and a radiograph set among DICOM objects (and pictures)."""
     from napari_radreport.io.dicom_multiframe import read_enhanced
     from napari_radreport.io.dicom_series import read_slice_series
@@ -81,22 +83,26 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
             study.notes.append(f"{duplicates} duplicate file(s) of the same SOP instance ignored")
         return study
     if radiographs or pictures:
-        return _xray_set(radiographs, pictures, origin)
+        return _xray_set(radiographs, pictures, order)
     reasons = sorted({f"{Path(h.path).name}: {reason}" for h, reason in refused if reason})
     if len(headers) == 1:
         raise StudyReadError(f"{headers[0].path}: {refused[0][1]}; napari-radreport opens CT series and radiographs")
     raise StudyReadError(f"{origin}: no image to open ({len(headers)} DICOM objects, e.g. {reasons[0]})")
 
 
-def _xray_set(radiographs: list[DicomHeader], pictures: list[Path], origin: str) -> Study:
+def _xray_set(radiographs: list[DicomHeader], pictures: list[Path], order: Sequence[Path] | None = None) -> Study:
+    """A radiograph set in the order of ``order`` (the files as given), else in path order (folders)."""
+    rank = {str(p): i for i, p in enumerate(order or [])}
+
+    def position(item: DicomHeader | Path) -> tuple[int, str]:
+        path = str(item) if isinstance(item, Path) else item.path
+        return (rank.get(path, -1), path)
+
+    items: list[DicomHeader | Path] = sorted([*radiographs, *pictures], key=position)
     images: list[ImageData] = []
     notes: list[str] = []
-    for h in radiographs:
-        image, image_notes = read_dicom_radiograph(h)
-        images.append(image)
-        notes.extend(image_notes)
-    for p in pictures:
-        image, image_notes = read_picture(p)
+    for item in items:
+        image, image_notes = read_picture(item) if isinstance(item, Path) else read_dicom_radiograph(item)
         images.append(image)
         notes.extend(image_notes)
     source = tuple(im.source_files[0] for im in images)
@@ -122,7 +128,7 @@ def _load_folder(folder: Path, series) -> Study:
                 study.notes.append(f"{len(skipped)} unreadable file(s) skipped, e.g. {skipped[0]}")
             return study
     if pictures:
-        return _xray_set([], pictures, str(folder))
+        return _xray_set([], pictures)
     if len(niftis) == 1:
         return read_nifti(niftis[0])
     if niftis:
@@ -173,7 +179,7 @@ def _load(paths: list[Path], series: str | int | None, modality: str | None) -> 
         if is_nifti_path(path):
             return read_nifti(path, modality=modality)
         if is_picture_path(path):
-            return _xray_set([], [path], str(path))
+            return _xray_set([], [path])
         if looks_like_dicom(path):
             return _load_single_dicom(path, series)
         raise StudyReadError(
@@ -189,4 +195,4 @@ def _load(paths: list[Path], series: str | int | None, modality: str | None) -> 
     if unknown:
         raise StudyReadError(f"{unknown[0]}: unsupported file type (expected DICOM, PNG or JPEG)")
     headers = [read_header(p) for p in others]
-    return _from_dicom(headers, pictures, f"{paths[0]} (+{len(paths) - 1} files)", series)
+    return _from_dicom(headers, pictures, f"{paths[0]} (+{len(paths) - 1} files)", series, order=paths)
