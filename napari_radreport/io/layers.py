@@ -44,10 +44,11 @@ def _xray_layers(study: Study) -> list[tuple[Any, dict[str, Any], str]]:
     gap = XRAY_GAP_FRACTION * max(widths)
     x = 0.0
     n = len(study.images)
+    prefix = "CXR" if study.kind == "xray_set" else "Image"
     for i, (image, scale, width) in enumerate(zip(study.images, scales, widths)):
         view = f" {image.view_position}" if image.view_position else ""
         kwargs = {
-            "name": f"CXR {i + 1}/{n}{view} {image.label}",
+            "name": f"{prefix} {i + 1}/{n}{view} {image.label}",
             "scale": scale,
             "translate": (0.0, x),
             "units": units,

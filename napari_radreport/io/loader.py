@@ -63,7 +63,8 @@ def _from_dicom(
     images = [h for h, reason in refused if reason is None]
     slices = [h for h in images if h.is_volume_slice]
     enhanced = [h for h in images if h.n_frames > 1 and not h.is_radiograph]
-    radiographs = [h for h in images if h not in slices and h not in enhanced]
+    taken = {id(h) for h in slices} | {id(h) for h in enhanced}
+    radiographs = [h for h in images if id(h) not in taken]
 
     if slices or enhanced:
         if pictures:
