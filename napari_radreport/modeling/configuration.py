@@ -1,0 +1,144 @@
+"""Configurations of the encoder -> perceiver -> LLM model, in the transformers style.
+
+A ``RadReportConfig`` holds three sub-configs: the vision encoder (our 3-D ViT, or transformers'
+CLIP vision model for radiographs), the perceiver that turns encoder tokens into LLM tokens, and the
+text model (any causal LM config transformers knows). Malformed values fail here, naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+PERCEIVER_TYPES = (
+    "spp",  # M3D spatial pooling: avg-pool then MLP (keys projector.0 / projector.2)
+    "conv3d",  # E3D-GPT: 3-D convolution, kernel = stride
+    "mlp2x",  # LLaVA / RRG24: 2-layer MLP on every token
+    "avg_pool",
+    "max_pool",
+    "qformer_global",  # learned queries over all tokens
+    "qformer_local",  # one learned query per local window
+    "mlp_mixer",  # token- and channel-mixing MLPs to a fixed number of tokens
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field."""
+
+
+def _triple(name: str, value) -> tuple[int, int, int]:
+    values = tuple(int(v) for v in value)
+    if len(values) != 3 or min(values) < 1:
+        raise ConfigError(f"{name} must be three positive integers (depth, height, width), got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+class ViT3DConfig(PreTrainedConfig):
+    """A 3-D ViT: M3D-CLIP's layout (the default, ViT-B on 1x32x256x256) or E3D-GPT's MAE encoder size.
+
+    ``image_size`` and ``patch_size`` are in the order of the input tensor's spatial axes
+    (B, C, D, H, W). M3D-LaMed: (32, 256, 256) / (4, 16, 16) -> 8x16x16 = 2048 tokens.
+    E3D-GPT: (112, 224, 224) / (8, 16, 16) -> 14x14x14 = 2744 tokens, width 1536.
+    """
+
+    model_type = "radreport_vit3d"
+
+    in_channels: int = 1
+    image_size: list[int] | tuple[int, ...] = (32, 256, 256)
+    patch_size: list[int] | tuple[int, ...] = (4, 16, 16)
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    qkv_bias: bool = False
+    layer_norm_eps: float = 1e-5
+    use_cls_token: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        image = _triple("vision_config.image_size", self.image_size)
+        patch = _triple("vision_config.patch_size", self.patch_size)
+        for axis, (i, p) in enumerate(zip(image, patch)):
+            if i % p:
+                raise ConfigError(
+                    f"vision_config.image_size[{axis}]={i} is not a multiple of vision_config.patch_size[{axis}]={p}"
+                )
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"vision_config.hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        self.image_size, self.patch_size = list(image), list(patch)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * math.prod(self.patch_size)
+
+
+class PerceiverConfig(PreTrainedConfig):
+    """How encoder tokens become LLM tokens; ``perceiver_type`` picks one of PERCEIVER_TYPES."""
+
+    model_type = "radreport_perceiver"
+
+    perceiver_type: str = "spp"
+    pooling_size: int = 2  # spp / avg_pool / max_pool / conv3d kernel = stride; qformer_local window
+    projector_depth: int = 2  # Linear layers after pooling (M3D "mlp" with depth 2)
+    num_queries: int = 256  # qformer_global and mlp_mixer output tokens
+    num_layers: int = 2  # qformer / mixer depth
+    num_heads: int = 8  # qformer attention heads
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.perceiver_type not in PERCEIVER_TYPES:
+            raise ConfigError(
+                f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of {', '.join(PERCEIVER_TYPES)}"
+            )
+        for name in ("pooling_size", "projector_depth", "num_queries", "num_layers", "num_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"perceiver_config.{name} must be at least 1, got {getattr(self, name)!r}")
+
+
+AutoConfig.register(ViT3DConfig.model_type, ViT3DConfig, exist_ok=True)
+AutoConfig.register(PerceiverConfig.model_type, PerceiverConfig, exist_ok=True)
+
+
+class RadReportConfig(PreTrainedConfig):
+    """Vision encoder + perceiver + causal LM, with the image placeholder token."""
+
+    model_type = "radreport"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type=ViT3DConfig.model_type),
+        "perceiver_config": SubConfigSpec(config_class=PerceiverConfig),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    perceiver_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token: str = "<im_patch>"
+    image_token_id: int = 32000
+    # CLIP vision towers: which hidden layer feeds the perceiver, and whether the CLS token is dropped.
+    vision_feature_layer: int = -2
+    vision_feature_drop_cls: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        vocab = getattr(self.text_config, "vocab_size", None)
+        if vocab is not None and not 0 <= self.image_token_id < vocab:
+            raise ConfigError(f"image_token_id={self.image_token_id} is outside text_config.vocab_size={vocab}")
+        if self.vision_config.model_type not in (ViT3DConfig.model_type, "clip_vision_model", "siglip_vision_model"):
+            raise ConfigError(f"vision_config.model_type={self.vision_config.model_type!r} is not supported")
