@@ -1,0 +1,161 @@
+"""The composite model with tiny random configs: perceivers, splicing, generation, save/load."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_radreport.modeling import (  # noqa: E402
+    PERCEIVER_TYPES,
+    ConfigError,
+    PerceiverConfig,
+    RadReportConfig,
+    RadReportForConditionalGeneration,
+    ViT3DConfig,
+)
+
+IMAGE_TOKEN = 99
+TINY_VISION = {"image_size": [8, 64, 64], "patch_size": [4, 16, 16], "hidden_size": 32, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "intermediate_size": 64}
+TINY_TEXT = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 100, "bos_token_id": 1,
+             "eos_token_id": 2, "pad_token_id": 0}
+
+
+def tiny_model(perceiver: dict | None = None, text: dict | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    config = RadReportConfig(vision_config=TINY_VISION, text_config={**TINY_TEXT, **(text or {})},
+                             perceiver_config=perceiver or {"perceiver_type": "spp"}, image_token_id=IMAGE_TOKEN)
+    return RadReportForConditionalGeneration(config).eval()
+
+
+def prompt(model, extra=(5, 6, 7)):
+    return torch.tensor([[1] + [IMAGE_TOKEN] * model.num_image_tokens + list(extra)])
+
+
+EXPECTED_TOKENS = {  # grid (2, 4, 4) = 32 encoder tokens
+    "spp": 4, "avg_pool": 4, "max_pool": 4, "conv3d": 4, "mlp2x": 32,
+    "qformer_global": 6, "qformer_local": 4, "mlp_mixer": 6,
+}
+
+
+@pytest.mark.parametrize("kind", PERCEIVER_TYPES)
+def test_every_perceiver_gives_the_token_count_it_promises(kind):
+    model = tiny_model({"perceiver_type": kind, "num_queries": 6, "num_heads": 4})
+    assert model.num_image_tokens == EXPECTED_TOKENS[kind]
+    features = model.get_image_features(torch.randn(2, 1, 8, 64, 64))
+    assert features.shape == (2, EXPECTED_TOKENS[kind], 32)
+    out = model.generate(input_ids=prompt(model), pixel_values=torch.randn(1, 1, 8, 64, 64),
+                         max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == prompt(model).shape[1] + 3
+
+
+def test_image_token_count_mismatch_is_a_clear_error():
+    model = tiny_model()
+    ids = torch.tensor([[1] + [IMAGE_TOKEN] * (model.num_image_tokens + 1) + [5]])
+    with pytest.raises(ValueError, match=r"5 image tokens .* gives 4 features"):
+        model(input_ids=ids, pixel_values=torch.randn(1, 1, 8, 64, 64))
+
+
+def test_image_features_land_exactly_where_the_image_tokens_stand():
+    model = tiny_model()
+    ids = prompt(model)
+    pixels = torch.randn(1, 1, 8, 64, 64)
+    features = model.get_image_features(pixels)
+    merged = model.merge_image_features(ids, model.get_input_embeddings()(ids), features)
+    positions = (ids[0] == IMAGE_TOKEN).nonzero().flatten()
+    torch.testing.assert_close(merged[0, positions], features[0])
+    others = (ids[0] != IMAGE_TOKEN).nonzero().flatten()
+    torch.testing.assert_close(merged[0, others], model.get_input_embeddings()(ids)[0, others])
+
+
+def test_pixel_values_are_encoded_once_per_generation():
+    model = tiny_model()
+    calls = []
+    model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    model.generate(input_ids=prompt(model), pixel_values=torch.randn(1, 1, 8, 64, 64), max_new_tokens=6,
+                   do_sample=False)
+    assert len(calls) == 1
+
+
+def test_cached_image_features_give_the_same_tokens_as_pixels():
+    model = tiny_model()
+    pixels = torch.randn(1, 1, 8, 64, 64)
+    a = model.generate(input_ids=prompt(model), pixel_values=pixels, max_new_tokens=6, do_sample=False)
+    b = model.generate(input_ids=prompt(model), image_features=model.get_image_features(pixels), max_new_tokens=6,
+                       do_sample=False)
+    assert torch.equal(a, b)
+
+
+def test_save_and_load_round_trip_with_safetensors(tmp_path):
+    model = tiny_model({"perceiver_type": "qformer_local", "num_heads": 4})
+    pixels = torch.randn(1, 1, 8, 64, 64)
+    before = model.generate(input_ids=prompt(model), pixel_values=pixels, max_new_tokens=8, do_sample=False)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = RadReportForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.config.perceiver_config.perceiver_type == "qformer_local"
+    after = loaded.generate(input_ids=prompt(loaded), pixel_values=pixels, max_new_tokens=8, do_sample=False)
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("text_type", ["llama", "phi3", "qwen2", "mistral"])
+def test_any_causal_lm_transformers_knows_can_be_the_text_model(text_type):
+    model = tiny_model(text={"model_type": text_type})
+    assert model.language_model.config.model_type == text_type
+    out = model.generate(input_ids=prompt(model), pixel_values=torch.randn(1, 1, 8, 64, 64), max_new_tokens=2,
+                         do_sample=False)
+    assert out.shape[1] == prompt(model).shape[1] + 2
+
+
+@pytest.mark.parametrize(
+    ("factory", "field"),
+    [
+        (lambda: ViT3DConfig(image_size=[30, 256, 256]), "vision_config.image_size"),
+        (lambda: ViT3DConfig(hidden_size=50, num_attention_heads=12), "vision_config.hidden_size"),
+        (lambda: PerceiverConfig(perceiver_type="transformer"), "perceiver_config.perceiver_type"),
+        (lambda: RadReportConfig(vision_config=TINY_VISION, text_config=TINY_TEXT, image_token_id=500),
+         "image_token_id"),
+        (lambda: tiny_model({"perceiver_type": "spp", "pooling_size": 3}), "perceiver_config.pooling_size"),
+    ],
+)
+def test_malformed_configs_fail_naming_the_field(factory, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        factory()
+
+
+def _reference_vit3d(encoder, pixels):
+    """M3D-CLIP's ViT written from its equations with explicit softmax attention."""
+    cfg = encoder.config
+    sd = {k: v for k, v in encoder.state_dict().items()}
+    b, c, s0, s1, s2 = pixels.shape
+    p1, p2, p3 = cfg.patch_size
+    x = pixels.reshape(b, c, s0 // p1, p1, s1 // p2, p2, s2 // p3, p3)
+    x = torch.einsum("bchpwqdr->bhwdpqrc", x).reshape(b, -1, p1 * p2 * p3 * c)
+    x = x @ sd["patch_embedding.patch_embeddings.1.weight"].T + sd["patch_embedding.patch_embeddings.1.bias"]
+    x = x + sd["patch_embedding.position_embeddings"]
+    x = torch.cat([sd["cls_token"].expand(b, -1, -1), x], dim=1)
+    heads, width = cfg.num_attention_heads, cfg.hidden_size
+    ln = torch.nn.functional.layer_norm
+    for i in range(cfg.num_hidden_layers):
+        p = f"blocks.{i}."
+        h = ln(x, (width,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], 1e-5)
+        qkv = (h @ sd[p + "attn.qkv.weight"].T).reshape(b, -1, 3, heads, width // heads)
+        q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+        attn = torch.softmax(q @ k.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
+        o = (attn @ v).transpose(1, 2).reshape(b, -1, width)
+        x = x + o @ sd[p + "attn.out_proj.weight"].T + sd[p + "attn.out_proj.bias"]
+        h = ln(x, (width,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], 1e-5)
+        h = torch.nn.functional.gelu(h @ sd[p + "mlp.linear1.weight"].T + sd[p + "mlp.linear1.bias"])
+        x = x + h @ sd[p + "mlp.linear2.weight"].T + sd[p + "mlp.linear2.bias"]
+    x = ln(x, (width,), sd["norm.weight"], sd["norm.bias"], 1e-5)
+    return x[:, 1:]
+
+
+def test_vit3d_matches_the_published_equations():
+    model = tiny_model()
+    pixels = torch.randn(2, 1, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.vision_tower(pixels), _reference_vit3d(model.vision_tower, pixels),
+                                   atol=1e-5, rtol=1e-5)
