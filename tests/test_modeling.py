@@ -153,9 +153,14 @@ def _reference_vit3d(encoder, pixels):
     return x[:, 1:]
 
 
-def test_vit3d_matches_the_published_equations():
-    model = tiny_model()
-    pixels = torch.randn(2, 1, 8, 64, 64)
+@pytest.mark.parametrize("channels", [1, 2])  # two channels make the (p1 p2 p3 c) order observable
+def test_vit3d_matches_the_published_equations(channels):
+    from napari_radreport.modeling.vit3d import ViT3DEncoder
+
+    torch.manual_seed(1)
+    encoder = ViT3DEncoder(ViT3DConfig(**{**TINY_VISION, "in_channels": channels})).eval()
     with torch.no_grad():
-        torch.testing.assert_close(model.vision_tower(pixels), _reference_vit3d(model.vision_tower, pixels),
-                                   atol=1e-5, rtol=1e-5)
+        for p in encoder.parameters():  # the zero-initialised embeddings too
+            p.normal_(0, 0.2)
+        pixels = torch.randn(2, channels, 8, 64, 64)
+        torch.testing.assert_close(encoder(pixels), _reference_vit3d(encoder, pixels), atol=1e-5, rtol=1e-5)
