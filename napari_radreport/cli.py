@@ -47,6 +47,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from napari_radreport.modeling.m3d import convert_m3d
+
+    out = convert_m3d(args.src, args.dst, allow_pickle=args.allow_pickle)
+    print(f"converted {args.src} -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radreport", description="Draft radiology reports in napari.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -65,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("paths", nargs="+")
     view.add_argument("--series")
     view.set_defaults(func=_cmd_view)
+
+    convert = sub.add_parser("convert", parents=[common], help="convert a public checkpoint to this project's format")
+    convert.add_argument("format", choices=["m3d"], help="m3d: an M3D-LaMed folder (Llama-2 or Phi-3)")
+    convert.add_argument("src", help="local checkpoint folder (config.json, *.safetensors, tokenizer)")
+    convert.add_argument("dst", help="output folder")
+    convert.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (runs pickle code)")
+    convert.set_defaults(func=_cmd_convert)
 
     demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")

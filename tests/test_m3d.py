@@ -95,3 +95,14 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path):
 def test_a_hub_id_fails_at_once_saying_how_to_use_local_weights(tmp_path):
     with pytest.raises(CheckpointError, match="never downloads weights"):
         convert_m3d("GoodBaiBai88/M3D-LaMed-Phi-3-4B", tmp_path / "out")
+
+
+def test_convert_command(tmp_path, capsys):
+    from napari_radreport.cli import main
+
+    write_tiny_m3d_checkpoint(tmp_path / "m3d", "phi3")
+    assert main(["convert", "m3d", str(tmp_path / "m3d"), str(tmp_path / "out")]) == 0
+    assert "converted" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "radreport"
+    assert main(["convert", "m3d", str(tmp_path / "nowhere"), str(tmp_path / "out2")]) == 1
+    assert "no such checkpoint folder" in capsys.readouterr().err
