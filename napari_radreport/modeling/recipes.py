@@ -1,0 +1,94 @@
+"""Recipes: one JSON per supported model in ``models/<name>/recipe.json``, built at full or tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(os.environ.get("RADREPORT_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+
+class RecipeError(ValueError):
+    """A recipe that is missing or malformed; the message names the recipe and the field."""
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    modality: str  # "ct" or "xray"
+    vision: dict[str, Any]
+    perceiver: dict[str, Any]
+    text: dict[str, Any]
+    image_token: str
+    image_token_id: int
+    preprocess: dict[str, Any]
+    prompt: dict[str, Any] = field(default_factory=dict)
+    added_tokens: list[str] = field(default_factory=list)
+    lora: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    tiny: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def config(self, *, tiny: bool = False):
+        """The RadReportConfig of this recipe; ``tiny`` swaps in the small sizes used by tests."""
+        from napari_radreport.modeling.configuration import RadReportConfig
+
+        vision, text, token_id = dict(self.vision), dict(self.text), self.image_token_id
+        if tiny:
+            if not self.tiny:
+                raise RecipeError(f"recipe {self.name}: no 'tiny' section")
+            vision.update(self.tiny.get("vision", {}))
+            text = dict(self.tiny.get("text", text))
+            token_id = self.tiny.get("image_token_id", token_id)
+        return RadReportConfig(vision_config=vision, perceiver_config=dict(self.perceiver), text_config=text,
+                               image_token=self.image_token, image_token_id=token_id,
+                               tie_word_embeddings=bool(text.get("tie_word_embeddings", False)))
+
+    def build(self, *, tiny: bool = False, device: str | None = None):
+        """A randomly initialised model of this recipe (load real weights with from_pretrained instead)."""
+        import torch
+
+        from napari_radreport.modeling.modeling_radreport import RadReportForConditionalGeneration
+
+        config = self.config(tiny=tiny)
+        if device is None:
+            return RadReportForConditionalGeneration(config)
+        with torch.device(device):
+            return RadReportForConditionalGeneration(config)
+
+
+REQUIRED = ("name", "description", "modality", "vision", "perceiver", "text", "image_token", "image_token_id",
+            "preprocess")
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/recipe.json"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe by name (a folder of ``models/``) or by the path of a recipe.json or its folder."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = MODELS_DIR / str(name_or_path)
+    if path.is_dir():
+        path = path / "recipe.json"
+    if not path.is_file():
+        raise RecipeError(f"no recipe {name_or_path!r}; available: {', '.join(available_recipes()) or 'none'}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RecipeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise RecipeError(f"{path}: missing field(s) {', '.join(missing)}")
+    known = set(Recipe.__dataclass_fields__) - {"path"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RecipeError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    if data["modality"] not in ("ct", "xray"):
+        raise RecipeError(f"{path}: modality must be 'ct' or 'xray', got {data['modality']!r}")
+    return Recipe(**data, path=path)
