@@ -1,0 +1,153 @@
+"""From a Study to model inputs, as a recipe's ``preprocess`` and ``prompt`` sections say.
+
+CT: resample to the recipe's spacing (trilinear, voxel centres kept), then the intensity step (HU window or
+per-volume min-max, both to [0, 1]), then crop/pad (centre) or resize to the target shape, then channels.
+Radiographs: the first ``max_images`` images stitched horizontally (RRG24) or kept separate, padded to square,
+resized and normalised with CLIP's published mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP preprocessing
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class InputError(ValueError):
+    """A study this model cannot take (wrong modality, too many images); the message says why."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    target_shape: tuple[int, ...]
+    spacing_mm: tuple[float, float, float] | None = None
+    intensity: str = "minmax"  # "minmax", "hu_window" or "clip_normalize"
+    hu_window: tuple[float, float] | None = None
+    resize: str = "resize"  # "resize" or "crop_or_pad"
+    channels: int = 1
+    stitch: str = "horizontal"  # radiographs: "horizontal" or "separate"
+    max_images: int = 4
+
+    @classmethod
+    def from_recipe(cls, section: dict) -> Preprocess:
+        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        for key in ("target_shape", "spacing_mm", "hu_window"):
+            if known.get(key) is not None:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    @property
+    def signature(self) -> str:
+        """A stable text key for caches of encoded studies."""
+        return repr(sorted(self.__dict__.items()))
+
+
+def _resample(volume: torch.Tensor, spacing, target) -> torch.Tensor:
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(volume.shape[-3:], spacing, target)]
+    return F.interpolate(volume[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
+
+
+def _crop_or_pad(volume: torch.Tensor, shape, fill: float) -> torch.Tensor:
+    for axis, want in enumerate(shape):
+        have = volume.shape[axis]
+        if have > want:
+            start = (have - want) // 2
+            volume = volume.narrow(axis, start, want)
+        elif have < want:
+            before = (want - have) // 2
+            pad_shape = list(volume.shape)
+            pad_shape[axis] = want
+            padded = torch.full(pad_shape, fill, dtype=volume.dtype)
+            padded.narrow(axis, before, have).copy_(volume)
+            volume = padded
+    return volume
+
+
+def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
+    """(1, C, D, H, W) float32 from a CT/volume Study."""
+    if not study.is_volume:
+        raise InputError(f"this model reads CT volumes; the study is a {study.kind}")
+    array = study.array
+    if array.ndim != 3:
+        raise InputError(f"this model reads one 3-D volume; the study has shape {array.shape}")
+    volume = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if spec.spacing_mm is not None:
+        if None in study.spacing:
+            raise InputError("the study's voxel spacing is unknown; the recipe resamples to a spacing in mm")
+        volume = _resample(volume, study.spacing, spec.spacing_mm)
+    if spec.intensity == "hu_window":
+        lo, hi = spec.hu_window or (-1000.0, 1000.0)
+        volume = (volume.clamp(lo, hi) - lo) / (hi - lo)
+    elif spec.intensity == "minmax":
+        lo, hi = volume.min(), volume.max()
+        volume = (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
+    else:
+        raise InputError(f"intensity step {spec.intensity!r} is not for volumes")
+    shape = tuple(spec.target_shape)
+    if spec.resize == "crop_or_pad":
+        volume = _crop_or_pad(volume, shape, fill=0.0)
+    else:
+        volume = F.interpolate(volume[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0]
+    return volume[None, None].expand(1, spec.channels, *shape).contiguous()
+
+
+def _unit_range(image) -> torch.Tensor:
+    """A radiograph to [0, 1] through its display window (or its own range)."""
+    from napari_radreport.io.windows import default_contrast_limits
+
+    lo, hi = default_contrast_limits("xray_set", image.array, image.file_window)
+    data = torch.from_numpy(np.asarray(image.array, dtype=np.float32))
+    return ((data - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
+
+
+def _square(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Pad to a square (centred, black) then resize: keeps the aspect ratio."""
+    h, w = image.shape
+    n = max(h, w)
+    padded = torch.zeros(n, n)
+    padded[(n - h) // 2:(n - h) // 2 + h, (n - w) // 2:(n - w) // 2 + w] = image
+    return F.interpolate(padded[None, None], size=(side, side), mode="bilinear", align_corners=False,
+                         antialias=True)[0, 0]
+
+
+def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
+    """(N, 3, S, S): one stitched image (N = 1) or each radiograph separately."""
+    if study.kind != "xray_set":
+        raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
+    images = [_unit_range(im) for im in study.images[: spec.max_images]]
+    side = int(spec.target_shape[-1])
+    if spec.stitch == "horizontal":
+        height = max(im.shape[0] for im in images)
+        scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
+                                mode="bilinear", align_corners=False)[0, 0] for im in images]
+        squares = [_square(torch.cat(scaled, dim=1), side)]
+    else:
+        squares = [_square(im, side) for im in images]
+    pixels = torch.stack(squares)[:, None].expand(-1, 3, -1, -1)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return ((pixels - mean) / std).contiguous()
+
+
+def prompt_ids(tokenizer, question: str, *, image_token: str, num_image_tokens: int, n_images: int = 1,
+               chat_template: bool = False) -> torch.Tensor:
+    """Token ids of a prompt with the image placeholder expanded to the model's token count."""
+    placeholder = image_token * (num_image_tokens * n_images)
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": f"{placeholder}\n{question}"}],
+                                             tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:  # M3D: BOS + image tokens + question, no template
+        ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + \
+            tokenizer(placeholder + " " + question, add_special_tokens=False)["input_ids"]
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    count = sum(1 for i in ids if i == image_id)
+    if count != num_image_tokens * n_images:
+        raise InputError(f"the tokenizer split {image_token!r}: {count} image tokens instead of "
+                         f"{num_image_tokens * n_images}; add it as a special token")
+    return torch.tensor([ids])

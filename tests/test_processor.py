@@ -1,0 +1,96 @@
+"""Study -> model input: resampling, intensity, size, radiograph stitching, prompts; then a tiny model runs it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_radreport import load_study  # noqa: E402
+from napari_radreport.io.study import ImageData, Study  # noqa: E402
+from napari_radreport.modeling.processor import (  # noqa: E402
+    InputError,
+    Preprocess,
+    prompt_ids,
+    radiographs_to_pixels,
+    volume_to_pixels,
+)
+from napari_radreport.modeling.recipes import load_recipe  # noqa: E402
+
+
+def _ramp_study(shape=(20, 8, 8), spacing=(2.0, 1.0, 1.0)):
+    """Values equal the z position (mm) of each voxel centre: a linear ramp along the first axis."""
+    z = np.arange(shape[0], dtype=np.float32) * spacing[0]
+    array = np.broadcast_to(z[:, None, None], shape).copy()
+    image = ImageData(array=array, spacing=spacing, modality="CT", origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+    return Study(kind="ct", images=[image])
+
+
+def test_resampling_keeps_voxel_centres_on_a_linear_ramp():
+    study = _ramp_study()
+    spec = Preprocess(target_shape=(40, 8, 8), spacing_mm=(1.0, 1.0, 1.0), intensity="hu_window",
+                      hu_window=(0.0, 100.0), resize="crop_or_pad")
+    out = volume_to_pixels(study, spec)[0, 0, :, 4, 4] * 100.0
+    # new centre k sits at (k + 0.5) * 1 mm - 0.5 * 2 mm from the first old centre, inside the ramp
+    expected = np.clip((np.arange(40) + 0.5) * 1.0 - 1.0, 0.0, 38.0)
+    np.testing.assert_allclose(out[2:-2].numpy(), expected[2:-2], atol=1e-4)
+
+
+def test_hu_window_and_minmax_map_to_unit_range(chest_study):
+    e3d = Preprocess.from_recipe(load_recipe("e3d-gpt-vicuna-7b").preprocess)
+    pixels = volume_to_pixels(chest_study, e3d)
+    assert pixels.shape == (1, 1, 112, 224, 224)
+    assert float(pixels.min()) == 0.0 and float(pixels.max()) <= 1.0
+    # 64 slices x 5 mm = 107 slices at 3 mm, padded to 112 with zeros (two above, three below)
+    assert float(pixels[0, 0, 0].abs().max()) == 0.0 and float(pixels[0, 0, -1].abs().max()) == 0.0
+    assert float(pixels[0, 0, 56].max()) > 0.5  # bone inside the HU window's upper half
+    m3d = Preprocess.from_recipe(load_recipe("m3d-lamed-phi3-4b").preprocess)
+    pixels = volume_to_pixels(chest_study, m3d)
+    assert pixels.shape == (1, 1, 32, 256, 256)
+    assert float(pixels.min()) == pytest.approx(0.0, abs=1e-6) and float(pixels.max()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_radiographs_are_stitched_left_to_right(shared_data):
+    bright = ImageData(array=np.full((100, 50), 255, np.uint8), spacing=(None, None), modality="")
+    dark = ImageData(array=np.zeros((50, 50), np.uint8), spacing=(None, None), modality="")
+    bright.file_window = dark.file_window = (127.5, 255.0)
+    study = Study(kind="xray_set", images=[bright, dark])
+    spec = Preprocess.from_recipe(load_recipe("rrg24-clip-vicuna-7b").preprocess)
+    pixels = radiographs_to_pixels(study, spec)
+    assert pixels.shape == (1, 3, 336, 336)
+    raw = pixels[0, 0] * 0.26862954 + 0.48145466  # undo CLIP normalisation
+    # 50 + 100 px wide after scaling to a common height: the bright third on the left
+    assert float(raw[168, 5:105].mean()) > 0.95 and float(raw[168, 120:330].mean()) < 0.05
+    separate = radiographs_to_pixels(study, Preprocess(target_shape=(336, 336), stitch="separate"))
+    assert separate.shape == (2, 3, 336, 336)
+    real = radiographs_to_pixels(load_study(shared_data / "xray" / "open_access_cc_by"), spec)
+    assert real.shape == (1, 3, 336, 336)
+
+
+def test_a_model_says_what_it_cannot_take(chest_study, shared_data):
+    spec = Preprocess(target_shape=(32, 256, 256))
+    with pytest.raises(InputError, match="reads CT volumes; the study is a xray_set"):
+        volume_to_pixels(load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png"), spec)
+    with pytest.raises(InputError, match="reads chest radiographs; the study is a ct"):
+        radiographs_to_pixels(chest_study, Preprocess(target_shape=(336, 336)))
+
+
+def test_prompt_expands_the_image_token_and_a_tiny_model_runs_a_real_study(tmp_path, abdomen_nifti):
+    from m3d_reference import write_tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    recipe = load_recipe("m3d-lamed-phi3-4b")
+    write_tiny_tokenizer(tmp_path, 100)  # <im_patch> = 100, as the tiny recipe expects
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    torch.manual_seed(0)
+    model = recipe.build(tiny=True).eval()
+    ids = prompt_ids(tokenizer, "w5 w6 w7", image_token=recipe.image_token,
+                     num_image_tokens=model.num_image_tokens)
+    assert ids[0, 0] == tokenizer.bos_token_id
+    assert int((ids == 100).sum()) == model.num_image_tokens
+    vision = model.config.vision_config
+    spec = Preprocess(target_shape=tuple(vision.image_size))
+    pixels = volume_to_pixels(load_study(abdomen_nifti), spec)
+    out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 4
