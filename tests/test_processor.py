@@ -94,3 +94,29 @@ def test_prompt_expands_the_image_token_and_a_tiny_model_runs_a_real_study(tmp_p
     pixels = volume_to_pixels(load_study(abdomen_nifti), spec)
     out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_separately_encoded_radiographs_concatenate_their_tokens_with_a_chat_template(tmp_path, shared_data):
+    """The seed paper's open question: each radiograph encoded alone, tokens concatenated in one prompt."""
+    from m3d_reference import write_tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    recipe = load_recipe("rrg24-clip-vicuna-7b")
+    write_tiny_tokenizer(tmp_path, 96)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    tokenizer.add_tokens(["<image>"], special_tokens=True)  # id 100 after the four M3D tokens
+    # a template whose words the tiny vocabulary knows: w90 = "user", w91 = "assistant"
+    tokenizer.chat_template = "{% for m in messages %}w90 {{ m['content'] }} w91{% endfor %}"
+    torch.manual_seed(0)
+    model = recipe.build(tiny=True).eval()
+    assert tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_id
+    study = load_study([shared_data / "xray" / "nih_00000001_000_cardiomegaly.png",
+                        shared_data / "xray" / "nih_00027426_000_no_finding.png"])
+    spec = Preprocess(target_shape=(32, 32), stitch="separate")
+    pixels = radiographs_to_pixels(study, spec)
+    ids = prompt_ids(tokenizer, "w5 w6", image_token="<image>", num_image_tokens=model.num_image_tokens,
+                     n_images=pixels.shape[0], chat_template=True)
+    assert ids[0, 0] == tokenizer.convert_tokens_to_ids("w90") and ids[0, -1] == tokenizer.convert_tokens_to_ids("w91")
+    assert int((ids == 100).sum()) == 2 * model.num_image_tokens
+    out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 2

@@ -134,6 +134,9 @@ class RadReportConfig(PreTrainedConfig):
     vision_feature_layer: int = -2
     vision_feature_drop_cls: bool = True
     tie_word_embeddings: bool = False
+    # How a Study becomes input (a recipe's "preprocess" and "prompt" sections), kept with the weights.
+    preprocess: dict | None = None
+    prompt: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -92,9 +92,12 @@ def radreport_config(m3d: dict, names_and_shapes: dict[str, tuple], image_token_
               **_vision_shape(names_and_shapes)}
     perceiver = {"perceiver_type": "spp", "pooling_size": m3d.get("proj_pooling_size", 2),
                  "projector_depth": m3d.get("proj_layer_num", 2)}
+    preprocess = {"target_shape": list(vision["image_size"]), "intensity": "minmax", "resize": "resize",
+                  "channels": vision["in_channels"]}  # M3D: per-volume min-max, resize, no HU window
     return RadReportConfig(vision_config=vision, perceiver_config=perceiver, text_config=text,
                            image_token=IMAGE_TOKEN, image_token_id=image_token_id,
-                           tie_word_embeddings=bool(text.get("tie_word_embeddings", False)))
+                           tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+                           preprocess=preprocess, prompt={"chat_template": False, "image_first": True})
 
 
 def _image_token_id(src: Path) -> int:

@@ -105,6 +105,14 @@ def _unit_range(image) -> torch.Tensor:
     return ((data - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
 
 
+def _side_by_side(images: list[torch.Tensor]) -> torch.Tensor:
+    """Images scaled to a common height (the tallest) and joined left to right, as the RRG24 seed stitched them."""
+    height = max(im.shape[0] for im in images)
+    scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
+                            mode="bilinear", align_corners=False)[0, 0] for im in images]
+    return torch.cat(scaled, dim=1)
+
+
 def _square(image: torch.Tensor, side: int) -> torch.Tensor:
     """Pad to a square (centred, black) then resize: keeps the aspect ratio."""
     h, w = image.shape
@@ -122,16 +130,24 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     images = [_unit_range(im) for im in study.images[: spec.max_images]]
     side = int(spec.target_shape[-1])
     if spec.stitch == "horizontal":
-        height = max(im.shape[0] for im in images)
-        scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
-                                mode="bilinear", align_corners=False)[0, 0] for im in images]
-        squares = [_square(torch.cat(scaled, dim=1), side)]
+        squares = [_square(_side_by_side(images), side)]
     else:
         squares = [_square(im, side) for im in images]
     pixels = torch.stack(squares)[:, None].expand(-1, 3, -1, -1)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return ((pixels - mean) / std).contiguous()
+
+
+def stitched_picture(study, max_images: int = 4):
+    """The first ``max_images`` radiographs side by side as one 8-bit RGB PIL image (for HF processors)."""
+    from PIL import Image
+
+    if study.kind != "xray_set":
+        raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
+    stitched = _side_by_side([_unit_range(im) for im in study.images[:max_images]])
+    gray = (stitched * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(gray).convert("RGB")
 
 
 def prompt_ids(tokenizer, question: str, *, image_token: str, num_image_tokens: int, n_images: int = 1,

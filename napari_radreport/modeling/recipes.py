@@ -46,7 +46,8 @@ class Recipe:
             token_id = self.tiny.get("image_token_id", token_id)
         return RadReportConfig(vision_config=vision, perceiver_config=dict(self.perceiver), text_config=text,
                                image_token=self.image_token, image_token_id=token_id,
-                               tie_word_embeddings=bool(text.get("tie_word_embeddings", False)))
+                               tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+                               preprocess=dict(self.preprocess), prompt=dict(self.prompt))
 
     def build(self, *, tiny: bool = False, device: str | None = None):
         """A randomly initialised model of this recipe (load real weights with from_pretrained instead)."""
