@@ -30,7 +30,7 @@ def _mlp(in_dim: int, out_dim: int, depth: int, act: str) -> nn.Sequential:
 def _kernel(grid: Grid, size: int, name: str) -> Grid:
     """Pooling kernel per axis: ``size`` where the axis is longer than 1 (2-D grids keep depth 1)."""
     kernel = tuple(size if g > 1 else 1 for g in grid)
-    for axis, (g, k) in enumerate(zip(grid, kernel)):
+    for g, k in zip(grid, kernel):
         if g % k:
             raise ConfigError(f"perceiver_config.pooling_size={size} does not divide the encoder grid {grid} ({name})")
     return kernel  # type: ignore[return-value]
