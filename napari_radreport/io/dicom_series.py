@@ -12,6 +12,7 @@ from napari_radreport.io.dicom_pixels import read_pixels
 from napari_radreport.io.dicom_volume import Frame, VolumeGeometry, assemble_volume
 from napari_radreport.io.study import SeriesInfo, Study, StudyReadError, kind_for_modality
 
+
 @dataclass
 class SeriesGroup:
     """Slices that belong together: same series UID (if any), frame of reference and geometry."""
@@ -27,12 +28,6 @@ class SeriesGroup:
         if any(h.is_localizer for h in self.headers):
             return "localizer"
         return "volume"
-
-    @property
-    def label(self) -> str:
-        h = self.first
-        parts = [h.modality or "?", h.series_description or (f"series {h.series_number}" if h.series_number else "")]
-        return " ".join(p for p in parts if p) + f" ({len(self.headers)} images)"
 
 
 def _series_key(h: DicomHeader) -> tuple:

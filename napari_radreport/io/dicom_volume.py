@@ -142,7 +142,7 @@ def assemble_volume(
     direction = np.stack([normal, col_cos, row_cos])
     plan = plan_reorientation(direction)
     if plan.perm[0] == 0 and plan.flip[0]:  # stack in reverse instead of flipping afterwards
-        groups, distances, normal = groups[::-1], -distances[::-1], -normal
+        groups, normal = groups[::-1], -normal
         direction = np.stack([normal, col_cos, row_cos])
         plan = plan_reorientation(direction)
 

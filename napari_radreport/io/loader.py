@@ -6,7 +6,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_radreport.io.dicom_headers import DicomHeader, looks_like_dicom, read_header, unique_instances
+from napari_radreport.io.dicom_headers import (
+    RADIOGRAPH_MODALITIES,
+    DicomHeader,
+    looks_like_dicom,
+    read_header,
+    unique_instances,
+)
 from napari_radreport.io.nifti import is_nifti_path, read_nifti
 from napari_radreport.io.study import ImageData, Study, StudyReadError
 from napari_radreport.io.xray import is_picture_path, make_xray_set, read_dicom_radiograph, read_picture
@@ -107,7 +113,7 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path], order: Seque
         images.append(image)
         notes.extend(image_notes)
     source = tuple(im.source_files[0] for im in images)
-    non_xray = {im.modality for im in images if im.modality and im.modality not in ("CR", "DX", "RG")}
+    non_xray = {im.modality for im in images if im.modality and im.modality not in RADIOGRAPH_MODALITIES}
     study = make_xray_set(images, notes, source)
     if non_xray:
         study.kind = "image"
@@ -119,7 +125,8 @@ def _load_folder(folder: Path, series) -> Study:
     files = _folder_files(folder)
     niftis = [p for p in files if is_nifti_path(p)]
     pictures = [p for p in files if is_picture_path(p)]
-    candidates = [p for p in files if p not in niftis and p not in pictures and looks_like_dicom(p)]
+    known = set(niftis) | set(pictures)
+    candidates = [p for p in files if p not in known and looks_like_dicom(p)]
     if candidates:
         headers, skipped = _dicom_headers(candidates)
         headers = [h for h in headers if not h.is_dicomdir]
@@ -144,7 +151,7 @@ def _load_single_dicom(path: Path, series) -> Study:
     reason = header.non_image_reason()
     if reason is not None:
         raise StudyReadError(f"{path}: {reason}; napari-radreport opens CT series and radiographs")
-    if header.is_slice and not header.is_radiograph:
+    if header.is_volume_slice:
         # One file of a series: read its siblings and keep the series this file belongs to.
         from napari_radreport.io.dicom_series import group_slices
 

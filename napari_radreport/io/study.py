@@ -66,6 +66,7 @@ class ImageData:
     source_files: tuple[str, ...] = ()
     # Display window from the file (centre, width) after any inversion; None when absent.
     file_window: tuple[float, float] | None = None
+    _value_range: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def spatial_ndim(self) -> int:
@@ -85,9 +86,11 @@ class ImageData:
         return np.asarray(self.origin, dtype=float) + steps @ self.direction
 
     def value_range(self) -> tuple[float, float]:
-        if self.array.size == 0:
-            return (0.0, 0.0)
-        return (float(np.min(self.array)), float(np.max(self.array)))
+        """(min, max) of the array, computed once (the dock and the summary ask for it repeatedly)."""
+        if self._value_range is None:
+            empty = self.array.size == 0
+            self._value_range = (0.0, 0.0) if empty else (float(np.min(self.array)), float(np.max(self.array)))
+        return self._value_range
 
 
 @dataclass
