@@ -141,17 +141,18 @@ def convert_m3d(src: str | Path, dst: str | Path, *, allow_pickle: bool = False)
                 shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
         else:
             shapes.update({k: tuple(v.shape) for k, v in next(iter_tensors([f]))[1].items()})
+    new_names: dict[str, str | None] = {}  # our name for each tensor; None for the dropped seg head
     unknown = []
     for key in shapes:
         try:
-            map_key(key)
+            new_names[key] = map_key(key)
         except KeyError:
             unknown.append(key)
     if unknown:
         raise CheckpointError(f"{src}: unknown tensor names (not M3D-LaMed): {', '.join(sorted(unknown)[:20])}")
     config = radreport_config(m3d, shapes, _image_token_id(src))
     expected = _expected_keys(config)
-    mapped = {map_key(k): s for k, s in shapes.items() if map_key(k) is not None}
+    mapped = {new_names[k]: s for k, s in shapes.items() if new_names[k] is not None}
     tied = config.text_config.tie_word_embeddings
     missing = sorted(k for k in expected if k not in mapped and not (tied and k.endswith("lm_head.weight")))
     extra = sorted(k for k in mapped if k not in expected)
@@ -165,7 +166,7 @@ def convert_m3d(src: str | Path, dst: str | Path, *, allow_pickle: bool = False)
     dst.mkdir(parents=True, exist_ok=True)
     weight_map = {}
     for i, (f, tensors) in enumerate(iter_tensors(files)):
-        renamed = {map_key(k): v.contiguous() for k, v in tensors.items() if map_key(k) is not None}
+        renamed = {new_names[k]: v.contiguous() for k, v in tensors.items() if new_names[k] is not None}
         name = "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
         save_file(renamed, str(dst / name), metadata={"format": "pt", "converted_from": "m3d-lamed"})
         weight_map.update({k: name for k in renamed})
