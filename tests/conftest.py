@@ -45,3 +45,18 @@ def chest_study(chest_series):
     from napari_radreport import load_study
 
     return load_study(chest_series)
+
+
+@pytest.fixture(scope="session")
+def tiny_ct_model(tmp_path_factory) -> Path:
+    """A tiny random-weight CT model folder in our format (mechanics only; its text is meaningless)."""
+    from tiny_models import write_tiny_radreport
+
+    return write_tiny_radreport(tmp_path_factory.mktemp("models") / "tiny-ct", "ct")
+
+
+@pytest.fixture(scope="session")
+def tiny_xray_model(tmp_path_factory) -> Path:
+    from tiny_models import write_tiny_radreport
+
+    return write_tiny_radreport(tmp_path_factory.mktemp("models") / "tiny-xray", "xray")

@@ -64,8 +64,11 @@ def test_radiographs_are_stitched_left_to_right(shared_data):
     assert float(raw[168, 5:105].mean()) > 0.95 and float(raw[168, 120:330].mean()) < 0.05
     separate = radiographs_to_pixels(study, Preprocess(target_shape=(336, 336), stitch="separate"))
     assert separate.shape == (2, 3, 336, 336)
-    real = radiographs_to_pixels(load_study(shared_data / "xray" / "open_access_cc_by"), spec)
+    folder = sorted((shared_data / "xray" / "open_access_cc_by").iterdir())
+    real = radiographs_to_pixels(load_study(folder[:4]), spec)
     assert real.shape == (1, 3, 336, 336)
+    with pytest.raises(InputError, match="at most 4 radiographs; the study has 5"):
+        radiographs_to_pixels(load_study(folder), spec)
 
 
 def test_a_model_says_what_it_cannot_take(chest_study, shared_data):
@@ -120,3 +123,23 @@ def test_separately_encoded_radiographs_concatenate_their_tokens_with_a_chat_tem
     assert int((ids == 100).sum()) == 2 * model.num_image_tokens
     out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 2
+
+
+def test_more_radiographs_than_the_model_takes_is_a_clear_error():
+    images = [ImageData(array=np.zeros((20, 20), np.uint8), spacing=(None, None), modality="") for _ in range(5)]
+    study = Study(kind="xray_set", images=images)
+    with pytest.raises(InputError, match="at most 4 radiographs; the study has 5"):
+        radiographs_to_pixels(study, Preprocess(target_shape=(32, 32), max_images=4))
+    assert radiographs_to_pixels(study, Preprocess(target_shape=(32, 32), max_images=5)).shape == (1, 3, 32, 32)
+
+
+def test_a_follow_up_prompt_starts_with_the_previous_turns(tmp_path):
+    from m3d_reference import write_tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    write_tiny_tokenizer(tmp_path, 50)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    first = prompt_ids(tokenizer, "w5 w6", image_token="<im_patch>", num_image_tokens=3)[0].tolist()
+    follow = prompt_ids(tokenizer, "w9", image_token="<im_patch>", num_image_tokens=3,
+                        history=[("w5 w6", "w7 w8")])[0].tolist()
+    assert follow[:len(first)] == first and follow[len(first):] == [7, 8, 9]

@@ -31,24 +31,60 @@ class LoadedModel:
             return "xray"
         return "ct" if self.model.config.vision_config.model_type == "radreport_vit3d" else "xray"
 
-    def inputs(self, study, question: str) -> dict:
+    @property
+    def preprocess(self):
+        from napari_radreport.modeling.processor import Preprocess
+
+        return Preprocess.from_recipe(self.model.config.preprocess or {}) if self.kind == "radreport" else None
+
+    def pixel_values(self, study):
+        """The image tensor for our models (what ``get_image_features`` encodes)."""
+        from napari_radreport.modeling import processor as proc
+
+        spec = self.preprocess
+        if self.modality == "ct":
+            return proc.volume_to_pixels(study, spec)
+        return proc.radiographs_to_pixels(study, spec)
+
+    def n_images(self, study) -> int:
+        """How many images the prompt holds: one volume or stitched picture, or each radiograph."""
+        from napari_radreport.modeling.processor import InputError, check_image_count
+
+        if self.modality == "ct":
+            if not study.is_volume:
+                raise InputError(f"this model reads CT volumes; the study is a {study.kind}")
+            return 1
+        if study.kind != "xray_set":
+            raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
+        spec = self.preprocess
+        check_image_count(study, spec.max_images if spec else 4)
+        return len(study.images) if spec is not None and spec.stitch == "separate" else 1
+
+    def prompt_ids(self, study, question: str, history=()):
+        """(1, L) token ids of our models' prompt; the image placeholder expanded."""
+        from napari_radreport.modeling.processor import prompt_ids
+
+        config = self.model.config
+        return prompt_ids(self.tokenizer, question, image_token=config.image_token,
+                          num_image_tokens=self.model.num_image_tokens, n_images=self.n_images(study),
+                          chat_template=bool((config.prompt or {}).get("chat_template")), history=history)
+
+    def inputs(self, study, question: str, history=()) -> dict:
+        """Everything ``model(...)`` / ``model.generate(...)`` needs for one prompt about a study."""
         from napari_radreport.modeling import processor as proc
 
         if self.kind == "radreport":
-            config = self.model.config
-            spec = proc.Preprocess.from_recipe(config.preprocess or {})
-            if self.modality == "ct":
-                pixels, n_images = proc.volume_to_pixels(study, spec), 1
-            else:
-                pixels = proc.radiographs_to_pixels(study, spec)
-                n_images = pixels.shape[0]
-            ids = proc.prompt_ids(self.tokenizer, question, image_token=config.image_token,
-                                  num_image_tokens=self.model.num_image_tokens, n_images=n_images,
-                                  chat_template=bool((config.prompt or {}).get("chat_template")))
-            return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape), "pixel_values": pixels}
+            ids = self.prompt_ids(study, question, history)
+            return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape), "pixel_values": self.pixel_values(study)}
         image = proc.stitched_picture(study)
-        content = [{"type": "image"}, {"type": "text", "text": question}]
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        turns = [*history, (question, None)]
+        messages = []
+        for i, (asked, answer) in enumerate(turns):
+            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": asked}]
+            messages.append({"role": "user", "content": content})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return dict(self.processor(images=image, text=text, return_tensors="pt"))
 
     def generate(self, study, question: str, **kwargs) -> list[int]:

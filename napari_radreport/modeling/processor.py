@@ -2,8 +2,8 @@
 
 CT: resample to the recipe's spacing (trilinear, voxel centres kept), then the intensity step (HU window or
 per-volume min-max, both to [0, 1]), then crop/pad (centre) or resize to the target shape, then channels.
-Radiographs: the first ``max_images`` images stitched horizontally (RRG24) or kept separate, padded to square,
-resized and normalised with CLIP's published mean and standard deviation.
+Radiographs (at most ``max_images``; more is an InputError) stitched horizontally (RRG24) or kept separate,
+padded to square, resized and normalised with CLIP's published mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -123,11 +123,19 @@ def _square(image: torch.Tensor, side: int) -> torch.Tensor:
                          antialias=True)[0, 0]
 
 
+def check_image_count(study, max_images: int) -> None:
+    """A clear error when a radiograph set has more images than the model takes."""
+    if len(study.images) > max_images:
+        raise InputError(f"this model takes at most {max_images} radiographs; the study has {len(study.images)} "
+                         f"(open at most {max_images} of them)")
+
+
 def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     """(N, 3, S, S): one stitched image (N = 1) or each radiograph separately."""
     if study.kind != "xray_set":
         raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
-    images = [_unit_range(im) for im in study.images[: spec.max_images]]
+    check_image_count(study, spec.max_images)
+    images = [_unit_range(im) for im in study.images]
     side = int(spec.target_shape[-1])
     if spec.stitch == "horizontal":
         squares = [_square(_side_by_side(images), side)]
@@ -140,27 +148,38 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
 
 
 def stitched_picture(study, max_images: int = 4):
-    """The first ``max_images`` radiographs side by side as one 8-bit RGB PIL image (for HF processors)."""
+    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL image (for HF processors)."""
     from PIL import Image
 
     if study.kind != "xray_set":
         raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
-    stitched = _side_by_side([_unit_range(im) for im in study.images[:max_images]])
+    check_image_count(study, max_images)
+    stitched = _side_by_side([_unit_range(im) for im in study.images])
     gray = (stitched * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(gray).convert("RGB")
 
 
 def prompt_ids(tokenizer, question: str, *, image_token: str, num_image_tokens: int, n_images: int = 1,
-               chat_template: bool = False) -> torch.Tensor:
-    """Token ids of a prompt with the image placeholder expanded to the model's token count."""
+               chat_template: bool = False, history: list[tuple[str, str]] | tuple = ()) -> torch.Tensor:
+    """Token ids of a prompt with the image placeholder expanded to the model's token count.
+
+    ``history`` holds earlier (question, answer) turns about the same image; the image stays in the
+    first turn, so a follow-up prompt starts with the previous one (what the prefix cache reuses).
+    """
     placeholder = image_token * (num_image_tokens * n_images)
+    turns = [*history, (question, None)]
     if chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": f"{placeholder}\n{question}"}],
-                                             tokenize=False, add_generation_prompt=True)
+        messages = []
+        for i, (asked, answer) in enumerate(turns):
+            messages.append({"role": "user", "content": f"{placeholder}\n{asked}" if i == 0 else asked})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:  # M3D: BOS + image tokens + question, no template
+    else:  # M3D: BOS + image tokens + question, no template; earlier turns joined by spaces
+        words = " ".join(part for asked, answer in turns for part in (asked, answer) if part is not None)
         ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + \
-            tokenizer(placeholder + " " + question, add_special_tokens=False)["input_ids"]
+            tokenizer(placeholder + " " + words, add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(image_token)
     count = sum(1 for i in ids if i == image_id)
     if count != num_image_tokens * n_images:

@@ -1,0 +1,129 @@
+"""Device and dtype choices, memory checks and freeing: the one place that decides where a model runs.
+
+``auto`` picks CUDA, then Apple MPS, then the CPU; the dtype is bf16 on CUDA (fp16 where bf16 is not
+supported), fp32 elsewhere. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class DeviceError(ValueError):
+    """A device or dtype that this machine cannot give; the message says which and why."""
+
+
+def resolve_device(choice: str = "auto") -> str:
+    """'cuda', 'cuda:N', 'mps' or 'cpu' for a user's choice; an unavailable device is a DeviceError."""
+    import torch
+
+    choice = (choice or "auto").lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {choice!r} asked for, but this machine has no usable CUDA GPU")
+        index = int(choice.split(":")[1]) if ":" in choice else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {choice!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return choice
+    if choice == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise DeviceError("device 'mps' asked for, but Apple MPS is not available here")
+        return "mps"
+    if choice == "cpu":
+        return "cpu"
+    raise DeviceError(f"unknown device {choice!r}; use one of {', '.join(DEVICES)} or cuda:N")
+
+
+def resolve_dtype(device: str, choice: str = "auto"):
+    """The torch dtype to run on ``device``: bf16 on CUDA (fp16 without bf16 support), fp32 otherwise."""
+    import torch
+
+    choice = (choice or "auto").lower()
+    if choice == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if choice not in DTYPES:
+        raise DeviceError(f"unknown dtype {choice!r}; use one of {', '.join(DTYPES)}")
+    dtype = getattr(torch, choice)
+    if device == "cpu" and dtype == torch.float16:
+        raise DeviceError("float16 on the CPU is very slow and poorly supported; use float32 or bfloat16")
+    return dtype
+
+
+def free_bytes(device: str) -> int | None:
+    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if unknown."""
+    import torch
+
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    if device == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def weights_bytes(folder: Path, dtype) -> int:
+    """Bytes the weights in ``folder`` will take once loaded in ``dtype`` (from the safetensors headers)."""
+    import json
+    import struct
+
+    import torch
+
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    n_params = 0
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for n in entry["shape"]:
+                    count *= n
+                n_params += count
+    return n_params * itemsize
+
+
+def memory_warning(folder: Path, device: str, dtype, margin: float = 1.2) -> str | None:
+    """A one-line warning when the model will probably not fit in free memory (weights x ``margin``)."""
+    need = weights_bytes(folder, dtype) * margin
+    free = free_bytes(device)
+    if free is None or need <= free:
+        return None
+    return (f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only {free / 2**30:.1f} GiB "
+            f"is free; loading may fail (close other programs, or choose a smaller model or another device)")
+
+
+def release_memory() -> None:
+    """Run the garbage collector and hand cached GPU memory back to the driver."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/MPS out-of-memory errors and the CPU's MemoryError."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()

@@ -1,0 +1,294 @@
+"""The engine: one loaded model, one job at a time, the tasks a radiologist asks for. No Qt.
+
+Every task runs synchronously (``engine.report(study)``) or in a background thread
+(``engine.start("report", study)`` -> ``Job``). Tasks report ``events`` through ``on_event`` and check the
+``stop`` flag before each decoding step. A second job while one runs raises ``EngineBusy``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from napari_radreport.engine import prompts
+from napari_radreport.engine.decoding import GenerationSettings
+from napari_radreport.engine.events import EventCallback, Finished, Progress, SectionStarted, ignore
+from napari_radreport.engine.jobs import Job
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo_model"
+
+
+class EngineBusy(RuntimeError):
+    """Another job is running on this engine."""
+
+
+class EngineError(RuntimeError):
+    """A task could not run (no model, out of memory, ...); the message says why in one line."""
+
+
+def default_model() -> Path | None:
+    """The model shipped with the package (the demo model), if this install has one."""
+    return DEMO_MODEL_DIR if (DEMO_MODEL_DIR / "config.json").is_file() else None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    kind: str
+    modality: str  # "ct" or "xray": what the model reads
+    device: str
+    dtype: str
+    adapters: list[str] = field(default_factory=list)
+    weights_sha256: str = ""
+    labels: tuple[str, ...] = ()  # what diagnosis asks about
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportResult:
+    text: str  # the sections joined, each under its title
+    sections: list[tuple[str, str]]
+    stop_reason: str  # "eos", "length" or "stopped" (of the last section run)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Choice:
+    letter: str
+    probabilities: dict[str, float]
+
+
+class Engine:
+    """Load a model, then report, ask, choose and diagnose on studies."""
+
+    def __init__(self) -> None:
+        self._busy = threading.Lock()
+        self.runner = None
+        self.info: ModelInfo | None = None
+        self.job: Job | None = None
+
+    # -- model ----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.runner is not None
+
+    def _load(self, source: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
+              adapters: dict[str, str | Path] | None = None, allow_pickle: bool = False,
+              on_event: EventCallback = ignore, stop=None) -> ModelInfo:
+        from napari_radreport.engine import device as dev
+        from napari_radreport.engine.provenance import weights_sha256
+        from napari_radreport.engine.runner import ModelRunner
+        from napari_radreport.modeling.checkpoints import require_local_folder
+        from napari_radreport.modeling.loading import load_model
+        from napari_radreport.modeling.lora import load_adapter, use_adapter
+
+        if source is None:
+            source = default_model()
+            if source is None:
+                raise EngineError("no model chosen and this install has no demo model; choose a model folder")
+        folder = require_local_folder(source)
+        self._unload()
+        device_name = dev.resolve_device(device)
+        torch_dtype = dev.resolve_dtype(device_name, dtype)
+        warnings = [w for w in [dev.memory_warning(folder, device_name, torch_dtype)] if w]
+        for w in warnings:
+            on_event(Progress("load", w))
+        on_event(Progress("load", f"loading {folder.name} on {device_name}"))
+        loaded = load_model(folder, allow_pickle=allow_pickle, dtype=torch_dtype, device=device_name)
+        found = {p.parent.name: p.parent for p in sorted(folder.glob("adapters/*/adapter_config.json"))}
+        for name, path in {**found, **(adapters or {})}.items():
+            loaded.model = load_adapter(loaded.model, path, name)
+        if found or adapters:
+            use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
+        on_event(Progress("load", "hashing the weights for provenance"))
+        self.runner = ModelRunner(loaded, device_name)
+        config_prompt = getattr(loaded.model.config, "prompt", None) or {}
+        labels = tuple(config_prompt.get("labels", prompts.CT_RATE_LABELS if loaded.modality == "ct"
+                                         else prompts.CHEXPERT_LABELS))
+        self.info = ModelInfo(name=folder.name, path=str(folder), kind=loaded.kind, modality=loaded.modality,
+                              device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
+                              adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
+                              weights_sha256=weights_sha256(folder), labels=labels, warnings=warnings)
+        return self.info
+
+    def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
+        from napari_radreport.engine.device import release_memory
+
+        if self.runner is not None:
+            self.runner.clear()
+            self.runner.loaded.model = None
+            self.runner = None
+            self.info = None
+            release_memory()
+
+    # -- tasks ----------------------------------------------------------------------------
+    def _runner(self):
+        if self.runner is None:
+            raise EngineError("no model is loaded; load one first")
+        return self.runner
+
+    def _tasks(self) -> dict[str, str]:
+        return prompts.task_prompts(getattr(self._runner().model.config, "prompt", None))
+
+    def _adapter_for(self, task: str) -> None:
+        from napari_radreport.modeling.lora import use_adapter
+
+        model = self._runner().model
+        names = list(getattr(model, "peft_config", {}) or {})
+        if task in names:
+            use_adapter(model, task)
+
+    def _report(self, study, *, sections=prompts.SECTIONS, regions=None, settings: GenerationSettings | None = None,
+                on_event: EventCallback = ignore, stop=None) -> ReportResult:
+        runner, tasks = self._runner(), self._tasks()
+        settings = settings or GenerationSettings()
+        parts: list[tuple[str, str | None, str]] = []
+        for section in sections:
+            for region in (regions or [None]) if section == "findings" else [None]:
+                parts.append((section, region, prompts.section_prompt(tasks, section, runner.loaded.modality, region)))
+        done: list[tuple[str, str]] = []
+        timings: dict[str, float] = {}
+        reason = "eos"
+        for index, (section, region, question) in enumerate(parts):
+            if stop is not None and stop.is_set():
+                reason = "stopped"
+                break
+            title = prompts.section_title(section, region)
+            on_event(SectionStarted(title, index))
+            self._adapter_for(section)
+            finished = runner.generate(study, question, settings, on_event=on_event, stop=stop)
+            done.append((title, finished.text.strip()))
+            reason = finished.stop_reason
+            if index == 0:
+                timings = dict(finished.timings)
+            timings["total_s"] = timings.get("total_s", 0.0) + (finished.timings["total_s"] if index else 0.0)
+            if reason == "stopped":
+                break
+        text = "\n\n".join(f"{title}:\n{body}" for title, body in done)
+        return ReportResult(text, done, reason, timings)
+
+    def _ask(self, study, question: str, *, history=(), settings: GenerationSettings | None = None,
+             on_event: EventCallback = ignore, stop=None) -> Finished:
+        if not question.strip():
+            raise EngineError("the question is empty")
+        self._adapter_for("vqa")
+        return self._runner().generate(study, question.strip(), settings or GenerationSettings(),
+                                       history=history, on_event=on_event, stop=stop)
+
+    def _choose(self, study, question: str, choices: list[str], *, on_event: EventCallback = ignore,
+                stop=None) -> Choice:
+        self._adapter_for("vqa")
+        text = prompts.choice_prompt(self._tasks(), question, choices)
+        logprobs = self._runner().next_token_logprobs(study, [text], on_event=on_event, stop=stop)[0]
+        letters = prompts.LETTERS[:len(choices)]
+        scores = {letter: _mass(logprobs, self._variants(letter)) for letter in letters}
+        total = sum(scores.values()) or 1.0
+        probabilities = {k: v / total for k, v in scores.items()}
+        return Choice(max(probabilities, key=probabilities.get), probabilities)
+
+    def _diagnose(self, study, labels=None, *, on_event: EventCallback = ignore, stop=None) -> dict[str, float]:
+        """P(yes) for each label from the model's answer to "Does this image show signs of {label}?"."""
+        self._adapter_for("vqa")
+        labels = list(labels or self.info.labels)
+        tasks = self._tasks()
+        logprobs = self._runner().next_token_logprobs(
+            study, [prompts.diagnosis_prompt(tasks, label) for label in labels], on_event=on_event, stop=stop)
+        yes, no = self._variants("Yes"), self._variants("No")
+        result = {}
+        for label, row in zip(labels, logprobs):
+            p_yes, p_no = _mass(row, yes), _mass(row, no)
+            result[label] = p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
+        return result
+
+    def _variants(self, word: str) -> list[int]:
+        """First token ids of a word as the model may start an answer with it (case, leading space)."""
+        tokenizer = self._runner().loaded.tokenizer
+        ids = set()
+        for text in (word, " " + word, word.lower(), " " + word.lower()):
+            pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if pieces and pieces[0] != tokenizer.unk_token_id:
+                ids.add(pieces[0])
+        if not ids:
+            raise EngineError(f"the tokenizer has no token for {word!r}")
+        return sorted(ids)
+
+    # -- running --------------------------------------------------------------------------
+    TASKS = ("load", "unload", "report", "ask", "choose", "diagnose")
+
+    def _guarded(self, name: str) -> Callable[..., Any]:
+        method = getattr(self, "_" + name)
+
+        def run(*args, **kwargs):
+            from napari_radreport.engine.device import is_out_of_memory, release_memory
+
+            try:
+                return method(*args, **kwargs)
+            except BaseException as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if self.runner is not None:
+                    self.runner.clear()
+                release_memory()
+                where = self.info.device if self.info else "this device"
+                raise EngineError(f"out of memory on {where} during {name}; caches were freed. Try fewer new "
+                                  f"tokens, a smaller model or another device") from exc
+        return run
+
+    def start(self, task: str, *args: Any, **kwargs: Any) -> Job:
+        """Run a task in a background thread; ``EngineBusy`` if a job is already running."""
+        if task not in self.TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(self.TASKS)}")
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusy("the model is busy with another request; wait for it or press Stop")
+        try:
+            self.job = Job(self._guarded(task), *args, name=f"radreport-{task}",
+                           on_done=lambda _job: self._busy.release(), **kwargs).start()
+        except BaseException:
+            self._busy.release()
+            raise
+        return self.job
+
+    def run(self, task: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a task here, in this thread (scripts and the command line)."""
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusy("the model is busy with another request; wait for it or press Stop")
+        try:
+            kwargs.setdefault("on_event", ignore)
+            return self._guarded(task)(*args, **kwargs)
+        finally:
+            self._busy.release()
+
+    def load(self, source=None, **kwargs: Any) -> ModelInfo:
+        return self.run("load", source, **kwargs)
+
+    def unload(self) -> None:
+        self.run("unload")
+
+    def report(self, study, **kwargs: Any) -> ReportResult:
+        return self.run("report", study, **kwargs)
+
+    def ask(self, study, question: str, **kwargs: Any) -> Finished:
+        return self.run("ask", study, question, **kwargs)
+
+    def choose(self, study, question: str, choices: list[str], **kwargs: Any) -> Choice:
+        return self.run("choose", study, question, choices, **kwargs)
+
+    def diagnose(self, study, labels=None, **kwargs: Any) -> dict[str, float]:
+        return self.run("diagnose", study, labels, **kwargs)
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop a running job and wait for its thread; True when nothing is left running."""
+        job = self.job
+        if job is None:
+            return True
+        job.stop()
+        return job.join(timeout)
+
+
+def _mass(logprobs, ids: list[int]) -> float:
+    import torch
+
+    return float(torch.logsumexp(logprobs[ids], dim=0).exp())

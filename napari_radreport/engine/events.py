@@ -1,0 +1,51 @@
+"""Typed events an engine job reports while it runs (the docks turn them into widget updates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A stage started: 'load', 'preprocess', 'encode', 'prefill', 'decode', 'diagnose'."""
+
+    stage: str
+    message: str = ""
+    fraction: float | None = None  # 0..1 where it is known
+
+
+@dataclass(frozen=True)
+class SectionStarted:
+    """A report section (e.g. 'Findings', 'Findings (chest)', 'Impression') begins; tokens follow."""
+
+    title: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """One decoded token: its id and the text it added (may be empty while a character is incomplete)."""
+
+    token_id: int
+    text: str
+    count: int  # tokens decoded so far in this generation
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A generation ended: why ('eos', 'length', 'stopped'), its text, and where the time went."""
+
+    text: str
+    stop_reason: str
+    n_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Event = Progress | SectionStarted | Token | Finished
+EventCallback = Callable[[Any], None]
+
+
+def ignore(_event: Any) -> None:
+    """The default callback: drop events."""

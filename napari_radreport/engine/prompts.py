@@ -1,0 +1,68 @@
+"""The questions the engine puts to a model for each task; a recipe's ``prompt.tasks`` may override them.
+
+The diagnosis question is E3D-GPT's ("Does this image show signs of {label}?"); the labels are CT-RATE's 18,
+in CT-RATE's order. Regions follow the AMOS-MM seed (chest, abdomen, pelvis).
+"""
+
+from __future__ import annotations
+
+CT_RATE_LABELS = (
+    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
+    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
+    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
+    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
+)
+# CheXpert's 14 observations: what radiograph models are usually trained to name.
+CHEXPERT_LABELS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+)
+REGIONS = ("chest", "abdomen", "pelvis")
+SECTIONS = ("findings", "impression")
+LETTERS = "ABCD"
+
+DEFAULT_TASKS = {
+    "findings": "Write the findings section of a radiology report for this {modality}.",
+    "impression": "Write the impression section of a radiology report for this {modality}.",
+    "region_findings": "Write the findings for the {region} in this CT.",
+    "diagnosis": "Does this image show signs of {label}?",
+    "choice": "{question}\n{choices}\nAnswer with the letter of the correct option.",
+}
+MODALITY_WORDS = {"ct": "CT scan", "xray": "chest radiograph"}
+
+
+def task_prompts(config_prompt: dict | None) -> dict[str, str]:
+    """The default task questions with a recipe's overrides (``prompt.tasks`` in the recipe) applied."""
+    overrides = (config_prompt or {}).get("tasks", {})
+    unknown = sorted(set(overrides) - set(DEFAULT_TASKS))
+    if unknown:
+        raise ValueError(f"prompt.tasks has unknown task(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_TASKS)}")
+    return {**DEFAULT_TASKS, **overrides}
+
+
+def section_prompt(tasks: dict[str, str], section: str, modality: str, region: str | None = None) -> str:
+    """The question that asks for one report section (findings of one region, or the impression)."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown report section {section!r}; use {' or '.join(SECTIONS)}")
+    if region is not None:
+        if region not in REGIONS:
+            raise ValueError(f"unknown region {region!r}; use one of {', '.join(REGIONS)}")
+        if section == "findings":
+            return tasks["region_findings"].format(region=region)
+    return tasks[section].format(modality=MODALITY_WORDS.get(modality, "image"))
+
+
+def section_title(section: str, region: str | None = None) -> str:
+    return section.capitalize() + (f" ({region})" if region and section == "findings" else "")
+
+
+def choice_prompt(tasks: dict[str, str], question: str, choices: list[str]) -> str:
+    if not 2 <= len(choices) <= len(LETTERS):
+        raise ValueError(f"a multiple-choice question needs 2 to {len(LETTERS)} choices, got {len(choices)}")
+    lines = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices))
+    return tasks["choice"].format(question=question.strip(), choices=lines)
+
+
+def diagnosis_prompt(tasks: dict[str, str], label: str) -> str:
+    return tasks["diagnosis"].format(label=label.lower())

@@ -1,0 +1,256 @@
+"""Running a loaded model on a study: cached image features, a cached key/value prefix, streamed decoding.
+
+Two caches, both per study:
+
+* image features, keyed by (study, preprocessing signature): a second request never re-encodes;
+* the key/value cache of the last prompt (image + question + answer), keyed by (study, adapter): a new
+  prompt that starts with the same tokens only runs its new tokens. The cache is cropped to the common
+  prefix, so the result equals a run from scratch (tests compare both).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from napari_radreport.engine.decoding import GenerationSettings, TextStream, TokenChooser
+from napari_radreport.engine.events import EventCallback, Finished, Progress, Token, ignore
+
+
+@dataclass
+class _Prefix:
+    ids: list[int]  # exactly the tokens whose keys/values the cache holds
+    cache: Any
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class ModelRunner:
+    """Prompts, prefill and decoding for one ``LoadedModel``; not thread-safe (the engine runs one job)."""
+
+    def __init__(self, loaded, device: str, max_studies: int = 2):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.device = torch.device(device)
+        self.max_studies = max_studies
+        self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._prefixes: OrderedDict[tuple, _Prefix] = OrderedDict()
+        self.image_token_id = self._image_token_id()
+        self.encodings = 0  # how many times an image was encoded (tests and benchmarks read it)
+
+    # -- caches --------------------------------------------------------------------------
+    def clear(self) -> None:
+        self._features.clear()
+        self._prefixes.clear()
+
+    def _remember(self, store: OrderedDict, key: tuple, value: Any) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > self.max_studies:
+            store.popitem(last=False)
+
+    def _image_token_id(self) -> int:
+        config = self.model.config
+        return int(config.image_token_id if self.loaded.kind == "radreport" else config.image_token_index)
+
+    def adapter_name(self) -> str:
+        peft = getattr(self.model, "peft_config", None)
+        if not peft:
+            return ""
+        active = getattr(self.model, "active_adapters", None)
+        names = active() if callable(active) else active
+        return ",".join(names or [])
+
+    # -- prompt ---------------------------------------------------------------------------
+    def prompt(self, study, question: str, history=()) -> tuple[list[int], dict]:
+        """Prompt ids and the image inputs needed if the image is not cached (built lazily for our models)."""
+        if self.loaded.kind == "radreport":
+            return self.loaded.prompt_ids(study, question, history)[0].tolist(), {}
+        inputs = self.loaded.inputs(study, question, history)
+        ids = inputs.pop("input_ids")[0].tolist()
+        inputs.pop("attention_mask", None)
+        return ids, inputs
+
+    def image_features(self, study, on_event: EventCallback = ignore) -> torch.Tensor:
+        key = (study_key(study), self.loaded.preprocess.signature)
+        if key in self._features:
+            self._features.move_to_end(key)
+            return self._features[key]
+        on_event(Progress("preprocess", "preparing the image"))
+        pixels = self.loaded.pixel_values(study).to(self.device)
+        on_event(Progress("encode", "encoding the image"))
+        with torch.inference_mode():
+            features = self.model.get_image_features(pixels)
+        self.encodings += 1
+        self._remember(self._features, key, features)
+        return features
+
+    # -- forward --------------------------------------------------------------------------
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        config = getattr(self.model.config, "text_config", self.model.config)
+        return DynamicCache(config=config)
+
+    def _forward(self, ids: list[int] | torch.Tensor, cache, **image_inputs) -> torch.Tensor:
+        ids = torch.as_tensor(ids, device=self.device).reshape(1, -1) if not torch.is_tensor(ids) else ids
+        with torch.inference_mode():
+            out = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True,
+                             logits_to_keep=1, **image_inputs)
+        return out.logits[:, -1]
+
+    def _image_inputs(self, study, extra: dict, on_event: EventCallback) -> dict:
+        if self.loaded.kind == "radreport":
+            return {"image_features": self.image_features(study, on_event)}
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in extra.items()}
+
+    def prefill(self, study, ids: list[int], extra: dict, on_event: EventCallback = ignore,
+                keep_last: bool = True):
+        """Run ``ids`` through the model, reusing the study's cached prefix; returns (logits, cache, timings).
+
+        With ``keep_last`` at least one token is run, so logits for the next token exist.
+        """
+        timings: dict[str, float] = {}
+        key = (study_key(study), self.adapter_name())
+        entry = self._prefixes.pop(key, None)
+        cache, start = self._new_cache(), 0
+        last_image = max((i for i, t in enumerate(ids) if t == self.image_token_id), default=-1)
+        if entry is not None:
+            shared = common_prefix_length(entry.ids, ids)
+            shared = min(shared, len(ids) - 1) if keep_last else shared
+            length = entry.cache.get_seq_length()
+            if shared > last_image and (shared == length or entry.cache.is_croppable):
+                if shared < length:
+                    entry.cache.crop(shared - length)
+                cache, start = entry.cache, shared
+        image_inputs = {}
+        if start == 0 and last_image >= 0:
+            t0 = time.perf_counter()
+            image_inputs = self._image_inputs(study, extra, on_event)
+            timings["image_s"] = time.perf_counter() - t0
+        on_event(Progress("prefill", f"reading the prompt ({len(ids) - start} new of {len(ids)} tokens)"))
+        t0 = time.perf_counter()
+        logits = self._forward(ids[start:], cache, **image_inputs) if start < len(ids) else None
+        timings["prefill_s"] = time.perf_counter() - t0
+        timings["prefill_tokens"] = float(len(ids) - start)
+        return logits, cache, timings
+
+    def keep(self, study, ids: list[int], cache) -> None:
+        """Store ``cache`` (holding exactly ``ids``) as the study's prefix for the next prompt."""
+        assert cache.get_seq_length() == len(ids), (cache.get_seq_length(), len(ids))
+        self._remember(self._prefixes, (study_key(study), self.adapter_name()), _Prefix(list(ids), cache))
+
+    def forget(self, study) -> None:
+        for key in [k for k in self._prefixes if k[0] == study_key(study)]:
+            del self._prefixes[key]
+
+    # -- tasks ----------------------------------------------------------------------------
+    def generate(self, study, question: str, settings: GenerationSettings, *, history=(),
+                 on_event: EventCallback = ignore, stop=None) -> Finished:
+        """Stream an answer token by token; ``stop`` (a threading.Event) ends it before the next step."""
+        t_start = time.perf_counter()
+        ids, extra = self.prompt(study, question, history)
+        eos = self._eos_ids()
+        try:
+            logits, cache, timings = self.prefill(study, ids, extra, on_event)
+            on_event(Progress("decode", "writing"))
+            chooser, stream = TokenChooser(settings, self.device), TextStream(self.loaded.tokenizer)
+            fed, generated, reason = list(ids), [], "length"
+            t_decode = time.perf_counter()
+            while True:
+                if stop is not None and stop.is_set():
+                    reason = "stopped"
+                    break
+                token = chooser(logits[0], generated)
+                if token in eos:
+                    reason = "eos"
+                    break
+                generated.append(token)
+                if len(generated) == 1:
+                    timings["first_token_s"] = time.perf_counter() - t_start
+                rate = (len(generated) - 1) / max(time.perf_counter() - t_decode, 1e-9) if len(generated) > 1 else 0.0
+                on_event(Token(token, stream.push(token), len(generated), rate))
+                if len(generated) >= settings.max_new_tokens:
+                    break
+                if len(generated) == 1:
+                    t_decode = time.perf_counter()
+                logits = self._forward([token], cache)
+                fed.append(token)
+        except BaseException:
+            self.forget(study)  # a half-updated cache must not be reused
+            raise
+        self.keep(study, fed, cache)
+        steps = max(len(generated) - 1, 0)
+        timings["decode_s"] = time.perf_counter() - t_decode
+        timings["tokens_per_s"] = steps / timings["decode_s"] if steps else 0.0
+        timings["total_s"] = time.perf_counter() - t_start
+        return Finished(stream.text(), reason, len(generated), timings)
+
+    def next_token_logprobs(self, study, questions: list[str], *, batch_size: int = 18,
+                            on_event: EventCallback = ignore, stop=None) -> torch.Tensor:
+        """(len(questions), vocab) log-probabilities of the first answer token of each question.
+
+        The tokens all prompts share (image included) run once; the differing tails run as a batch
+        over copies of that prefix cache, in chunks of ``batch_size``.
+        """
+        prompts = [self.prompt(study, q)[0] for q in questions]
+        extra = self.prompt(study, questions[0])[1]
+        shared = min(common_prefix_length(prompts[0], p) for p in prompts)
+        shared = min(shared, min(len(p) for p in prompts) - 1)  # every prompt keeps a tail to run
+        try:
+            _, cache, _ = self.prefill(study, prompts[0][:shared], extra, on_event, keep_last=False)
+            self.keep(study, prompts[0][:shared], cache)
+            rows = []
+            pad = self.loaded.tokenizer.pad_token_id or 0
+            for begin in range(0, len(prompts), batch_size):
+                if stop is not None and stop.is_set():
+                    raise InterruptedError("stopped")
+                chunk = [p[shared:] for p in prompts[begin:begin + batch_size]]
+                on_event(Progress("diagnose", f"questions {begin + 1}-{begin + len(chunk)} of {len(prompts)}",
+                                  begin / len(prompts)))
+                width = max(len(t) for t in chunk)
+                batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
+                copy_cache = copy.deepcopy(cache)
+                copy_cache.batch_repeat_interleave(len(chunk))
+                with torch.inference_mode():  # right padding: real tokens never attend to the pads after them
+                    logits = self.model(input_ids=batch, past_key_values=copy_cache, use_cache=True).logits
+                last = torch.tensor([len(t) - 1 for t in chunk], device=self.device)
+                rows.append(torch.log_softmax(logits[torch.arange(len(chunk)), last].float(), dim=-1))
+                del copy_cache
+        except BaseException:
+            self.forget(study)
+            raise
+        return torch.cat(rows).cpu()
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.model.generation_config, getattr(self.model.config, "text_config", None),
+                       self.loaded.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            if value is not None:
+                ids.update(value if isinstance(value, (list, tuple)) else [value])
+        return ids
+
+
+def study_key(study) -> str:
+    """A stable key for a study: its series UIDs and sources, or the object's identity when it has neither."""
+    key = study.extra.get("cache_key")
+    if key is None:
+        import hashlib
+
+        identity = [*(im.tags.series_uid for im in study.images), *map(str, study.source)]
+        parts = [study.kind, *identity, *(str(im.array.shape) for im in study.images)]
+        key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16] if any(identity) else f"object-{id(study)}"
+        study.extra["cache_key"] = key
+    return key
