@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from napari_radreport.io import Study
 
 PLUGIN = "napari-radreport"
-DOCKS = ("Study",)
+DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
+TABBED = ("Chat", "Findings", "Settings")
 SAMPLES = {"ct": "abdomen_ct", "xray": "chest_xray"}
 
 
@@ -40,9 +41,11 @@ def add_study(viewer: napari.Viewer, study: Study) -> list:
 def add_docks(viewer: napari.Viewer) -> dict:
     """Dock the plugin's widgets on the right; returns them by name."""
     docks = {}
+    wrappers = {}
     for name in DOCKS:
-        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-        docks[name] = widget
+        # Study above; Report in front of Chat, Findings and Settings, which sit as tabs behind it.
+        wrappers[name], docks[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=name in TABBED)
+    wrappers["Report"].raise_()
     return docks
 
 

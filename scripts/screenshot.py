@@ -1,11 +1,23 @@
 """Take a screenshot of napari with the plugin's docks and a study (run under Xvfb).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] [--window lung]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
+        [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose] [--tab Chat]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+
+
+def _wait(session, timeout: float = 120.0) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.time() + timeout
+    QApplication.processEvents()
+    while session.busy and time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
 
 
 def main() -> None:
@@ -14,17 +26,44 @@ def main() -> None:
     parser.add_argument("paths", nargs="*")
     parser.add_argument("--window", help="CT window preset to apply in the Study dock")
     parser.add_argument("--sample", default="ct")
+    parser.add_argument("--model", help="model folder to load (default: the settings' model)")
+    parser.add_argument("--generate", action="store_true", help="generate a report before the screenshot")
+    parser.add_argument("--regions", action="store_true", help="per-region findings (CT)")
+    parser.add_argument("--ask", help="ask this question in the Chat dock")
+    parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
+    parser.add_argument("--tab", default="Report", help="dock tab to show in front")
     args = parser.parse_args()
 
     from qtpy.QtWidgets import QApplication
 
     from napari_radreport.viewer import open_viewer
+    from napari_radreport.widgets.session import session_for
 
     viewer = open_viewer(args.paths or None, sample=args.sample, run=False)
-    viewer.window._qt_window.resize(1500, 950)
-    dock = viewer.window.dock_widgets["Study (napari-radreport)"]
+    viewer.window._qt_window.resize(1600, 1000)
+    docks = viewer.window.dock_widgets
     if args.window:
-        dock.apply_window(args.window)
+        docks["Study (napari-radreport)"].apply_window(args.window)
+    session = session_for(viewer)
+    session.settings.notice_acknowledged = True
+    if args.model:
+        session.settings.model_folder = args.model
+    report = docks["Report (napari-radreport)"]
+    if args.generate or args.ask or args.diagnose:
+        report.load_model()
+        _wait(session)
+    if args.generate:
+        for box in report.region_boxes.values():
+            box.setChecked(args.regions)
+        report.generate()
+        _wait(session)
+    if args.ask:
+        docks["Chat (napari-radreport)"].ask(args.ask)
+        _wait(session)
+    if args.diagnose:
+        docks["Findings (napari-radreport)"].run()
+        _wait(session)
+    viewer.window._wrapped_dock_widgets[f"{args.tab} (napari-radreport)"].raise_()
     for _ in range(20):
         QApplication.processEvents()
     viewer.reset_view()  # frame the layers in the resized canvas

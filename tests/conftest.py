@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_API", "pyqt6")
+# Keep tests away from the user's settings, drafts and caches.
+_SANDBOX = Path(tempfile.mkdtemp(prefix="radreport-tests-"))
+for _name, _sub in (("RADREPORT_CONFIG", "config/settings.json"), ("RADREPORT_DRAFTS", "drafts"),
+                    ("RADREPORT_CACHE", "cache")):
+    os.environ.setdefault(_name, str(_SANDBOX / _sub))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RADREPORT_SHARED_DATA", ROOT.parent / "shared" / "data"))

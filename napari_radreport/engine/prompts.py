@@ -66,3 +66,19 @@ def choice_prompt(tasks: dict[str, str], question: str, choices: list[str]) -> s
 
 def diagnosis_prompt(tasks: dict[str, str], label: str) -> str:
     return tasks["diagnosis"].format(label=label.lower())
+
+
+def parse_choices(text: str) -> tuple[str, list[str]] | None:
+    """A question typed with options on their own lines ("A. ...", "B) ...") -> (question, options)."""
+    import re
+
+    question, options = [], []
+    for line in text.strip().splitlines():
+        match = re.match(r"^\s*([A-Da-d])[.):]\s+(.+)$", line)
+        if match and match.group(1).upper() == LETTERS[len(options)]:
+            options.append(match.group(2).strip())
+        elif not options:
+            question.append(line)
+        else:
+            return None
+    return (" ".join(question).strip(), options) if len(options) >= 2 and question else None

@@ -83,7 +83,7 @@ class ModelRunner:
         return ids, inputs
 
     def image_features(self, study, on_event: EventCallback = ignore) -> torch.Tensor:
-        key = (study_key(study), self.loaded.preprocess.signature)
+        key = (study.key, self.loaded.preprocess.signature)
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
@@ -122,7 +122,7 @@ class ModelRunner:
         With ``keep_last`` at least one token is run, so logits for the next token exist.
         """
         timings: dict[str, float] = {}
-        key = (study_key(study), self.adapter_name())
+        key = (study.key, self.adapter_name())
         entry = self._prefixes.pop(key, None)
         cache, start = self._new_cache(), 0
         last_image = max((i for i, t in enumerate(ids) if t == self.image_token_id), default=-1)
@@ -149,10 +149,10 @@ class ModelRunner:
     def keep(self, study, ids: list[int], cache) -> None:
         """Store ``cache`` (holding exactly ``ids``) as the study's prefix for the next prompt."""
         assert cache.get_seq_length() == len(ids), (cache.get_seq_length(), len(ids))
-        self._remember(self._prefixes, (study_key(study), self.adapter_name()), _Prefix(list(ids), cache))
+        self._remember(self._prefixes, (study.key, self.adapter_name()), _Prefix(list(ids), cache))
 
     def forget(self, study) -> None:
-        for key in [k for k in self._prefixes if k[0] == study_key(study)]:
+        for key in [k for k in self._prefixes if k[0] == study.key]:
             del self._prefixes[key]
 
     # -- tasks ----------------------------------------------------------------------------
@@ -242,15 +242,3 @@ class ModelRunner:
                 ids.update(value if isinstance(value, (list, tuple)) else [value])
         return ids
 
-
-def study_key(study) -> str:
-    """A stable key for a study: its series UIDs and sources, or the object's identity when it has neither."""
-    key = study.extra.get("cache_key")
-    if key is None:
-        import hashlib
-
-        identity = [*(im.tags.series_uid for im in study.images), *map(str, study.source)]
-        parts = [study.kind, *identity, *(str(im.array.shape) for im in study.images)]
-        key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16] if any(identity) else f"object-{id(study)}"
-        study.extra["cache_key"] = key
-    return key

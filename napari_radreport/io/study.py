@@ -158,6 +158,19 @@ class Study:
         return self.kind in VOLUME_KINDS
 
     @property
+    def key(self) -> str:
+        """A stable key for caches and drafts: series UIDs and sources (object identity when neither exists)."""
+        key = self.extra.get("cache_key")
+        if key is None:
+            import hashlib
+
+            identity = [*(im.tags.series_uid for im in self.images), *map(str, self.extra.get("input", self.source))]
+            parts = [self.kind, *identity, *(str(im.array.shape) for im in self.images)]
+            key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16] if any(identity) else f"object-{id(self)}"
+            self.extra["cache_key"] = key
+        return key
+
+    @property
     def chosen_series(self) -> SeriesInfo | None:
         return next((s for s in self.series if s.chosen), None)
 

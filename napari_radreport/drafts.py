@@ -1,0 +1,106 @@
+"""Drafts on disk: one JSON file per study, written atomically, never silently dropped.
+
+A draft keeps the AI's text and the user's edited text side by side (and earlier edited versions when
+the user generates again). Writes go to a temporary file in the same folder, are flushed to disk, then
+renamed over the old file, so a crash leaves either the previous draft or the new one, never half a file.
+A file that cannot be read is moved aside (``*.corrupt-<time>.json``) and reported, not deleted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DRAFT_VERSION = 1
+
+
+class DraftCorrupted(Exception):
+    """A draft file could not be read; it was kept aside under the name in the message."""
+
+
+def default_drafts_folder() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("RADREPORT_DRAFTS", Path(user_data_dir("napari-radreport")) / "drafts"))
+
+
+@dataclass
+class Draft:
+    study_key: str
+    study_label: str = ""
+    ai_draft: str = ""
+    text: str = ""
+    reviewed: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+    previous: list[dict[str, str]] = field(default_factory=list)  # earlier edited versions, newest last
+    updated: float = 0.0
+
+    @property
+    def edited(self) -> bool:
+        return self.text != self.ai_draft
+
+    def diff(self) -> str:
+        """Unified diff from the AI draft to the edited text ('' when unchanged)."""
+        lines = difflib.unified_diff(self.ai_draft.splitlines(), self.text.splitlines(), "AI draft", "edited",
+                                     lineterm="")
+        return "\n".join(lines)
+
+    def start_new_ai_draft(self, provenance: dict[str, Any]) -> None:
+        """Before generating again: keep an edited text among the previous versions, then reset."""
+        if self.text.strip() and self.edited:
+            self.previous = [*self.previous[-19:], {"ai_draft": self.ai_draft, "text": self.text}]
+        self.ai_draft = self.text = ""
+        self.reviewed = False
+        self.provenance = dict(provenance)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": DRAFT_VERSION, **asdict(self)}
+
+
+class DraftStore:
+    """Drafts in a folder, keyed by ``Study.key``."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder is not None else default_drafts_folder()
+
+    def path_for(self, key: str) -> Path:
+        return self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.json"
+
+    def save(self, draft: Draft) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        draft.updated = time.time()
+        target = self.path_for(draft.study_key)
+        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(draft.as_dict(), handle, ensure_ascii=False, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def load(self, key: str) -> Draft | None:
+        """The saved draft, None when there is none; ``DraftCorrupted`` after moving a bad file aside."""
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.pop("version", None) != DRAFT_VERSION:
+                raise ValueError("unknown draft version")
+            return Draft(**data)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            kept = path.with_name(f"{path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            os.replace(path, kept)
+            raise DraftCorrupted(f"the saved draft {path.name} was unreadable ({exc.__class__.__name__}); "
+                                 f"kept as {kept}") from exc

@@ -1,0 +1,59 @@
+"""The user's choices (model, device, generation), remembered between sessions in a small JSON file.
+
+napari 0.9 has no settings store for plugin-defined fields, so the file lives in the user's config folder
+(``platformdirs``), or where ``RADREPORT_CONFIG`` points. An unreadable file falls back to the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+def settings_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(os.environ.get("RADREPORT_CONFIG", Path(user_config_dir("napari-radreport")) / "settings.json"))
+
+
+@dataclass
+class UserSettings:
+    model_folder: str = ""  # empty: the demo model shipped with the package
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    drafts_folder: str = ""  # empty: the default drafts folder
+    notice_acknowledged: bool = False
+
+    def generation(self):
+        from napari_radreport.engine.decoding import GenerationSettings
+
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
+                                  temperature=self.temperature, top_p=self.top_p)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> UserSettings:
+        path = path or settings_path()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        known = {f.name: f.type for f in fields(cls)}
+        defaults = cls()
+        values = {}
+        for name, value in data.items() if isinstance(data, dict) else []:
+            if name in known and type(value) is type(getattr(defaults, name)):
+                values[name] = value
+        return cls(**values)
+
+    def save(self, path: Path | None = None) -> None:
+        path = path or settings_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        os.replace(tmp, path)

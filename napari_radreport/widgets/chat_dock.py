@@ -1,0 +1,142 @@
+"""The Chat dock: ask about the current study; answers stream in; a history per study.
+
+Options typed on their own lines ("A. left", "B. right") make a multiple-choice question, answered with a
+letter. Follow-ups reuse the cached image and conversation (only the new tokens run).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
+
+from napari_radreport.engine.events import Progress, Token
+from napari_radreport.engine.prompts import parse_choices
+from napari_radreport.widgets.report_dock import error_line
+from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.study_picker import StudyPicker
+
+if TYPE_CHECKING:
+    import napari
+
+
+class ChatDock(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.session = session = session_for(napari_viewer)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)  # no stretch below
+        self.picker = StudyPicker(session)
+        self.transcript = QTextBrowser()
+        self.transcript.setPlaceholderText("Questions and answers about this study appear here.")
+        self.question = QPlainTextEdit()
+        self.question.setPlaceholderText("Ask about the image, e.g. Is there a pleural effusion?\n"
+                                         "Options on their own lines (A. …, B. …) make a multiple-choice question.")
+        self.question.setMaximumHeight(80)
+        self.ask_button = QPushButton("Ask")
+        self.ask_button.clicked.connect(self.ask)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(session.stop)
+        self.clear_button = QPushButton("Clear history")
+        self.clear_button.clicked.connect(self.clear)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.pending: tuple[Any, str] | None = None  # (study, question) being answered
+        self.answer = ""
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.ask_button, 1)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.picker)
+        layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.question)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        session.study_changed.connect(lambda *_: self.render())
+        session.busy_changed.connect(self._busy_changed)
+        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self._busy_changed(session.busy)
+        self.render()
+
+    def turns(self, study) -> list[tuple[str, str, str]]:
+        """(question, answer as the model wrote it, note shown after it) for each turn so far."""
+        return self.session.chats.setdefault(study.key, [])
+
+    def history(self, study) -> list[tuple[str, str]]:
+        """The conversation as the model sees it (its own words, so the cached prefix matches)."""
+        return [(q, a) for q, a, _ in self.turns(study)]
+
+    def render(self) -> None:
+        study = self.session.study
+        if study is None:
+            self.transcript.setHtml("")
+            return
+        turns = list(self.turns(study))
+        if self.pending is not None and self.pending[0] is study:
+            turns.append((self.pending[1], self.answer, " ▍"))
+        rows = [f"<p><b>You:</b> {html.escape(q)}<br><b>Model:</b> {html.escape(a)}<i>{html.escape(n)}</i></p>"
+                for q, a, n in turns]
+        self.transcript.setHtml("".join(rows))
+        bar = self.transcript.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _busy_changed(self, busy: bool) -> None:
+        self.ask_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy and self.session.job_owner == "chat")
+
+    def clear(self) -> None:
+        if self.session.study is not None:
+            self.session.chats[self.session.study.key] = []
+            self.render()
+
+    def ask(self, text: str | None = None) -> None:
+        from napari_radreport.engine.engine import EngineBusy
+
+        study, text = self.session.study, (text if isinstance(text, str) else self.question.toPlainText()).strip()
+        if study is None or not text:
+            self.status.setText("Open a study and type a question." if study is None else "Type a question.")
+            return
+        if not self.session.engine.loaded:
+            self.status.setText("Load a model first (Report dock or Settings dock).")
+            return
+        choice = parse_choices(text)
+        try:
+            if choice is not None:
+                watcher = self.session.start("chat", "choose", study, choice[0], choice[1])
+            else:
+                watcher = self.session.start("chat", "ask", study, text, history=list(self.history(study)),
+                                             settings=self.session.settings.generation())
+        except EngineBusy as exc:
+            self.status.setText(str(exc))
+            return
+        self.pending, self.answer = (study, text), ""
+        self.question.clear()
+        self.status.setText("Thinking…")
+        self._busy_changed(True)
+        watcher.events.connect(self._on_events)
+        watcher.finished.connect(self._answered)
+        self.render()
+
+    def _on_events(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, Token):
+                self.answer += event.text
+            elif isinstance(event, Progress):
+                self.status.setText(html.escape(event.message or event.stage))
+        self.render()
+
+    def _answered(self, result, error) -> None:
+        study, question = self.pending
+        self.pending = None
+        if error is not None:
+            self.status.setText(f"<span style='color:#e05050'>{html.escape(error_line(error))}</span>")
+        else:
+            if hasattr(result, "letter"):
+                answer, note = result.letter, f" ({result.probabilities[result.letter]:.0%})"
+            else:
+                answer, note = result.text, (" [stopped]" if result.stop_reason == "stopped" else "")
+            self.turns(study).append((question, answer, note))
+            self.status.setText("")
+        self.render()

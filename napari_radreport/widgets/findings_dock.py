@@ -1,0 +1,152 @@
+"""The Findings dock: the model's probability for each abnormality it was asked about, sortable, thresholded.
+
+CT models are asked about CT-RATE's 18 abnormalities (E3D-GPT's yes/no question); radiograph models
+about the labels they support. All questions share one cached image prefix.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_radreport.engine.events import Progress
+from napari_radreport.widgets.report_dock import error_line
+from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.study_picker import StudyPicker
+
+if TYPE_CHECKING:
+    import napari
+
+
+class _Number(QTableWidgetItem):
+    """Sorts by value, shows a percentage."""
+
+    def __init__(self, value: float):
+        super().__init__(f"{value:.1%}")
+        self.value = value
+        self.setData(Qt.ItemDataRole.UserRole, value)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        return self.value < getattr(other, "value", 0.0)
+
+
+class FindingsDock(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.session = session = session_for(napari_viewer)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)  # no stretch below
+        self.results: dict[str, dict[str, float]] = {}  # study key -> label -> probability
+        self.picker = StudyPicker(session)
+        self.run_button = QPushButton("Check abnormalities")
+        self.run_button.clicked.connect(self.run)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(session.stop)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip("Probabilities at or above this are marked present")
+        self.threshold.valueChanged.connect(lambda *_: self.render())
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Abnormality", "Probability", "Present"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.pending = None
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.stop_button)
+        threshold = QHBoxLayout()
+        threshold.addWidget(QLabel("Threshold:"))
+        threshold.addWidget(self.threshold)
+        threshold.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.picker)
+        layout.addLayout(buttons)
+        layout.addLayout(threshold)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        session.study_changed.connect(lambda *_: self.render())
+        session.busy_changed.connect(self._busy_changed)
+        session.model_changed.connect(lambda *_: self.render())
+        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self._busy_changed(session.busy)
+        self.render()
+
+    def _busy_changed(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy and self.session.job_owner == "findings")
+
+    def run(self) -> None:
+        from napari_radreport.engine.engine import EngineBusy
+
+        study = self.session.study
+        if study is None or not self.session.engine.loaded:
+            self.status.setText("Open a study and load a model first.")
+            return
+        try:
+            watcher = self.session.start("findings", "diagnose", study)
+        except EngineBusy as exc:
+            self.status.setText(str(exc))
+            return
+        self.pending = study
+        self.status.setText("Asking about each abnormality…")
+        self._busy_changed(True)
+        watcher.events.connect(self._on_events)
+        watcher.finished.connect(self._done)
+
+    def _on_events(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, Progress):
+                self.status.setText(html.escape(event.message or event.stage))
+
+    def _done(self, result, error) -> None:
+        study, self.pending = self.pending, None
+        if error is not None:
+            self.status.setText(f"<span style='color:#e05050'>{html.escape(error_line(error))}</span>")
+        else:
+            self.results[study.key] = result
+            self.status.setText(f"{sum(p >= self.threshold.value() for p in result.values())} of {len(result)} "
+                                f"above the threshold. Model output, not a diagnosis.")
+        self.render()
+
+    def render(self) -> None:
+        study = self.session.study
+        result = self.results.get(study.key, {}) if study is not None else {}
+        if not result and self.session.engine.info is not None:
+            result = {label: None for label in self.session.engine.info.labels}
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(result))
+        threshold = self.threshold.value()
+        bold = QFont()
+        bold.setBold(True)
+        for row, (label, p) in enumerate(result.items()):
+            name = QTableWidgetItem(label)
+            value = _Number(p) if p is not None else QTableWidgetItem("—")
+            present = QTableWidgetItem("" if p is None else ("yes" if p >= threshold else "no"))
+            if p is not None and p >= threshold:
+                for item in (name, value, present):
+                    item.setFont(bold)
+                    item.setForeground(QBrush(QColor("#f0a040")))
+            self.table.setItem(row, 0, name)
+            self.table.setItem(row, 1, value)
+            self.table.setItem(row, 2, present)
+        self.table.setSortingEnabled(True)

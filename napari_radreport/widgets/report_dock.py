@@ -1,0 +1,302 @@
+"""The Report dock: choose study and model, Generate / Stop, watch the draft stream in, edit, export."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_radreport.drafts import Draft, DraftCorrupted
+from napari_radreport.engine.events import Finished, Progress, SectionStarted, Token
+from napari_radreport.engine.prompts import REGIONS
+from napari_radreport.widgets.draft_editor import DraftEditor
+from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.study_picker import StudyPicker
+
+if TYPE_CHECKING:
+    import napari
+
+SECTION_CHOICES = {"Findings and impression": ("findings", "impression"), "Findings": ("findings",),
+                   "Impression": ("impression",)}
+NOTICE = ("Reports written here are machine-generated drafts. They can be wrong or miss findings and must be "
+          "reviewed by a qualified reader before any use.")
+EXPORT_FILTERS = "Text (*.txt);;Markdown (*.md);;JSON with provenance (*.json);;PDF (*.pdf);;DICOM SR (*.dcm)"
+
+
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ReportDock(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.session = session = session_for(napari_viewer)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)  # no stretch below
+        self.drafts: dict[str, Draft] = {}
+        self.job_study = None  # the study the running generation writes for
+        self._generate_after_load = False
+
+        self.notice = QWidget()
+        notice_text = QLabel(f"<b>Please note.</b> {NOTICE}")
+        notice_text.setWordWrap(True)
+        ok = QPushButton("I understand")
+        ok.clicked.connect(self._acknowledge)
+        notice_layout = QVBoxLayout(self.notice)
+        notice_layout.addWidget(notice_text)
+        notice_layout.addWidget(ok)
+        self.notice.setStyleSheet("background:#5a3a00;border-radius:4px")
+        self.notice.setVisible(not session.settings.notice_acknowledged)
+
+        self.picker = StudyPicker(session)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(self.load_model)
+        self.sections = QComboBox()
+        self.sections.addItems(list(SECTION_CHOICES))
+        self.region_boxes = {r: QCheckBox(r) for r in REGIONS}
+        self.region_row = QWidget()
+        regions = QHBoxLayout(self.region_row)
+        regions.setContentsMargins(0, 0, 0, 0)
+        regions.addWidget(QLabel("Findings per region:"))
+        for box in self.region_boxes.values():
+            box.setToolTip("Write the findings region by region (as the AMOS-MM seed does)")
+            regions.addWidget(box)
+        self.generate_button = QPushButton("Generate report")
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(session.stop)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.speed = QLabel("")
+        self.editor = DraftEditor(lambda: self.session.drafts)
+        self.editor.save_failed.connect(self._show_error)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._ask_export)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_label, 1)
+        model_row.addWidget(self.load_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.notice)
+        layout.addWidget(QLabel("Study:"))
+        layout.addWidget(self.picker)
+        layout.addLayout(model_row)
+        layout.addWidget(self.sections)
+        layout.addWidget(self.region_row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.speed)
+        layout.addWidget(self.editor, 1)
+        layout.addWidget(self.export_button)
+
+        session.study_changed.connect(self._study_changed)
+        session.model_changed.connect(self._model_changed)
+        session.busy_changed.connect(self._busy_changed)
+        session.message.connect(self._show_error)
+        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self._model_changed(session.engine.info)
+        self._busy_changed(session.busy)
+        self._study_changed(session.study)
+
+    # -- state ------------------------------------------------------------------------------
+    def _acknowledge(self) -> None:
+        self.session.update_settings(notice_acknowledged=True)
+        self.notice.setVisible(False)
+
+    def _model_changed(self, info) -> None:
+        if info is None:
+            folder = self.session.settings.model_folder or "the demo model"
+            self.model_label.setText(f"Model: <i>not loaded</i> ({html.escape(folder)})")
+        else:
+            adapters = f", adapters {', '.join(info.adapters)}" if info.adapters else ""
+            self.model_label.setText(f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.dtype}{adapters})")
+
+    def _busy_changed(self, busy: bool) -> None:
+        mine = busy and self.session.job_owner == "report"
+        self.generate_button.setEnabled(not busy and self.session.study is not None)
+        self.load_button.setEnabled(not busy)
+        self.stop_button.setEnabled(mine)
+        self.progress.setVisible(mine)
+        self.editor.set_streaming(mine and self.job_study is self.session.study)
+
+    def _study_changed(self, study) -> None:
+        self.region_row.setVisible(study is not None and study.kind == "ct")
+        self.editor.show_draft(self.draft_for(study) if study is not None else None)
+        self._busy_changed(self.session.busy)
+
+    def draft_for(self, study) -> Draft:
+        key = study.key
+        if key not in self.drafts:
+            try:
+                draft = self.session.drafts.load(key)
+            except DraftCorrupted as exc:
+                self._show_error(str(exc))
+                draft = None
+            name = next((n for n, s in self.session.studies() if s is study), "")
+            self.drafts[key] = draft or Draft(study_key=key, study_label=name)
+        return self.drafts[key]
+
+    def _show_error(self, text: str) -> None:
+        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
+
+    # -- model ------------------------------------------------------------------------------
+    def load_model(self) -> None:
+        from napari_radreport.engine.engine import EngineBusy
+
+        self.status.setText("Loading the model…")
+        try:
+            watcher = self.session.start("report", "load", **self.session.load_args())
+        except EngineBusy as exc:
+            self._show_error(str(exc))
+            return
+        self.progress.setVisible(True)
+        watcher.events.connect(self._on_events)
+        watcher.finished.connect(self._loaded)
+
+    def _loaded(self, info, error) -> None:
+        if error is not None:
+            self._generate_after_load = False
+            self._show_error(f"Could not load the model: {error_line(error)}")
+            return
+        self.status.setText("; ".join(info.warnings) or "Model loaded.")
+        if self._generate_after_load:
+            self._generate_after_load = False
+            self.generate()
+
+    # -- generating ---------------------------------------------------------------------------
+    def generate(self) -> None:
+        from napari_radreport.engine.engine import EngineBusy
+        from napari_radreport.engine.provenance import software_version, utc_now
+
+        study = self.session.study
+        if study is None:
+            self._show_error("Open a study first.")
+            return
+        if not self.session.engine.loaded:
+            self._generate_after_load = True
+            self.load_model()
+            return
+        info, settings = self.session.engine.info, self.session.settings.generation()
+        regions = [r for r, box in self.region_boxes.items() if box.isChecked()] if study.kind == "ct" else []
+        sections = SECTION_CHOICES[self.sections.currentText()]
+        task = "report:" + "+".join(sections) + (f";regions={','.join(regions)}" if regions else "")
+        draft = self.draft_for(study)
+        try:
+            watcher = self.session.start("report", "report", study, sections=sections, regions=regions or None,
+                                         settings=settings)
+        except EngineBusy as exc:
+            self._show_error(str(exc))
+            return
+        draft.start_new_ai_draft({
+            "model_name": info.name, "model_path": info.path, "weights_sha256": info.weights_sha256,
+            "adapter": ",".join(info.adapters), "recipe": info.name, "task": task,
+            "generation": settings.as_dict(), "device": info.device, "dtype": info.dtype,
+            "generated_at": utc_now(), "software_version": software_version()})
+        self.job_study = study
+        self.editor.show_draft(draft)
+        self.status.setText("Starting…")
+        self._busy_changed(True)
+        watcher.events.connect(self._on_events)
+        watcher.finished.connect(self._generated)
+
+    def _write(self, text: str) -> None:
+        """Streamed text goes to the draft of the study it came from (shown only if that study is shown)."""
+        draft = self.drafts[self.job_study.key]
+        draft.ai_draft += text
+        draft.text += text
+        if self.editor.draft is draft:
+            self.editor.append(text)
+
+    def _on_events(self, events: list[Any]) -> None:
+        pieces: list[str] = []
+        for event in events:
+            if isinstance(event, Token):
+                pieces.append(event.text)
+                if event.tokens_per_s:
+                    self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens")
+            elif isinstance(event, SectionStarted):
+                pieces.append(("\n\n" if event.index else "") + f"{event.title}:\n")
+                self.status.setText(f"Writing {event.title}…")
+            elif isinstance(event, Progress):
+                self.status.setText(html.escape(event.message or event.stage))
+        if pieces and self.job_study is not None:
+            self._write("".join(pieces))
+
+    def _generated(self, result, error) -> None:
+        study, self.job_study = self.job_study, None
+        self.progress.setVisible(False)
+        if study is None:
+            return
+        draft = self.drafts[study.key]
+        if error is not None:
+            self._show_error(f"Generation failed: {error_line(error)}")
+        else:
+            draft.ai_draft = draft.text = result.text
+            stopped = " (stopped)" if result.stop_reason == "stopped" else ""
+            self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
+        if self.editor.draft is draft:
+            self.editor.replace(draft.text)
+        self.editor.set_streaming(False)
+        self.session.drafts.save(draft)
+
+    # -- export -----------------------------------------------------------------------------
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the report", "", EXPORT_FILTERS)
+        if path:
+            self.export_to(path, overwrite=True)  # the file dialog has asked about replacing
+
+    def record(self):
+        from napari_radreport.export import Provenance, ReportRecord, StudyReference
+
+        study = self.session.study
+        draft = self.draft_for(study)
+        known = {k: v for k, v in draft.provenance.items() if k in Provenance.__dataclass_fields__}
+        return ReportRecord(final_text=draft.text, ai_draft=draft.ai_draft, reviewed=draft.reviewed,
+                            study=StudyReference.from_study(study), provenance=Provenance(**known))
+
+    def export_to(self, path: str, overwrite: bool = False, ask=None) -> str | None:
+        """Write the current draft; asks before replacing a file (``ask`` answers in tests)."""
+        from napari_radreport.export import ExportError, export_report
+
+        if self.session.study is None:
+            self._show_error("Open a study first.")
+            return None
+        self.editor.save_now()
+        try:
+            written = export_report(self.record(), path, overwrite=overwrite)
+        except ExportError as exc:
+            if "exists" not in str(exc) or overwrite:
+                self._show_error(f"Export failed: {error_line(exc)}")
+                return None
+            answer = ask(path) if ask else QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
+            if answer not in (True, QMessageBox.StandardButton.Yes):
+                self.status.setText("Export cancelled; the existing file was kept.")
+                return None
+            return self.export_to(path, overwrite=True)
+        except OSError as exc:
+            self._show_error(f"Export failed: {error_line(exc)}")
+            return None
+        self.status.setText(f"Exported {html.escape(str(written))}")
+        return str(written)
