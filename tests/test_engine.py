@@ -256,3 +256,17 @@ def test_a_model_that_will_not_fit_is_warned_about_before_loading(tiny_ct_model,
     info = Engine().load(tiny_ct_model, on_event=events.append)
     assert any("may fail" in w for w in info.warnings)
     assert any("needs about" in getattr(e, "message", "") for e in events)
+
+
+def test_a_repetition_penalty_breaks_loops_and_special_tokens_never_appear(engine, abdomen):
+    def ids(**kwargs):
+        events = []
+        engine.ask(abdomen, "Describe the lungs.", settings=GenerationSettings(max_new_tokens=120, **kwargs),
+                   on_event=events.append)
+        return [e.token_id for e in events if isinstance(e, Token)]
+
+    plain, penalised = ids(), ids(repetition_penalty=2.0)
+    assert len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain)
+    tokenizer = engine.runner.loaded.tokenizer
+    banned = {engine.runner.image_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+    assert not banned & set(plain + penalised)

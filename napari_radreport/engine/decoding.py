@@ -35,8 +35,10 @@ class GenerationSettings:
 class TokenChooser:
     """Greedy or seeded sampling over one row of logits, with an optional repetition penalty."""
 
-    def __init__(self, settings: GenerationSettings, device: torch.device | str = "cpu"):
+    def __init__(self, settings: GenerationSettings, device: torch.device | str = "cpu",
+                 suppress: tuple[int, ...] = ()):
         self.settings = settings
+        self.suppress = list(suppress)  # tokens an answer never contains (image placeholder, BOS, padding)
         self.generator = None
         if settings.do_sample:
             self.generator = torch.Generator(device=device)
@@ -44,7 +46,9 @@ class TokenChooser:
 
     def __call__(self, logits: torch.Tensor, previous: list[int]) -> int:
         s = self.settings
-        logits = logits.float()
+        logits = logits.float().clone()  # a normal tensor (inference-mode tensors refuse in-place edits)
+        if self.suppress:
+            logits[self.suppress] = float("-inf")
         if s.repetition_penalty != 1.0 and previous:
             seen = torch.tensor(sorted(set(previous)), device=logits.device)
             values = logits[seen]

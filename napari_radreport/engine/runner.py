@@ -165,7 +165,8 @@ class ModelRunner:
         try:
             logits, cache, timings = self.prefill(study, ids, extra, on_event)
             on_event(Progress("decode", "writing"))
-            chooser, stream = TokenChooser(settings, self.device), TextStream(self.loaded.tokenizer)
+            chooser = TokenChooser(settings, self.device, self._suppressed(eos))
+            stream = TextStream(self.loaded.tokenizer)
             fed, generated, reason = list(ids), [], "length"
             t_decode = time.perf_counter()
             while True:
@@ -232,6 +233,12 @@ class ModelRunner:
             self.forget(study)
             raise
         return torch.cat(rows).cpu()
+
+    def _suppressed(self, eos: set[int]) -> tuple[int, ...]:
+        """Image placeholder, BOS, padding, unknown: never part of an answer (unless one doubles as EOS)."""
+        tokenizer = self.loaded.tokenizer
+        ids = {self.image_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+        return tuple(sorted(i for i in ids if i is not None and i not in eos))
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -43,6 +43,7 @@ class ChatDock(QWidget):
         self.status.setWordWrap(True)
         self.pending: tuple[Any, str] | None = None  # (study, question) being answered
         self.answer = ""
+        self.last_result = None  # the last Finished or Choice (its timings show what the cache saved)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.ask_button, 1)
@@ -54,7 +55,7 @@ class ChatDock(QWidget):
         layout.addWidget(self.question)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        session.study_changed.connect(lambda *_: self.render())
+        session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
         self.destroyed.connect(lambda *_, s=session: s.stop())
         self._busy_changed(session.busy)
@@ -68,7 +69,7 @@ class ChatDock(QWidget):
         """The conversation as the model sees it (its own words, so the cached prefix matches)."""
         return [(q, a) for q, a, _ in self.turns(study)]
 
-    def render(self) -> None:
+    def render(self, *_args) -> None:
         study = self.session.study
         if study is None:
             self.transcript.setHtml("")
@@ -133,6 +134,7 @@ class ChatDock(QWidget):
         if error is not None:
             self.status.setText(f"<span style='color:#e05050'>{html.escape(error_line(error))}</span>")
         else:
+            self.last_result = result
             if hasattr(result, "letter"):
                 answer, note = result.letter, f" ({result.probabilities[result.letter]:.0%})"
             else:

@@ -24,7 +24,11 @@ REVIEWED = "background:#1e6b35;color:white;padding:3px;border-radius:3px"
 
 
 class DraftEditor(QWidget):
-    """Shows one Draft at a time; every edit is saved (debounced) through the store."""
+    """Shows one Draft at a time; every edit is saved through the store within ``AUTOSAVE_MS``.
+
+    The first unsaved edit starts the timer and later edits do not restart it, so continuous typing is
+    saved every half second instead of never.
+    """
 
     saved = Signal(str)  # path written
     save_failed = Signal(str)
@@ -98,7 +102,8 @@ class DraftEditor(QWidget):
             return
         self.draft.text = self.editor.toPlainText()
         self._refresh_state()
-        self.timer.start()
+        if not self.timer.isActive():  # at most AUTOSAVE_MS after the first unsaved edit, even while typing
+            self.timer.start()
 
     def _reviewed_toggled(self, checked: bool) -> None:
         if self.draft is not None:

@@ -58,10 +58,11 @@ class FindingsDock(QWidget):
         self.stop_button.clicked.connect(session.stop)
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
+        self.threshold.setDecimals(3)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
         self.threshold.setToolTip("Probabilities at or above this are marked present")
-        self.threshold.valueChanged.connect(lambda *_: self.render())
+        self.threshold.valueChanged.connect(self.render)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Abnormality", "Probability", "Present"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -84,9 +85,9 @@ class FindingsDock(QWidget):
         layout.addLayout(threshold)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
-        session.study_changed.connect(lambda *_: self.render())
+        session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
-        session.model_changed.connect(lambda *_: self.render())
+        session.model_changed.connect(self.render)
         self.destroyed.connect(lambda *_, s=session: s.stop())
         self._busy_changed(session.busy)
         self.render()
@@ -128,7 +129,7 @@ class FindingsDock(QWidget):
                                 f"above the threshold. Model output, not a diagnosis.")
         self.render()
 
-    def render(self) -> None:
+    def render(self, *_args) -> None:
         study = self.session.study
         result = self.results.get(study.key, {}) if study is not None else {}
         if not result and self.session.engine.info is not None:

@@ -65,7 +65,7 @@ class SettingsDock(QWidget):
         self.top_p.valueChanged.connect(lambda v: self._set(top_p=float(v)))
         self.load_button = QPushButton("Load model with these settings")
         self.load_button.clicked.connect(self._load)
-        session.busy_changed.connect(lambda busy: self.load_button.setEnabled(not busy))
+        session.busy_changed.connect(self._busy_changed)
 
         form = QFormLayout(self)
         form.addRow("Model folder", folder_row)
@@ -78,6 +78,9 @@ class SettingsDock(QWidget):
         form.addRow(self.load_button)
         self._sampling_enabled(s.do_sample)
         self.do_sample.toggled.connect(self._sampling_enabled)
+
+    def _busy_changed(self, busy: bool) -> None:
+        self.load_button.setEnabled(not busy)
 
     def _set(self, **changes) -> None:
         self.session.update_settings(**changes)

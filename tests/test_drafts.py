@@ -1,0 +1,102 @@
+"""Drafts on disk: atomic saves, the AI text kept beside the edit, corrupted files kept aside, kill safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_radreport.drafts import Draft, DraftCorrupted, DraftStore
+
+
+def test_a_draft_round_trips_with_its_ai_text_and_diff(tmp_path):
+    store = DraftStore(tmp_path)
+    draft = Draft(study_key="abc/1", ai_draft="Findings:\nNo effusion.", text="Findings:\nSmall left effusion.")
+    path = store.save(draft)
+    assert path.parent == tmp_path and "/" not in path.name
+    again = store.load("abc/1")
+    assert again.ai_draft == draft.ai_draft and again.text == draft.text and again.edited
+    assert "-No effusion." in again.diff() and "+Small left effusion." in again.diff()
+    assert store.load("other") is None
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_generating_again_keeps_the_edited_text_among_previous_versions():
+    draft = Draft(study_key="k", ai_draft="AI one", text="AI one, corrected", reviewed=True)
+    draft.start_new_ai_draft({"model_name": "m"})
+    assert draft.previous == [{"ai_draft": "AI one", "text": "AI one, corrected"}]
+    assert (draft.text, draft.ai_draft, draft.reviewed, draft.provenance) == ("", "", False, {"model_name": "m"})
+    draft.ai_draft = draft.text = "AI two"
+    draft.start_new_ai_draft({})
+    assert len(draft.previous) == 1  # an unedited AI draft is reproducible; nothing to keep
+
+
+@pytest.mark.parametrize("content", ['{"version": 1, "study_key": "tru', "\xff\xfe garbage", '{"version": 99}',
+                                     '{"version": 1, "unknown": 1}'])
+def test_an_unreadable_draft_is_moved_aside_never_deleted(tmp_path, content):
+    store = DraftStore(tmp_path)
+    path = store.path_for("k")
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(DraftCorrupted, match=r"draft k.json was unreadable .* kept as"):
+        store.load("k")
+    kept = list(tmp_path.glob("k.corrupt-*.json"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content.encode("latin-1") and not path.exists()
+
+
+CHILD = r"""
+import sys
+from qtpy.QtWidgets import QApplication
+from qtpy.QtCore import QTimer
+from napari_radreport.drafts import Draft, DraftStore
+from napari_radreport.widgets.draft_editor import DraftEditor
+
+app = QApplication([])
+store = DraftStore(sys.argv[1])
+editor = DraftEditor(lambda: store)
+editor.show_draft(Draft(study_key="study-1", ai_draft="AI text.", text="AI text."))
+editor.saved.connect(lambda _p: print("saved", len(editor.draft.text), flush=True))
+typed = iter(range(10**6))
+def type_word():
+    editor.editor.moveCursor(editor.editor.textCursor().MoveOperation.End)
+    editor.editor.insertPlainText(f" w{next(typed)}")
+timer = QTimer()
+timer.timeout.connect(type_word)
+timer.start(20)
+app.exec()
+"""
+
+
+def _typed(n_words: int) -> str:
+    return "AI text." + "".join(f" w{i}" for i in range(n_words))
+
+
+def test_after_a_kill_mid_edit_the_last_autosaved_draft_is_restored(tmp_path, qtbot):
+    from napari_radreport.widgets.draft_editor import DraftEditor
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env=env, cwd=Path(__file__).parent)
+    reported = []
+    deadline = time.time() + 60
+    while len(reported) < 4 and time.time() < deadline:  # keep typing through several autosaves
+        line = child.stdout.readline()
+        if line.startswith("saved"):
+            reported.append(int(line.split()[1]))
+    child.send_signal(signal.SIGKILL)  # mid-edit: the child types every 20 ms
+    child.wait(10)
+    assert len(reported) == 4 and reported == sorted(reported)
+
+    store = DraftStore(tmp_path)
+    draft = store.load("study-1")
+    assert len(draft.text) >= reported[-1]
+    n_words = len(draft.text.split()) - 2
+    assert draft.text == _typed(n_words) and draft.ai_draft == "AI text."
+    editor = DraftEditor(lambda: store)
+    qtbot.addWidget(editor)
+    editor.show_draft(draft)
+    assert editor.editor.toPlainText() == draft.text and "(edited)" in editor.state.text()
