@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (runs pickle code)")
     convert.set_defaults(func=_cmd_convert)
 
+    from napari_radreport.cli_tasks import add_task_commands
+
+    add_task_commands(sub, common)
+
     demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")
     demo.set_defaults(func=_cmd_demo)

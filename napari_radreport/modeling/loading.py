@@ -123,7 +123,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, dtype=None, devi
         common["dtype"] = dtype
     if config.get("model_type") == "radreport":
         model = RadReportForConditionalGeneration.from_pretrained(str(folder), **common)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, local_files_only=True,
+                                                  trust_remote_code=False)
         loaded = LoadedModel(model=model, tokenizer=tokenizer, kind="radreport")
     else:
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -1,0 +1,156 @@
+"""``radreport report | ask | diagnose``: the engine from the command line.
+
+Tokens stream to stdout as they are decoded; progress and warnings go to stderr. Ctrl-C stops the
+generation cleanly (the partial draft is still written) and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from napari_radreport.engine.prompts import REGIONS
+
+
+def _engine_and_study(args: argparse.Namespace, paths: list[str]):
+    from napari_radreport.engine import Engine, Progress
+    from napari_radreport.io import load_study
+
+    study = load_study(paths if len(paths) > 1 else paths[0], series=args.series)
+    engine = Engine()
+
+    def progress(event: Any) -> None:
+        if isinstance(event, Progress) and event.stage == "load":
+            print(f"radreport: {event.message}", file=sys.stderr)
+
+    engine.load(args.model, device=args.device, on_event=progress)
+    return engine, study
+
+
+def _stream(engine, task: str, *args: Any, **kwargs: Any):
+    """Run a task in the background, print its tokens; Ctrl-C asks it to stop. Returns (result, interrupted)."""
+    from napari_radreport.engine import SectionStarted, Token
+
+    job = engine.start(task, *args, **kwargs)
+    interrupted = False
+    while True:
+        try:
+            for event in job.events():
+                if isinstance(event, Token):
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, SectionStarted):
+                    print(("\n\n" if event.index else "") + f"{event.title}:", flush=True)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            job.stop()
+            print("\nradreport: stopping…", file=sys.stderr)
+    print(flush=True)
+    return job.result(), interrupted
+
+
+def _generation(args: argparse.Namespace):
+    from napari_radreport.engine import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+                              temperature=args.temperature or 0.7, seed=args.seed)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from napari_radreport.engine.provenance import software_version, utc_now
+    from napari_radreport.export import Provenance, ReportRecord, StudyReference, export_report
+
+    sections = ("findings", "impression") if args.task == "both" else (args.task,)
+    regions = None
+    if args.region:
+        regions = list(REGIONS) if args.region == "all" else [r.strip() for r in args.region.split(",")]
+        unknown = sorted(set(regions) - set(REGIONS))
+        if unknown:
+            raise ValueError(f"unknown region(s) {', '.join(unknown)}; use {', '.join(REGIONS)} or all")
+    if args.out:
+        _refuse_overwrite(args.out, args.overwrite)
+    engine, study = _engine_and_study(args, args.paths)
+    settings = _generation(args)
+    result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions, settings=settings)
+    if args.out:
+        info = engine.info
+        provenance = Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
+                                adapter=",".join(info.adapters), recipe=info.name,
+                                task=f"report:{'+'.join(sections)}" + (f";regions={','.join(regions)}" if regions else ""),
+                                generation=settings.as_dict(), device=info.device, dtype=info.dtype,
+                                generated_at=utc_now(), software_version=software_version())
+        record = ReportRecord(final_text=result.text, ai_draft=result.text, study=StudyReference.from_study(study),
+                              provenance=provenance)
+        written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
+        print(f"radreport: wrote {written}" + (" (stopped early)" if result.stop_reason == "stopped" else ""),
+              file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+def _refuse_overwrite(path: str, overwrite: bool) -> None:
+    from pathlib import Path
+
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    *paths, question = args.items
+    if not paths:
+        raise ValueError("give the study's path(s) then the question in quotes")
+    engine, study = _engine_and_study(args, paths)
+    if args.choices:
+        choice = engine.choose(study, question, args.choices)
+        print(choice.letter)
+        probabilities = ", ".join(f"{k} {v:.1%}" for k, v in choice.probabilities.items())
+        print(f"radreport: {probabilities}", file=sys.stderr)
+        return 0
+    _result, interrupted = _stream(engine, "ask", study, question, settings=_generation(args))
+    return 130 if interrupted else 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    engine, study = _engine_and_study(args, args.paths)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    result = engine.diagnose(study, labels)
+    if args.json:
+        print(json.dumps({"model": engine.info.name, "weights_sha256": engine.info.weights_sha256,
+                          "probabilities": result}, indent=2))
+        return 0
+    width = max(map(len, result))
+    for label, p in sorted(result.items(), key=lambda kv: -kv[1]):
+        print(f"{label:<{width}}  {p:6.1%}")
+    return 0
+
+
+def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
+    model = argparse.ArgumentParser(add_help=False, parents=[common])
+    model.add_argument("--model", help="model folder (default: the demo model shipped with the package)")
+    model.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
+    generation = argparse.ArgumentParser(add_help=False)
+    generation.add_argument("--max-new-tokens", type=int, default=256)
+    generation.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
+    generation.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+    report = sub.add_parser("report", parents=[model, generation], help="write a report draft (streams to stdout)")
+    report.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
+    report.add_argument("--task", default="both", choices=["both", "findings", "impression"])
+    report.add_argument("--region", help="CT findings per region: all, or a list such as chest,abdomen")
+    report.add_argument("--format", choices=["txt", "md", "json", "pdf", "sr"], help="default: from --out's suffix")
+    report.add_argument("--out", help="also write the report to this file")
+    report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    report.set_defaults(func=cmd_report)
+
+    ask = sub.add_parser("ask", parents=[model, generation], help="ask a question about a study")
+    ask.add_argument("items", nargs="+", metavar="PATH... QUESTION", help="the study's path(s), then the question")
+    ask.add_argument("--choices", nargs="+", help="options of a multiple-choice question (answered with a letter)")
+    ask.set_defaults(func=cmd_ask)
+
+    diagnose = sub.add_parser("diagnose", parents=[model], help="probability of each abnormality")
+    diagnose.add_argument("paths", nargs="+")
+    diagnose.add_argument("--labels", help="comma-separated labels (default: the model's, e.g. CT-RATE's 18)")
+    diagnose.add_argument("--json", action="store_true", help="print JSON")
+    diagnose.set_defaults(func=cmd_diagnose)

@@ -1,0 +1,13 @@
+"""Exporting a drafted report: plain text, Markdown, JSON, PDF and DICOM SR. No Qt, no torch.
+
+``export_report(record, path)`` picks the format from the suffix (``.txt .md .json .pdf .dcm``), never
+overwrites unless asked, and writes atomically; failures are one-line ``ExportError`` messages.
+"""
+
+from napari_radreport.export.content import ExportError
+from napari_radreport.export.record import Provenance, ReportRecord, StudyReference
+from napari_radreport.export.writers import FORMATS, SUFFIXES, export_report
+
+__all__ = [
+    "FORMATS", "SUFFIXES", "ExportError", "Provenance", "ReportRecord", "StudyReference", "export_report",
+]

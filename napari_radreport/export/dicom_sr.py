@@ -1,0 +1,189 @@
+"""DICOM Comprehensive SR rendering of a ``ReportRecord`` with highdicom.
+
+The SR joins the source study: its Study Instance UID and patient identity come from the source DICOM
+headers, and its evidence (Current Requested Procedure Evidence Sequence) lists every source instance
+under its series. A study that did not come from DICOM (NIfTI, PNG) gets a new Study Instance UID and empty
+patient fields. Content: Findings and Impressions containers (TID 2000 section codes) holding the text,
+then a comment saying it is an AI draft and whether it was reviewed, and a comment with the provenance.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from typing import Any
+
+from napari_radreport.export.content import (
+    ExportError,
+    provenance_line,
+    sections,
+    software_version,
+    status_line,
+)
+from napari_radreport.export.record import ReportRecord
+
+MANUFACTURER = "napari-radreport"
+SERIES_DESCRIPTION = "AI draft report"
+SERIES_NUMBER = 9001
+INSTANCE_NUMBER = 1
+_REFERENCE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+_PATIENT_STUDY_KEYS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                       "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+_DATE, _TIME = re.compile(r"\d{8}"), re.compile(r"\d{2,6}(\.\d{1,6})?")
+_VALID = {"PatientBirthDate": _DATE, "StudyDate": _DATE, "StudyTime": _TIME,
+          "PatientSex": re.compile("[MFO]")}
+
+
+def _value(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword) if ds is not None else None
+    return "" if value is None else str(value).strip()
+
+
+def source_headers(files: list[str]) -> list[Any]:
+    """Headers (no pixel data) of the source DICOM files; an unreadable one is an ExportError."""
+    import pydicom
+
+    headers = []
+    for path in files:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: source DICOM header cannot be read ({reason}); "
+                              "the SR needs it to reference the study") from exc
+    return headers
+
+
+def referable(headers: list[Any]) -> list[Any]:
+    """Headers with all four UIDs an evidence reference needs, one per SOP instance."""
+    seen: set[str] = set()
+    kept = []
+    for ds in headers:
+        uid = _value(ds, "SOPInstanceUID")
+        if all(_value(ds, key) for key in _REFERENCE_KEYS) and uid not in seen:
+            seen.add(uid)
+            kept.append(ds)
+    return kept
+
+
+def _identity(record: ReportRecord, headers: list[Any], evidence: list[Any]) -> Any:
+    """Dataset with the SR's study UID and patient/study attributes (highdicom reads them off evidence[0])."""
+    from highdicom import UID
+    from pydicom import Dataset
+
+    source = evidence[0] if evidence else (headers[0] if headers else None)
+    identity = Dataset()
+    identity.StudyInstanceUID = _value(source, "StudyInstanceUID") or record.study.study_uid or UID()
+    for key in _PATIENT_STUDY_KEYS:
+        value = _value(source, key)
+        valid = _VALID.get(key)
+        setattr(identity, key, value if valid is None or valid.fullmatch(value) else "")  # bad value: empty
+    if source is None:  # not DICOM: what the loader knew, patient fields stay empty
+        identity.AccessionNumber = record.study.accession_number
+        identity.StudyDate = record.study.study_date if _DATE.fullmatch(record.study.study_date) else ""
+    # highdicom also asks the first evidence item for these; build_sr drops the stub from the evidence.
+    identity.SeriesInstanceUID, identity.SOPInstanceUID = UID(), UID()
+    identity.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    return identity
+
+
+def _content(record: ReportRecord) -> Any:
+    """The document tree: title container with section containers, status and provenance comments."""
+    from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
+    from pydicom.sr.codedict import codes
+
+    section_codes = {"Findings": (codes.DCM.Findings, codes.DCM.Finding),
+                     "Impression": (codes.DCM.Impressions, codes.DCM.Impression)}
+    grouped: dict[str, list[str]] = {}
+    for name, body in sections(record.final_text):
+        grouped.setdefault(name, []).append(body)
+    items = []
+    for name, bodies in grouped.items():
+        container_code, item_code = section_codes[name]
+        container = ContainerContentItem(name=container_code, relationship_type="CONTAINS")
+        container.ContentSequence = ContentSequence(
+            [TextContentItem(name=item_code, value=body, relationship_type="CONTAINS") for body in bodies])
+        items.append(container)
+    status = f"AI-generated draft report. Status: {status_line(record)}."
+    provenance = f"Provenance: {provenance_line(record, full_hash=True)}"
+    items += [TextContentItem(name=codes.DCM.Comment, value=value, relationship_type="CONTAINS")
+              for value in (status, provenance)]
+    root = ContainerContentItem(name=codes.LN.RadiologyReport)
+    root.ContentSequence = ContentSequence(items)
+    return root
+
+
+def evidence_sequences(study_uid: str, evidence: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Hierarchical references (study > series > instances): those in ``study_uid``, then all others.
+
+    Built here rather than by highdicom, whose grouping changed between releases (by "referenced in the
+    content" up to 0.2x, by study since): the source images belong to the current requested procedure.
+    """
+    from pydicom import Dataset
+
+    tree: dict[str, dict[str, list[Any]]] = {}
+    for ds in evidence:
+        item = Dataset()
+        item.ReferencedSOPClassUID = _value(ds, "SOPClassUID")
+        item.ReferencedSOPInstanceUID = _value(ds, "SOPInstanceUID")
+        series = tree.setdefault(_value(ds, "StudyInstanceUID"), {})
+        series.setdefault(_value(ds, "SeriesInstanceUID"), []).append(item)
+    current, other = [], []
+    for study, series in tree.items():
+        study_item = Dataset()
+        study_item.StudyInstanceUID = study
+        study_item.ReferencedSeriesSequence = []
+        for series_uid, instances in series.items():
+            series_item = Dataset()
+            series_item.SeriesInstanceUID = series_uid
+            series_item.ReferencedSOPSequence = instances
+            study_item.ReferencedSeriesSequence.append(series_item)
+        (current if study == study_uid else other).append(study_item)
+    return current, other
+
+
+def build_sr(record: ReportRecord) -> Any:
+    """The SR as a ``highdicom.sr.ComprehensiveSR`` dataset."""
+    from highdicom import UID
+    from highdicom.sr import ComprehensiveSR
+
+    headers = source_headers(record.study.dicom_files)
+    evidence = referable(headers)
+    identity = _identity(record, headers, evidence)
+    with warnings.catch_warnings():  # names are copied as the source wrote them ("Lung_Dx-A0001")
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
+                                category=UserWarning)
+        sr = ComprehensiveSR(
+            evidence=[identity],  # highdicom takes patient and study from here; the evidence is set below
+            content=_content(record),
+            series_instance_uid=UID(),
+            series_number=SERIES_NUMBER,
+            sop_instance_uid=UID(),
+            instance_number=INSTANCE_NUMBER,
+            manufacturer=MANUFACTURER,
+            is_complete=record.reviewed,
+            is_final=False,
+            is_verified=False,
+            series_description=SERIES_DESCRIPTION,
+            software_versions=software_version(record),
+        )
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: report text and names may hold any character
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        if keyword in sr:
+            delattr(sr, keyword)  # only the identity stub is in there
+    current, other = evidence_sequences(sr.StudyInstanceUID, evidence)
+    if current:
+        sr.CurrentRequestedProcedureEvidenceSequence = current
+    if other:
+        sr.PertinentOtherEvidenceSequence = other
+    return sr
+
+
+def render_sr(record: ReportRecord) -> bytes:
+    """The SR as DICOM file bytes (Part 10, with preamble and file meta)."""
+    import pydicom
+
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, build_sr(record), enforce_file_format=True)
+    return buffer.getvalue()

@@ -1,0 +1,78 @@
+"""What an export writes: the final text, the AI draft it came from, and how that draft was produced.
+
+No Qt, no torch. The docks and the command line build a ``ReportRecord``; each writer in this package
+turns one into a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Provenance:
+    """How the AI draft was produced (all that is needed to reproduce it)."""
+
+    model_name: str = ""
+    model_path: str = ""
+    weights_sha256: str = ""  # over the weight files, in name order
+    adapter: str = ""
+    recipe: str = ""
+    task: str = ""  # e.g. "report:findings+impression", "report:region=chest"
+    generation: dict[str, Any] = field(default_factory=dict)  # max_new_tokens, do_sample, temperature, seed...
+    device: str = ""
+    dtype: str = ""
+    generated_at: str = ""  # ISO 8601, UTC
+    software_version: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StudyReference:
+    """The study the report is about, as far as the input said (anonymised data may leave fields empty)."""
+
+    study_uid: str = ""
+    series_uids: list[str] = field(default_factory=list)
+    patient_id: str = ""
+    accession_number: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    modality: str = ""
+    source: list[str] = field(default_factory=list)  # the files or folders that were opened
+    dicom_files: list[str] = field(default_factory=list)  # source DICOM instances (for SR references)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_study(cls, study) -> StudyReference:
+        """From a ``napari_radreport.io.Study``; source files are sniffed to tell DICOM from NIfTI or PNG."""
+        from napari_radreport.io.dicom_headers import looks_like_dicom
+
+        tags = study.tags
+        series = sorted({im.tags.series_uid for im in study.images if im.tags.series_uid})
+        files = dict.fromkeys(str(f) for im in study.images for f in im.source_files)  # ordered, unique
+        dicom = [f for f in files if looks_like_dicom(f)]
+        return cls(study_uid=tags.study_uid, series_uids=series, patient_id=tags.patient_id,
+                   accession_number=tags.accession_number, study_date=tags.study_date,
+                   study_description=tags.study_description, modality=study.modality,
+                   source=[str(s) for s in study.extra.get("input", study.source)], dicom_files=dicom)
+
+
+@dataclass
+class ReportRecord:
+    """A report ready to export."""
+
+    final_text: str
+    ai_draft: str = ""
+    reviewed: bool = False  # the user marked the draft as reviewed
+    study: StudyReference = field(default_factory=StudyReference)
+    provenance: Provenance = field(default_factory=Provenance)
+    title: str = "Radiology report (draft)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
+                "reviewed": self.reviewed, "study": self.study.as_dict(), "provenance": self.provenance.as_dict()}

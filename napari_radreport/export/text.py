@@ -1,0 +1,59 @@
+"""Plain-text, Markdown and JSON renderings of a ``ReportRecord`` (each returns the file's bytes)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+from napari_radreport.export.content import identifiers, provenance_items, status_line, utc_now
+from napari_radreport.export.record import ReportRecord
+
+JSON_FORMAT = "napari-radreport report"
+JSON_FORMAT_VERSION = 1
+
+
+def render_txt(record: ReportRecord) -> bytes:
+    """Title, status, identifiers, the final text and a short provenance footer."""
+    lines = [record.title, "=" * len(record.title), f"Status: {status_line(record)}"]
+    ids = identifiers(record)
+    if ids:
+        width = max(len(label) for label, _ in ids) + 1
+        lines += [""] + [f"{label + ':':<{width}} {value}" for label, value in ids]
+    lines += ["", record.final_text.strip(), "", "-" * 40, "Provenance"]
+    lines += [f"  {label}: {value}" for label, value in provenance_items(record)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_md(record: ReportRecord) -> bytes:
+    """The plain-text content as Markdown: heading, status, identifier table, text, provenance list."""
+    lines = [f"# {record.title}", "", f"**Status:** {status_line(record)}", ""]
+    ids = identifiers(record)
+    if ids:
+        lines += ["| Identifier | Value |", "|---|---|"]
+        lines += [f"| {_md_cell(label)} | {_md_cell(value)} |" for label, value in ids]
+        lines.append("")
+    # Two trailing spaces keep the report's own line breaks when the Markdown is rendered.
+    text_lines = record.final_text.strip().splitlines()
+    body = "\n".join(line.rstrip() + "  " if line.strip() else "" for line in text_lines)
+    lines += [body, "", "---", "", "**Provenance**", ""]
+    lines += [f"- {label}: `{value}`" if label == "Weights SHA-256" else f"- {label}: {value}"
+              for label, value in provenance_items(record)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def report_diff(record: ReportRecord) -> str:
+    """Unified diff from the AI draft to the final text (empty when the user changed nothing)."""
+    diff = difflib.unified_diff(record.ai_draft.splitlines(), record.final_text.splitlines(),
+                                fromfile="ai_draft", tofile="final_text", lineterm="")
+    return "\n".join(diff)
+
+
+def render_json(record: ReportRecord) -> bytes:
+    """``record.as_dict()`` plus format tag, export time and the draft-to-final diff, UTF-8, indented."""
+    data = {"format": JSON_FORMAT, "format_version": JSON_FORMAT_VERSION, "exported_at": utc_now(),
+            **record.as_dict(), "diff": report_diff(record)}
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -1,0 +1,92 @@
+"""``export_report``: pick the format, refuse to overwrite unless asked, and write the file atomically.
+
+Every renderer returns the whole file as bytes; this module alone touches the file system, so each format
+gets the same rules: a missing folder or an existing file is a one-line ``ExportError``, and a failed
+export never leaves a half-written file behind (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from napari_radreport.export.content import ExportError
+from napari_radreport.export.dicom_sr import render_sr
+from napari_radreport.export.pdf import render_pdf
+from napari_radreport.export.record import ReportRecord
+from napari_radreport.export.text import render_json, render_md, render_txt
+
+FORMATS = ("txt", "md", "json", "pdf", "sr")
+SUFFIXES = {"txt": ".txt", "md": ".md", "json": ".json", "pdf": ".pdf", "sr": ".dcm"}
+RENDERERS: dict[str, Callable[[ReportRecord], bytes]] = {
+    "txt": render_txt, "md": render_md, "json": render_json, "pdf": render_pdf, "sr": render_sr}
+
+
+def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format named by ``fmt``, or the one the suffix of ``path`` implies."""
+    allowed = " ".join(SUFFIXES.values())
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ExportError(f"{path}: unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    by_suffix = {s: f for f, s in SUFFIXES.items()}
+    if suffix not in by_suffix:
+        raise ExportError(f"{path}: cannot tell the export format from the suffix {suffix or '(none)'!r}; "
+                          f"use one of {allowed}")
+    return by_suffix[suffix]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then move it into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # O_EXCL: never reuse a file; mode 0o666 so the umask decides the permissions, as for open().
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not overwrite and path.exists():  # appeared while rendering
+            raise ExportError(f"{path} exists; not overwritten")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot be written ({exc.strerror or _one_line(exc)})") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export_report(record: ReportRecord, path: str | os.PathLike, fmt: str | None = None, *,
+                  overwrite: bool = False) -> Path:
+    """Write ``record`` to ``path`` as ``fmt`` (default: from the suffix) and return the path written.
+
+    Raises ExportError (one line naming the path) for an unknown format, a missing folder, an existing
+    file when ``overwrite`` is False, an empty report, or any failure while rendering or writing.
+    """
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    parent = path.parent
+    if not parent.is_dir():
+        raise ExportError(f"{path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path} exists; not overwritten")
+    if not record.final_text.strip():
+        raise ExportError(f"{path}: nothing to export, the report text is empty")
+    try:
+        data = RENDERERS[fmt](record)
+    except ExportError:
+        raise
+    except Exception as exc:  # a renderer failing on unusual input must not reach the UI as a traceback
+        raise ExportError(f"{path}: {fmt} export failed ({type(exc).__name__}: {_one_line(exc)})") from exc
+    _write_atomic(path, data, overwrite)
+    return path
