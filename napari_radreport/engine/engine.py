@@ -162,9 +162,8 @@ class Engine:
             finished = runner.generate(study, question, settings, on_event=on_event, stop=stop)
             done.append((title, finished.text.strip()))
             reason = finished.stop_reason
-            if index == 0:
-                timings = dict(finished.timings)
-            timings["total_s"] = timings.get("total_s", 0.0) + (finished.timings["total_s"] if index else 0.0)
+            total = timings.get("total_s", 0.0) + finished.timings["total_s"]
+            timings = {**(timings or finished.timings), "total_s": total}  # first section's split, summed total
             if reason == "stopped":
                 break
         text = "\n\n".join(f"{title}:\n{body}" for title, body in done)

@@ -11,10 +11,6 @@ import threading
 from typing import Any, Callable
 
 
-class JobCancelled(Exception):
-    """Raised inside the worker when the user asked to stop before any output existed."""
-
-
 class Job:
     """One call of ``fn(*args, on_event=..., stop=..., **kwargs)`` in a daemon thread."""
 

@@ -205,8 +205,8 @@ class ModelRunner:
         The tokens all prompts share (image included) run once; the differing tails run as a batch
         over copies of that prefix cache, in chunks of ``batch_size``.
         """
-        prompts = [self.prompt(study, q)[0] for q in questions]
-        extra = self.prompt(study, questions[0])[1]
+        built = [self.prompt(study, q) for q in questions]
+        prompts, extra = [ids for ids, _ in built], built[0][1]
         shared = min(common_prefix_length(prompts[0], p) for p in prompts)
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every prompt keeps a tail to run
         try:
