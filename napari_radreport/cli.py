@@ -102,11 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line by default; the traceback only with --debug
         if args.debug:
             raise
+        from napari_radreport.common import one_line
         from napari_radreport.io import StudyReadError
 
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         prefix = "" if isinstance(exc, StudyReadError) else f"{type(exc).__name__}: "
-        print(f"radreport: error: {prefix}{text}", file=sys.stderr)
+        print(f"radreport: error: {prefix}{one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -59,7 +59,8 @@ def _generation(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from napari_radreport.engine.provenance import software_version, utc_now
+    from napari_radreport import __version__
+    from napari_radreport.common import utc_now
     from napari_radreport.export import Provenance, ReportRecord, StudyReference, export_report
 
     sections = ("findings", "impression") if args.task == "both" else (args.task,)
@@ -80,7 +81,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                 adapter=",".join(info.adapters), recipe=info.name,
                                 task=f"report:{'+'.join(sections)}" + (f";regions={','.join(regions)}" if regions else ""),
                                 generation=settings.as_dict(), device=info.device, dtype=info.dtype,
-                                generated_at=utc_now(), software_version=software_version())
+                                generated_at=utc_now(), software_version=__version__)
         record = ReportRecord(final_text=result.text, ai_draft=result.text, study=StudyReference.from_study(study),
                               provenance=provenance)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)

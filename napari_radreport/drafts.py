@@ -8,15 +8,15 @@ A file that cannot be read is moved aside (``*.corrupt-<time>.json``) and report
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from napari_radreport.common import text_diff, write_atomic
 
 DRAFT_VERSION = 1
 
@@ -48,9 +48,7 @@ class Draft:
 
     def diff(self) -> str:
         """Unified diff from the AI draft to the edited text ('' when unchanged)."""
-        lines = difflib.unified_diff(self.ai_draft.splitlines(), self.text.splitlines(), "AI draft", "edited",
-                                     lineterm="")
-        return "\n".join(lines)
+        return text_diff(self.ai_draft, self.text, "AI draft", "edited")
 
     def start_new_ai_draft(self, provenance: dict[str, Any]) -> None:
         """Before generating again: keep an edited text among the previous versions, then reset."""
@@ -77,16 +75,7 @@ class DraftStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         draft.updated = time.time()
         target = self.path_for(draft.study_key)
-        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(draft.as_dict(), handle, ensure_ascii=False, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, json.dumps(draft.as_dict(), ensure_ascii=False, indent=1).encode("utf-8"))
         return target
 
     def load(self, key: str) -> Draft | None:

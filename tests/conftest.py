@@ -53,16 +53,18 @@ def chest_study(chest_series):
     return load_study(chest_series)
 
 
-@pytest.fixture(scope="session")
-def tiny_ct_model(tmp_path_factory) -> Path:
-    """A tiny random-weight CT model folder in our format (mechanics only; its text is meaningless)."""
+def _tiny_model(tmp_path_factory, modality: str) -> Path:
+    """A tiny random-weight model folder in our format (mechanics only; its text is meaningless)."""
     from tiny_models import write_tiny_radreport
 
-    return write_tiny_radreport(tmp_path_factory.mktemp("models") / "tiny-ct", "ct")
+    return write_tiny_radreport(tmp_path_factory.mktemp("models") / f"tiny-{modality}", modality)
+
+
+@pytest.fixture(scope="session")
+def tiny_ct_model(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory, "ct")
 
 
 @pytest.fixture(scope="session")
 def tiny_xray_model(tmp_path_factory) -> Path:
-    from tiny_models import write_tiny_radreport
-
-    return write_tiny_radreport(tmp_path_factory.mktemp("models") / "tiny-xray", "xray")
+    return _tiny_model(tmp_path_factory, "xray")

@@ -8,9 +8,10 @@ Every task runs synchronously (``engine.report(study)``) or in a background thre
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from napari_radreport.engine import prompts
 from napari_radreport.engine.decoding import GenerationSettings

@@ -1,27 +1,15 @@
-"""Identify what produced a draft: a hash of the weight files (computed once per file version) and versions."""
+"""Identify the weights that produced a draft: a hash of the weight files, computed once per file version."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
+from napari_radreport.common import write_atomic
+
 CACHE_DIR = Path(os.environ.get("RADREPORT_CACHE", Path.home() / ".cache" / "napari-radreport"))
-
-
-def software_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("napari-radreport")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _file_sha256(path: Path) -> str:
@@ -55,9 +43,7 @@ def weights_sha256(folder: str | Path) -> str:
     if changed:
         try:
             store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known, indent=1))
-            os.replace(tmp, store)
+            write_atomic(store, json.dumps(known, indent=1).encode())
         except OSError:
             pass  # a read-only home only costs a re-hash next time
     return combined.hexdigest()

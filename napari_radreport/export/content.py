@@ -7,7 +7,6 @@ formats cannot drift apart on what a report says about itself.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 from napari_radreport.export.record import ReportRecord
 
@@ -74,11 +73,6 @@ def provenance_items(record: ReportRecord, *, full_hash: bool = False) -> list[t
 def provenance_line(record: ReportRecord, *, full_hash: bool = False) -> str:
     """The provenance footer as one line."""
     return "; ".join(f"{label}: {value}" for label, value in provenance_items(record, full_hash=full_hash))
-
-
-def utc_now() -> str:
-    """Current time, UTC, ISO 8601 to the second."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def sections(text: str) -> list[tuple[str, str]]:

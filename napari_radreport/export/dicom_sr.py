@@ -14,6 +14,7 @@ import re
 import warnings
 from typing import Any
 
+from napari_radreport.common import one_line
 from napari_radreport.export.content import (
     ExportError,
     provenance_line,
@@ -49,8 +50,7 @@ def source_headers(files: list[str]) -> list[Any]:
         try:
             headers.append(pydicom.dcmread(path, stop_before_pixels=True, force=True))
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"{path}: source DICOM header cannot be read ({reason}); "
+            raise ExportError(f"{path}: source DICOM header cannot be read ({one_line(exc)}); "
                               "the SR needs it to reference the study") from exc
     return headers
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 
-from napari_radreport.export.content import identifiers, provenance_items, status_line, utc_now
+from napari_radreport.common import text_diff, utc_now
+from napari_radreport.export.content import identifiers, provenance_items, status_line
 from napari_radreport.export.record import ReportRecord
 
 JSON_FORMAT = "napari-radreport report"
@@ -47,9 +47,7 @@ def render_md(record: ReportRecord) -> bytes:
 
 def report_diff(record: ReportRecord) -> str:
     """Unified diff from the AI draft to the final text (empty when the user changed nothing)."""
-    diff = difflib.unified_diff(record.ai_draft.splitlines(), record.final_text.splitlines(),
-                                fromfile="ai_draft", tofile="final_text", lineterm="")
-    return "\n".join(diff)
+    return text_diff(record.ai_draft, record.final_text, "ai_draft", "final_text")
 
 
 def render_json(record: ReportRecord) -> bytes:

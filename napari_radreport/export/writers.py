@@ -8,10 +8,10 @@ export never leaves a half-written file behind (temporary file in the same folde
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from napari_radreport.common import one_line, write_atomic
 from napari_radreport.export.content import ExportError
 from napari_radreport.export.dicom_sr import render_sr
 from napari_radreport.export.pdf import render_pdf
@@ -39,29 +39,13 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
     return by_suffix[suffix]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then move it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def _write(path: Path, data: bytes, overwrite: bool) -> None:
     try:
-        # O_EXCL: never reuse a file; mode 0o666 so the umask decides the permissions, as for open().
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not overwrite and path.exists():  # appeared while rendering
-            raise ExportError(f"{path} exists; not overwritten")
-        os.replace(tmp, path)
+        write_atomic(path, data, overwrite=overwrite)
+    except FileExistsError as exc:  # appeared while rendering
+        raise ExportError(f"{path} exists; not overwritten") from exc
     except OSError as exc:
-        raise ExportError(f"{path}: cannot be written ({exc.strerror or _one_line(exc)})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise ExportError(f"{path}: cannot be written ({exc.strerror or one_line(exc)})") from exc
 
 
 def export_report(record: ReportRecord, path: str | os.PathLike, fmt: str | None = None, *,
@@ -87,6 +71,6 @@ def export_report(record: ReportRecord, path: str | os.PathLike, fmt: str | None
     except ExportError:
         raise
     except Exception as exc:  # a renderer failing on unusual input must not reach the UI as a traceback
-        raise ExportError(f"{path}: {fmt} export failed ({type(exc).__name__}: {_one_line(exc)})") from exc
-    _write_atomic(path, data, overwrite)
+        raise ExportError(f"{path}: {fmt} export failed ({type(exc).__name__}: {one_line(exc)})") from exc
+    _write(path, data, overwrite)
     return path

@@ -229,8 +229,9 @@ def read_dataset(path: str | Path, *, pixels: bool):
     except InvalidDicomError as exc:
         raise StudyReadError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyReadError(f"{path}: DICOM header could not be parsed ({msg})") from exc
+        from napari_radreport.common import one_line
+
+        raise StudyReadError(f"{path}: DICOM header could not be parsed ({one_line(exc)})") from exc
 
 
 @lru_cache(maxsize=8192)

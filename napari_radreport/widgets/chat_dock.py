@@ -9,11 +9,20 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
+from napari_radreport.common import one_line
 from napari_radreport.engine.events import Progress, Token
 from napari_radreport.engine.prompts import parse_choices
-from napari_radreport.widgets.report_dock import error_line
 from napari_radreport.widgets.session import session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -132,7 +141,7 @@ class ChatDock(QWidget):
         study, question = self.pending
         self.pending = None
         if error is not None:
-            self.status.setText(f"<span style='color:#e05050'>{html.escape(error_line(error))}</span>")
+            self.status.setText(f"<span style='color:#e05050'>{html.escape(one_line(error))}</span>")
         else:
             self.last_result = result
             if hasattr(result, "letter"):

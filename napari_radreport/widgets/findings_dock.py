@@ -24,8 +24,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_radreport.common import one_line
 from napari_radreport.engine.events import Progress
-from napari_radreport.widgets.report_dock import error_line
 from napari_radreport.widgets.session import session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -122,7 +122,7 @@ class FindingsDock(QWidget):
     def _done(self, result, error) -> None:
         study, self.pending = self.pending, None
         if error is not None:
-            self.status.setText(f"<span style='color:#e05050'>{html.escape(error_line(error))}</span>")
+            self.status.setText(f"<span style='color:#e05050'>{html.escape(one_line(error))}</span>")
         else:
             self.results[study.key] = result
             self.status.setText(f"{sum(p >= self.threshold.value() for p in result.values())} of {len(result)} "

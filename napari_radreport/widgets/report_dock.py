@@ -19,8 +19,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_radreport.common import one_line, utc_now
 from napari_radreport.drafts import Draft, DraftCorrupted
-from napari_radreport.engine.events import Finished, Progress, SectionStarted, Token
+from napari_radreport.engine.events import Progress, SectionStarted, Token
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.widgets.draft_editor import DraftEditor
 from napari_radreport.widgets.session import session_for
@@ -34,11 +35,6 @@ SECTION_CHOICES = {"Findings and impression": ("findings", "impression"), "Findi
 NOTICE = ("Reports written here are machine-generated drafts. They can be wrong or miss findings and must be "
           "reviewed by a qualified reader before any use.")
 EXPORT_FILTERS = "Text (*.txt);;Markdown (*.md);;JSON with provenance (*.json);;PDF (*.pdf);;DICOM SR (*.dcm)"
-
-
-def error_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ReportDock(QWidget):
@@ -178,7 +174,7 @@ class ReportDock(QWidget):
     def _loaded(self, info, error) -> None:
         if error is not None:
             self._generate_after_load = False
-            self._show_error(f"Could not load the model: {error_line(error)}")
+            self._show_error(f"Could not load the model: {one_line(error)}")
             return
         self.status.setText("; ".join(info.warnings) or "Model loaded.")
         if self._generate_after_load:
@@ -187,8 +183,8 @@ class ReportDock(QWidget):
 
     # -- generating ---------------------------------------------------------------------------
     def generate(self) -> None:
+        from napari_radreport import __version__
         from napari_radreport.engine.engine import EngineBusy
-        from napari_radreport.engine.provenance import software_version, utc_now
 
         study = self.session.study
         if study is None:
@@ -213,7 +209,7 @@ class ReportDock(QWidget):
             "model_name": info.name, "model_path": info.path, "weights_sha256": info.weights_sha256,
             "adapter": ",".join(info.adapters), "recipe": info.name, "task": task,
             "generation": settings.as_dict(), "device": info.device, "dtype": info.dtype,
-            "generated_at": utc_now(), "software_version": software_version()})
+            "generated_at": utc_now(), "software_version": __version__})
         self.job_study = study
         self.editor.show_draft(draft)
         self.status.setText("Starting…")
@@ -251,7 +247,7 @@ class ReportDock(QWidget):
             return
         draft = self.drafts[study.key]
         if error is not None:
-            self._show_error(f"Generation failed: {error_line(error)}")
+            self._show_error(f"Generation failed: {one_line(error)}")
         else:
             draft.ai_draft = draft.text = result.text
             stopped = " (stopped)" if result.stop_reason == "stopped" else ""
@@ -288,7 +284,7 @@ class ReportDock(QWidget):
             written = export_report(self.record(), path, overwrite=overwrite)
         except ExportError as exc:
             if "exists" not in str(exc) or overwrite:
-                self._show_error(f"Export failed: {error_line(exc)}")
+                self._show_error(f"Export failed: {one_line(exc)}")
                 return None
             answer = ask(path) if ask else QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
             if answer not in (True, QMessageBox.StandardButton.Yes):
@@ -296,7 +292,7 @@ class ReportDock(QWidget):
                 return None
             return self.export_to(path, overwrite=True)
         except OSError as exc:
-            self._show_error(f"Export failed: {error_line(exc)}")
+            self._show_error(f"Export failed: {one_line(exc)}")
             return None
         self.status.setText(f"Exported {html.escape(str(written))}")
         return str(written)

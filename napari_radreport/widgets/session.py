@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
+from napari_radreport.common import one_line
 from napari_radreport.drafts import DraftStore
 from napari_radreport.engine.engine import Engine
 from napari_radreport.user_settings import UserSettings
@@ -129,8 +130,7 @@ class ViewerSession(QObject):
         if task in ("load", "unload"):
             self.model_changed.emit(self.engine.info)
         if task == "load" and error is not None:
-            text = str(error).strip()
-            self.message.emit(f"Could not load the model: {text.splitlines()[0] if text else type(error).__name__}")
+            self.message.emit(f"Could not load the model: {one_line(error)}")
         self.busy_changed.emit(False)
 
     def stop(self) -> None:

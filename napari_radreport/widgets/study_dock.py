@@ -211,8 +211,9 @@ class StudyDock(QWidget):
         self.status.setText("")
 
     def _on_error(self, exc: BaseException) -> None:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        self.status.setText(f"<span style='color:#e05050'>Could not open: {html.escape(text)}</span>")
+        from napari_radreport.common import one_line
+
+        self.status.setText(f"<span style='color:#e05050'>Could not open: {html.escape(one_line(exc))}</span>")
 
     def _on_finished(self) -> None:
         self._worker = None
