@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_radreport.cli_tasks import add_task_commands
 
     add_task_commands(sub, common)
+    from napari_radreport.cli_train import add_training_commands
+
+    add_training_commands(sub, common)
 
     demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")

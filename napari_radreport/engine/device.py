@@ -127,3 +127,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
+
+
+def training_precision(choice: str = "auto") -> str:
+    """accelerate's ``mixed_precision`` for training: bf16 on CUDA (fp16 without bf16 support), none elsewhere."""
+    import torch
+
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"

@@ -2,7 +2,8 @@
 
 Two caches, both per study:
 
-* image features, keyed by (study, preprocessing signature): a second request never re-encodes;
+* image features, keyed by (study, preprocessing signature, and the adapter when it carries its own trained
+  perceiver or encoder): a second request never re-encodes;
 * the key/value cache of the last prompt (image + question + answer), keyed by (study, adapter): a new
   prompt that starts with the same tokens only runs its new tokens. The cache is cropped to the common
   prefix, so the result equals a run from scratch (tests compare both).
@@ -72,6 +73,12 @@ class ModelRunner:
         names = active() if callable(active) else active
         return ",".join(names or [])
 
+    def _feature_adapter(self) -> str:
+        """The active adapter's name when it replaces image modules (peft ``modules_to_save``), else ''."""
+        peft = getattr(self.model, "peft_config", None) or {}
+        name = self.adapter_name()
+        return name if any(getattr(peft.get(n), "modules_to_save", None) for n in name.split(",") if n) else ""
+
     # -- prompt ---------------------------------------------------------------------------
     def prompt(self, study, question: str, history=()) -> tuple[list[int], dict]:
         """Prompt ids and the image inputs needed if the image is not cached (built lazily for our models)."""
@@ -83,7 +90,7 @@ class ModelRunner:
         return ids, inputs
 
     def image_features(self, study, on_event: EventCallback = ignore) -> torch.Tensor:
-        key = (study.key, self.loaded.preprocess.signature)
+        key = (study.key, self.loaded.preprocess.signature, self._feature_adapter())
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]

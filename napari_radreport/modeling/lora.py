@@ -23,6 +23,7 @@ def lora_config(
     target_modules: str | list[str] = LANGUAGE_MODEL_TARGETS,
     train_perceiver: bool = False,
     random_init: bool = False,
+    modules_to_save: list[str] | None = None,
 ):
     """A peft LoraConfig; defaults are E3D-GPT's (r 16, alpha 32, dropout 0.1) on the language model only."""
     from peft import LoraConfig
@@ -32,7 +33,7 @@ def lora_config(
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=target_modules,
-        modules_to_save=["perceiver"] if train_perceiver else None,
+        modules_to_save=modules_to_save or (["perceiver"] if train_perceiver else None),
         init_lora_weights=not random_init,
         bias="none",
     )

@@ -44,10 +44,15 @@ class Recipe:
             vision.update(self.tiny.get("vision", {}))
             text = dict(self.tiny.get("text", text))
             token_id = self.tiny.get("image_token_id", token_id)
+        preprocess = dict(self.preprocess)
+        if tiny:  # the tiny encoder reads a smaller image: a CT volume is brought to its size
+            preprocess.update(self.tiny.get("preprocess", {}))
+            if self.modality == "ct" and "preprocess" not in self.tiny and "image_size" in vision:
+                preprocess["target_shape"] = list(vision["image_size"])
         return RadReportConfig(vision_config=vision, perceiver_config=dict(self.perceiver), text_config=text,
                                image_token=self.image_token, image_token_id=token_id,
                                tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
-                               preprocess=dict(self.preprocess), prompt=dict(self.prompt))
+                               preprocess=preprocess, prompt=dict(self.prompt))
 
     def build(self, *, tiny: bool = False, device: str | None = None):
         """A randomly initialised model of this recipe (load real weights with from_pretrained instead)."""

@@ -1,0 +1,1 @@
+"""Training: manifests, dataset adapters, synthetic phantoms, and the accelerate training loops."""

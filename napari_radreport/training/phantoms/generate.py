@@ -1,0 +1,61 @@
+"""Write a phantom dataset: NIfTI volumes plus a JSONL manifest with reports, questions and labels.
+
+Phantom ``i`` of seed ``s`` is the same on every machine (its own ``numpy`` generator seeded by (s, i)), so a
+dataset is reproduced by its command: ``radreport phantoms OUT --count N --seed S``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from napari_radreport.training.manifest import ManifestRecord, write_manifest
+from napari_radreport.training.phantoms import anatomy, reports
+
+
+def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, np.ndarray]:
+    """The manifest record (image path relative to the dataset folder) and the HU volume of one phantom."""
+    rng = np.random.default_rng([seed, index])
+    findings = anatomy.sample_findings(rng)
+    volume = anatomy.phantom_volume(findings, rng)
+    findings_text = reports.findings_text(findings, rng)
+    record = ManifestRecord(
+        id=f"phantom-{index:05d}", modality="ct", images=[f"volumes/phantom-{index:05d}.nii.gz"], split=split,
+        findings=findings_text, impression=reports.impression_text(findings, rng),
+        regions={"chest": findings_text}, qa=reports.questions(findings, rng), labels=reports.labels(findings),
+        source="phantom")
+    return record, volume
+
+
+def _split_of(index: int, count: int, val: float, test: float) -> str:
+    n_test, n_val = int(round(count * test)), int(round(count * val))
+    if index >= count - n_test:
+        return "test"
+    return "val" if index >= count - n_test - n_val else "train"
+
+
+def _write_nifti(path: Path, volume: np.ndarray) -> None:
+    import nibabel
+
+    image = nibabel.Nifti1Image(np.round(volume).astype(np.int16), anatomy.nifti_affine())
+    image.header.set_xyzt_units("mm")
+    nibabel.save(image, str(path))
+
+
+def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0.05, test: float = 0.1,
+                   progress: Callable[[int, int], None] | None = None) -> Path:
+    """``count`` phantoms under ``out/volumes`` and ``out/manifest.jsonl``; the last ones are val and test."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    out = Path(out)
+    (out / "volumes").mkdir(parents=True, exist_ok=True)
+    records = []
+    for index in range(count):
+        record, volume = phantom_record(index, seed, _split_of(index, count, val, test))
+        _write_nifti(out / record.images[0], volume)
+        records.append(record)
+        if progress is not None:
+            progress(index + 1, count)
+    return write_manifest(out / "manifest.jsonl", records)

@@ -1,0 +1,72 @@
+"""One training run from start to saved result: what ``radreport train`` calls (in each launched process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from napari_radreport.training.config import TrainConfig
+
+
+def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
+    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``."""
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return []
+    objective = acc.unwrap_model(trainer.objective)
+    if config.stage == "mae":
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in objective.model.encoder.state_dict().items()}
+        save_file(state, str(out / "encoder.safetensors"))
+        return [out / "encoder.safetensors"]
+    loaded = trainer.parts.loaded
+    if config.stage == "stage1":
+        objective.model.save_pretrained(str(out))
+        loaded.tokenizer.save_pretrained(str(out))
+        return [out]
+    target = out / "adapters" / config.adapter
+    if config.adapter == "default":
+        objective.model.save_pretrained(str(target), selected_adapters=["default"])
+    else:  # peft writes a named adapter into a sub-folder of its name
+        objective.model.save_pretrained(str(target.parent), selected_adapters=[config.adapter])
+    return [target]
+
+
+def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path | None = None, recipe=None,
+                 tiny: bool = False, tokenizer: Path | None = None, encoder: Path | None = None,
+                 resume: bool = False, quiet: bool = False, log=print) -> dict[str, Any]:
+    """Train as ``config`` says on ``manifest``'s train split (evaluating on its val split); results in ``out``."""
+    from napari_radreport.training.manifest import read_manifest
+    from napari_radreport.training.setup import build_parts
+    from napari_radreport.training.trainer import Trainer, TrainingError
+
+    records = read_manifest(manifest)
+    train = [r for r in records if r.split == "train"]
+    val = [r for r in records if r.split == "val"]
+    if not train:
+        raise TrainingError(f"{manifest}: no records with split 'train'")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = build_parts(config, train, val, out, init=init, recipe=recipe, tiny=tiny, tokenizer=tokenizer,
+                        encoder=encoder, resume=resume)
+    trainer = Trainer(config, parts, out, quiet=quiet)
+    if resume:
+        step = trainer.resume()
+        if trainer.accelerator.is_main_process:
+            log(f"resumed at step {step}" if step else "no checkpoint to resume from; starting at step 0")
+    if trainer.accelerator.is_main_process:
+        log(f"{config.run_name}: {len(train)} training studies, {len(val)} validation, {parts.trainable:,} trainable "
+            f"parameters, {trainer.total_steps} steps on {trainer.accelerator.num_processes} process(es), "
+            f"{trainer.accelerator.device}, mixed precision {trainer.accelerator.mixed_precision}")
+        settings = {**config.to_dict(), "manifest": str(manifest), "init": str(init) if init else None,
+                    "recipe": getattr(recipe, "name", None), "tiny": tiny, "encoder": str(encoder) if encoder else None}
+        (out / f"train_config-{config.run_name}.json").write_text(json.dumps(settings, indent=1))
+    summary = trainer.train()
+    if config.save_every and trainer.step % config.save_every:
+        trainer.save_checkpoint()
+    summary["saved"] = [str(p) for p in save_result(trainer, config, out)]
+    summary["processes"] = trainer.accelerator.num_processes
+    return summary

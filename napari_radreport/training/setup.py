@@ -1,0 +1,101 @@
+"""Everything a run needs before its first step: the model with the stage's trainable parts, and the datasets."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_radreport.training.config import TrainConfig
+from napari_radreport.training.manifest import ManifestRecord, iter_texts
+
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "chat_template.jinja")
+
+
+@dataclass
+class RunParts:
+    objective: Any  # an nn.Module whose forward returns the loss
+    train_data: Any
+    eval_data: Any
+    loaded: Any = None  # LoadedModel (report stages)
+    trainable: int = 0
+
+
+def _copy_base(source: Path, out: Path) -> None:
+    """Make ``out`` a loadable model folder with ``source``'s base weights (stage 2 adds adapters beside them)."""
+    if source.resolve() == out.resolve():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and (path.name in MODEL_FILES or path.suffix == ".safetensors"):
+            shutil.copy2(path, out / path.name)
+
+
+def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, *, init: Path | None, recipe,
+                 tiny: bool, tokenizer: Path | None, encoder: Path | None, resume: bool):
+    """The LoadedModel a stage 1 / stage 2 run trains, with only the stage's parts trainable."""
+    import torch
+
+    from napari_radreport.modeling.loading import load_model
+    from napari_radreport.modeling.lora import add_adapter, lora_config
+    from napari_radreport.training.build import build_from_recipe, load_encoder_weights
+    from napari_radreport.training.objectives import set_trainable
+
+    if init is not None:
+        loaded = load_model(init, dtype=torch.float32)
+        if config.stage == "stage2":
+            _copy_base(Path(init), out)
+    elif resume and (out / "config.json").is_file():
+        loaded = load_model(out, dtype=torch.float32)  # the checkpoint replaces these weights
+    elif recipe is not None:
+        loaded = build_from_recipe(recipe, out, iter_texts(records), tiny=tiny, tokenizer_folder=tokenizer)
+    else:
+        raise ValueError("give a recipe (--recipe) or a model folder to start from (--init)")
+    model = loaded.model
+    if encoder is not None:
+        load_encoder_weights(model, encoder)
+    model.train()
+    if config.stage == "stage1":
+        trainable = set_trainable(model, config.modules_to_train())
+    else:
+        lora = dict(config.lora)
+        set_trainable(model, [])
+        peft_config = lora_config(r=int(lora.get("r", 16)), alpha=int(lora.get("alpha", 32)),
+                                  dropout=float(lora.get("dropout", 0.1)), modules_to_save=config.modules_to_train())
+        model = add_adapter(model, config.adapter, peft_config)
+        model.train()
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        loaded.model = model
+    return loaded, trainable
+
+
+def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], out: Path, *,
+                init: Path | None, recipe, tiny: bool, tokenizer: Path | None, encoder: Path | None,
+                resume: bool) -> RunParts:
+    from napari_radreport.training.data import StudyImages, StudyTextDataset
+    from napari_radreport.training.objectives import MAEObjective, ReportObjective
+
+    if config.stage == "mae":
+        from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
+        from napari_radreport.training.mae import MaskedAutoencoder3D
+
+        if recipe is None:
+            raise ValueError("MAE pretraining builds the recipe's encoder: give --recipe")
+        model_config = recipe.config(tiny=tiny)
+        if model_config.vision_config.model_type != "radreport_vit3d":
+            raise ValueError(f"recipe {recipe.name}: MAE pretraining is for the 3-D ViT, not a 2-D vision tower")
+        spec = Preprocess.from_recipe(model_config.preprocess)
+        mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
+        mae.train()
+        trainable = sum(p.numel() for p in mae.parameters())
+        to_pixels = lambda study: volume_to_pixels(study, spec)  # noqa: E731
+        return RunParts(MAEObjective(mae), StudyImages(train, to_pixels), StudyImages(val, to_pixels),
+                        trainable=trainable)
+    loaded, trainable = report_model(config, train, out, init=init, recipe=recipe, tiny=tiny,
+                                     tokenizer=tokenizer, encoder=encoder, resume=resume)
+    kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
+    train_data = StudyTextDataset(train, loaded, config.tasks, **kwargs)
+    eval_data = StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
+    return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
