@@ -12,6 +12,7 @@ import json
 import math
 from contextlib import nullcontext
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=config.run_name,
                    disable=self.quiet or not acc.is_main_process)
         batches = self.micro_batches()
+        started = time.perf_counter()
         last_loss, eval_loss = float("nan"), None
         while self.step < self.total_steps:
             total = torch.zeros((), device=acc.device)
@@ -173,7 +175,8 @@ class Trainer:
             self.step += 1
             last_loss = float(acc.reduce(total, reduction="mean"))
             entry: dict[str, Any] = {"step": self.step, "epoch": epoch, "loss": last_loss,
-                                     "lr": self.scheduler.get_last_lr()[0]}
+                                     "lr": self.scheduler.get_last_lr()[0],
+                                     "elapsed_s": round(time.perf_counter() - started, 3)}
             if (config.eval_every and self.step % config.eval_every == 0) or self.step == self.total_steps:
                 eval_loss = self.evaluate()
                 if eval_loss is not None:

@@ -152,28 +152,38 @@ def _side_lobe(sentence: str) -> tuple[str | None, str | None]:
 
 
 def read_findings(text: str) -> Findings:
-    """The findings a report (or an answer) states; anything not mentioned is read as absent."""
-    found = Findings()
+    """The findings a report (or an answer) states; anything not mentioned is read as absent.
+
+    ``extras["mentioned"]`` lists the findings the text speaks of at all (stated present or denied).
+    """
+    found, mentioned = Findings(), set()
     for sentence in _SENTENCE.split(text.strip().lower()):
         negated = bool(_NEGATION.search(sentence))
         if "nodule" in sentence:
+            mentioned.add("nodule")
             if not negated:
                 side, lobe = _side_lobe(sentence)
                 size = re.search(r"(\d+)\s*mm", sentence)
                 found.nodule = (side or "?", lobe or "?", int(size.group(1)) if size else -1)
         elif "consolidation" in sentence:
+            mentioned.add("consolidation")
             if not negated:
                 found.consolidation = _side_lobe(sentence)  # type: ignore[assignment]
         elif "emphysema" in sentence:
+            mentioned.add("emphysema")
             found.emphysema = not negated
         elif "pericardial" in sentence:
+            mentioned.add("pericardial_effusion")
             found.pericardial_effusion = not negated
         elif "pleural" in sentence:
+            mentioned.add("effusion")
             if not negated:
                 side = "bilateral" if "bilateral" in sentence else _side_lobe(sentence)[0]
                 found.effusion = side or "?"
         elif "heart" in sentence or "cardiomegaly" in sentence:
+            mentioned.add("cardiomegaly")
             found.cardiomegaly = not negated and ("enlarged" in sentence or "cardiomegaly" in sentence)
+    found.extras["mentioned"] = mentioned
     return found
 
 
