@@ -138,3 +138,10 @@ def training_precision(choice: str = "auto") -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
+
+
+def training_on_cpu() -> bool:
+    """Whether training runs on the CPU (no CUDA GPU); several launched CPU processes then talk over gloo."""
+    import torch
+
+    return not torch.cuda.is_available()

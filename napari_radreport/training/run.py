@@ -48,8 +48,15 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
     val = [r for r in records if r.split == "val"]
     if not train:
         raise TrainingError(f"{manifest}: no records with split 'train'")
+    for record in train + val:
+        missing = [p for p in record.image_paths() if not p.exists()]
+        if missing:
+            raise TrainingError(f"record {record.id}: image file {missing[0]} does not exist")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)  # before building: fresh weights and LoRA initialisation depend on it
     parts = build_parts(config, train, val, out, init=init, recipe=recipe, tiny=tiny, tokenizer=tokenizer,
                         encoder=encoder, resume=resume)
     trainer = Trainer(config, parts, out, quiet=quiet)

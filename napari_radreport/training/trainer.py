@@ -46,10 +46,11 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from napari_radreport.engine.device import training_precision
+        from napari_radreport.engine.device import training_on_cpu, training_precision
 
         self.config, self.parts, self.out, self.quiet = config, parts, Path(out), quiet
-        self.accelerator = Accelerator(mixed_precision=training_precision(config.mixed_precision), cpu=False)
+        self.accelerator = Accelerator(mixed_precision=training_precision(config.mixed_precision),
+                                       cpu=training_on_cpu())
         set_seed(config.seed)
         acc = self.accelerator
         self.batches = RankBatches(len(parts.train_data), config.batch_size, acc.process_index, acc.num_processes,
@@ -150,8 +151,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         acc, config = self.accelerator, self.config
-        if acc.is_main_process and self.step == 0:
-            self.history_path.unlink(missing_ok=True)
+        if self.step == 0:
+            if acc.is_main_process:
+                self.history_path.unlink(missing_ok=True)
+            start_loss = self.evaluate()  # step 0: the loss before any training, for the curve and the tests
+            if start_loss is not None and acc.is_main_process:
+                history.append(self.history_path, {"step": 0, "eval_loss": start_loss})
         bar = tqdm(total=self.total_steps, initial=self.step, desc=config.run_name,
                    disable=self.quiet or not acc.is_main_process)
         batches = self.micro_batches()

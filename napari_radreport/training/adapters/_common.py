@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +59,10 @@ def check_missing_policy(missing: str) -> None:
 
 def prepare_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     if out.suffix.lower() not in (".jsonl", ".json"):
         raise ValueError(f"{out}: a manifest is a .jsonl file")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     return out
 
 
@@ -73,6 +74,9 @@ def finish(out: Path, records: list, summary: ConversionSummary) -> ConversionSu
     if not records:
         reasons = "; ".join(f"{r}: {n}" for r, n in sorted(summary.skipped.items())) or "the input holds no studies"
         raise DatasetFormatError(f"{summary.source}: no records to write ({reasons})")
+    repeated = next((i for i, n in Counter(r.id for r in records).items() if n > 1), None)
+    if repeated is not None:
+        raise DatasetFormatError(f"{summary.source}: two studies would get the id {repeated!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(out, records)
     summary.written = len(records)
@@ -129,9 +133,12 @@ def read_json(path: Path) -> Any:
 
 def read_json_records(path: Path) -> list[tuple[str | None, dict]]:
     """(split key or None, record) pairs of a JSON array, a JSON Lines file, or an object of split -> list."""
-    raw = path.read_text(encoding="utf-8-sig") if path.is_file() else None
-    if raw is None:
+    if not path.is_file():
         raise DatasetFormatError(f"{path}: no such file")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"{path}: not a UTF-8 text file") from exc
     stripped = raw.lstrip()
     if stripped.startswith("[") or (stripped.startswith("{") and path.suffix.lower() == ".json"):
         try:
@@ -145,8 +152,8 @@ def read_json_records(path: Path) -> list[tuple[str | None, dict]]:
             lists = {k: v for k, v in data.items() if isinstance(v, list)}
             if lists and set(lists) <= set(SPLIT_WORDS):
                 return _objects(path, ((key, item) for key, items in lists.items() for item in items))
-            if not lists:
-                return _objects(path, [(None, data)])
+            if not set(data) & set(SPLIT_WORDS):
+                return _objects(path, [(None, data)])  # one study
             raise DatasetFormatError(f"{path}: a JSON object must map splits ({', '.join(SPLIT_WORDS)}) to lists "
                                      f"of studies; found {', '.join(sorted(data))}")
     records = []
@@ -171,8 +178,6 @@ def _objects(path: Path, items: Iterable[tuple[str | None, Any]]) -> list[tuple[
 
 def split_from_name(name: str) -> str:
     """train / val / test from a file or key name ('validation_reports.csv' -> val); train when none is named."""
-    import re
-
     for word in re.split(r"[^a-z]+", name.lower()):
         if word in SPLIT_WORDS:
             return SPLIT_WORDS[word]

@@ -40,8 +40,8 @@ from napari_radreport.training.adapters._common import (
 _LETTERS = "ABCDEFGH"
 
 
-def _studies(path: Path, split: str | None) -> list[tuple[str, int, dict]]:
-    """(manifest split, index, study) of every wanted study of an AMOS-MM JSON file."""
+def _studies(path: Path, split: str | None) -> list[tuple[str, dict]]:
+    """(manifest split, study) of every wanted study of an AMOS-MM JSON file."""
     data = read_json(path)
     if not isinstance(data, dict) or not any(isinstance(data.get(k), list) for k in SPLIT_WORDS):
         raise DatasetFormatError(f"{path}: expected an object with 'training'/'validation' lists of studies")
@@ -54,7 +54,7 @@ def _studies(path: Path, split: str | None) -> list[tuple[str, int, dict]]:
         for index, study in enumerate(items):
             if not isinstance(study, dict) or not isinstance(study.get("image"), str) or not study["image"]:
                 raise DatasetFormatError(f"{path}: {key}[{index}] has no 'image' path")
-            out.append((SPLIT_WORDS[key], index, study))
+            out.append((SPLIT_WORDS[key], study))
     return out
 
 
@@ -155,7 +155,7 @@ def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None 
     studies: dict[str, dict] = {}  # case -> {"split", "image", "report", "qa"}
     summary = ConversionSummary(source=str(path))
     for file, kind in ((path, "report"), *(((Path(vqa), "vqa"),) if vqa else ())):
-        for study_split, index, study in _studies(file, split):
+        for study_split, study in _studies(file, split):
             case = case_id(study["image"])
             where = f"{file}: {case}"
             labels = study.get("labels") or {}
