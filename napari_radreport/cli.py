@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_radreport.cli_tasks import add_task_commands
 
     add_task_commands(sub, common)
+    from napari_radreport.cli_datasets import add_dataset_commands
+
+    add_dataset_commands(sub, common)
     from napari_radreport.cli_train import add_training_commands
 
     add_training_commands(sub, common)

@@ -19,6 +19,8 @@ from napari_radreport.training.phantoms import reports
 from napari_radreport.training.phantoms.anatomy import Findings
 
 SIZE_TOLERANCE_MM = 4
+_UNSPECIFIED = {"nodule": ("?", "?", -99), "consolidation": ("?", "?"), "effusion": "?", "cardiomegaly": True,
+                "emphysema": True, "pericardial_effusion": True}
 _QUESTION_FINDING = {q: name for name, qs in reports._YES_NO_QUESTIONS.items() for q in qs}
 
 
@@ -72,7 +74,11 @@ def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool
         opening = answer.strip().lower()[:4]
         if not opening.startswith(("yes", "no")):
             return f"yes/no {name}", False  # neither yes nor no: not an answer
-        stated = reports.read_findings(answer.replace("Yes,", "Yes.")) if opening.startswith("yes") else Findings()
+        stated = Findings()
+        if opening.startswith("yes"):  # present, with whatever side / lobe / size the answer gives
+            stated = reports.read_findings(answer.replace("Yes,", "Yes."))
+            if not getattr(stated, name):
+                setattr(stated, name, _UNSPECIFIED[name])
         return f"yes/no {name}", reports.finding_matches(name, truth, stated, SIZE_TOLERANCE_MM)
     if question == "Where is the lung nodule?":
         side, lobe = reports._side_lobe(answer.lower())

@@ -93,6 +93,7 @@ class ManifestRecord:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("root")
+        data["qa"] = [{k: v for k, v in qa.items() if v not in ([], None)} for qa in data["qa"]]
         return {k: v for k, v in data.items() if v not in ("", [], {}, None) or k in ("id", "modality", "images")}
 
 

@@ -152,7 +152,7 @@ def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None 
         raise DatasetFormatError(f"{src}: no dataset.json in this folder; pass the JSON file itself")
     root = Path(image_root) if image_root else path.parent
 
-    studies: dict[str, dict] = {}  # case -> {"split", "image", "report", "qa"}
+    studies: dict[str, dict] = {}  # case -> {"split", "image", "regions", "impression", "qa"}
     summary = ConversionSummary(source=str(path))
     for file, kind in ((path, "report"), *(((Path(vqa), "vqa"),) if vqa else ())):
         for study_split, study in _studies(file, split):

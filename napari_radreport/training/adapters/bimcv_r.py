@@ -3,16 +3,18 @@
 Assumed layout (Hugging Face dataset ``cyd0806/BIMCV-R`` of Chen et al., "BIMCV-R: A Landmark Dataset for 3D CT
 Text-Image Retrieval", MICCAI 2024; folder and column names as read by the authors' MedFinder code)::
 
-    CT*/ct/*.nii.gz                          the volumes (BIMCV BIDS names, e.g. sub-S03047_ses-E06487_..._ct.nii.gz)
-    meta/curated_ct_report_path_En.csv       columns ``path`` (the volume's original path) and ``Report_en``
+    CT*/ct/*.nii.gz                      the volumes
+    meta/curated_ct_report_path_En.csv   columns ``path`` (the volume's original path) and ``Report_en``
 
-A row's volume is ``path`` taken relative to the dataset folder when that file exists, else the ``.nii.gz``
-anywhere under the folder with the same file name. The report is one text: the part after an "Impression:",
-"Conclusion(s):" or "Diagnosis:" heading becomes ``impression``, the rest ``findings`` (a leading "Findings:" is
-dropped); ``regions`` come from the region splitter. Values are read as stored (no ``hu_rescale``).
+A row's volume is the file ``path`` names (relative to the dataset folder, or absolute) when it exists, else
+the ``.nii.gz`` with the same file name anywhere under the dataset folder. The report is one text: the part
+after an "Impression:", "Conclusion(s):" or "Diagnosis:" heading becomes ``impression``, the rest ``findings``
+(a leading "Findings:" is dropped); ``regions`` come from the region splitter. Values are read as stored (no
+``hu_rescale``).
 
 BIMCV-R has no official split: ``split`` puts every study in one split, and ``val_fraction`` moves a
-deterministic share of *patients* (the ``sub-...`` part of the file name, else the file name) to ``val``.
+deterministic share of *patients* to ``val``. The patient is the BIDS ``sub-<id>`` part of the file name
+(BIMCV's naming; assumed, not seen in a listing) or, without one, the file name itself.
 """
 
 from __future__ import annotations

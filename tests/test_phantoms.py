@@ -1,0 +1,125 @@
+"""Synthetic phantoms: reproducible volumes that show their findings where the report says, reports and answers
+that read back to the truth, and the manifest that carries them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_radreport.training.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest
+from napari_radreport.training.phantoms import anatomy, reports
+from napari_radreport.training.phantoms.generate import phantom_record, write_phantoms
+
+
+def _findings(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(anatomy.sample_findings(rng), np.random.default_rng([seed, i])) for i in range(n)]
+
+
+def test_every_wording_of_reports_and_answers_reads_back_to_the_truth():
+    for truth, rng in _findings(400):
+        truth_names = {n: getattr(truth, n) for n in reports.FINDING_NAMES}
+        for text in (reports.findings_text(truth, rng), reports.impression_text(truth, rng)):
+            stated = reports.read_findings(text)
+            assert {n: getattr(stated, n) for n in reports.FINDING_NAMES} == truth_names, text
+        findings = reports.read_findings(reports.findings_text(truth, rng))
+        assert findings.extras["mentioned"] == set(reports.FINDING_NAMES)  # findings speak of every finding
+
+
+def test_wording_varies_and_findings_are_balanced():
+    texts, present = set(), {name: 0 for name in reports.FINDING_NAMES}
+    for truth, rng in _findings(300, seed=1):
+        texts.add(reports.findings_text(anatomy.Findings(), rng))
+        for name in reports.FINDING_NAMES:
+            present[name] += bool(getattr(truth, name))
+    assert len(texts) > 20  # six sentences, three wordings each
+    assert all(60 < count < 150 for count in present.values()), present
+
+
+def test_questions_have_right_answers_and_valid_choices():
+    from napari_radreport.evaluation.phantoms import score_answer
+
+    for truth, rng in _findings(100, seed=2):
+        for qa in reports.questions(truth, rng):
+            if qa.get("choices"):
+                assert qa["choices"][qa["answer_index"]] == qa["answer"] and len(set(qa["choices"])) == len(qa["choices"])
+            else:
+                kind, right = score_answer(qa["question"], qa["answer"], truth)
+                assert right, (qa, kind)
+                if kind.startswith("yes/no"):
+                    flipped = "No." if qa["answer"].startswith("Yes") else "Yes."
+                    assert not score_answer(qa["question"], flipped, truth)[1]
+
+
+def test_phantoms_are_reproducible_and_differ_between_indices():
+    a, va = phantom_record(7, seed=11, split="train")
+    b, vb = phantom_record(7, seed=11, split="train")
+    c, vc = phantom_record(8, seed=11, split="train")
+    assert a.to_json() == b.to_json() and np.array_equal(va, vb)
+    assert not np.array_equal(va, vc)
+
+
+def test_findings_are_drawn_where_the_report_puts_them():
+    rng = np.random.default_rng(5)
+    truth = anatomy.Findings(nodule=("left", "lower", 22), effusion="right", cardiomegaly=False)
+    phantom = anatomy.Phantom(truth, rng)
+    volume = phantom.build()
+    centre = truth.extras["centres_mm"][f"left lower {anatomy.HU['nodule']:g}"]
+    index = tuple(int(np.argmin(np.abs(axis_mm - c))) for axis_mm, c in
+                  zip([phantom.z[:, 0, 0], phantom.y[0, :, 0], phantom.x[0, 0, :]], centre))
+    assert abs(volume[index] - anatomy.HU["nodule"]) < 80  # soft tissue inside the lung
+    assert centre[2] > 0  # patient's left: higher x index in the canonical display
+    height = phantom.lung_bottom - phantom.lung_top
+    assert str(anatomy.lobe_of("left", (centre[0] - phantom.lung_top) / height, centre[1], phantom.lung_y)) == "lower"
+    dependent = (phantom.y > phantom.lung_y + 15) & (phantom.z > 0)  # posterior and inferior, away from the heart
+    off_nodule = (phantom.z - centre[0]) ** 2 + (phantom.y - centre[1]) ** 2 + (phantom.x - centre[2]) ** 2 > 15 ** 2
+    fluid = (np.abs(volume - anatomy.HU["fluid"]) < 60) & dependent & off_nodule
+    assert (fluid & phantom.lung_mask("right")).sum() > 50 and (fluid & phantom.lung_mask("left")).sum() == 0
+
+
+def test_heart_is_larger_with_cardiomegaly():
+    def heart_voxels(cardiomegaly: bool) -> int:
+        volume = anatomy.phantom_volume(anatomy.Findings(cardiomegaly=cardiomegaly), np.random.default_rng(9))
+        return int((volume > 100).sum() - (volume > 300).sum())  # blood pool, not bone
+
+    assert heart_voxels(True) > 1.6 * heart_voxels(False)  # radii x 1.4; the aorta adds the same to both
+
+
+def test_written_dataset_reads_back_as_canonical_ct(tmp_path):
+    from napari_radreport.io import load_study
+
+    manifest = write_phantoms(tmp_path, 10, seed=4, val=0.2, test=0.2)
+    records = read_manifest(manifest)
+    assert [r.split for r in records] == ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    study = load_study(records[0].image_paths()[0])
+    _, volume = phantom_record(0, seed=4, split="train")
+    assert study.modality == "CT" and study.image.orientation == ("I", "P", "L")
+    assert study.spacing == pytest.approx(anatomy.SPACING)
+    assert np.array_equal(study.array, np.round(volume))
+    assert records[0].labels == reports.labels(reports.read_findings(records[0].impression))
+
+
+def test_manifest_errors_name_the_line_and_field(tmp_path):
+    good = ManifestRecord(id="a", modality="ct", images=["a.nii.gz"], qa=[
+        {"question": "q?", "answer": "y", "choices": ["x", "y"], "answer_index": 1},
+        {"question": "Free?", "answer": "Yes."}])
+    path = write_manifest(tmp_path / "m.jsonl", [good])
+    assert read_manifest(path)[0].qa[0].answer_index == 1
+    assert json.loads(path.read_text())["qa"][1] == {"question": "Free?", "answer": "Yes."}
+    cases = {
+        '{"id": "b", "modality": "mri", "images": ["x"]}': "'modality' must be one of",
+        '{"id": "b", "modality": "ct", "images": ["x"], "colour": 1}': "unknown field(s) colour",
+        '{"id": "a", "modality": "ct", "images": ["x"]}': "appears twice",
+        '{"id": "b", "modality": "ct"}': "missing field(s) images",
+        '{"id": "b", "modality": "ct", "images": ["x"], "labels": {"Cardiomegaly": 2}}': "must be 0 or 1",
+        '{"id": "b", "modality": "ct", "images": ["x"], "qa": [{"question": "q", "answer": "a", '
+        '"choices": ["x", "y"], "answer_index": 5}]}': "does not point into",
+        "{not json": "not valid JSON",
+    }
+    for line, message in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(path.read_text() + line + "\n")
+        with pytest.raises(ManifestError, match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+            read_manifest(bad)
