@@ -203,3 +203,26 @@ def test_train_command_errors_name_the_problem(tmp_path, phantom_set, capsys):
     assert main(["train", "--manifest", str(bad), "--out", str(tmp_path / "y"), "--recipe", RECIPE, "--tiny",
                  "--max-steps", "1", "--quiet"]) == 1
     assert "record x: image file" in capsys.readouterr().err
+
+
+def test_every_recipe_has_accelerate_configs_that_accelerate_reads():
+    import importlib
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from napari_radreport.modeling import vit3d
+    from napari_radreport.modeling.recipes import MODELS_DIR, available_recipes
+
+    for name in available_recipes():
+        configs = sorted((MODELS_DIR / name / "accelerate").glob("*.yaml"))
+        assert configs, f"{name}: no accelerate config"
+        for path in configs:
+            config = load_config_from_file(str(path))
+            assert config.num_processes >= 2 and config.distributed_type.value in ("MULTI_GPU", "FSDP"), path
+            if config.distributed_type.value == "FSDP":
+                for layer in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+                    family = layer.split("DecoderLayer")[0].split("EncoderLayer")[0].lower()
+                    where = vit3d if layer.startswith("ViT3D") else importlib.import_module(
+                        f"transformers.models.{family}.modeling_{family}")
+                    assert hasattr(where, layer), (path, layer)
+                assert load_recipe(name).text["model_type"] in ("llama", "phi3")

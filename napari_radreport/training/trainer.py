@@ -122,7 +122,7 @@ class Trainer:
         data = self.parts.eval_data
         if data is None or len(data) == 0:
             return None
-        model = self.accelerator.unwrap_model(self.objective)
+        model = self.objective  # the prepared module: works for DDP and for sharded (FSDP) parameters alike
         model.eval()
         losses = []
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
