@@ -47,8 +47,9 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
             print(f"\rradreport: {done}/{total} phantoms", end="\n" if done == total else "", file=sys.stderr,
                   flush=True)
 
-    manifest = write_phantoms(args.out, args.count, seed=args.seed, val=args.val, test=args.test, progress=progress)
-    print(f"wrote {args.count} phantoms and {manifest}")
+    manifest = write_phantoms(args.out, args.count, seed=args.seed, val=args.val, test=args.test, only=args.only,
+                              progress=progress)
+    print(f"wrote {'the ' + args.only + ' split of ' if args.only else ''}{args.count} phantoms and {manifest}")
     return 0
 
 
@@ -91,5 +92,6 @@ def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     phantoms.add_argument("--seed", type=int, default=0)
     phantoms.add_argument("--val", type=float, default=0.05, help="fraction for the val split")
     phantoms.add_argument("--test", type=float, default=0.1, help="fraction for the test split (held out)")
+    phantoms.add_argument("--only", choices=["train", "val", "test"], help="write only this split's phantoms")
     phantoms.add_argument("--quiet", action="store_true")
     phantoms.set_defaults(func=_cmd_phantoms)

@@ -45,17 +45,21 @@ def _write_nifti(path: Path, volume: np.ndarray) -> None:
 
 
 def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0.05, test: float = 0.1,
-                   progress: Callable[[int, int], None] | None = None) -> Path:
-    """``count`` phantoms under ``out/volumes`` and ``out/manifest.jsonl``; the last ones are val and test."""
+                   only: str | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """``count`` phantoms under ``out/volumes`` and ``out/manifest.jsonl``; the last ones are val and test.
+
+    ``only`` writes just that split's phantoms (the same ones the full dataset has), e.g. the held-out test set.
+    """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     out = Path(out)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
     records = []
-    for index in range(count):
+    indices = [i for i in range(count) if only is None or _split_of(i, count, val, test) == only]
+    for done, index in enumerate(indices, start=1):
         record, volume = phantom_record(index, seed, _split_of(index, count, val, test))
         _write_nifti(out / record.images[0], volume)
         records.append(record)
         if progress is not None:
-            progress(index + 1, count)
+            progress(done, len(indices))
     return write_manifest(out / "manifest.jsonl", records)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Rebuild napari_radreport/demo_model from nothing on this machine's CPU, then score it on held-out phantoms.
+# The model card's figures come from this script. WORK (default build/demo-model) holds phantoms and runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-build/demo-model}
+BIN=${BIN:-.venv/bin}
+MODEL=napari_radreport/demo_model
+DATA=$WORK/phantoms/manifest.jsonl
+
+"$BIN/radreport" phantoms "$WORK/phantoms" --count 2400 --seed 0 --quiet
+# 1. image-bound answers only (diagnosis, questions): the decoder cannot lower the loss without reading the image
+"$BIN/radreport" train --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/stage1-questions" \
+    --tasks diagnosis qa --texts-per-image 6 --epochs 2 --eval-every 25 --quiet
+# 2. everything: reports, questions, diagnosis
+"$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-questions" --manifest "$DATA" \
+    --out "$WORK/stage1-all" --tasks findings impression qa diagnosis --lr 5e-4 --epochs 2 --quiet
+rm -rf "$MODEL" && mkdir -p "$MODEL"
+cp "$WORK/stage1-all"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
+cp "$WORK"/stage1-*/loss-stage1.png "$WORK/" 2>/dev/null || true
+"$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"
