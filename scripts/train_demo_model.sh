@@ -9,13 +9,15 @@ MODEL=napari_radreport/demo_model
 DATA=$WORK/phantoms/manifest.jsonl
 
 "$BIN/radreport" phantoms "$WORK/phantoms" --count 2400 --seed 0 --quiet
+# 0. the encoder as a masked autoencoder
+"$BIN/radreport" train --stage mae --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/mae" \
+    --max-steps 200 --eval-every 50 --quiet
 # 1. image-bound answers only (diagnosis, questions): the decoder cannot lower the loss without reading the image
-"$BIN/radreport" train --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/stage1-questions" \
+"$BIN/radreport" train --recipe radreport-demo-phantom --encoder "$WORK/mae" --manifest "$DATA" --out "$WORK/stage1-questions" \
     --tasks diagnosis qa --texts-per-image 6 --epochs 2 --eval-every 25 --quiet
 # 2. everything: reports, questions, diagnosis
 "$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-questions" --manifest "$DATA" \
     --out "$WORK/stage1-all" --tasks findings impression qa diagnosis --lr 5e-4 --epochs 2 --quiet
 rm -rf "$MODEL" && mkdir -p "$MODEL"
 cp "$WORK/stage1-all"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
-cp "$WORK"/stage1-*/loss-stage1.png "$WORK/" 2>/dev/null || true
 "$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"

@@ -196,12 +196,13 @@ def test_train_command_errors_name_the_problem(tmp_path, phantom_set, capsys):
     assert main(["train", "--manifest", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"),
                  "--recipe", RECIPE, "--tiny"]) == 1
     assert "no such manifest file" in capsys.readouterr().err
-    bad = tmp_path / "bad.jsonl"
+    bad = phantom_set.parent / "bad-for-errors-test.jsonl"  # beside the volumes the good lines point to
     shutil.copy(phantom_set, bad)
     with bad.open("a") as handle:
         handle.write('{"id": "x", "modality": "ct", "images": ["nope.nii.gz"], "split": "train"}\n')
     assert main(["train", "--manifest", str(bad), "--out", str(tmp_path / "y"), "--recipe", RECIPE, "--tiny",
                  "--max-steps", "1", "--quiet"]) == 1
+    bad.unlink()
     assert "record x: image file" in capsys.readouterr().err
 
 
