@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 PRESETS = ("phantom",)
@@ -34,21 +35,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     records = records[: args.limit] if args.limit else records
     engine = Engine()
     info = engine.load(model, device=args.device)
-    details = Path(args.details).open("w", encoding="utf-8") if args.details else None
     started, done = time.perf_counter(), []
+    with (Path(args.details).open("w", encoding="utf-8") if args.details else nullcontext()) as details:
 
-    def on_record(detail: dict) -> None:
-        done.append(detail["id"])
-        if details is not None:
-            details.write(json.dumps(detail) + "\n")
-        print(f"\rradreport: {len(done)}/{len(records)} studies", end="", file=sys.stderr, flush=True)
+        def on_record(detail: dict) -> None:
+            done.append(detail["id"])
+            if details is not None:
+                details.write(json.dumps(detail) + "\n")
+            print(f"\rradreport: {len(done)}/{len(records)} studies", end="", file=sys.stderr, flush=True)
 
-    try:
-        scores = evaluate_phantoms(engine, records, on_record=on_record)
-    finally:
-        print(file=sys.stderr)
-        if details is not None:
-            details.close()
+        try:
+            scores = evaluate_phantoms(engine, records, on_record=on_record)
+        finally:
+            print(file=sys.stderr)
     result = {"preset": args.preset, "model": str(model), "weights_sha256": info.weights_sha256,
               "manifest": str(args.manifest), "split": args.split, "n_studies": len(records),
               "device": info.device, "seconds": round(time.perf_counter() - started, 1), **scores.summary()}

@@ -56,7 +56,7 @@ def test_questions_have_right_answers_and_valid_choices():
 def test_phantoms_are_reproducible_and_differ_between_indices():
     a, va = phantom_record(7, seed=11, split="train")
     b, vb = phantom_record(7, seed=11, split="train")
-    c, vc = phantom_record(8, seed=11, split="train")
+    _, vc = phantom_record(8, seed=11, split="train")
     assert a.to_json() == b.to_json() and np.array_equal(va, vb)
     assert not np.array_equal(va, vc)
 

@@ -21,7 +21,7 @@ from napari_radreport.training.phantoms.anatomy import Findings
 SIZE_TOLERANCE_MM = 4
 _UNSPECIFIED = {"nodule": ("?", "?", -99), "consolidation": ("?", "?"), "effusion": "?", "cardiomegaly": True,
                 "emphysema": True, "pericardial_effusion": True}
-_QUESTION_FINDING = {q: name for name, qs in reports._YES_NO_QUESTIONS.items() for q in qs}
+_QUESTION_FINDING = {q: name for name, qs in reports.YES_NO_QUESTIONS.items() for q in qs}
 
 
 @dataclass
@@ -81,14 +81,11 @@ def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool
                 setattr(stated, name, _UNSPECIFIED[name])
         return f"yes/no {name}", reports.finding_matches(name, truth, stated, SIZE_TOLERANCE_MM)
     if question == "Where is the lung nodule?":
-        side, lobe = reports._side_lobe(answer.lower())
+        side, lobe = reports.side_and_lobe(answer.lower())
         return "nodule location", truth.nodule is not None and (side, lobe) == truth.nodule[:2]
     if question == "How large is the nodule?":
-        import re
-
-        size = re.search(r"(\d+)\s*mm", answer)
-        ok = truth.nodule is not None and size is not None and abs(int(size.group(1)) - truth.nodule[2]) <= \
-            SIZE_TOLERANCE_MM
+        size = reports.size_mm(answer)
+        ok = truth.nodule is not None and size is not None and abs(size - truth.nodule[2]) <= SIZE_TOLERANCE_MM
         return "nodule size", ok
     return None
 

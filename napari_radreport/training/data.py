@@ -24,10 +24,7 @@ def read_record_study(record: ManifestRecord):
     from napari_radreport.io import load_study
     from napari_radreport.io.study import StudyReadError
 
-    paths = record.image_paths()
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise ManifestError(f"record {record.id}: image file {missing[0]} does not exist")
+    paths = record.existing_image_paths()
     try:
         study = load_study(paths if len(paths) > 1 else paths[0], modality="CT" if record.modality == "ct" else None)
     except StudyReadError as exc:
@@ -99,9 +96,6 @@ class StudyTextDataset(torch.utils.data.Dataset):
         record = self.records[index]
         return {"pixel_values": self.images[index],
                 "texts": [self.encode(record, pair) for pair in self.choose_pairs(index)]}
-
-    def all_pairs(self, index: int) -> list[Encoded]:
-        return [self.encode(self.records[index], pair) for pair in self.pairs[index]]
 
 
 class _StudyShape:

@@ -40,7 +40,7 @@ class MaskedAutoencoder3D(nn.Module):
 
     def random_keep(self, batch: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample indices of kept patches and the permutation that restores the original order."""
-        keep = max(1, int(round(n * (1 - self.mask_ratio))))
+        keep = max(1, round(n * (1 - self.mask_ratio)))
         shuffle = torch.argsort(torch.rand(batch, n, device=device), dim=1)
         restore = torch.argsort(shuffle, dim=1)
         return shuffle[:, :keep], restore

@@ -90,6 +90,14 @@ class ManifestRecord:
     def image_paths(self) -> list[Path]:
         return [Path(p) if Path(p).is_absolute() or self.root is None else self.root / p for p in self.images]
 
+    def existing_image_paths(self) -> list[Path]:
+        """The image paths, or a ManifestError naming the first one that does not exist."""
+        paths = self.image_paths()
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise ManifestError(f"record {self.id}: image file {missing[0]} does not exist")
+        return paths
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("root")

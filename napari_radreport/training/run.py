@@ -48,10 +48,8 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
     val = [r for r in records if r.split == "val"]
     if not train:
         raise TrainingError(f"{manifest}: no records with split 'train'")
-    for record in train + val:
-        missing = [p for p in record.image_paths() if not p.exists()]
-        if missing:
-            raise TrainingError(f"record {record.id}: image file {missing[0]} does not exist")
+    for record in train + val:  # before anything is built: a missing file fails now, not mid-run
+        record.existing_image_paths()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from accelerate.utils import set_seed

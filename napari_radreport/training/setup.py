@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
         mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
         mae.train()
         trainable = sum(p.numel() for p in mae.parameters())
-        to_pixels = lambda study: volume_to_pixels(study, spec)  # noqa: E731
+        to_pixels = functools.partial(volume_to_pixels, spec=spec)
         return RunParts(MAEObjective(mae), StudyImages(train, to_pixels), StudyImages(val, to_pixels),
                         trainable=trainable)
     loaded, trainable = report_model(config, train, out, init=init, recipe=recipe, tiny=tiny,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 

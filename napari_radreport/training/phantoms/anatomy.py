@@ -73,7 +73,10 @@ class Phantom:
         self.findings, self.rng = findings, rng
         self.z, self.y, self.x = _grid()
         self.volume = np.full(SHAPE, HU["air"], dtype=np.float32)
-        jitter = lambda scale: float(rng.normal(0, scale))  # noqa: E731
+
+        def jitter(scale: float) -> float:
+            return float(rng.normal(0, scale))
+
         self.body_radii = (150.0 + jitter(8), 110.0 + jitter(6))  # x, y half-axes
         self.lung_top, self.lung_bottom = -105.0 + jitter(5), 85.0 + jitter(5)
         self.lung_centres = {"right": -70.0 + jitter(3), "left": 70.0 + jitter(3)}
@@ -139,7 +142,7 @@ class Phantom:
         mask = lungs[side]
         height = self.lung_bottom - self.lung_top
         inner = mask.copy()
-        erode_vox = [max(1, int(round(radius / s))) for s in SPACING]
+        erode_vox = [max(1, round(radius / s)) for s in SPACING]
         for axis, n in enumerate(erode_vox):  # a crude erosion so the centre leaves room for the blob
             for shift in (n, -n):
                 inner &= np.roll(mask, shift, axis=axis)

@@ -30,7 +30,7 @@ def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, n
 
 
 def _split_of(index: int, count: int, val: float, test: float) -> str:
-    n_test, n_val = int(round(count * test)), int(round(count * val))
+    n_test, n_val = round(count * test), round(count * val)
     if index >= count - n_test:
         return "test"
     return "val" if index >= count - n_test - n_val else "train"

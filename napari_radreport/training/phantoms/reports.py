@@ -18,11 +18,13 @@ LABELS = {"nodule": "Lung nodule", "effusion": "Pleural effusion", "cardiomegaly
           "emphysema": "Emphysema", "consolidation": "Consolidation", "pericardial_effusion": "Pericardial effusion"}
 FINDING_NAMES = tuple(LABELS)
 
-_NODULE = ("There is a {size} mm nodule in the {side} {lobe} lobe.", "A {size} mm solid nodule is seen in the {side} "
-           "{lobe} lobe.", "{Side} {lobe} lobe nodule measuring {size} mm.")
+_NODULE = ("There is a {size} mm nodule in the {side} {lobe} lobe.",
+           "A {size} mm solid nodule is seen in the {side} {lobe} lobe.",
+           "{Side} {lobe} lobe nodule measuring {size} mm.")
 _NO_NODULE = ("No pulmonary nodule.", "No lung nodules are seen.", "There is no suspicious pulmonary nodule.")
-_CONSOLIDATION = ("Consolidation in the {side} {lobe} lobe.", "There is an area of consolidation in the {side} {lobe} "
-                  "lobe.", "Airspace consolidation is seen in the {side} {lobe} lobe.")
+_CONSOLIDATION = ("Consolidation in the {side} {lobe} lobe.",
+                  "There is an area of consolidation in the {side} {lobe} lobe.",
+                  "Airspace consolidation is seen in the {side} {lobe} lobe.")
 _NO_CONSOLIDATION = ("No consolidation.", "No focal consolidation is seen.", "The lungs show no consolidation.")
 _EMPHYSEMA = ("Centrilobular emphysema with upper zone predominance.", "There is emphysema in both lungs.",
               "Emphysematous changes are present, predominantly in the upper lobes.")
@@ -83,7 +85,7 @@ def labels(f: Findings) -> dict[str, int]:
     return {LABELS[name]: int(bool(getattr(f, name))) for name in FINDING_NAMES}
 
 
-_YES_NO_QUESTIONS = {
+YES_NO_QUESTIONS = {
     "nodule": ("Is there a lung nodule?", "Are there any pulmonary nodules?"),
     "consolidation": ("Is there consolidation?", "Is there any consolidation in the lungs?"),
     "emphysema": ("Is there emphysema?", "Are there emphysematous changes?"),
@@ -124,7 +126,7 @@ def _choice(rng: np.random.Generator, question: str, truth: str, options: list[s
 
 def questions(f: Findings, rng: np.random.Generator) -> list[dict]:
     """Free-text yes/no questions for every finding, where/how large for a nodule, and multiple choice."""
-    qa = [{"question": _pick(rng, _YES_NO_QUESTIONS[name]), "answer": _yes_no_answer(name, f)}
+    qa = [{"question": _pick(rng, YES_NO_QUESTIONS[name]), "answer": _yes_no_answer(name, f)}
           for name in FINDING_NAMES]
     if f.nodule:
         side, lobe, size = f.nodule
@@ -145,10 +147,17 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _NEGATION = re.compile(r"^(no|there is no|there are no)\b|\bshows? no\b|\bno,|\bnormal in size\b|\bsize is normal\b")
 
 
-def _side_lobe(sentence: str) -> tuple[str | None, str | None]:
+def side_and_lobe(sentence: str) -> tuple[str | None, str | None]:
+    """The side (right / left) and lobe (upper / middle / lower) a lower-case sentence names, if any."""
     side = re.search(r"\b(right|left)\b", sentence)
     lobe = re.search(r"\b(upper|middle|lower)\b", sentence)
     return (side.group(1) if side else None), (lobe.group(1) if lobe else None)
+
+
+def size_mm(text: str) -> int | None:
+    """The first size in millimetres a text gives ("14 mm"), if any."""
+    match = re.search(r"(\d+)\s*mm", text)
+    return int(match.group(1)) if match else None
 
 
 def read_findings(text: str) -> Findings:
@@ -162,13 +171,13 @@ def read_findings(text: str) -> Findings:
         if "nodule" in sentence:
             mentioned.add("nodule")
             if not negated:
-                side, lobe = _side_lobe(sentence)
-                size = re.search(r"(\d+)\s*mm", sentence)
-                found.nodule = (side or "?", lobe or "?", int(size.group(1)) if size else -1)
+                side, lobe = side_and_lobe(sentence)
+                size = size_mm(sentence)
+                found.nodule = (side or "?", lobe or "?", size if size is not None else -1)
         elif "consolidation" in sentence:
             mentioned.add("consolidation")
             if not negated:
-                found.consolidation = _side_lobe(sentence)  # type: ignore[assignment]
+                found.consolidation = side_and_lobe(sentence)  # type: ignore[assignment]
         elif "emphysema" in sentence:
             mentioned.add("emphysema")
             found.emphysema = not negated
@@ -178,7 +187,7 @@ def read_findings(text: str) -> Findings:
         elif "pleural" in sentence:
             mentioned.add("effusion")
             if not negated:
-                side = "bilateral" if "bilateral" in sentence else _side_lobe(sentence)[0]
+                side = "bilateral" if "bilateral" in sentence else side_and_lobe(sentence)[0]
                 found.effusion = side or "?"
         elif "heart" in sentence or "cardiomegaly" in sentence:
             mentioned.add("cardiomegaly")
