@@ -8,16 +8,13 @@ BIN=${BIN:-.venv/bin}
 MODEL=napari_radreport/demo_model
 DATA=$WORK/phantoms/manifest.jsonl
 
-"$BIN/radreport" phantoms "$WORK/phantoms" --count 2400 --seed 0 --quiet
-# 0. the encoder as a masked autoencoder
-"$BIN/radreport" train --stage mae --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/mae" \
-    --max-steps 200 --eval-every 50 --quiet
-# 1. image-bound answers only (diagnosis, questions): the decoder cannot lower the loss without reading the image
-"$BIN/radreport" train --recipe radreport-demo-phantom --encoder "$WORK/mae" --manifest "$DATA" --out "$WORK/stage1-questions" \
-    --tasks diagnosis qa --texts-per-image 6 --epochs 2 --eval-every 25 --quiet
+[ -f "$DATA" ] || "$BIN/radreport" phantoms "$WORK/phantoms" --count 2400 --seed 0 --quiet
+# 1. short image-bound answers (diagnosis, questions) first: the decoder cannot lower the loss without the image
+"$BIN/radreport" train --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/stage1-questions" \
+    --tasks diagnosis qa --quiet
 # 2. everything: reports, questions, diagnosis
 "$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-questions" --manifest "$DATA" \
-    --out "$WORK/stage1-all" --tasks findings impression qa diagnosis --lr 5e-4 --epochs 2 --quiet
+    --out "$WORK/stage1-all" --tasks findings impression qa diagnosis --texts-per-image 4 --epochs 2 --quiet
 rm -rf "$MODEL" && mkdir -p "$MODEL"
 cp "$WORK/stage1-all"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
 "$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"

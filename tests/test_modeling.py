@@ -51,6 +51,28 @@ def test_every_perceiver_gives_the_token_count_it_promises(kind):
     assert out.shape[1] == prompt(model).shape[1] + 3
 
 
+def test_batch_feature_norm_removes_what_all_images_share(tmp_path):
+    """With feature_norm="batch" each pooled feature is standardised over the batch before the projector; the
+    running statistics are saved with the weights and used at inference."""
+    model = tiny_model({"perceiver_type": "spp", "feature_norm": "batch"}).train()
+    perceiver = model.perceiver
+    shared = torch.randn(1, 1, 8, 64, 64) * 3
+    pixels = shared + 0.3 * torch.randn(6, 1, 8, 64, 64)  # images that differ by 10 % of what they share
+    pooled = []
+    perceiver.projector.register_forward_hook(lambda _m, args, _out: pooled.append(args[0]))
+    model.get_image_features(pixels)
+    standardised = pooled[-1]  # (B, tokens, C) after the norm
+    assert torch.allclose(standardised.mean(0), torch.zeros_like(standardised[0]), atol=1e-4)
+    assert torch.allclose(standardised.std(0, unbiased=False).mean(), torch.tensor(1.0), atol=0.05)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        model.get_image_features(pixels[:1])
+    model.save_pretrained(tmp_path)
+    loaded = RadReportForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.perceiver.feature_norm.running_mean, perceiver.feature_norm.running_mean)
+    model.eval()
+    assert torch.allclose(loaded.get_image_features(pixels[:1]), model.get_image_features(pixels[:1]))
+
+
 def test_image_token_count_mismatch_is_a_clear_error():
     model = tiny_model()
     ids = torch.tensor([[1] + [IMAGE_TOKEN] * (model.num_image_tokens + 1) + [5]])
@@ -118,6 +140,8 @@ def test_any_causal_lm_transformers_knows_can_be_the_text_model(text_type):
         (lambda: RadReportConfig(vision_config=TINY_VISION, text_config=TINY_TEXT, image_token_id=500),
          "image_token_id"),
         (lambda: tiny_model({"perceiver_type": "spp", "pooling_size": 3}), "perceiver_config.pooling_size"),
+        (lambda: PerceiverConfig(feature_norm="layer"), "perceiver_config.feature_norm"),
+        (lambda: PerceiverConfig(perceiver_type="mlp2x", feature_norm="batch"), "perceiver_config.feature_norm"),
     ],
 )
 def test_malformed_configs_fail_naming_the_field(factory, field):

@@ -22,6 +22,8 @@ PERCEIVER_TYPES = (
     "qformer_local",  # one learned query per local window
     "mlp_mixer",  # token- and channel-mixing MLPs to a fixed number of tokens
 )
+POOLING_PERCEIVERS = ("spp", "avg_pool", "max_pool")
+FEATURE_NORMS = ("none", "batch")
 
 
 class ConfigError(ValueError):
@@ -99,9 +101,18 @@ class PerceiverConfig(PreTrainedConfig):
     num_heads: int = 8  # qformer attention heads
     hidden_act: str = "gelu"
     initializer_range: float = 0.02
+    # "batch": standardise each pooled feature over the batch (running statistics at inference) before the
+    # projector; for encoders trained from scratch, whose features differ little between images at first.
+    feature_norm: str = "none"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} is unknown; one of "
+                              f"{', '.join(FEATURE_NORMS)}")
+        if self.feature_norm != "none" and self.perceiver_type not in POOLING_PERCEIVERS:
+            raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} needs a pooling perceiver "
+                              f"({', '.join(POOLING_PERCEIVERS)}), not {self.perceiver_type!r}")
         if self.perceiver_type not in PERCEIVER_TYPES:
             raise ConfigError(
                 f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of {', '.join(PERCEIVER_TYPES)}"

@@ -42,19 +42,29 @@ def _to_volume(x: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 class PoolingPerceiver(nn.Module):
-    """Average (M3D ``spp``) or max pooling over the grid, then an MLP."""
+    """Average (M3D ``spp``) or max pooling over the grid, optionally batch-standardised, then an MLP.
+
+    With ``feature_norm="batch"`` every pooled feature (channel x token position) is standardised over the batch
+    (running statistics at inference): what all images share at a position (the anatomy) is removed, so the
+    language model sees what differs between them from the first step.
+    """
 
     def __init__(self, config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, mode: str):
         super().__init__()
         self.grid, self.mode = grid, mode
         self.kernel = _kernel(grid, config.pooling_size, config.perceiver_type)
         self.num_tokens = math.prod(g // k for g, k in zip(grid, self.kernel))
+        self.feature_norm = nn.BatchNorm1d(in_dim * self.num_tokens) if config.feature_norm == "batch" else None
         self.projector = _mlp(in_dim, out_dim, config.projector_depth, config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.avg_pool3d if self.mode == "avg" else F.max_pool3d
-        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel, stride=self.kernel)
-        return self.projector(x.flatten(2).transpose(1, 2))
+        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel, stride=self.kernel).flatten(2)  # (B, C, tokens)
+        if self.feature_norm is not None:
+            if self.training and x.shape[0] < 2:
+                raise ValueError("perceiver_config.feature_norm='batch' needs at least 2 images per training batch")
+            x = self.feature_norm(x.flatten(1)).reshape(x.shape)
+        return self.projector(x.transpose(1, 2))
 
 
 class Conv3dPerceiver(nn.Module):
