@@ -82,6 +82,7 @@ class ReportDock(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.speed = QLabel("")
+        self._section = ""  # the section being written, for the speed line
         self.editor = DraftEditor(lambda: self.session.drafts)
         self.editor.save_failed.connect(self._show_error)
         self.export_button = QPushButton("Export…")
@@ -230,9 +231,11 @@ class ReportDock(QWidget):
         for event in events:
             if isinstance(event, Token):
                 pieces.append(event.text)
-                if event.tokens_per_s:
-                    self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens")
+                if event.tokens_per_s:  # the count is per section: each section is its own generation
+                    where = f" in {self._section}" if self._section else ""
+                    self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens{where}")
             elif isinstance(event, SectionStarted):
+                self._section = event.title
                 pieces.append(("\n\n" if event.index else "") + f"{event.title}:\n")
                 self.status.setText(f"Writing {event.title}…")
             elif isinstance(event, Progress):
