@@ -18,7 +18,10 @@ DATA=$WORK/phantoms/manifest.jsonl
 # 3. reports in every step (step 2 draws them in about 1 step in 5), with the diagnosis questions beside them
 "$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-all" --manifest "$DATA" \
     --out "$WORK/stage1-reports" --tasks findings impression diagnosis --texts-per-image 8 --epochs 3 --quiet
+# 4. everything again, 8 texts per study, so the questions come back beside the reports
+"$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-reports" --manifest "$DATA" \
+    --out "$WORK/stage1-final" --tasks findings impression qa diagnosis --texts-per-image 8 --epochs 2 --quiet
 # the model card stays; the weights, config and tokenizer are replaced
 mkdir -p "$MODEL"
-cp "$WORK/stage1-reports"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
+cp "$WORK/stage1-final"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
 "$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"
