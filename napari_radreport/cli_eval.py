@@ -1,7 +1,9 @@
-"""``radreport eval``: score a model on a manifest's held-out split.
+"""``radreport eval``: score predictions against a manifest's references, or a model on phantoms.
 
-Preset ``phantom``: findings stated in the reports, answers to questions and diagnosis on synthetic phantoms
-(``radreport phantoms``); the demo model's card quotes its figures.
+Presets ``rrg24``, ``m3d``, ``amos-mm``, ``diagnosis`` score a predictions file (``radreport predict``) with
+the seed papers' exact computations (napari_radreport/evaluation/presets.py), with bootstrap intervals and
+an optional paired comparison with a second predictions file. Preset ``phantom`` runs a model on synthetic
+phantoms (``radreport phantoms``) and reads back the findings it states; the demo model's card quotes it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-PRESETS = ("phantom",)
+PRESETS = ("phantom", "rrg24", "m3d", "amos-mm", "diagnosis")
 
 
 def _percent(value) -> str:
@@ -21,6 +23,12 @@ def _percent(value) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.preset != "phantom":
+        from napari_radreport.cli_eval_predictions import eval_predictions
+
+        return eval_predictions(args)
+    if args.predictions:
+        raise ValueError("the phantom preset runs a model (--model), it does not read --predictions")
     from napari_radreport.engine import Engine
     from napari_radreport.engine.engine import default_model
     from napari_radreport.evaluation.phantoms import evaluate_phantoms
@@ -61,13 +69,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_commands(sub, common: argparse.ArgumentParser) -> None:
-    ev = sub.add_parser("eval", parents=[common], help="score a model on a manifest's held-out split")
+    ev = sub.add_parser("eval", parents=[common], help="score predictions against references (or a model on phantoms)",
+                        description="Score a predictions file against a manifest with a seed paper's exact metrics "
+                        "(rrg24, m3d, amos-mm, diagnosis), or run a model on phantoms (phantom).")
     ev.add_argument("--preset", choices=PRESETS, default="phantom")
-    ev.add_argument("--manifest", required=True)
-    ev.add_argument("--model", help="model folder (default: the demo model)")
-    ev.add_argument("--split", default="test")
+    ev.add_argument("--manifest", required=True, help="the references (training-manifest format)")
+    ev.add_argument("--predictions", help="radreport predict output to score (all presets but phantom)")
+    ev.add_argument("--compare", metavar="PREDICTIONS_B", help="a second system's predictions: paired comparison A - B")
+    ev.add_argument("--model", help="phantom preset: model folder (default: the demo model)")
+    ev.add_argument("--split", default="test", help="manifest split to score ('all' for every record)")
+    ev.add_argument("--sections", nargs="+", choices=["findings", "impression"],
+                    help="report sections to score (rrg24: both; m3d: findings)")
+    ev.add_argument("--partial", action="store_true",
+                    help="score only the studies that have predictions (default: refuse when some are missing)")
     ev.add_argument("--limit", type=int, help="only the first N studies of the split")
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no intervals)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    ev.add_argument("--wordnet", help="WordNet 3.0 folder for METEOR (default: found automatically)")
+    ev.add_argument("--green-model", help="local GREEN model folder (amos-mm)")
+    ev.add_argument("--radgraph-model", help="local RadGraph model folder (rrg24)")
+    ev.add_argument("--chexbert-model", help="local CheXbert chexbert.pth (rrg24)")
+    ev.add_argument("--chexbert-bert", help="local bert-base-uncased folder for CheXbert's tokenizer and config")
+    ev.add_argument("--bertscore-model", help="local model folder for the preset's BERTScore")
+    ev.add_argument("--minilm-bertscore", action="store_true",
+                    help="also a BERTScore-style F1 with the offline all-MiniLM-L6-v2 (its own name; not the papers')")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--out", help="write the scores as JSON")
-    ev.add_argument("--details", help="write each study's report, answers and diagnosis as JSON lines")
+    ev.add_argument("--plot", help="write an SVG plot of the per-label scores (diagnosis)")
+    ev.add_argument("--details", help="phantom preset: write each study's outputs as JSON lines")
     ev.set_defaults(func=_cmd_eval)

@@ -1,0 +1,161 @@
+"""The named evaluation presets: which pairs each seed paper scores, with which exact computations.
+
+- ``rrg24`` (RRG24 / Gla-AI4BioMed): Findings and Impression separately; BLEU-4 (pycocoevalcap), ROUGE-L
+  (Porter stemmer), BERTScore, F1-RadGraph (simple, partial, complete), F1-CheXbert.
+- ``m3d`` (M3D-LaMed benchmark; also what E3D-GPT reports): the Findings text per study; BLEU-1 (13a),
+  ROUGE-1 (no stemming), METEOR (NLTK), BERT-F1, each averaged over reports.
+- ``amos-mm`` (AMOS-MM 2024): GREEN per region (chest, abdomen, pelvis; a region with an empty reference is
+  skipped) and multiple-choice VQA accuracy.
+- ``diagnosis`` (E3D-GPT's abnormality table): per-label and macro balanced accuracy, precision, recall,
+  F1, AUROC.
+
+Model-based metrics take local weights (:class:`ModelPaths`); without them they are reported as not
+computed, with the message saying what to give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from napari_radreport.evaluation.scoring import Block, MetricFactory
+from napari_radreport.training.manifest import ManifestRecord
+
+PRESETS = ("rrg24", "m3d", "amos-mm", "diagnosis")
+REGIONS = ("chest", "abdomen", "pelvis")
+DEFAULT_SECTIONS = {"rrg24": ("findings", "impression"), "m3d": ("findings",)}
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Local weights and data of the model-based metrics (``None``: not given)."""
+
+    wordnet: str | None = None
+    green: str | None = None
+    radgraph: str | None = None
+    chexbert: str | None = None
+    chexbert_bert: str | None = None
+    bertscore: str | None = None
+    minilm: bool = False  # also the offline MiniLM BERTScore-style score, under its own name
+    device: str = "auto"
+
+
+def text_metrics(preset: str, paths: ModelPaths) -> list[tuple[str, MetricFactory]]:
+    """(name, factory) for the report metrics of ``rrg24`` or ``m3d``."""
+    from napari_radreport.evaluation import lexical, model_metrics
+
+    if preset == "rrg24":
+        factories = [("BLEU-4", lambda: lexical.CocoBleu(4)), ("ROUGE-L", lambda: lexical.Rouge("L", stem=True)),
+                     ("BERTScore", lambda: model_metrics.bertscore("rrg24", paths)),
+                     ("F1-RadGraph", lambda: model_metrics.radgraph(paths)),
+                     ("F1-CheXbert", lambda: model_metrics.chexbert(paths))]
+    elif preset == "m3d":
+        factories = [("BLEU-1", lambda: lexical.SentenceBleu(1)), ("ROUGE-1", lambda: lexical.Rouge(1, stem=False)),
+                     ("METEOR", lambda: lexical.Meteor(paths.wordnet)),
+                     ("BERT-F1", lambda: model_metrics.bertscore("m3d", paths))]
+    else:
+        raise ValueError(f"preset {preset!r} has no report metrics")
+    if paths.minilm:
+        factories.append(("MiniLM-BERTScore", lambda: model_metrics.minilm_bertscore(paths)))
+    return factories
+
+
+def _prediction_text(prediction: Mapping | None, key: str) -> str:
+    """The predicted text, '' when the study has no prediction or it failed (scored as an empty report)."""
+    if not prediction or prediction.get("error"):
+        return ""
+    return str(prediction.get(key) or "")
+
+
+def section_block(title: str, records: Sequence[ManifestRecord], predictions: Mapping[str, dict],
+                  get_reference, get_prediction, factories, predictions_b: Mapping[str, dict] | None = None) -> Block:
+    """Pairs of one text section over the records whose reference is not empty."""
+    block = Block(title, [], [], [], factories, [] if predictions_b is not None else None)
+    for record in records:
+        reference = (get_reference(record) or "").strip()
+        if not reference:
+            block.skipped["empty reference"] = block.skipped.get("empty reference", 0) + 1
+            continue
+        block.ids.append(record.id)
+        block.references.append(reference)
+        block.predictions.append(get_prediction(predictions.get(record.id)))
+        if predictions_b is not None:
+            block.predictions_b.append(get_prediction(predictions_b.get(record.id)))
+    return block
+
+
+def build_blocks(preset: str, records: Sequence[ManifestRecord], predictions: Mapping[str, dict], paths: ModelPaths,
+                 sections: Sequence[str] | None = None, predictions_b: Mapping[str, dict] | None = None) -> list[Block]:
+    """The blocks a preset scores, from manifest references and predictions keyed by study id."""
+    from napari_radreport.evaluation import model_metrics, vqa
+
+    if preset in ("rrg24", "m3d"):
+        factories = text_metrics(preset, paths)
+        return [section_block(section, records, predictions, lambda r, s=section: getattr(r, s),
+                              lambda p, s=section: _prediction_text(p, s), factories, predictions_b)
+                for section in (sections or DEFAULT_SECTIONS[preset])]
+    if preset == "amos-mm":
+        blocks = [section_block(f"region {region}", records, predictions, lambda r, g=region: r.regions.get(g, ""),
+                                lambda p, g=region: _prediction_text((p or {}).get("regions"), g),
+                                [("GREEN", lambda: model_metrics.green(paths))], predictions_b)
+                  for region in REGIONS]
+        return [*blocks, vqa_block(records, predictions, predictions_b)]
+    if preset == "diagnosis":
+        return [diagnosis_block(records, predictions, predictions_b)]
+    raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def _answers(prediction: Mapping | None, record: ManifestRecord) -> list[str]:
+    from napari_radreport.evaluation.vqa import answer_letter
+
+    answers = [] if not prediction or prediction.get("error") else list(prediction.get("answers") or [])
+    letters = []
+    for i, qa in enumerate(record.qa):
+        if not qa.choices:
+            continue
+        answer = answers[i] if i < len(answers) else {}
+        if answer and answer.get("question", qa.question) != qa.question:
+            raise ValueError(f"{record.id}: answer {i} is to {answer.get('question')!r}, not to {qa.question!r}")
+        letters.append(answer_letter(answer) if answer else "")
+    return letters
+
+
+def vqa_block(records: Sequence[ManifestRecord], predictions: Mapping[str, dict],
+              predictions_b: Mapping[str, dict] | None = None) -> Block:
+    """Every multiple-choice question of the records, answered by letter."""
+    from napari_radreport.evaluation.vqa import LETTERS, ChoiceAccuracy
+
+    block = Block("VQA (multiple choice)", [], [], [], [("VQA accuracy", ChoiceAccuracy)],
+                  [] if predictions_b is not None else None)
+    for record in records:
+        letters = _answers(predictions.get(record.id), record)
+        letters_b = _answers(predictions_b.get(record.id), record) if predictions_b is not None else None
+        for k, qa in enumerate(q for q in record.qa if q.choices):
+            block.ids.append(f"{record.id}#{k}")
+            block.references.append(LETTERS[qa.answer_index])
+            block.predictions.append(letters[k])
+            if letters_b is not None:
+                block.predictions_b.append(letters_b[k])
+    return block
+
+
+def diagnosis_block(records: Sequence[ManifestRecord], predictions: Mapping[str, dict],
+                    predictions_b: Mapping[str, dict] | None = None) -> Block:
+    """The records with labels; their predicted probabilities."""
+    from napari_radreport.evaluation.diagnosis import DiagnosisMetric
+
+    labelled = [r for r in records if r.labels]
+    labels = sorted({label for r in labelled for label in r.labels})
+    block = Block("diagnosis", [r.id for r in labelled], [], [r.labels for r in labelled],
+                  [("diagnosis", lambda: DiagnosisMetric(labels))], [] if predictions_b is not None else None)
+    for source, target in ((predictions, block.predictions), (predictions_b, block.predictions_b)):
+        if source is None:
+            continue
+        for record in labelled:
+            prediction = source.get(record.id) or {}
+            if "diagnosis" not in prediction:
+                raise ValueError(f"{record.id}: the predictions have no diagnosis (run radreport predict --tasks diagnosis)")
+            target.append(prediction["diagnosis"])
+    if len(labelled) < len(records):
+        block.skipped["no labels"] = len(records) - len(labelled)
+    return block
