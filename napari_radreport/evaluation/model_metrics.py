@@ -21,7 +21,7 @@ def bertscore(preset: str, paths) -> Metric:
 
     config = module.PRESETS[preset]
     folder = _need(paths.bertscore, "--bertscore-model", f"{config.model} (BERTScore of the {preset} preset)")
-    return module.BertScore.for_preset(preset, folder, device=paths.device)
+    return module.BertScore.preset(preset, folder, device=paths.device)
 
 
 def minilm_bertscore(paths) -> Metric:

@@ -59,7 +59,11 @@ def score_block(block: Block, settings: BootstrapSettings, on_metric: Callable[[
         if metric is None:
             result["not_computed"].append({"metric": name, "reason": reason})
             continue
-        stats = metric.item_stats(block.predictions, block.references)
+        try:
+            stats = metric.item_stats(block.predictions, block.references)  # model-based metrics load here
+        except MetricUnavailable as exc:
+            result["not_computed"].append({"metric": name, "reason": str(exc)})
+            continue
         if settings.resamples > 0:
             intervals = bootstrap(metric, stats, resamples=settings.resamples, seed=settings.seed, level=settings.level)
             rows = [{"name": k, **v.to_json()} for k, v in intervals.items()]
