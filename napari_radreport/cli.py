@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_radreport.cli_eval import add_eval_commands
 
     add_eval_commands(sub, common)
+    from napari_radreport.cli_predict import add_predict_commands
+
+    add_predict_commands(sub, common)
 
     demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")

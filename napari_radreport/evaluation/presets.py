@@ -126,7 +126,7 @@ def vqa_block(records: Sequence[ManifestRecord], predictions: Mapping[str, dict]
     from napari_radreport.evaluation.vqa import LETTERS, ChoiceAccuracy
 
     block = Block("VQA (multiple choice)", [], [], [], [("VQA accuracy", ChoiceAccuracy)],
-                  [] if predictions_b is not None else None)
+                  [] if predictions_b is not None else None, unit="questions")
     for record in records:
         letters = _answers(predictions.get(record.id), record)
         letters_b = _answers(predictions_b.get(record.id), record) if predictions_b is not None else None
@@ -145,17 +145,22 @@ def diagnosis_block(records: Sequence[ManifestRecord], predictions: Mapping[str,
     from napari_radreport.evaluation.diagnosis import DiagnosisMetric
 
     labelled = [r for r in records if r.labels]
-    labels = sorted({label for r in labelled for label in r.labels})
-    block = Block("diagnosis", [r.id for r in labelled], [], [r.labels for r in labelled],
+    failed = {r.id for r in labelled for source in (predictions, predictions_b) if source is not None
+              and (source.get(r.id) or {}).get("error")}
+    scored = [r for r in labelled if r.id not in failed]  # a failed study has no probabilities to score
+    labels = sorted({label for r in scored for label in r.labels})
+    block = Block("diagnosis", [r.id for r in scored], [], [r.labels for r in scored],
                   [("diagnosis", lambda: DiagnosisMetric(labels))], [] if predictions_b is not None else None)
     for source, target in ((predictions, block.predictions), (predictions_b, block.predictions_b)):
         if source is None:
             continue
-        for record in labelled:
+        for record in scored:
             prediction = source.get(record.id) or {}
             if "diagnosis" not in prediction:
                 raise ValueError(f"{record.id}: the predictions have no diagnosis (run radreport predict --tasks diagnosis)")
             target.append(prediction["diagnosis"])
     if len(labelled) < len(records):
         block.skipped["no labels"] = len(records) - len(labelled)
+    if failed:
+        block.skipped["prediction failed"] = len(failed)
     return block

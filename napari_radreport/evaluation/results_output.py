@@ -19,7 +19,7 @@ def format_table(result: dict[str, Any]) -> str:
     level = result.get("bootstrap", {}).get("level", 0.95)
     for block in result["blocks"]:
         skipped = ", ".join(f"{n} {why}" for why, n in block["skipped"].items())
-        lines.append(f"== {block['title']}: {block['n']} studies" + (f" ({skipped}, left out)" if skipped else ""))
+        lines.append(f"== {block['title']}: {block['n']} {block.get('unit', 'studies')}" + (f" ({skipped}, left out)" if skipped else ""))
         for row in block["scores"]:
             if ":" in row["name"]:
                 continue  # per-label rows: in the JSON and the plot

@@ -29,6 +29,7 @@ class Block:
     factories: list[tuple[str, MetricFactory]]
     predictions_b: list[Any] | None = None
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> number of studies left out
+    unit: str = "studies"  # what one pair is: a study's report, or one question
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _metric_or_reason(name: str, factory: MetricFactory) -> tuple[Metric | None,
 
 def score_block(block: Block, settings: BootstrapSettings, on_metric: Callable[[str], None] | None = None) -> dict:
     """Scores of every metric of ``block`` (with intervals when ``settings.resamples`` > 0) as JSON-ready dicts."""
-    result: dict[str, Any] = {"title": block.title, "n": len(block.ids), "skipped": dict(block.skipped),
+    result: dict[str, Any] = {"title": block.title, "n": len(block.ids), "unit": block.unit, "skipped": dict(block.skipped),
                               "scores": [], "not_computed": [], "comparison": []}
     if not block.ids:
         result["not_computed"] = [{"metric": name, "reason": "no studies to score"} for name, _ in block.factories]

@@ -1,0 +1,72 @@
+"""``radreport predict``: run a model over a manifest's studies and write predictions as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from napari_radreport.batch_predict import RunPlace, run_meta, run_predictions
+    from napari_radreport.engine import Engine, GenerationSettings
+    from napari_radreport.engine.engine import default_model
+    from napari_radreport.training.manifest import read_manifest
+
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no such manifest")
+    records = read_manifest(manifest, split=None if args.split == "all" else args.split)
+    if not records:
+        raise ValueError(f"{manifest}: no records in split {args.split!r}")
+    records = records[: args.limit] if args.limit else records
+    model = args.model or default_model()
+    if model is None:
+        raise ValueError("no --model given and this install has no demo model")
+    place = RunPlace.from_environment()
+    device = args.device
+    if device == "auto" and place.world > 1:
+        import torch
+
+        device = f"cuda:{place.local_rank}" if torch.cuda.is_available() else "cpu"
+    engine = Engine()
+    info = engine.load(model, device=device)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    meta = run_meta(info, args.tasks, settings, manifest, args.split)
+    main = place.rank == 0
+
+    def progress(prediction: dict, index: int, total: int) -> None:
+        if main:
+            print(f"\rradreport: predicted {index}/{total} studies on this process", end="", file=sys.stderr,
+                  flush=True)
+
+    try:
+        counts = run_predictions(engine, records, args.out, meta, args.tasks, settings, overwrite=args.overwrite,
+                                 place=place, on_done=progress)
+    finally:
+        if main:
+            print(file=sys.stderr)
+        engine.shutdown()
+    print(f"radreport: {counts['predicted']} predicted ({counts['failed']} failed, see their 'error'), "
+          f"{counts['skipped']} already in {args.out}" + (f" [process {place.rank}/{place.world}]" if place.world > 1
+                                                          else ""), file=sys.stderr)
+    return 0
+
+
+def add_predict_commands(sub, common: argparse.ArgumentParser) -> None:
+    from napari_radreport.batch_predict import TASKS
+
+    pr = sub.add_parser("predict", parents=[common], help="run a model over a manifest; resumable JSON lines",
+                        description="Run reports, answers and/or diagnoses over a manifest's studies. Rerun the same "
+                        "command to resume; run it under `accelerate launch` to spread it over processes or GPUs.")
+    pr.add_argument("--manifest", required=True)
+    pr.add_argument("--out", required=True, help="predictions file (JSON lines; first line records model and settings)")
+    pr.add_argument("--model", help="model folder (default: the demo model)")
+    pr.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    pr.add_argument("--split", default="test", help="manifest split ('all' for every record)")
+    pr.add_argument("--limit", type=int, help="only the first N studies of the split")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--max-new-tokens", type=int, default=256)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    pr.set_defaults(func=_cmd_predict)
