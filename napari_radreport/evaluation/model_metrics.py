@@ -11,7 +11,7 @@ from napari_radreport.evaluation.metric import Metric, MetricUnavailable
 
 def _need(path: str | None, flag: str, what: str) -> str:
     if not path:
-        raise MetricUnavailable(f"needs {flag} DIR: a local copy of {what} (nothing is downloaded)")
+        raise MetricUnavailable(f"needs {flag} PATH: a local copy of {what} (nothing is downloaded)")
     return path
 
 
@@ -40,9 +40,12 @@ def radgraph(paths) -> Metric:
 
 
 def chexbert(paths) -> Metric:
-    """F1-CheXbert: not built yet; listed as not computed (never a number) until the labeller is."""
-    raise MetricUnavailable("F1-CheXbert is not implemented in this version (the CheXbert labeller is still to be "
-                            "built); nothing is scored in its place")
+    """F1-CheXbert with chexbert.pth (--chexbert-model) and a bert-base-uncased folder (--chexbert-bert)."""
+    checkpoint = _need(paths.chexbert, "--chexbert-model", "CheXbert's chexbert.pth")
+    bert = _need(paths.chexbert_bert, "--chexbert-bert", "bert-base-uncased (CheXbert's tokenizer and config)")
+    from napari_radreport.evaluation import chexbert as module
+
+    return module.F1CheXbert.from_checkpoint(checkpoint, bert, device=paths.device)
 
 
 def green(paths) -> Metric:
