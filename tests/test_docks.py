@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -171,7 +170,7 @@ def test_closing_the_viewer_mid_generation_stops_the_thread(docks, qtbot):
     docks["viewer"].close()
     assert job.join(10) and job.result().stop_reason == "stopped"
     hook.remove()
-    assert not [t for t in threading.enumerate() if t.name.startswith("radreport-")]
+    qtbot.waitUntil(lambda: not session.engine.thread_alive, timeout=WAIT_MS)  # the engine's thread ends
 
 
 def test_a_model_that_fails_to_load_is_explained_and_the_ui_recovers(docks, qtbot, tmp_path):

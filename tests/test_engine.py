@@ -270,3 +270,22 @@ def test_a_repetition_penalty_breaks_loops_and_special_tokens_never_appear(engin
     tokenizer = engine.runner.loaded.tokenizer
     banned = {engine.runner.image_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
     assert not banned & set(plain + penalised)
+
+
+def test_every_task_and_call_runs_on_the_engines_one_thread_which_shutdown_ends(tiny_ct_model, abdomen):
+    engine, seen = Engine(), set()
+
+    def note(_event):
+        seen.add(threading.current_thread())
+
+    engine.load(tiny_ct_model, on_event=note)
+    engine.report(abdomen, settings=GenerationSettings(max_new_tokens=3), on_event=note)
+    engine.diagnose(abdomen, CT_RATE_LABELS[:2], on_event=note)
+    job = engine.start("ask", abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=3),
+                       on_event=note)
+    job.result(30)
+    seen.add(engine.call(threading.current_thread))
+    assert len(seen) == 1 and threading.current_thread() not in seen
+    assert engine.thread_alive and engine.shutdown(10) and not engine.thread_alive
+    assert engine.call(threading.current_thread) not in seen  # a task after shutdown starts a new thread
+    engine.shutdown(10)

@@ -1,6 +1,6 @@
 """The engine: one loaded model, one job at a time, the tasks a radiologist asks for. No Qt.
 
-Every task runs synchronously (``engine.report(study)``) or in a background thread
+Every task runs synchronously (``engine.report(study)``, waiting for it) or in the background
 (``engine.start("report", study)`` -> ``Job``). Tasks report ``events`` through ``on_event`` and check the
 ``stop`` flag before each decoding step. A second job while one runs raises ``EngineBusy``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from napari_radreport.engine import prompts
 from napari_radreport.engine.decoding import GenerationSettings
 from napari_radreport.engine.events import EventCallback, Finished, Progress, SectionStarted, ignore
-from napari_radreport.engine.jobs import Job
+from napari_radreport.engine.jobs import Job, WorkerThread
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo_model"
 
@@ -70,8 +70,14 @@ class Engine:
         self.runner = None
         self.info: ModelInfo | None = None
         self.job: Job | None = None
+        self._worker = WorkerThread()  # every task runs on this one thread (see jobs.py for why)
 
     # -- model ----------------------------------------------------------------------------
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the engine's thread is running (it starts with the first task, ends at ``shutdown``)."""
+        return self._worker.alive
+
     @property
     def loaded(self) -> bool:
         return self.runner is not None
@@ -238,28 +244,51 @@ class Engine:
         return run
 
     def start(self, task: str, *args: Any, **kwargs: Any) -> Job:
-        """Run a task in a background thread; ``EngineBusy`` if a job is already running."""
+        """Run a task on the engine's thread; ``EngineBusy`` if a job is already running."""
         if task not in self.TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(self.TASKS)}")
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("the model is busy with another request; wait for it or press Stop")
         try:
-            self.job = Job(self._guarded(task), *args, name=f"radreport-{task}",
-                           on_done=lambda _job: self._busy.release(), **kwargs).start()
+            self.job = Job(self._guarded(task), *args, name=f"radreport-{task}", on_done=lambda _job: self._busy.release(),
+                           on_event=kwargs.pop("on_event", None), stop_event=kwargs.pop("stop", None),
+                           **kwargs).start(self._worker)
         except BaseException:
             self._busy.release()
             raise
         return self.job
 
     def run(self, task: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a task here, in this thread (scripts and the command line)."""
+        """Run a task and wait for it (scripts and the command line).
+
+        ``on_event`` is called on the engine's thread as each event happens (so setting ``stop`` there takes
+        effect before the next step). Interrupted here (Ctrl-C), the task is stopped and waited for first.
+        """
+        kwargs.setdefault("on_event", ignore)
+        job = self.start(task, *args, **kwargs)
+        try:
+            job.join()
+        except BaseException:
+            job.stop()
+            job.join()
+            raise
+        return job.result()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` run on the engine's thread between tasks, its result returned here.
+
+        For scripts that drive the loaded model themselves (the benchmarks): they then share the thread, and
+        the CPU thread team, of the engine's own work.
+        """
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("the model is busy with another request; wait for it or press Stop")
         try:
-            kwargs.setdefault("on_event", ignore)
-            return self._guarded(task)(*args, **kwargs)
-        finally:
+            job = Job(lambda on_event, stop: fn(*args, **kwargs), name="radreport-call",
+                      on_done=lambda _job: self._busy.release()).start(self._worker)
+        except BaseException:
             self._busy.release()
+            raise
+        return job.result()
 
     def load(self, source=None, **kwargs: Any) -> ModelInfo:
         return self.run("load", source, **kwargs)
@@ -280,12 +309,11 @@ class Engine:
         return self.run("diagnose", study, labels, **kwargs)
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop a running job and wait for its thread; True when nothing is left running."""
-        job = self.job
-        if job is None:
-            return True
-        job.stop()
-        return job.join(timeout)
+        """Stop a running job and end the engine's thread once it is done (a later task starts a new one);
+        True when the thread has ended within ``timeout`` seconds."""
+        if self.job is not None:
+            self.job.stop()
+        return self._worker.close(timeout)
 
 
 def _mass(logprobs, ids: list[int]) -> float:

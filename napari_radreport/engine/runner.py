@@ -89,16 +89,22 @@ class ModelRunner:
         inputs.pop("attention_mask", None)
         return ids, inputs
 
-    def image_features(self, study, on_event: EventCallback = ignore) -> torch.Tensor:
+    def image_features(self, study, on_event: EventCallback = ignore,
+                       timings: dict[str, float] | None = None) -> torch.Tensor:
+        """The study's encoded image (cached); ``timings`` gets preprocess_s and encode_s when it runs."""
         key = (study.key, self.loaded.preprocess.signature, self._feature_adapter())
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
         on_event(Progress("preprocess", "preparing the image"))
+        t0 = time.perf_counter()
         pixels = self.loaded.pixel_values(study).to(self.device)
+        t1 = time.perf_counter()
         on_event(Progress("encode", "encoding the image"))
         with torch.inference_mode():
             features = self.model.get_image_features(pixels)
+        if timings is not None:
+            timings.update(preprocess_s=t1 - t0, encode_s=time.perf_counter() - t1)
         self.encodings += 1
         self._remember(self._features, key, features)
         return features
@@ -117,9 +123,9 @@ class ModelRunner:
                              logits_to_keep=1, **image_inputs)
         return out.logits[:, -1]
 
-    def _image_inputs(self, study, extra: dict, on_event: EventCallback) -> dict:
+    def _image_inputs(self, study, extra: dict, on_event: EventCallback, timings: dict[str, float]) -> dict:
         if self.loaded.kind == "radreport":
-            return {"image_features": self.image_features(study, on_event)}
+            return {"image_features": self.image_features(study, on_event, timings)}
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in extra.items()}
 
     def prefill(self, study, ids: list[int], extra: dict, on_event: EventCallback = ignore,
@@ -144,7 +150,7 @@ class ModelRunner:
         image_inputs = {}
         if start == 0 and last_image >= 0:
             t0 = time.perf_counter()
-            image_inputs = self._image_inputs(study, extra, on_event)
+            image_inputs = self._image_inputs(study, extra, on_event, timings)
             timings["image_s"] = time.perf_counter() - t0
         on_event(Progress("prefill", f"reading the prompt ({len(ids) - start} new of {len(ids)} tokens)"))
         t0 = time.perf_counter()

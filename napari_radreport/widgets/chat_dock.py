@@ -66,7 +66,7 @@ class ChatDock(QWidget):
         layout.addWidget(self.status)
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
-        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._busy_changed(session.busy)
         self.render()
 

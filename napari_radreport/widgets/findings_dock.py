@@ -88,7 +88,7 @@ class FindingsDock(QWidget):
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
         session.model_changed.connect(self.render)
-        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._busy_changed(session.busy)
         self.render()
 

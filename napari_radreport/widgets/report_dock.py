@@ -112,7 +112,7 @@ class ReportDock(QWidget):
         session.model_changed.connect(self._model_changed)
         session.busy_changed.connect(self._busy_changed)
         session.message.connect(self._show_error)
-        self.destroyed.connect(lambda *_, s=session: s.stop())
+        self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._model_changed(session.engine.info)
         self._busy_changed(session.busy)
         self._study_changed(session.study)

@@ -143,7 +143,7 @@ class ViewerSession(QObject):
         return {"source": s.model_folder or None, "device": s.device, "dtype": s.dtype}
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop any running job and wait for its thread (viewer or dock closing)."""
+        """Stop any running job and end the engine's thread, waiting up to ``timeout`` s (a dock closing)."""
         return self.engine.shutdown(timeout)
 
 
