@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_radreport.cli_predict import add_predict_commands
 
     add_predict_commands(sub, common)
+    from napari_radreport.cli_bench import add_bench_commands
+
+    add_bench_commands(sub, common)
 
     demo = sub.add_parser("demo", parents=[common], help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")

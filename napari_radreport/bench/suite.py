@@ -1,0 +1,126 @@
+"""The whole benchmark: every step in its own process, the figures gathered, the ratios checked and printed."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from napari_radreport.bench.steps import CHEST_SERIES, SHARED_DATA
+
+UI_STUDY = SHARED_DATA / "ct" / "totalseg_abdomen_pelvis.nii.gz"
+
+
+class BenchError(RuntimeError):
+    """A step failed or its input is missing; the message names the step and the reason."""
+
+
+def _run_step(step: str, work: Path, *extra: str, quick: bool, progress) -> dict[str, Any]:
+    out = work / f"{step}-{len(list(work.glob('*.json')))}.json"
+    command = [sys.executable, "-m", "napari_radreport.bench.steps", step, "--json", str(out), *extra]
+    if quick:
+        command.append("--quick")
+    progress(f"[bench] {step} {' '.join(extra)}".rstrip())
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchError(f"step {step} failed: {last}")
+    return json.loads(out.read_text())
+
+
+def _ui_step(model: Path, work: Path, tokens: int, progress) -> dict[str, Any]:
+    command = [sys.executable, "-m", "napari_radreport.widgets.ui_stall", str(model), str(UI_STUDY),
+               "--tokens", str(tokens), "--json", str(work / "ui.json")]
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        if shutil.which("xvfb-run") is None:
+            return {"skipped": "no display and no xvfb-run: the UI step needs an X server"}
+        command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *command]
+    progress("[bench] ui (a real napari viewer)")
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "QT_API": "pyqt6"})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchError(f"step ui failed: {last}")
+    return json.loads((work / "ui.json").read_text())
+
+
+def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, progress=print) -> dict[str, Any]:
+    """All figures as one dict (``quick``: small models and fewer repeats, for CI)."""
+    from napari_radreport.bench.measure import machine_description
+
+    if not series.is_dir():
+        raise BenchError(f"{series}: no such DICOM series folder (the benchmarks read the 64-slice chest CT of "
+                         "../shared/data; give another with --series)")
+    repeats = "3" if quick else "5"
+    results: dict[str, Any] = {
+        "variant": "quick" if quick else "full",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": machine_description(),
+        "command": "radreport bench" + (" --quick" if quick else ""),
+    }
+    with tempfile.TemporaryDirectory(prefix="radreport-bench-") as tmp:
+        work = Path(tmp)
+        model = work / "model"
+        series_arg = ("--series", str(series))
+        results["dicom"] = _run_step("dicom", work, *series_arg, "--repeats", repeats, quick=quick, progress=progress)
+        results["preprocess"] = _run_step("preprocess", work, *series_arg, "--repeats", repeats, quick=quick,
+                                          progress=progress)
+        encoders = [("m3d", "2", "3")] if quick else [("m3d", None, "3"), ("e3d-gpt", None, "1")]
+        results["encoder"] = {}
+        for size, layers, count in encoders:
+            extra = ("--size", size, "--repeats", count) + (("--layers", layers) if layers else ())
+            results["encoder"][size] = _run_step("encoder", work, *extra, quick=quick, progress=progress)
+        _run_step("write-model", work, "--model", str(model), quick=quick, progress=progress)
+        results["llm"] = _run_step("llm", work, "--model", str(model), *series_arg, "--repeats", "3",
+                                   quick=quick, progress=progress)
+        if ui:
+            results["ui"] = _ui_step(model, work, 48 if quick else 200, progress)
+    results["checks"] = check(results, quick)
+    return results
+
+
+# Targets of the issue (full run) and the generous bounds CI checks on the quick run.
+TARGETS = {
+    "dicom: pydicom loop / ours": (lambda r: r["dicom"]["ratios"]["pydicom_loop_over_ours"], 1.0, 0.5),
+    "preprocess e3d-gpt: MONAI / ours": (lambda r: r["preprocess"]["e3d-gpt"]["monai_over_ours"], 1.0, 0.5),
+    "preprocess m3d: MONAI / ours": (lambda r: r["preprocess"]["m3d"]["monai_over_ours"], 1.0, 0.5),
+    "encoder m3d: explicit / SDPA": (lambda r: r["encoder"]["m3d"]["explicit_over_ours"], 1.0, 1.05),
+    "streaming decode: engine / generate": (lambda r: r["llm"]["streaming"]["decode_rate_ratio"], 0.95, 0.7),
+    "follow-up first token: recompute / cached": (lambda r: r["llm"]["follow_up"]["first_token_ratio"], 5.0, 3.0),
+    "follow-up first token: image cached only / cached": (
+        lambda r: r["llm"]["follow_up"]["first_token_ratio_vs_image_cached"], 1.0, 1.1),
+    "diagnosis: 18 passes (encode each) / shared": (
+        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_each"], 1.0, 1.5),
+    "diagnosis: 18 passes (encode once) / shared": (
+        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_once"], 1.0, 1.2),
+}
+SAME_RESULTS = {
+    "dicom: same voxels as pydicom and SimpleITK": lambda r: all(r["dicom"]["same_voxels"].values()),
+    "preprocess m3d: equals MONAI": lambda r: r["preprocess"]["m3d"].get("vs_monai_chain", {}).get("max_abs", 1) < 1e-4,
+    "encoder: SDPA equals explicit attention": lambda r: all(e["max_abs_difference"] < 1e-3
+                                                            for e in r["encoder"].values()),
+    "streaming: same text as generate": lambda r: r["llm"]["streaming"]["same_text"],
+    "follow-up: same answer cached or not": lambda r: r["llm"]["follow_up"]["same_answer"],
+    "diagnosis: same probabilities": lambda r: r["llm"]["diagnosis"]["max_probability_difference"] < 1e-4,
+}
+
+
+def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Each ratio against its target (full) or CI bound (quick), and each output comparison."""
+    rows = []
+    for name, (get, target, bound) in TARGETS.items():
+        value = get(results)
+        limit = bound if quick else target
+        rows.append({"check": name, "value": value, "at_least": limit, "ok": bool(value >= limit)})
+    for name, get in SAME_RESULTS.items():
+        rows.append({"check": name, "value": bool(get(results)), "ok": bool(get(results))})
+    ui = results.get("ui", {})
+    if "longest_stall_share_of_stream" in ui:
+        share = ui["longest_stall_share_of_stream"]
+        rows.append({"check": "ui: longest stall / stream time", "value": share, "at_most": 0.25, "ok": share <= 0.25})
+    return rows

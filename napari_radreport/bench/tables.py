@@ -1,0 +1,120 @@
+"""The benchmark's figures as Markdown tables (written into docs/) and as the terminal summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _s(entry: dict[str, Any]) -> str:
+    return f"{entry['median_s'] * 1000:.0f} ms" if entry["median_s"] < 1 else f"{entry['median_s']:.2f} s"
+
+
+def _mem(entry: dict[str, Any]) -> str:
+    return f"{entry['peak_rss_mib']:.0f} MiB (+{entry['added_mib']:.0f})"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    out = [f"Measured {r['date_utc']} UTC with `{r['command']}` on {m['cpu']}, {m['cores']} cores "
+           f"({m['torch_threads']} torch threads), {m['memory_gib']} GiB, GPU: {m['gpu']}; {m['system']}, "
+           f"Python {m['python']}, torch {m['torch']}. Times are medians of repeats after a warm-up; memory is "
+           "the step's peak resident set (+ what it added). Each step ran in its own process.", ""]
+    d = r["dicom"]
+    out += [f"### 1. Loading the DICOM series ({d['files']} files, {d['shape']}, {d['volume_mib']} MiB in HU)", ""]
+    rows = [["ours (`load_study`)", _s(d["ours"]), "1.00", _mem(d["ours"])]]
+    for name, label in (("pydicom_loop", "pydicom loop (read, sort, rescale, stack)"),
+                        ("simpleitk", "SimpleITK ImageSeriesReader")):
+        if isinstance(d.get(name), dict):
+            rows.append([label, _s(d[name]), f"{d['ratios'][name + '_over_ours']:.2f}", _mem(d[name])])
+    out += _table(["reader", "time", "time / ours", "peak memory"], rows)
+    p = r["preprocess"]
+    if "skipped" in p:
+        out += ["### 2. Preprocessing", "", p["skipped"], ""]
+    else:
+        out += [f"### 2. Preprocessing that volume (input {p['input_shape']} at {p['input_spacing_mm']} mm)", ""]
+        rows = []
+        for name in ("e3d-gpt", "m3d"):
+            e = p[name]
+            diff = e.get("vs_monai_chain", {})
+            grid = e.get("resample_vs_monai_on_our_grid_hu")
+            note = f"max {diff.get('max_abs')}, mean {diff.get('mean_abs')}"
+            if grid:
+                note += f"; resampling on our grid: max {grid['max_abs']} HU"
+            rows.append([name, _s(e["ours"]), _s(e["monai"]), f"{e['monai_over_ours']:.2f}", _mem(e["ours"]),
+                         _mem(e["monai"]), note])
+        out += _table(["recipe", "ours", "MONAI", "MONAI / ours", "ours memory", "MONAI memory",
+                       "|ours - MONAI| (0-1 scale)"], rows)
+    out += ["### 3. Encoding (random weights, CPU, fp32)", ""]
+    rows = [[e["size"], _s(e["ours_sdpa"]), _s(e["explicit_attention"]), f"{e['explicit_over_ours']:.2f}",
+             _mem(e["ours_sdpa"]), _mem(e["explicit_attention"])] for e in r["encoder"].values()]
+    out += _table(["encoder", "ours (SDPA)", "explicit attention", "explicit / ours", "ours memory",
+                   "explicit memory"], rows)
+    llm = r["llm"]
+    md = llm["model"]
+    out += [f"### 4-6. The model: {md['vision']} -> {md['image_tokens']} image tokens -> {md['text']} "
+            f"({md['parameters_m']} M parameters, {md['weights']}, {md['device']} {md['dtype']})", ""]
+    ft = llm["first_token"]
+    out += ["Time from Generate to the first token of a Findings section (cold study, model loaded):", ""]
+    out += _table(["load model", "preprocess", "encode", "prefill", "first token (from the request)", "prompt tokens"],
+                  [[f"{ft['load_s']:.2f} s", f"{ft['preprocess_s'] * 1000:.0f} ms", f"{ft['encode_s'] * 1000:.0f} ms",
+                    f"{ft['prefill_s'] * 1000:.0f} ms", f"{ft['first_token_s'] * 1000:.0f} ms", ft["prompt_tokens"]]])
+    st = llm["streaming"]
+    out += [f"Decoding {st['tokens']} tokens, greedy, from the cached image:", ""]
+    out += _table(["path", "tokens/s", "total", "peak memory"], [
+        ["engine streaming (background job, events drained)", st["engine_stream"]["decode_tokens_per_s"],
+         _s(st["engine_stream"]["total"]), _mem(st["engine_stream"]["total"])],
+        ["`model.generate`", st["model_generate"]["decode_tokens_per_s"], _s(st["model_generate"]["total"]),
+         _mem(st["model_generate"]["total"])],
+        ["engine, with a second OpenMP team in the process",
+         st["with_a_second_thread_team"]["decode_tokens_per_s"], "", ""]])
+    out += [f"Engine / generate decoding rate: **{st['decode_rate_ratio']:.3f}** (end to end "
+            f"{st['end_to_end_ratio']:.3f}); same text: {st['same_text']}.", ""]
+    fu = llm["follow_up"]
+    out += [f"Follow-up question ({fu['answer_tokens']}-token answer, after one earlier turn):", ""]
+    out += _table(["what is reused", "first token", "whole answer", "prompt tokens run"], [
+        [label, f"{fu[k]['first_token_s'] * 1000:.0f} ms", f"{fu[k]['answer_s'] * 1000:.0f} ms",
+         fu[k]["prompt_tokens_run"]]
+        for k, label in (("cached", "image + key/value prefix (ours)"), ("image_cached", "image only"),
+                         ("recompute", "nothing (preprocess, encode, whole prompt)"))])
+    out += [f"Recompute / cached: **{fu['first_token_ratio']:.1f}x** to the first token, {fu['answer_ratio']:.1f}x "
+            f"for the whole answer; same answer: {fu['same_answer']}.", ""]
+    dg = llm["diagnosis"]
+    out += [f"Diagnosis of {dg['labels']} labels:", ""]
+    out += _table(["way", "time", "time / ours", "peak memory"], [
+        ["shared prefix, tails batched (ours)", _s(dg["shared_prefix_batched"]), "1.00",
+         _mem(dg["shared_prefix_batched"])],
+        ["18 passes, image encoded each time", _s(dg["independent_encode_each"]),
+         f"{dg['ratio_vs_encode_each']:.2f}", _mem(dg["independent_encode_each"])],
+        ["18 passes, image encoded once", _s(dg["independent_encode_once"]),
+         f"{dg['ratio_vs_encode_once']:.2f}", _mem(dg["independent_encode_once"])]])
+    out += [f"Largest difference in P(yes): {dg['max_probability_difference']:.1e}.", ""]
+    ui = r.get("ui")
+    if ui is not None:
+        out += ["### 7. UI", ""]
+        if "skipped" in ui:
+            out += [ui["skipped"], ""]
+        else:
+            out += [f"Longest Qt event-loop stall while a report streamed into the Report dock: "
+                    f"**{ui['longest_stall_ms']} ms** (median tick {ui['median_tick_ms']} ms for a 5 ms timer, "
+                    f"{ui['words_streamed']} words in {ui['stream_s']} s; peak memory {_mem(ui['memory'])}).", ""]
+    out += ["### Checks", ""]
+    out += _table(["check", "value", "bound", "ok"], [
+        [c["check"], c["value"], (f">= {c['at_least']}" if "at_least" in c else f"<= {c['at_most']}"
+                                  if "at_most" in c else "true"), "yes" if c["ok"] else "**no**"]
+        for c in r["checks"]])
+    return "\n".join(out)
+
+
+def summary(r: dict[str, Any]) -> str:
+    """Every ratio on one line each, for the terminal."""
+    lines = [f"{c['check']}: {c['value']}" + ("" if c["ok"] else "  << below the bound") for c in r["checks"]]
+    ui = r.get("ui", {})
+    if "longest_stall_ms" in ui:
+        lines.append(f"ui: longest event-loop stall {ui['longest_stall_ms']} ms")
+    return "\n".join(lines)
