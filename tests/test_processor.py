@@ -37,6 +37,17 @@ def test_resampling_keeps_voxel_centres_on_a_linear_ramp():
     np.testing.assert_allclose(out[2:-2].numpy(), expected[2:-2], atol=1e-4)
 
 
+@pytest.mark.parametrize("intensity", ["hu_window", "minmax"])
+def test_preprocessing_works_on_its_own_copy_and_leaves_a_float32_study_untouched(intensity):
+    study = _ramp_study()
+    before = study.array.copy()
+    spec = Preprocess(target_shape=(20, 8, 8), intensity=intensity, hu_window=(0.0, 100.0), resize="crop_or_pad")
+    out = volume_to_pixels(study, spec)[0, 0]
+    np.testing.assert_array_equal(study.array, before)
+    expected = before / 100.0 if intensity == "hu_window" else before / before.max()
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
 def test_hu_window_and_minmax_map_to_unit_range(chest_study):
     e3d = Preprocess.from_recipe(load_recipe("e3d-gpt-vicuna-7b").preprocess)
     pixels = volume_to_pixels(chest_study, e3d)

@@ -6,8 +6,8 @@ a Qt timer, so no Qt object is ever touched from the worker thread.
 The engine runs all its jobs on one long-lived ``WorkerThread``. PyTorch's CPU kernels run on an OpenMP
 thread team that belongs to the calling thread; once a process has more team threads than CPUs, GNU
 OpenMP stops spinning between parallel regions (100 spins instead of 300,000) and every small kernel pays
-for waking its helpers. A team per job thread next to the caller's own measured 2.7x slower decoding on a
-2-core machine (``radreport bench``); one model thread keeps one team.
+for waking its helpers. A second team made decoding 1.5x (0.26 B model) to 2.9x (6 M model) slower on a
+2-core machine (``radreport bench``, "second OpenMP team"); one model thread keeps one team.
 """
 
 from __future__ import annotations

@@ -75,17 +75,21 @@ def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     array = study.array
     if array.ndim != 3:
         raise InputError(f"this model reads one 3-D volume; the study has shape {array.shape}")
-    volume = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if spec.spacing_mm is not None and None in study.spacing:
+        raise InputError("the study's voxel spacing is unknown; the recipe resamples to a spacing in mm")
+    # our own float32 copy (np.array copies even a float32 array), so every step below may work in place
+    volume = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
     if spec.spacing_mm is not None:
-        if None in study.spacing:
-            raise InputError("the study's voxel spacing is unknown; the recipe resamples to a spacing in mm")
         volume = _resample(volume, study.spacing, spec.spacing_mm)
     if spec.intensity == "hu_window":
         lo, hi = spec.hu_window or (-1000.0, 1000.0)
-        volume = (volume.clamp(lo, hi) - lo) / (hi - lo)
+        volume.clamp_(lo, hi).sub_(lo).div_(hi - lo)
     elif spec.intensity == "minmax":
         lo, hi = volume.min(), volume.max()
-        volume = (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
+        if hi > lo:
+            volume.sub_(lo).div_(hi - lo)
+        else:
+            volume.zero_()
     else:
         raise InputError(f"intensity step {spec.intensity!r} is not for volumes")
     shape = tuple(spec.target_shape)
