@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("RADREPORT_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 CHEST_SERIES = SHARED_DATA / "ct" / "lung_dx_a0001_chest_kernelB"
 
 

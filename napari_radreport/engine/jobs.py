@@ -6,7 +6,7 @@ a Qt timer, so no Qt object is ever touched from the worker thread.
 The engine runs all its jobs on one long-lived ``WorkerThread``. PyTorch's CPU kernels run on an OpenMP
 thread team that belongs to the calling thread; once a process has more team threads than CPUs, GNU
 OpenMP stops spinning between parallel regions (100 spins instead of 300,000) and every small kernel pays
-for waking its helpers. A second team made decoding 1.5x (0.26 B model) to 2.9x (6 M model) slower on a
+for waking its helpers. A second team made decoding 1.3-1.5x (0.26 B model) to 2.9x (6 M model) slower on a
 2-core machine (``radreport bench``, "second OpenMP team"); one model thread keeps one team.
 """
 
@@ -111,6 +111,7 @@ class WorkerThread:
         self.name = name
         self._jobs: queue.SimpleQueue | None = None  # the running thread's own queue
         self._thread: threading.Thread | None = None
+        self._closing: threading.Thread | None = None  # a closed thread finishing its last job
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> None:
@@ -123,8 +124,8 @@ class WorkerThread:
 
     @property
     def alive(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        """Whether a thread of this worker still runs (a closed one counts until it has ended)."""
+        return any(t is not None and t.is_alive() for t in (self._thread, self._closing))
 
     @staticmethod
     def _loop(jobs: queue.SimpleQueue) -> None:
@@ -132,11 +133,14 @@ class WorkerThread:
             job.run()
 
     def close(self, timeout: float | None = None) -> bool:
-        """End the thread after the jobs already queued; True when it has ended."""
+        """End the thread after the jobs already queued; True when it has ended within ``timeout`` s."""
         with self._lock:
-            thread, jobs, self._thread, self._jobs = self._thread, self._jobs, None, None
-            if thread is None:
-                return True
-            jobs.put(None)
+            if self._thread is not None:
+                self._closing, self._thread = self._thread, None
+                self._jobs.put(None)
+                self._jobs = None
+            thread = self._closing
+        if thread is None:
+            return True
         thread.join(timeout)
         return not thread.is_alive()
