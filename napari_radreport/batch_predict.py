@@ -10,7 +10,6 @@ writes ``<out>.part<rank>``, and the main process merges the parts in manifest o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -24,14 +23,6 @@ MATCHING_KEYS = ("weights_sha256", "tasks", "settings", "manifest_sha256", "spli
 
 class PredictionsMismatch(ValueError):
     """An existing output made differently from the run asked for."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -203,6 +194,7 @@ def run_meta(info, tasks: Sequence[str], settings, manifest: str | Path, split: 
     """What the output records about how it was made."""
     from napari_radreport import __version__
     from napari_radreport.common import utc_now
+    from napari_radreport.engine.provenance import file_sha256
 
     return {"model": info.path, "model_name": info.name, "weights_sha256": info.weights_sha256,
             "radreport_version": __version__, "tasks": list(tasks), "settings": asdict(settings),

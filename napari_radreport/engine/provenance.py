@@ -12,7 +12,8 @@ from napari_radreport.common import write_atomic
 CACHE_DIR = Path(os.environ.get("RADREPORT_CACHE", Path.home() / ".cache" / "napari-radreport"))
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of one file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -37,7 +38,7 @@ def weights_sha256(folder: str | Path) -> str:
         stat = path.stat()
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in known:
-            known[key] = _file_sha256(path)
+            known[key] = file_sha256(path)
             changed = True
         combined.update(f"{path.name}:{known[key]}\n".encode())
     if changed:
