@@ -250,7 +250,7 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("the model is busy with another request; wait for it or press Stop")
         try:
-            self.job = Job(self._guarded(task), *args, name=f"radreport-{task}", on_done=lambda _job: self._busy.release(),
+            self.job = Job(self._guarded(task), *args, on_done=lambda _job: self._busy.release(),
                            on_event=kwargs.pop("on_event", None), stop_event=kwargs.pop("stop", None),
                            **kwargs).start(self._worker)
         except BaseException:
@@ -283,7 +283,7 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("the model is busy with another request; wait for it or press Stop")
         try:
-            job = Job(lambda on_event, stop: fn(*args, **kwargs), name="radreport-call",
+            job = Job(lambda on_event, stop: fn(*args, **kwargs),
                       on_done=lambda _job: self._busy.release()).start(self._worker)
         except BaseException:
             self._busy.release()

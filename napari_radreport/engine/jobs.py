@@ -19,9 +19,9 @@ from typing import Any
 
 
 class Job:
-    """One call of ``fn(*args, on_event=..., stop=..., **kwargs)`` on a worker thread (or its own)."""
+    """One call of ``fn(*args, on_event=..., stop=..., **kwargs)`` on a ``WorkerThread``."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "radreport-job",
+    def __init__(self, fn: Callable[..., Any], *args: Any,
                  on_done: Callable[[Job], None] | None = None, on_event: Callable[[Any], None] | None = None,
                  stop_event: threading.Event | None = None, **kwargs: Any):
         """``on_event`` (called in the worker thread) replaces the event queue; ``stop_event`` the stop flag."""
@@ -32,17 +32,13 @@ class Job:
         self.error: BaseException | None = None
         self._on_done = on_done
         self._fn, self._args, self._kwargs = fn, args, kwargs
-        self.name = name
         self._started = False
         self._done = threading.Event()
 
-    def start(self, worker: WorkerThread | None = None) -> Job:
-        """Run on ``worker`` (after the jobs queued before it), or in a new daemon thread."""
+    def start(self, worker: WorkerThread) -> Job:
+        """Run on ``worker``, after the jobs queued before it."""
         self._started = True
-        if worker is not None:
-            worker.submit(self)
-        else:
-            threading.Thread(target=self.run, name=self.name, daemon=True).start()
+        worker.submit(self)
         return self
 
     def run(self) -> None:
