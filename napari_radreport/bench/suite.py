@@ -21,17 +21,22 @@ class BenchError(RuntimeError):
     """A step failed or its input is missing; the message names the step and the reason."""
 
 
+def _run(step: str, command: list[str], out: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one step's process; its JSON output, or a BenchError with the last line it printed."""
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchError(f"step {step} failed: {last}")
+    return json.loads(out.read_text())
+
+
 def _run_step(step: str, work: Path, *extra: str, quick: bool, progress) -> dict[str, Any]:
     out = work / f"{step}-{len(list(work.glob('*.json')))}.json"
     command = [sys.executable, "-m", "napari_radreport.bench.steps", step, "--json", str(out), *extra]
     if quick:
         command.append("--quick")
     progress(f"[bench] {step} {' '.join(extra)}".rstrip())
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BenchError(f"step {step} failed: {last}")
-    return json.loads(out.read_text())
+    return _run(step, command, out)
 
 
 def _ui_step(model: Path, work: Path, tokens: int, progress) -> dict[str, Any]:
@@ -42,11 +47,7 @@ def _ui_step(model: Path, work: Path, tokens: int, progress) -> dict[str, Any]:
             return {"skipped": "no display and no xvfb-run: the UI step needs an X server"}
         command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *command]
     progress("[bench] ui (a real napari viewer)")
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "QT_API": "pyqt6"})
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BenchError(f"step ui failed: {last}")
-    return json.loads((work / "ui.json").read_text())
+    return _run("ui", command, work / "ui.json", env={**os.environ, "QT_API": "pyqt6"})
 
 
 def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, progress=print) -> dict[str, Any]:
