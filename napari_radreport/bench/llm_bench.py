@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class LlmBench:
                 result = self.engine.report(self.study, sections=SECTIONS[:1], settings=_settings(tokens))
                 splits.append(result.timings)
         keys = ("preprocess_s", "encode_s", "prefill_s", "first_token_s")
-        median = {k: float(torch.tensor([s[k] for s in splits[1:]]).median()) for k in keys}
+        median = {k: statistics.median(s[k] for s in splits[1:]) for k in keys}
         return {"load_s": round(self.load_s, 3), **{k: round(v, 4) for k, v in median.items()},
                 "prompt_tokens": int(splits[-1]["prefill_tokens"]),
                 "load_memory": self.load_memory.as_dict(), "memory": memory.as_dict()}
@@ -96,9 +97,11 @@ class LlmBench:
         input_ids = torch.tensor([ids], device=self.runner.device)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                      image_features=features, max_new_tokens=tokens, min_new_tokens=tokens,
-                                      do_sample=False)
-        return out[0, len(ids):].tolist()
+                                      image_features=features, max_new_tokens=tokens, do_sample=False)
+        new = out[0, len(ids):].tolist()
+        if len(new) != tokens:  # the model's EOS row is zeroed: generate must run to max_new_tokens
+            raise RuntimeError(f"asked generate for {tokens} tokens, it wrote {len(new)}")
+        return new
 
     def _engine_text(self, tokens: int) -> str:
         self.runner.forget(self.study)  # no key/value prefix: the whole prompt runs, as in generate
