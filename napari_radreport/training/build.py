@@ -82,12 +82,20 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
 
 
 def load_encoder_weights(model, folder: str | Path) -> None:
-    """Put a MAE-pretrained encoder (``encoder.safetensors`` from ``radreport train --stage mae``) into ``model``."""
+    """Put a pretrained encoder (``encoder.safetensors`` from ``radreport train --stage mae`` or ``--stage labels``)
+    into ``model``, and the perceiver too when the folder has one (``--stage labels``)."""
     from safetensors.torch import load_file
 
     path = Path(folder) / "encoder.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no encoder.safetensors (the output of --stage mae)")
+        raise FileNotFoundError(f"{folder}: no encoder.safetensors (the output of --stage mae or --stage labels)")
+    perceiver = Path(folder) / "perceiver.safetensors"
+    if perceiver.is_file():
+        try:
+            model.perceiver.load_state_dict(load_file(str(perceiver)))
+        except RuntimeError as exc:  # torch lists every mismatch; the first says enough
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+            raise ValueError(f"{perceiver}: weights do not fit this model's perceiver ({detail})") from None
     state = load_file(str(path))
     missing, unexpected = model.vision_tower.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("cls_token")]:

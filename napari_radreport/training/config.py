@@ -7,7 +7,10 @@ Stages (the seeds' recipes):
   with the encoder too when the recipe says ``train_encoder`` (the AMOS-MM seed fine-tuned its encoder);
   ``--adapter findings --tasks findings`` and ``--adapter impression --tasks impression`` give RRG24's
   separate Findings and Impression models;
-- ``mae``: masked-autoencoder pretraining of the 3-D ViT (75 % of patches masked, E3D-GPT).
+- ``mae``: masked-autoencoder pretraining of the 3-D ViT (75 % of patches masked, E3D-GPT);
+- ``labels``: the 3-D ViT and the perceiver learn the manifest's abnormality labels (training/labels.py).
+
+``mae`` and ``labels`` write encoder weights that a report run starts from (``--encoder``).
 
 A recipe may widen what a stage trains (``trainable``): the demo model has no pretrained parts, so its
 stage 1 trains everything.
@@ -18,12 +21,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-STAGES = ("stage1", "stage2", "mae")
+STAGES = ("stage1", "stage2", "mae", "labels")
 MODULES = ("vision_tower", "perceiver", "language_model")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "stage1": {"lr": 1e-4, "trainable": ["perceiver"]},
     "stage2": {"lr": 5e-5, "trainable": ["perceiver"]},
     "mae": {"lr": 1.5e-4, "trainable": ["vision_tower"], "weight_decay": 0.05},
+    "labels": {"lr": 3e-4, "trainable": ["vision_tower", "perceiver"], "weight_decay": 0.01},
 }
 
 

@@ -10,18 +10,25 @@ from napari_radreport.training.config import TrainConfig
 
 
 def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
-    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``."""
+    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels: that
+    and ``perceiver.safetensors``."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return []
     objective = acc.unwrap_model(trainer.objective)
-    if config.stage == "mae":
+    if config.stage in ("mae", "labels"):
         from safetensors.torch import save_file
 
-        state = {k: v.detach().contiguous().cpu() for k, v in objective.model.encoder.state_dict().items()}
-        save_file(state, str(out / "encoder.safetensors"))
-        return [out / "encoder.safetensors"]
+        model = objective.model
+        parts = {"encoder": model.encoder} if config.stage == "mae" else {"encoder": model.vision_tower,
+                                                                          "perceiver": model.perceiver}
+        saved = []
+        for name, module in parts.items():
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(out / f"{name}.safetensors"))
+            saved.append(out / f"{name}.safetensors")
+        return saved
     loaded = trainer.parts.loaded
     if config.stage == "stage1":
         objective.model.save_pretrained(str(out))

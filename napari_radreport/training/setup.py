@@ -22,6 +22,7 @@ class RunParts:
     eval_data: Any
     loaded: Any = None  # LoadedModel (report stages)
     trainable: int = 0
+    collate: Any = None  # items -> batch dict, where the trainer's own (pixels only, or texts) does not fit
 
 
 def _copy_base(source: Path, out: Path) -> None:
@@ -75,28 +76,47 @@ def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, 
 def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], out: Path, *,
                 init: Path | None, recipe, tiny: bool, tokenizer: Path | None, encoder: Path | None,
                 resume: bool) -> RunParts:
-    from napari_radreport.training.data import StudyImages, StudyTextDataset
-    from napari_radreport.training.objectives import MAEObjective, ReportObjective
+    from napari_radreport.training.data import StudyTextDataset
+    from napari_radreport.training.objectives import ReportObjective
 
-    if config.stage == "mae":
-        from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
-        from napari_radreport.training.mae import MaskedAutoencoder3D
-
-        if recipe is None:
-            raise ValueError("MAE pretraining builds the recipe's encoder: give --recipe")
-        model_config = recipe.config(tiny=tiny)
-        if model_config.vision_config.model_type != "radreport_vit3d":
-            raise ValueError(f"recipe {recipe.name}: MAE pretraining is for the 3-D ViT, not a 2-D vision tower")
-        spec = Preprocess.from_recipe(model_config.preprocess)
-        mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
-        mae.train()
-        trainable = sum(p.numel() for p in mae.parameters())
-        to_pixels = functools.partial(volume_to_pixels, spec=spec)
-        return RunParts(MAEObjective(mae), StudyImages(train, to_pixels), StudyImages(val, to_pixels),
-                        trainable=trainable)
+    if config.stage in ("mae", "labels"):
+        return encoder_parts(config, train, val, recipe, tiny)
     loaded, trainable = report_model(config, train, out, init=init, recipe=recipe, tiny=tiny,
                                      tokenizer=tokenizer, encoder=encoder, resume=resume)
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
     train_data = StudyTextDataset(train, loaded, config.tasks, **kwargs)
     eval_data = StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
     return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
+
+
+def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], recipe,
+                  tiny: bool) -> RunParts:
+    """The recipe's 3-D encoder, fresh, for MAE pretraining or label pretraining."""
+    from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
+    from napari_radreport.training.data import StudyImages
+    from napari_radreport.training.objectives import MAEObjective
+
+    name = "MAE pretraining" if config.stage == "mae" else "label pretraining"
+    if recipe is None:
+        raise ValueError(f"{name} builds the recipe's encoder: give --recipe")
+    model_config = recipe.config(tiny=tiny)
+    if model_config.vision_config.model_type != "radreport_vit3d":
+        raise ValueError(f"recipe {recipe.name}: {name} is for the 3-D ViT, not a 2-D vision tower")
+    spec = Preprocess.from_recipe(model_config.preprocess)
+    to_pixels = functools.partial(volume_to_pixels, spec=spec)
+    train_images, val_images = StudyImages(train, to_pixels), StudyImages(val, to_pixels)
+    if config.stage == "labels":
+        from napari_radreport.training.labels import (LabelClassifier, LabelObjective, StudyLabels, collate_labels,
+                                                      label_names)
+
+        names = label_names(recipe, train)
+        classifier = LabelClassifier(model_config, len(names))
+        classifier.train()
+        return RunParts(LabelObjective(classifier), StudyLabels(train, train_images, names),
+                        StudyLabels(val, val_images, names), trainable=sum(p.numel() for p in classifier.parameters()),
+                        collate=collate_labels)
+    from napari_radreport.training.mae import MaskedAutoencoder3D
+
+    mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
+    mae.train()
+    return RunParts(MAEObjective(mae), train_images, val_images, trainable=sum(p.numel() for p in mae.parameters()))

@@ -82,7 +82,9 @@ class Trainer:
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def _batch(self, indices: list[int], dataset) -> dict[str, torch.Tensor]:
-        if self.parts.loaded is None:
+        if self.parts.collate is not None:
+            batch = self.parts.collate([dataset[i] for i in indices])
+        elif self.parts.loaded is None:
             batch = {"pixel_values": torch.cat([dataset[i] for i in indices])}
         else:
             batch = collate([dataset[i] for i in indices], self.pad_id)
