@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_radreport.bench.measure import PeakMemory, ratio, timed
+from napari_radreport.bench.measure import PeakMemory, ratio, timed, timed_interleaved
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +22,14 @@ def test_peak_memory_sees_a_short_lived_allocation_and_timed_takes_the_median():
     result = timed(lambda: next(calls), repeats=3, warmup=1)
     assert len(result.runs) == 3 and result.seconds == sorted(result.runs)[1]
     assert ratio(2.0, 0.5) == 4.0
+
+
+def test_interleaved_timing_runs_the_calls_round_by_round():
+    order: list[str] = []
+    results = timed_interleaved({"a": lambda: order.append("a") or 1, "b": lambda: order.append("b") or 2},
+                                repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4  # one warm-up round, then three timed rounds, never a-a-a then b-b-b
+    assert [len(results[k].runs) for k in "ab"] == [3, 3] and (results["a"].result, results["b"].result) == (1, 2)
 
 
 def test_explicit_attention_baseline_computes_the_same_encoder():

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from napari_radreport.bench.measure import PeakMemory, ratio, timed
+from napari_radreport.bench.measure import PeakMemory, ratio, timed, timed_interleaved
 
 QUESTION = "Describe the findings of this chest CT."
 FOLLOW_UP = "Is there a pleural effusion on the left?"
@@ -109,8 +109,12 @@ class LlmBench:
 
     def streaming(self, tokens: int) -> dict[str, Any]:
         self.engine.call(self.runner.image_features, self.study)  # both paths start from the cached image
-        ours = {n: timed(lambda n=n: self._engine_text(n), self.repeats) for n in (1, tokens)}
-        raw = {n: timed(lambda n=n: self._generate_ids(n), self.repeats) for n in (1, tokens)}
+        runs = timed_interleaved({
+            ("ours", 1): lambda: self._engine_text(1), ("ours", tokens): lambda: self._engine_text(tokens),
+            ("raw", 1): lambda: self._generate_ids(1), ("raw", tokens): lambda: self._generate_ids(tokens),
+        }, self.repeats)
+        ours = {n: runs[("ours", n)] for n in (1, tokens)}
+        raw = {n: runs[("raw", n)] for n in (1, tokens)}
         rate_ours = (tokens - 1) / (ours[tokens].seconds - ours[1].seconds)
         rate_raw = (tokens - 1) / (raw[tokens].seconds - raw[1].seconds)
         raw_text = self.runner.loaded.tokenizer.decode(raw[tokens].result, skip_special_tokens=True)

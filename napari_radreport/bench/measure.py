@@ -119,6 +119,26 @@ def timed(call: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timed:
     return Timed(statistics.median(runs), runs, result, memory)
 
 
+def timed_interleaved(calls: dict[Any, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[Any, Timed]:
+    """Like :func:`timed` for several calls whose times are to be compared: round by round, one run of each.
+
+    A burst of load from elsewhere on the machine then slows every call of that round, not only the call that
+    happened to be measured at that moment, so ratios of the medians stay stable on a shared machine.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    runs: dict[Any, list[float]] = {name: [] for name in calls}
+    results: dict[Any, Any] = {}
+    with PeakMemory() as memory:
+        for _ in range(max(repeats, 1)):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                results[name] = call()
+                runs[name].append(time.perf_counter() - start)
+    return {name: Timed(statistics.median(runs[name]), runs[name], results[name], memory) for name in calls}
+
+
 def ratio(slower: float, faster: float) -> float:
     """How many times faster ``faster`` is than ``slower`` (both in seconds)."""
     return round(slower / faster, 2) if faster > 0 else float("inf")
