@@ -188,3 +188,38 @@ def test_vit3d_matches_the_published_equations(channels):
             p.normal_(0, 0.2)
         pixels = torch.randn(2, channels, 8, 64, 64)
         torch.testing.assert_close(encoder(pixels), _reference_vit3d(encoder, pixels), atol=1e-5, rtol=1e-5)
+
+
+def test_conv_stem_feeds_the_patches_the_pixels_and_its_filters():
+    from napari_radreport.modeling.vit3d import ViT3DEncoder
+
+    torch.manual_seed(2)
+    encoder = ViT3DEncoder(ViT3DConfig(**TINY_VISION, conv_stem_channels=[3, 2])).eval()
+    assert encoder.config.embedding_input_dim == 3 * 4 * 16 * 16 and encoder.config.patch_dim == 4 * 16 * 16
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_(0, 0.2)
+        pixels = torch.randn(2, 1, 8, 64, 64)
+        sd = encoder.state_dict()
+        conv = torch.nn.functional.conv3d
+        h = torch.nn.functional.gelu(conv(pixels, sd["patch_embedding.stem.layers.0.weight"],
+                                          sd["patch_embedding.stem.layers.0.bias"], padding=1))
+        h = torch.nn.functional.gelu(conv(h, sd["patch_embedding.stem.layers.2.weight"],
+                                          sd["patch_embedding.stem.layers.2.bias"], padding=1))
+        stacked = torch.cat([pixels, h], dim=1)  # (B, 1 + 2, ...): the reference cuts patches of all three
+        torch.testing.assert_close(encoder(pixels), _reference_vit3d(encoder, stacked), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"vision_config\.conv_stem_channels"):
+        ViT3DConfig(**TINY_VISION, conv_stem_channels=[4, 0])
+
+
+def test_conv_stem_survives_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    config = RadReportConfig(vision_config={**TINY_VISION, "conv_stem_channels": [4]}, text_config=TINY_TEXT,
+                             perceiver_config={"perceiver_type": "spp"}, image_token_id=IMAGE_TOKEN)
+    model = RadReportForConditionalGeneration(config).eval()
+    model.save_pretrained(tmp_path)
+    again = RadReportForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert again.config.vision_config.conv_stem_channels == [4]
+    pixels = torch.rand(1, 1, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.vision_tower(pixels), model.vision_tower(pixels))

@@ -58,6 +58,10 @@ class ViT3DConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     use_cls_token: bool = True
     initializer_range: float = 0.02
+    # Output channels of 3x3x3 convolutions (each followed by GELU) run at full resolution before the patches are
+    # cut; their output is stacked with the pixels, so the patch Linear sees both. Empty: M3D-CLIP's linear patch
+    # embedding, nothing else (M3D-LaMed weights load unchanged).
+    conv_stem_channels: list[int] | tuple[int, ...] = ()
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -73,7 +77,10 @@ class ViT3DConfig(PreTrainedConfig):
                 f"vision_config.hidden_size={self.hidden_size} is not divisible by "
                 f"num_attention_heads={self.num_attention_heads}"
             )
-        self.image_size, self.patch_size = list(image), list(patch)
+        stem = [int(c) for c in (self.conv_stem_channels or ())]
+        if any(c < 1 for c in stem):
+            raise ConfigError(f"vision_config.conv_stem_channels must be positive integers, got {self.conv_stem_channels!r}")
+        self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -85,7 +92,14 @@ class ViT3DConfig(PreTrainedConfig):
 
     @property
     def patch_dim(self) -> int:
+        """Pixels in one patch (what MAE reconstructs)."""
         return self.in_channels * math.prod(self.patch_size)
+
+    @property
+    def embedding_input_dim(self) -> int:
+        """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's channels at each of them."""
+        stem = self.conv_stem_channels[-1] if self.conv_stem_channels else 0
+        return (self.in_channels + stem) * math.prod(self.patch_size)
 
 
 class PerceiverConfig(PreTrainedConfig):

@@ -31,14 +31,38 @@ class PatchRearrange(nn.Module):
         return x.reshape(b, h * w * d, p1 * p2 * p3 * c)
 
 
+class ConvStem(nn.Module):
+    """3x3x3 convolutions with GELU at full resolution; returns the pixels with the last layer's channels stacked on.
+
+    A linear patch embedding sees a patch as one vector, so a small bright blob anywhere in it looks like part of a
+    bright edge; a few local nonlinear filters before the patches can tell the two apart ("early convolutions",
+    Xiao et al. 2021, arXiv:2106.14881).
+    """
+
+    def __init__(self, in_channels: int, channels: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers += [nn.Conv3d(in_channels, out, kernel_size=3, padding=1), nn.GELU()]
+            in_channels = out
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pixel_values, self.layers(pixel_values)], dim=1)
+
+
 class PatchEmbedding(nn.Module):
     def __init__(self, config: ViT3DConfig):
         super().__init__()
+        self.stem = ConvStem(config.in_channels, config.conv_stem_channels) if config.conv_stem_channels else None
         # index 1 of the Sequential is the Linear, as in M3D's key names (patch_embeddings.1.weight)
-        self.patch_embeddings = nn.Sequential(PatchRearrange(config.patch_size), nn.Linear(config.patch_dim, config.hidden_size))
+        self.patch_embeddings = nn.Sequential(PatchRearrange(config.patch_size),
+                                              nn.Linear(config.embedding_input_dim, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.hidden_size))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.stem is not None:
+            pixel_values = self.stem(pixel_values)
         return self.patch_embeddings(pixel_values) + self.position_embeddings
 
 
