@@ -79,6 +79,28 @@ def test_findings_are_drawn_where_the_report_puts_them():
     assert (fluid & phantom.lung_mask("right")).sum() > 50 and (fluid & phantom.lung_mask("left")).sum() == 0
 
 
+def test_consolidation_fills_part_of_its_lobe_with_air_bronchograms():
+    truth = anatomy.Findings(consolidation=("right", "lower"))
+    phantom = anatomy.Phantom(truth, np.random.default_rng(3))
+    volume = phantom.build()
+    lung = phantom.lung_mask("right")
+    height = phantom.lung_bottom - phantom.lung_top
+    lobes = anatomy.lobe_of("right", (phantom.z - phantom.lung_top) / height, phantom.y, phantom.lung_y)
+    opaque = lung & (np.abs(volume - anatomy.HU["consolidation"]) < 60)
+    voxel_ml = float(np.prod(anatomy.SPACING)) / 1000
+    largest_nodule_ml = 4 / 3 * np.pi * (max(anatomy.NODULE_SIZES_MM) / 2) ** 3 / 1000
+    assert opaque.sum() * voxel_ml > 3 * largest_nodule_ml  # lobar, not a round nodule
+    assert (lobes[opaque] == "lower").all()  # it stops at the fissures
+    near = np.zeros_like(opaque)
+    for axis in range(3):  # air inside the opacity: a voxel of air with opacity on both sides along some axis
+        near |= np.roll(opaque, 1, axis) & np.roll(opaque, -1, axis)
+    bronchograms = near & lung & (volume < -700)
+    assert bronchograms.sum() >= 3
+    normal = anatomy.Phantom(anatomy.Findings(), np.random.default_rng(3))
+    normal_opaque = normal.lung_mask("right") & (np.abs(normal.build() - anatomy.HU["consolidation"]) < 60)
+    assert normal_opaque.sum() < 0.05 * opaque.sum()  # the opacity is the finding, not the anatomy
+
+
 def test_heart_is_larger_with_cardiomegaly():
     def heart_voxels(cardiomegaly: bool) -> int:
         volume = anatomy.phantom_volume(anatomy.Findings(cardiomegaly=cardiomegaly), np.random.default_rng(9))

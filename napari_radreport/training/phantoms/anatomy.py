@@ -122,8 +122,8 @@ class Phantom:
             v[fluid] = HU["fluid"]
         aerated = {side: mask & ~fluid for side, mask in lungs.items()}  # blobs stay apart from the fluid
         if f.consolidation:
-            blob = self._blob(aerated, *f.consolidation, radius=float(self.rng.uniform(15, 22)), hu=HU["consolidation"])
-            aerated = {side: mask & ~blob for side, mask in aerated.items()}
+            opacity = self._consolidation(aerated, *f.consolidation)
+            aerated = {side: mask & ~opacity for side, mask in aerated.items()}
         if f.nodule:
             side, lobe, size = f.nodule
             self._blob(aerated, side, lobe, radius=size / 2, hu=HU["nodule"])
@@ -136,6 +136,28 @@ class Phantom:
         period = 24.0
         rib_rows = np.mod(self.z - self.lung_top, period) < 7.0
         self.volume[chest & ring & rib_rows] = HU["bone"]
+
+    def _consolidation(self, lungs: dict[str, np.ndarray], side: str, lobe: str) -> np.ndarray:
+        """Lobar airspace opacity: the part of ``lobe`` inside a large ellipsoid (so it stops at the fissures and the
+        pleura, unlike a round nodule), crossed by air bronchograms that run out from its centre."""
+        height = self.lung_bottom - self.lung_top
+        in_lobe = lungs[side] & (lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe)
+        if not in_lobe.any():
+            in_lobe = lungs[side]
+        centre = np.argwhere(in_lobe)[self.rng.integers(int(in_lobe.sum()))]
+        c = (self.z[tuple(centre)], self.y[tuple(centre)], self.x[tuple(centre)])
+        radii = tuple(float(r) for r in self.rng.uniform(35, 55, size=3))
+        opacity = in_lobe & (_ellipsoid(self.z, self.y, self.x, c, radii) <= 1)
+        self.volume[opacity] = HU["consolidation"]
+        offsets = (self.z - c[0], self.y - c[1], self.x - c[2])
+        for _ in range(3):  # each bronchogram: a 3 mm-radius air tube along a half-line from the centre
+            direction = self.rng.normal(size=3)
+            direction /= np.linalg.norm(direction)
+            along = sum(o * d for o, d in zip(offsets, direction))
+            across_sq = sum(o * o for o in offsets) - along ** 2
+            self.volume[opacity & (along > 0) & (across_sq <= 3.0 ** 2)] = HU["air"] + 100
+        self.findings.extras.setdefault("centres_mm", {})[f"{side} {lobe} consolidation"] = [float(v) for v in c]
+        return opacity
 
     def _blob(self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float) -> np.ndarray:
         """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung)."""
