@@ -3,6 +3,7 @@ random-weight recipe), and a report run starts from what it saved."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,8 @@ def test_label_pretraining_lowers_the_loss_and_a_report_run_starts_from_it(tmp_p
     # are too few to show that it generalises, so the test asks only that it learns)
     curve = [e["loss"] for e in history.read(out / "history-labels.jsonl") if "loss" in e]
     assert len(curve) == 24 and sum(curve[-4:]) / 4 < sum(curve[:4]) / 4 - 0.05, curve
+    scores = json.loads((out / "label_scores.json").read_text())  # what the vision side learned, on validation
+    assert len(scores) == 6 and all(row["studies"] == 2 for row in scores.values()), scores
     encoder, perceiver = (load_file(str(out / f"{part}.safetensors")) for part in ("encoder", "perceiver"))
     stage1 = tmp_path / "stage1"
     run_training(resolve("stage1", recipe, {"max_steps": 1, "batch_size": 2, "lr": 1e-3, "tasks": ["diagnosis"]}),
@@ -93,3 +96,30 @@ def test_label_pretraining_needs_a_3d_recipe_and_fitting_weights(tmp_path, phant
     save_file({"bogus.weight": torch.zeros(2)}, str(weights / "perceiver.safetensors"))
     with pytest.raises(ValueError, match="perceiver.safetensors: weights do not fit this model's perceiver"):
         load_encoder_weights(model, weights)
+
+
+def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from napari_radreport.training.label_eval import label_scores, write_label_scores
+
+    logits = torch.tensor([[2.0, 0.1, 1.0], [-1.0, 0.3, 1.0], [0.5, -2.0, 1.0], [-0.2, 1.5, 1.0], [1.0, 0.0, 1.0]])
+
+    class Fixed(torch.nn.Module):  # logits by study index, read from the first voxel of its image
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, pixel_values):
+            return logits[pixel_values.flatten(1)[:, 0].long()]
+
+    targets = torch.tensor([[1, 0, 1], [0, MISSING, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1]], dtype=torch.float32)
+    dataset = [{"pixel_values": torch.full((1, 1, 2, 2, 2), float(i)), "labels": targets[i]} for i in range(5)]
+    scores = label_scores(Fixed(), dataset, ["a", "b", "c"], batch_size=2)
+    assert scores["a"]["AUROC"] == pytest.approx(roc_auc_score([1, 0, 1, 0, 0], logits[:, 0]), abs=1e-4)
+    given = [0, 2, 3, 4]  # study 1 does not give "b"
+    assert scores["b"]["studies"] == 4 and scores["b"]["AUROC"] == pytest.approx(
+        roc_auc_score(targets[given, 1], logits[given, 1]), abs=1e-4)
+    assert "AUROC" not in scores["c"] and scores["c"]["positives"] == 5  # one class only: no AUROC
+    line = write_label_scores(scores, tmp_path)
+    assert json.loads((tmp_path / "label_scores.json").read_text()) == scores and line.startswith("validation AUROC: a ")

@@ -38,7 +38,7 @@ class StudyLabels(torch.utils.data.Dataset):
     """``dataset[i]`` -> {"pixel_values": (1, C, ...), "labels": (L,)}; pixels come from ``images``."""
 
     def __init__(self, records: list[ManifestRecord], images, names: list[str]):
-        self.images, self.targets = images, [label_vector(r, names) for r in records]
+        self.images, self.names, self.targets = images, names, [label_vector(r, names) for r in records]
         self.epoch = 0
 
     def __len__(self) -> int:

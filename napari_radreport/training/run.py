@@ -80,5 +80,11 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
     if config.save_every and trainer.step % config.save_every:
         trainer.save_checkpoint()
     summary["saved"] = [str(p) for p in save_result(trainer, config, out)]
+    if config.stage == "labels" and trainer.accelerator.is_main_process and parts.eval_data is not None:
+        from napari_radreport.training.label_eval import label_scores, write_label_scores
+
+        classifier = trainer.accelerator.unwrap_model(trainer.objective).model
+        summary["label_scores"] = label_scores(classifier, parts.eval_data, parts.eval_data.names)
+        log(f"{config.run_name}: {write_label_scores(summary['label_scores'], out)}")
     summary["processes"] = trainer.accelerator.num_processes
     return summary
