@@ -122,4 +122,5 @@ def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
         roc_auc_score(targets[given, 1], logits[given, 1]), abs=1e-4)
     assert "AUROC" not in scores["c"] and scores["c"]["positives"] == 5  # one class only: no AUROC
     line = write_label_scores(scores, tmp_path)
-    assert json.loads((tmp_path / "label_scores.json").read_text()) == scores and line.startswith("validation AUROC: a ")
+    assert json.loads((tmp_path / "label_scores.json").read_text()) == scores
+    assert line.startswith("validation AUROC: a ")

@@ -79,7 +79,8 @@ class ViT3DConfig(PreTrainedConfig):
             )
         stem = [int(c) for c in (self.conv_stem_channels or ())]
         if any(c < 1 for c in stem):
-            raise ConfigError(f"vision_config.conv_stem_channels must be positive integers, got {self.conv_stem_channels!r}")
+            raise ConfigError("vision_config.conv_stem_channels must be positive integers, "
+                              f"got {self.conv_stem_channels!r}")
         self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
 
     @property

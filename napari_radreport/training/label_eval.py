@@ -42,7 +42,8 @@ def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> 
         row: dict[str, Any] = {"studies": int(given.sum()), "positives": positives}
         if 0 < positives < len(truth):  # AUROC and balanced accuracy need both classes
             found = scores_of(truth, scores)
-            row.update({"AUROC": round(found["AUROC"], 4), "balanced accuracy": round(found["balanced accuracy"], 4)})
+            row.update({"AUROC": round(found["AUROC"], 4),
+                        "balanced accuracy": round(found["balanced accuracy"], 4)})
         out[name] = row
     return out
 
@@ -52,4 +53,3 @@ def write_label_scores(scores: dict[str, dict[str, Any]], out: Path) -> str:
     (Path(out) / "label_scores.json").write_text(json.dumps(scores, indent=1))
     parts = [f"{name} {row['AUROC']:.3f}" for name, row in scores.items() if "AUROC" in row]
     return "validation AUROC: " + (", ".join(parts) if parts else "not computed (a label needs both classes)")
-
