@@ -123,6 +123,32 @@ def test_written_dataset_reads_back_as_canonical_ct(tmp_path):
     assert records[0].labels == reports.labels(reports.read_findings(records[0].impression))
 
 
+def test_manifest_positions_point_at_the_nodule_and_the_consolidation_in_the_written_file(tmp_path):
+    from napari_radreport.io import load_study
+
+    manifest = write_phantoms(tmp_path, 12, seed=5, val=0.0, test=0.0)
+    records = read_manifest(manifest)
+    found = {"Lung nodule": 0, "Consolidation": 0}
+    for record in records:
+        assert set(record.positions) == {k for k in found if record.labels[k]}  # one centre per local finding
+        if not record.positions:
+            continue
+        image = load_study(record.image_paths()[0]).image
+        inverse = np.linalg.inv(np.asarray(image.direction, dtype=float))
+        for label, points in record.positions.items():
+            # LPS -> array index through the file's own geometry (the inverse of Study.index_to_patient)
+            index = (np.asarray(points[0]) - np.asarray(image.origin)) @ inverse / np.asarray(image.spacing)
+            hu = image.array[tuple(np.round(index).astype(int))]
+            target = anatomy.HU["nodule" if label == "Lung nodule" else "consolidation"]
+            assert abs(hu - target) < 60 or (label == "Consolidation" and hu < -700), (record.id, label, hu)
+            found[label] += 1
+    assert min(found.values()) >= 2, found
+    with pytest.raises(ManifestError, match="positions of 'Lung nodule' must be a list of"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n')
+        read_manifest(bad)
+
+
 def test_manifest_errors_name_the_line_and_field(tmp_path):
     good = ManifestRecord(id="a", modality="ct", images=["a.nii.gz"], qa=[
         {"question": "q?", "answer": "y", "choices": ["x", "y"], "answer_index": 1},

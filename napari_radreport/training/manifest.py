@@ -7,11 +7,14 @@ Fields (only ``id``, ``modality`` and ``images`` are required)::
      "regions": {"chest": "...", "abdomen": "...", "pelvis": "..."},
      "qa": [{"question": "...", "answer": "...", "choices": ["...", "..."], "answer_index": 0}],
      "labels": {"Lung nodule": 1, "Pleural effusion": 0},
+     "positions": {"Lung nodule": [[-71.5, 40.2, -210.0]]},
      "hu_rescale": [1.0, -1024.0], "source": "ct-rate"}
 
 ``images`` are paths relative to the manifest's folder (or absolute): one volume (NIfTI file or DICOM
 folder) for CT, one to four radiographs for X-ray. ``hu_rescale`` (slope, intercept) is applied after
-reading only for files whose stored values are not yet HU. Malformed lines fail with the line number.
+reading only for files whose stored values are not yet HU. ``positions`` gives, per label, the centres of its
+findings as LPS patient coordinates in mm (the frame of ``Study.index_to_patient``), for training that needs to
+know where a finding is. Malformed lines fail with the line number.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class ManifestRecord:
     regions: dict[str, str] = field(default_factory=dict)
     qa: list[QAPair] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, list[list[float]]] = field(default_factory=dict)  # label -> LPS centres in mm
     hu_rescale: tuple[float, float] | None = None
     source: str = ""
     root: Path | None = None  # the manifest's folder; relative image paths are resolved against it
@@ -82,6 +86,10 @@ class ManifestRecord:
         for label, value in self.labels.items():
             if value not in (0, 1):
                 raise ValueError(f"label {label!r} must be 0 or 1, got {value!r}")
+        for label, points in self.positions.items():
+            if not isinstance(points, list) or not all(isinstance(p, (list, tuple)) and len(p) == 3 for p in points):
+                raise ValueError(f"positions of {label!r} must be a list of [L, P, S] points in mm")
+        self.positions = {label: [[float(v) for v in p] for p in points] for label, points in self.positions.items()}
         if self.hu_rescale is not None:
             self.hu_rescale = tuple(float(v) for v in self.hu_rescale)  # type: ignore[assignment]
             if len(self.hu_rescale) != 2:

@@ -188,6 +188,14 @@ def phantom_volume(findings: Findings, rng: np.random.Generator) -> np.ndarray:
     return Phantom(findings, rng).build()
 
 
+def patient_position(centre_mm) -> list[float]:
+    """LPS position in mm of a point given in phantom coordinates (z, y, x from the volume centre, as ``_grid``),
+    in the frame of the NIfTI file that ``nifti_affine`` describes."""
+    index = np.asarray(centre_mm, dtype=float) / np.asarray(SPACING) + (np.asarray(SHAPE) - 1) / 2
+    ras = nifti_affine() @ np.array([*index, 1.0])
+    return [float(-ras[0]), float(-ras[1]), float(ras[2])]
+
+
 def nifti_affine() -> np.ndarray:
     """RAS affine that reads back in the canonical order: axis 0 inferior, 1 posterior, 2 to the patient's left."""
     affine = np.zeros((4, 4))

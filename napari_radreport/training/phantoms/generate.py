@@ -25,8 +25,16 @@ def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, n
         id=f"phantom-{index:05d}", modality="ct", images=[f"volumes/phantom-{index:05d}.nii.gz"], split=split,
         findings=findings_text, impression=reports.impression_text(findings, rng),
         regions={"chest": findings_text}, qa=reports.questions(findings, rng), labels=reports.labels(findings),
-        source="phantom")
+        positions=_positions(findings), source="phantom")
     return record, volume
+
+
+def _positions(findings: anatomy.Findings) -> dict[str, list[list[float]]]:
+    """LPS centres of the local findings (nodule, consolidation) that ``phantom_volume`` drew."""
+    centres = findings.extras.get("centres_mm", {})
+    keys = {"Lung nodule": findings.nodule and f"{findings.nodule[0]} {findings.nodule[1]} {anatomy.HU['nodule']:g}",
+            "Consolidation": findings.consolidation and " ".join((*findings.consolidation, "consolidation"))}
+    return {label: [anatomy.patient_position(centres[key])] for label, key in keys.items() if key}
 
 
 def _split_of(index: int, count: int, val: float, test: float) -> str:
