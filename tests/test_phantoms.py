@@ -143,6 +143,18 @@ def test_manifest_positions_point_at_the_nodule_and_the_consolidation_in_the_wri
             assert abs(hu - target) < 60 or (label == "Consolidation" and hu < -700), (record.id, label, hu)
             found[label] += 1
     assert min(found.values()) >= 2, found
+    # and through the demo model's preprocessing: a nodule of 15 mm or more is bright where its position lands
+    from napari_radreport.modeling.processor import Preprocess, patient_to_pixel_index, volume_to_pixels
+    from napari_radreport.modeling.recipes import load_recipe
+
+    spec = Preprocess.from_recipe(load_recipe("radreport-demo-phantom").config().preprocess)
+    large = [r for r in records
+             if r.positions.get("Lung nodule") and reports.read_findings(r.impression).nodule[2] >= 15]
+    assert large
+    for record in large:
+        study = load_study(record.image_paths()[0])
+        where = np.round(patient_to_pixel_index(study, spec, record.positions["Lung nodule"][0])).astype(int)
+        assert volume_to_pixels(study, spec)[0, 0][tuple(where)] > 0.6, record.id  # lung around it: about 0.1
     with pytest.raises(ManifestError, match="positions of 'Lung nodule' must be a list of"):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n')

@@ -154,3 +154,38 @@ def test_a_follow_up_prompt_starts_with_the_previous_turns(tmp_path):
     follow = prompt_ids(tokenizer, "w9", image_token="<im_patch>", num_image_tokens=3,
                         history=[("w5 w6", "w7 w8")])[0].tolist()
     assert follow[:len(first)] == first and follow[len(first):] == [7, 8, 9]
+
+
+@pytest.mark.parametrize("target, resize", [((40, 12, 20), "crop_or_pad"), ((16, 6, 9), "crop_or_pad"),
+                                            ((16, 12, 9), "resize")])
+def test_a_patient_position_lands_where_preprocessing_puts_its_voxels(target, resize):
+    from scipy.ndimage import map_coordinates
+
+    from napari_radreport.modeling.processor import patient_to_pixel_index
+
+    shape, spacing = (18, 10, 14), (2.5, 1.0, 1.5)
+    direction = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # axis 0 -> S, 1 -> -P, 2 -> L
+    origin = (-10.0, 25.0, -30.0)
+    gradient = np.array([1.0, 2.0, 3.0])  # HU per mm along L, P, S: linear, so resampling keeps it exactly
+
+    def hu(position):
+        return 500.0 + np.asarray(position) @ gradient
+
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(float)
+    positions = np.asarray(origin) + (index * np.asarray(spacing)) @ direction
+    image = ImageData(array=hu(positions).astype(np.float32), spacing=spacing, modality="CT", origin=origin,
+                      direction=direction)
+    study = Study(kind="ct", images=[image])
+    np.testing.assert_allclose(image.patient_to_index(image.index_to_patient((3.2, 4.0, 7.5))), (3.2, 4.0, 7.5))
+    spec = Preprocess(target_shape=target, spacing_mm=(2.0, 1.25, 1.25), intensity="hu_window",
+                      hu_window=(-1000.0, 2000.0), resize=resize)
+    pixels = volume_to_pixels(study, spec)[0, 0].numpy()
+    inner = positions[5:13, 3:7, 4:10].reshape(-1, 3)  # well inside: interpolation near the edges clamps
+    found = []
+    for position in inner:
+        where = patient_to_pixel_index(study, spec, position)
+        if np.all(where >= 0) and np.all(where <= np.asarray(target) - 1):
+            found.append((map_coordinates(pixels, where[:, None], order=1)[0], (hu(position) + 1000.0) / 3000.0))
+    assert len(found) > 20
+    got, expected = np.array(found).T
+    np.testing.assert_allclose(got, expected, atol=2e-5)  # half a voxel off would be 2.5e-4 here

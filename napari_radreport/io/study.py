@@ -85,6 +85,13 @@ class ImageData:
         steps = idx * np.asarray(self.spacing, dtype=float)
         return np.asarray(self.origin, dtype=float) + steps @ self.direction
 
+    def patient_to_index(self, position: Any) -> np.ndarray:
+        """The (continuous) spatial index in array order of an LPS position in mm; inverse of index_to_patient."""
+        if self.direction is None or self.origin is None or None in self.spacing:
+            raise ValueError(f"{self.label}: no patient geometry (radiograph or unknown spacing)")
+        offset = np.asarray(position, dtype=float) - np.asarray(self.origin, dtype=float)
+        return np.linalg.solve(np.asarray(self.direction, dtype=float).T, offset) / np.asarray(self.spacing, dtype=float)
+
     def value_range(self) -> tuple[float, float]:
         """(min, max) of the array, computed once (the dock and the summary ask for it repeatedly)."""
         if self._value_range is None:

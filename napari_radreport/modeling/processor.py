@@ -100,6 +100,24 @@ def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     return volume[None, None].expand(1, spec.channels, *shape).contiguous()
 
 
+def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
+    """Where an LPS position (mm) lands in ``volume_to_pixels(study, spec)``: a continuous (D, H, W) index.
+
+    Follows the same steps: resampling (``align_corners=False``: output o covers input (o + 0.5) * in / out - 0.5),
+    then the centre crop/pad or the resize to the target shape.
+    """
+    index = study.image.patient_to_index(position)
+    shape = np.asarray(study.array.shape[-3:], dtype=float)
+    if spec.spacing_mm is not None:
+        resampled = np.array([max(1, int(round(n * s / t))) for n, s, t in zip(shape, study.spacing, spec.spacing_mm)],
+                             dtype=float)
+        index, shape = (index + 0.5) * resampled / shape - 0.5, resampled
+    target = np.asarray(spec.target_shape, dtype=float)
+    if spec.resize == "crop_or_pad":  # the same integer offsets as _crop_or_pad
+        return index - np.where(shape > target, (shape - target) // 2, -((target - shape) // 2))
+    return (index + 0.5) * target / shape - 0.5
+
+
 def _unit_range(image) -> torch.Tensor:
     """A radiograph to [0, 1] through its display window (or its own range)."""
     from napari_radreport.io.windows import default_contrast_limits
