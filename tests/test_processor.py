@@ -189,3 +189,13 @@ def test_a_patient_position_lands_where_preprocessing_puts_its_voxels(target, re
     assert len(found) > 20
     got, expected = np.array(found).T
     np.testing.assert_allclose(got, expected, atol=2e-5)  # half a voxel off would be 2.5e-4 here
+
+
+def test_centre_crop_and_pad_keep_the_middle_and_pad_evenly():
+    from napari_radreport.modeling.processor import _crop_or_pad
+
+    ramp = torch.arange(7, dtype=torch.float32)[:, None, None].expand(7, 2, 2)
+    cropped = _crop_or_pad(ramp, (4, 2, 2), fill=-1.0)[:, 0, 0].tolist()
+    padded = _crop_or_pad(ramp, (10, 2, 2), fill=-1.0)[:, 0, 0].tolist()
+    assert cropped == [1.0, 2.0, 3.0, 4.0]  # (7 - 4) // 2 = 1 voxel dropped before
+    assert padded == [-1.0] + list(range(7)) + [-1.0, -1.0]  # (10 - 7) // 2 = 1 voxel padded before

@@ -47,19 +47,28 @@ class Preprocess:
         return repr(sorted(self.__dict__.items()))
 
 
+def _resampled_size(shape, spacing, target) -> list[int]:
+    """Voxels along each axis after resampling ``shape`` from ``spacing`` to ``target`` spacing (mm)."""
+    return [max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target)]
+
+
 def _resample(volume: torch.Tensor, spacing, target) -> torch.Tensor:
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(volume.shape[-3:], spacing, target)]
+    size = _resampled_size(volume.shape[-3:], spacing, target)
     return F.interpolate(volume[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
+
+
+def _crop_start(have: int, want: int) -> int:
+    """Centre crop or pad along one axis: the first kept voxel (crop), or minus the voxels padded before (pad)."""
+    return (have - want) // 2 if have > want else -((want - have) // 2)
 
 
 def _crop_or_pad(volume: torch.Tensor, shape, fill: float) -> torch.Tensor:
     for axis, want in enumerate(shape):
         have = volume.shape[axis]
         if have > want:
-            start = (have - want) // 2
-            volume = volume.narrow(axis, start, want)
+            volume = volume.narrow(axis, _crop_start(have, want), want)
         elif have < want:
-            before = (want - have) // 2
+            before = -_crop_start(have, want)
             pad_shape = list(volume.shape)
             pad_shape[axis] = want
             padded = torch.full(pad_shape, fill, dtype=volume.dtype)
@@ -107,15 +116,14 @@ def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
     then the centre crop/pad or the resize to the target shape.
     """
     index = study.image.patient_to_index(position)
-    shape = np.asarray(study.array.shape[-3:], dtype=float)
+    shape = study.array.shape[-3:]
     if spec.spacing_mm is not None:
-        resampled = np.array([max(1, int(round(n * s / t))) for n, s, t in zip(shape, study.spacing, spec.spacing_mm)],
-                             dtype=float)
-        index, shape = (index + 0.5) * resampled / shape - 0.5, resampled
-    target = np.asarray(spec.target_shape, dtype=float)
-    if spec.resize == "crop_or_pad":  # the same integer offsets as _crop_or_pad
-        return index - np.where(shape > target, (shape - target) // 2, -((target - shape) // 2))
-    return (index + 0.5) * target / shape - 0.5
+        resampled = _resampled_size(shape, study.spacing, spec.spacing_mm)
+        index, shape = (index + 0.5) * np.asarray(resampled) / np.asarray(shape) - 0.5, resampled
+    target = spec.target_shape
+    if spec.resize == "crop_or_pad":
+        return index - np.array([_crop_start(have, want) for have, want in zip(shape, target)])
+    return (index + 0.5) * np.asarray(target) / np.asarray(shape) - 0.5
 
 
 def _unit_range(image) -> torch.Tensor:
