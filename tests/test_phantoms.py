@@ -66,7 +66,7 @@ def test_findings_are_drawn_where_the_report_puts_them():
     truth = anatomy.Findings(nodule=("left", "lower", 22), effusion="right", cardiomegaly=False)
     phantom = anatomy.Phantom(truth, rng)
     volume = phantom.build()
-    centre = truth.extras["centres_mm"][f"left lower {anatomy.HU['nodule']:g}"]
+    centre = truth.extras["centres_mm"]["nodule"]
     index = tuple(int(np.argmin(np.abs(axis_mm - c))) for axis_mm, c in
                   zip([phantom.z[:, 0, 0], phantom.y[0, :, 0], phantom.x[0, 0, :]], centre))
     assert abs(volume[index] - anatomy.HU["nodule"]) < 80  # soft tissue inside the lung

@@ -126,7 +126,7 @@ class Phantom:
             aerated = {side: mask & ~opacity for side, mask in aerated.items()}
         if f.nodule:
             side, lobe, size = f.nodule
-            self._blob(aerated, side, lobe, radius=size / 2, hu=HU["nodule"])
+            self._blob(aerated, side, lobe, radius=size / 2, hu=HU["nodule"], name="nodule")
         v += self.rng.normal(0, 15, SHAPE).astype(np.float32)
         return np.clip(v, -1024, 3071)
 
@@ -156,11 +156,12 @@ class Phantom:
             along = sum(o * d for o, d in zip(offsets, direction))
             across_sq = sum(o * o for o in offsets) - along ** 2
             self.volume[opacity & (along > 0) & (across_sq <= 3.0 ** 2)] = HU["air"] + 100
-        self.findings.extras.setdefault("centres_mm", {})[f"{side} {lobe} consolidation"] = [float(v) for v in c]
+        self.findings.extras.setdefault("centres_mm", {})["consolidation"] = [float(v) for v in c]
         return opacity
 
-    def _blob(self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float) -> np.ndarray:
-        """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung)."""
+    def _blob(self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float, name: str) -> None:
+        """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung); its centre
+        goes to ``findings.extras["centres_mm"][name]``."""
         mask = lungs[side]
         height = self.lung_bottom - self.lung_top
         inner = mask.copy()
@@ -179,8 +180,7 @@ class Phantom:
         c = (self.z[tuple(centre)], self.y[tuple(centre)], self.x[tuple(centre)])
         sphere = _ellipsoid(self.z, self.y, self.x, c, (radius, radius, radius)) <= 1
         self.volume[sphere & mask] = hu
-        self.findings.extras.setdefault("centres_mm", {})[f"{side} {lobe} {hu:g}"] = [float(v) for v in c]
-        return sphere
+        self.findings.extras.setdefault("centres_mm", {})[name] = [float(v) for v in c]
 
 
 def phantom_volume(findings: Findings, rng: np.random.Generator) -> np.ndarray:

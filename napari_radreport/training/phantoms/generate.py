@@ -32,9 +32,8 @@ def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, n
 def _positions(findings: anatomy.Findings) -> dict[str, list[list[float]]]:
     """LPS centres of the local findings (nodule, consolidation) that ``phantom_volume`` drew."""
     centres = findings.extras.get("centres_mm", {})
-    keys = {"Lung nodule": findings.nodule and f"{findings.nodule[0]} {findings.nodule[1]} {anatomy.HU['nodule']:g}",
-            "Consolidation": findings.consolidation and " ".join((*findings.consolidation, "consolidation"))}
-    return {label: [anatomy.patient_position(centres[key])] for label, key in keys.items() if key}
+    labels = {"nodule": "Lung nodule", "consolidation": "Consolidation"}
+    return {labels[name]: [anatomy.patient_position(centre)] for name, centre in centres.items()}
 
 
 def _split_of(index: int, count: int, val: float, test: float) -> str:
