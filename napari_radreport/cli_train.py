@@ -54,12 +54,13 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
 
 def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
-    train = sub.add_parser("train", parents=[common], help="train a model (stage 1, stage 2 LoRA, MAE or label pretraining)",
+    train = sub.add_parser("train", parents=[common], help="train a model (stage 1, stage 2 LoRA, MAE, label or candidate pretraining)",
                            description="Train on a JSONL manifest's train split, evaluating on its val split. "
                                        "Run under `accelerate launch` for several processes or GPUs.")
     train.add_argument("--stage", choices=STAGES, default="stage1",
                        help="stage1: perceiver; stage2: perceiver + LoRA adapter; mae: 3-D encoder pretraining; labels: 3-D "
-                            "encoder and perceiver learn the abnormality labels")
+                            "encoder and perceiver learn the abnormality labels; candidates: the encoder's conv stem "
+                            "learns small findings from patches at the manifest's positions")
     train.add_argument("--manifest", required=True, help="JSONL manifest (docs/datasets.md)")
     train.add_argument("--out", required=True, help="output folder: model, adapters/, checkpoints/, loss plot")
     start = train.add_argument_group("what to start from")
@@ -67,7 +68,8 @@ def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     start.add_argument("--init", help="a model folder to continue from (stage 1 output for stage 2)")
     start.add_argument("--tiny", action="store_true", help="the recipe's tiny sizes (tests, smoke runs)")
     start.add_argument("--tokenizer", help="tokenizer folder of the recipe's language model")
-    start.add_argument("--encoder", help="folder with encoder.safetensors from a --stage mae or --stage labels run")
+    start.add_argument("--encoder", help="folder with encoder.safetensors (--stage mae or labels) or "
+                                                  "stem.safetensors (--stage candidates) to start from")
     what = train.add_argument_group("what to train (defaults: stage defaults < recipe 'train' section < these)")
     what.add_argument("--tasks", nargs="+", choices=TASKS, help="which question/answer pairs to train on")
     what.add_argument("--adapter", help="stage 2: the LoRA adapter's name (findings, impression, vqa, ...)")

@@ -9,9 +9,13 @@ MODEL=napari_radreport/demo_model
 DATA=$WORK/phantoms/manifest.jsonl
 
 [ -f "$DATA" ] || "$BIN/radreport" phantoms "$WORK/phantoms" --count 2400 --seed 0 --quiet
-# 0. the encoder and perceiver learn the six labels first, so the decoder meets features that already tell the
-#    findings apart (without this the small findings stay at the prior)
-"$BIN/radreport" train --stage labels --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/labels" --quiet
+# 0a. the encoder's conv stem learns nodules from patches at their positions (image labels alone never taught it)
+"$BIN/radreport" train --stage candidates --recipe radreport-demo-phantom --manifest "$DATA" --out "$WORK/candidates" \
+    --quiet
+# 0b. the encoder and perceiver learn the six labels on top of that stem (kept frozen from here on), so the decoder
+#     meets features that already tell the findings apart (without this the small findings stay at the prior)
+"$BIN/radreport" train --stage labels --recipe radreport-demo-phantom --encoder "$WORK/candidates" --manifest "$DATA" \
+    --out "$WORK/labels" --quiet
 # 1. short image-bound answers (diagnosis, questions) first: the decoder cannot lower the loss without the image
 "$BIN/radreport" train --recipe radreport-demo-phantom --encoder "$WORK/labels" --manifest "$DATA" \
     --out "$WORK/stage1-questions" --tasks diagnosis qa --quiet
@@ -31,4 +35,5 @@ DATA=$WORK/phantoms/manifest.jsonl
 # the model card stays; the weights, config and tokenizer are replaced
 mkdir -p "$MODEL"
 cp "$WORK/stage1-questions-again"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
+echo "trained in $SECONDS s"
 "$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"

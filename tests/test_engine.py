@@ -152,6 +152,31 @@ def test_multiple_choice_answers_with_one_of_the_offered_letters(engine, abdomen
         engine.choose(abdomen, "Where?", ["a", "b", "c", "d", "e"])
 
 
+def test_multiple_choice_in_words_compares_each_options_whole_answer(engine, abdomen):
+    from napari_radreport.engine.prompts import choice_prompt, task_prompts
+
+    runner = engine.runner
+    config = runner.model.config
+    config.prompt = {**(config.prompt or {}), "choice_answer": "text"}  # this engine's copy of the model only
+    choices = ["left lung", "right lung", "both lungs"]
+    choice = engine.choose(abdomen, "Where is the nodule?", choices)
+    tokenizer, features = runner.loaded.tokenizer, runner.image_features(abdomen)
+    prompt, _ = runner.prompt(abdomen, choice_prompt(task_prompts(config.prompt), "Where is the nodule?", choices))
+    totals = []
+    for text in choices:  # one whole forward pass per option, from scratch
+        answer = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            logits = runner.model(input_ids=torch.tensor([prompt + answer]), image_features=features).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        totals.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer)))
+    expected = torch.softmax(torch.tensor(totals), 0).tolist()
+    assert [choice.probabilities[letter] for letter in "ABC"] == pytest.approx(expected, abs=1e-5)
+    assert choice.letter == "ABC"[max(range(3), key=expected.__getitem__)]
+    config.prompt["choice_answer"] = "word"
+    with pytest.raises(ValueError, match="prompt.choice_answer must be letter or text"):
+        engine.choose(abdomen, "Where is the nodule?", choices)
+
+
 def test_a_regional_report_has_a_section_per_region_then_the_impression(engine, abdomen):
     events = []
     result = engine.report(abdomen, regions=["chest", "abdomen", "pelvis"],

@@ -141,6 +141,8 @@ def test_any_causal_lm_transformers_knows_can_be_the_text_model(text_type):
          "image_token_id"),
         (lambda: tiny_model({"perceiver_type": "spp", "pooling_size": 3}), "perceiver_config.pooling_size"),
         (lambda: PerceiverConfig(feature_norm="layer"), "perceiver_config.feature_norm"),
+        (lambda: PerceiverConfig(pooling_size=[2, 4]), "perceiver_config.pooling_size"),
+        (lambda: PerceiverConfig(pooling_size=[2, 0, 4]), "perceiver_config.pooling_size"),
         (lambda: PerceiverConfig(perceiver_type="mlp2x", feature_norm="batch"), "perceiver_config.feature_norm"),
     ],
 )
@@ -149,8 +151,23 @@ def test_malformed_configs_fail_naming_the_field(factory, field):
         factory()
 
 
-def _reference_vit3d(encoder, pixels):
-    """M3D-CLIP's ViT written from its equations with explicit softmax attention."""
+def test_pooling_sizes_can_differ_per_axis():
+    from napari_radreport.modeling.perceivers import build_perceiver
+
+    perceiver = build_perceiver(PerceiverConfig(perceiver_type="max_pool", pooling_size=[2, 4, 4]), 16, (8, 8, 8), 32)
+    assert perceiver.num_tokens == 16  # 4 x 2 x 2 windows
+    tokens = torch.randn(2, 512, 16)
+    volume = tokens.transpose(1, 2).reshape(2, 16, 4, 2, 2, 4, 2, 4)  # (B, C, D/2, 2, H/4, 4, W/4, 4)
+    pooled = volume.amax(dim=(3, 5, 7)).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        assert torch.allclose(perceiver(tokens), perceiver.projector(pooled), atol=1e-6)
+    reloaded = PerceiverConfig.from_dict(PerceiverConfig(pooling_size=[2, 4, 4]).to_dict())
+    assert reloaded.pooling_size == [2, 4, 4]
+
+
+def _reference_vit3d(encoder, pixels, added=None):
+    """M3D-CLIP's ViT written from its equations with explicit softmax attention; ``added`` (B, N, hidden) goes
+    onto the patch embeddings."""
     cfg = encoder.config
     sd = {k: v for k, v in encoder.state_dict().items()}
     b, c, s0, s1, s2 = pixels.shape
@@ -158,7 +175,7 @@ def _reference_vit3d(encoder, pixels):
     x = pixels.reshape(b, c, s0 // p1, p1, s1 // p2, p2, s2 // p3, p3)
     x = torch.einsum("bchpwqdr->bhwdpqrc", x).reshape(b, -1, p1 * p2 * p3 * c)
     x = x @ sd["patch_embedding.patch_embeddings.1.weight"].T + sd["patch_embedding.patch_embeddings.1.bias"]
-    x = x + sd["patch_embedding.position_embeddings"]
+    x = x + sd["patch_embedding.position_embeddings"] + (0 if added is None else added)
     x = torch.cat([sd["cls_token"].expand(b, -1, -1), x], dim=1)
     heads, width = cfg.num_attention_heads, cfg.hidden_size
     ln = torch.nn.functional.layer_norm
@@ -210,6 +227,60 @@ def test_conv_stem_feeds_the_patches_the_pixels_and_its_filters():
         torch.testing.assert_close(encoder(pixels), _reference_vit3d(encoder, stacked), atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match=r"vision_config\.conv_stem_channels"):
         ViT3DConfig(**TINY_VISION, conv_stem_channels=[4, 0])
+
+
+def test_conv_stem_detectors_give_each_patch_its_highest_probability():
+    from napari_radreport.modeling.vit3d import ViT3DEncoder
+
+    torch.manual_seed(3)
+    encoder = ViT3DEncoder(ViT3DConfig(**TINY_VISION, conv_stem_channels=[3], conv_stem_detectors=2)).eval()
+    assert encoder.config.embedding_input_dim == (1 + 3) * 4 * 16 * 16
+    with torch.no_grad():
+        pixels = torch.randn(2, 1, 8, 64, 64)
+        sd = encoder.state_dict()
+        conv = torch.nn.functional.conv3d
+        h = torch.nn.functional.gelu(conv(pixels, sd["patch_embedding.stem.layers.0.weight"],
+                                          sd["patch_embedding.stem.layers.0.bias"], padding=1))
+        maps = torch.sigmoid(conv(h, sd["patch_embedding.stem.detector.weight"],
+                                  sd["patch_embedding.stem.detector.bias"]))  # (2, 2, 8, 64, 64)
+        peaks = maps.reshape(2, 2, 2, 4, 4, 16, 4, 16).amax(dim=(3, 5, 7)).flatten(2).transpose(1, 2)  # (2, 32, 2)
+        added = peaks @ sd["patch_embedding.detector_embedding.weight"].T + sd["patch_embedding.detector_embedding.bias"]
+        tokens = _reference_vit3d(encoder, torch.cat([pixels, h], dim=1), added)
+        out = encoder(pixels)
+        assert out.shape == (2, 32, 32 + 2) and encoder.output_dim == 34  # hidden features, then the 2 peaks
+        torch.testing.assert_close(out, torch.cat([tokens, peaks], dim=-1), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(_reference_vit3d(encoder, torch.cat([pixels, h], dim=1)), tokens, atol=1e-3)
+    for wrong in ({"conv_stem_detectors": 1}, {"conv_stem_channels": [3], "conv_stem_detectors": -1}):
+        with pytest.raises(ConfigError, match=r"vision_config\.conv_stem_detectors"):
+            ViT3DConfig(**TINY_VISION, **wrong)
+
+
+def test_each_detector_adds_a_token_from_its_strongest_patch_and_where_it_is(tmp_path):
+    from napari_radreport.modeling.detector_tokens import DetectorTokens
+    from napari_radreport.modeling.perceivers import build_perceiver
+
+    perceiver = build_perceiver(PerceiverConfig(perceiver_type="spp"), 16 + 2, (2, 4, 4), 24, detectors=2)
+    assert isinstance(perceiver, DetectorTokens) and perceiver.num_tokens == perceiver.pool.num_tokens + 2
+    tokens = torch.rand(3, 32, 18) * 0.5
+    tokens[1, 21, 16] = 0.9  # detector 0 of image 1: strongest at grid (1, 1, 1) of (2, 4, 4)
+    peaks = perceiver.peaks(tokens)
+    assert peaks.shape == (3, 2, 4)
+    torch.testing.assert_close(peaks[1, 0], torch.tensor([0.9, 0.75, 0.375, 0.375]))
+    with torch.no_grad():
+        out = perceiver(tokens)
+        assert out.shape == (3, perceiver.pool.num_tokens + 2, 24)
+        torch.testing.assert_close(out[:, :-2], perceiver.pool(tokens))
+        torch.testing.assert_close(out[:, -2:], perceiver.summary(peaks) + perceiver.kind)
+    config = RadReportConfig(vision_config={**TINY_VISION, "conv_stem_channels": [4], "conv_stem_detectors": 1},
+                             text_config=TINY_TEXT, perceiver_config={"perceiver_type": "spp"},
+                             image_token_id=IMAGE_TOKEN)
+    model = RadReportForConditionalGeneration(config).eval()
+    assert model.num_image_tokens == model.perceiver.pool.num_tokens + 1
+    model.save_pretrained(tmp_path)
+    again = RadReportForConditionalGeneration.from_pretrained(tmp_path).eval()
+    pixels = torch.rand(1, 1, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.get_image_features(pixels), model.get_image_features(pixels))
 
 
 def test_conv_stem_survives_save_and_load(tmp_path):

@@ -186,13 +186,19 @@ class Engine:
 
     def _choose(self, study, question: str, choices: list[str], *, on_event: EventCallback = ignore,
                 stop=None) -> Choice:
+        import torch
+
         self._adapter_for("vqa")
         text = prompts.choice_prompt(self._tasks(), question, choices)
-        logprobs = self._runner().next_token_logprobs(study, [text], on_event=on_event, stop=stop)[0]
-        letters = prompts.LETTERS[:len(choices)]
-        scores = {letter: _mass(logprobs, self._variants(letter)) for letter in letters}
-        total = sum(scores.values()) or 1.0
-        probabilities = {k: v / total for k, v in scores.items()}
+        runner, letters = self._runner(), prompts.LETTERS[:len(choices)]
+        if prompts.choice_answer(getattr(runner.model.config, "prompt", None)) == "text":
+            odds = torch.softmax(runner.answer_logprobs(study, text, choices, on_event=on_event, stop=stop), dim=0)
+            probabilities = dict(zip(letters, odds.tolist()))
+        else:
+            logprobs = runner.next_token_logprobs(study, [text], on_event=on_event, stop=stop)[0]
+            scores = {letter: _mass(logprobs, self._variants(letter)) for letter in letters}
+            total = sum(scores.values()) or 1.0
+            probabilities = {k: v / total for k, v in scores.items()}
         return Choice(max(probabilities, key=probabilities.get), probabilities)
 
     def _diagnose(self, study, labels=None, *, on_event: EventCallback = ignore, stop=None) -> dict[str, float]:

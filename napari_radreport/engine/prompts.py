@@ -30,6 +30,10 @@ DEFAULT_TASKS = {
     "choice": "{question}\n{choices}\nAnswer with the letter of the correct option.",
 }
 MODALITY_WORDS = {"ct": "CT scan", "xray": "chest radiograph"}
+# How a model answers a multiple-choice question (the recipe's ``prompt.choice_answer``): with the option's letter
+# (AMOS-MM; the engine reads the letter's odds), or with the option's words (the engine compares how likely the
+# model finds each option's whole text, so no letter has to be tied to an option).
+CHOICE_ANSWERS = ("letter", "text")
 
 
 def task_prompts(config_prompt: dict | None) -> dict[str, str]:
@@ -62,6 +66,19 @@ def choice_prompt(tasks: dict[str, str], question: str, choices: list[str]) -> s
         raise ValueError(f"a multiple-choice question needs 2 to {len(LETTERS)} choices, got {len(choices)}")
     lines = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices))
     return tasks["choice"].format(question=question.strip(), choices=lines)
+
+
+def choice_answer(config_prompt: dict | None) -> str:
+    """``prompt.choice_answer`` of a model's config: "letter" (the default) or "text"."""
+    mode = (config_prompt or {}).get("choice_answer", "letter")
+    if mode not in CHOICE_ANSWERS:
+        raise ValueError(f"prompt.choice_answer must be {' or '.join(CHOICE_ANSWERS)}, got {mode!r}")
+    return mode
+
+
+def choice_target(mode: str, choices: list[str], index: int) -> str:
+    """What a model answering in ``mode`` says for option ``index``."""
+    return LETTERS[index] if mode == "letter" else choices[index]
 
 
 def diagnosis_prompt(tasks: dict[str, str], label: str) -> str:

@@ -222,30 +222,56 @@ class ModelRunner:
         prompts, extra = [ids for ids, _ in built], built[0][1]
         shared = min(common_prefix_length(prompts[0], p) for p in prompts)
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every prompt keeps a tail to run
+        tails = [p[shared:] for p in prompts]
+        rows = self._run_tails(study, prompts[0][:shared], extra, tails, batch_size, on_event, stop, "questions",
+                               every_position=False)
+        return torch.stack([logprobs for _, logprobs in rows])
+
+    def answer_logprobs(self, study, question: str, answers: list[str], *, batch_size: int = 18,
+                        on_event: EventCallback = ignore, stop=None) -> torch.Tensor:
+        """(len(answers),) log-probability of each whole answer, end of text included, as the reply to
+        ``question``: the prompt runs once, the answers as a batch over copies of its cache."""
+        ids, extra = self.prompt(study, question)
+        tokenizer = self.loaded.tokenizer
+        answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
+        tails = [ids[-1:] + a for a in answer_ids]  # the prompt's last token gives the first answer token's odds
+        scores = []
+        for tail, logprobs in self._run_tails(study, ids[:-1], extra, tails, batch_size, on_event, stop, "answers",
+                                              every_position=True):
+            targets = torch.tensor(tail[1:])
+            scores.append(logprobs[torch.arange(len(targets)), targets].sum())
+        return torch.stack(scores)
+
+    def _run_tails(self, study, prefix: list[int], extra: dict, tails: list[list[int]], batch_size: int,
+                   on_event: EventCallback, stop, what: str, *, every_position: bool):
+        """(tail, log-probabilities of the next token) for each tail run after ``prefix``: (len(tail), vocab)
+        after each of its tokens with ``every_position``, else (vocab,) after its last. The prefix (image
+        included) runs once and is kept as the study's cached prefix."""
         try:
-            _, cache, _ = self.prefill(study, prompts[0][:shared], extra, on_event, keep_last=False)
-            self.keep(study, prompts[0][:shared], cache)
-            rows = []
+            _, cache, _ = self.prefill(study, prefix, extra, on_event, keep_last=False)
+            self.keep(study, prefix, cache)
             pad = self.loaded.tokenizer.pad_token_id or 0
-            for begin in range(0, len(prompts), batch_size):
+            out = []
+            for begin in range(0, len(tails), batch_size):
                 if stop is not None and stop.is_set():
                     raise InterruptedError("stopped")
-                chunk = [p[shared:] for p in prompts[begin:begin + batch_size]]
-                on_event(Progress("diagnose", f"questions {begin + 1}-{begin + len(chunk)} of {len(prompts)}",
-                                  begin / len(prompts)))
+                chunk = tails[begin:begin + batch_size]
+                on_event(Progress("diagnose", f"{what} {begin + 1}-{begin + len(chunk)} of {len(tails)}",
+                                  begin / len(tails)))
                 width = max(len(t) for t in chunk)
                 batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
                 copy_cache = copy.deepcopy(cache)
                 copy_cache.batch_repeat_interleave(len(chunk))
                 with torch.inference_mode():  # right padding: real tokens never attend to the pads after them
                     logits = self.model(input_ids=batch, past_key_values=copy_cache, use_cache=True).logits
-                last = torch.tensor([len(t) - 1 for t in chunk], device=self.device)
-                rows.append(torch.log_softmax(logits[torch.arange(len(chunk)), last].float(), dim=-1))
+                for row, tail in enumerate(chunk):
+                    kept = logits[row, :len(tail)] if every_position else logits[row, len(tail) - 1]
+                    out.append((tail, torch.log_softmax(kept.float(), dim=-1).cpu()))
                 del copy_cache
         except BaseException:
             self.forget(study)
             raise
-        return torch.cat(rows).cpu()
+        return out
 
     def _suppressed(self, eos: set[int]) -> tuple[int, ...]:
         """Image placeholder, BOS, padding, unknown: never part of an answer (unless one doubles as EOS)."""

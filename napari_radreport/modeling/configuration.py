@@ -62,6 +62,10 @@ class ViT3DConfig(PreTrainedConfig):
     # cut; their output is stacked with the pixels, so the patch Linear sees both. Empty: M3D-CLIP's linear patch
     # embedding, nothing else (M3D-LaMed weights load unchanged).
     conv_stem_channels: list[int] | tuple[int, ...] = ()
+    # Detectors on the stem: each a 1x1 convolution of its last channels, a logit map of one finding; every patch
+    # token gets, through a Linear, the highest sigmoid of each map within the patch (the patch Linear's sum over
+    # the patch would drown a finding a few voxels wide). ``radreport train --stage candidates`` trains them.
+    conv_stem_detectors: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -82,6 +86,10 @@ class ViT3DConfig(PreTrainedConfig):
             raise ConfigError("vision_config.conv_stem_channels must be positive integers, "
                               f"got {self.conv_stem_channels!r}")
         self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
+        if not isinstance(self.conv_stem_detectors, int) or self.conv_stem_detectors < 0 or (
+                self.conv_stem_detectors and not stem):
+            raise ConfigError("vision_config.conv_stem_detectors must be a count >= 0, and needs conv_stem_channels; "
+                              f"got {self.conv_stem_detectors!r}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -97,6 +105,11 @@ class ViT3DConfig(PreTrainedConfig):
         return self.in_channels * math.prod(self.patch_size)
 
     @property
+    def output_dim(self) -> int:
+        """Features per encoder token: hidden_size, plus one per conv stem detector."""
+        return self.hidden_size + (self.conv_stem_detectors if self.conv_stem_channels else 0)
+
+    @property
     def embedding_input_dim(self) -> int:
         """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's channels at each of them."""
         stem = self.conv_stem_channels[-1] if self.conv_stem_channels else 0
@@ -109,7 +122,8 @@ class PerceiverConfig(PreTrainedConfig):
     model_type = "radreport_perceiver"
 
     perceiver_type: str = "spp"
-    pooling_size: int = 2  # spp / avg_pool / max_pool / conv3d kernel = stride; qformer_local window
+    # spp / avg_pool / max_pool / conv3d kernel = stride; qformer_local window: one size, or [D, H, W]
+    pooling_size: int | list[int] = 2
     projector_depth: int = 2  # Linear layers after pooling (M3D "mlp" with depth 2)
     num_queries: int = 256  # qformer_global and mlp_mixer output tokens
     num_layers: int = 2  # qformer / mixer depth
@@ -132,7 +146,13 @@ class PerceiverConfig(PreTrainedConfig):
             raise ConfigError(
                 f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of {', '.join(PERCEIVER_TYPES)}"
             )
-        for name in ("pooling_size", "projector_depth", "num_queries", "num_layers", "num_heads"):
+        size = self.pooling_size
+        sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+        if len(sizes) not in (1, 3) or not all(isinstance(v, int) and v >= 1 for v in sizes):
+            raise ConfigError(f"perceiver_config.pooling_size must be a positive integer or three of them "
+                              f"([D, H, W]), got {size!r}")
+        self.pooling_size = sizes if len(sizes) == 3 else sizes[0]
+        for name in ("projector_depth", "num_queries", "num_layers", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"perceiver_config.{name} must be at least 1, got {getattr(self, name)!r}")
 

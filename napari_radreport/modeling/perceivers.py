@@ -27,9 +27,11 @@ def _mlp(in_dim: int, out_dim: int, depth: int, act: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _kernel(grid: Grid, size: int, name: str) -> Grid:
-    """Pooling kernel per axis: ``size`` where the axis is longer than 1 (2-D grids keep depth 1)."""
-    kernel = tuple(size if g > 1 else 1 for g in grid)
+def _kernel(grid: Grid, size: int | list[int], name: str) -> Grid:
+    """Pooling kernel per axis: ``size`` (one for every axis, or [D, H, W]) where the axis is longer than 1
+    (2-D grids keep depth 1)."""
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size] * 3
+    kernel = tuple(k if g > 1 else 1 for g, k in zip(grid, sizes))
     for g, k in zip(grid, kernel):
         if g % k:
             raise ConfigError(f"perceiver_config.pooling_size={size} does not divide the encoder grid {grid} ({name})")
@@ -186,7 +188,13 @@ class MLPMixerPerceiver(nn.Module):
         return self.projector(x)
 
 
-def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int) -> nn.Module:
+def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, detectors: int = 0) -> nn.Module:
+    """The perceiver ``config`` names; with ``detectors`` (the encoder's last features are conv stem detector
+    probabilities) one more token per detector follows its tokens (modeling/detector_tokens.py)."""
+    if detectors:
+        from napari_radreport.modeling.detector_tokens import DetectorTokens
+
+        return DetectorTokens(build_perceiver(config, in_dim, grid, out_dim), detectors, grid, out_dim)
     kind = config.perceiver_type
     if kind in ("spp", "avg_pool"):
         return PoolingPerceiver(config, in_dim, grid, out_dim, "avg")

@@ -32,20 +32,28 @@ class PatchRearrange(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """3x3x3 convolutions with GELU at full resolution; returns the pixels with the last layer's channels stacked on.
+    """3x3x3 convolutions with GELU at full resolution, whose last channels are stacked on the pixels; optionally
+    ``detectors``: 1x1 convolutions of those channels giving one logit map per finding.
 
     A linear patch embedding sees a patch as one vector, so a small bright blob anywhere in it looks like part of a
     bright edge; a few local nonlinear filters before the patches can tell the two apart ("early convolutions",
     Xiao et al. 2021, arXiv:2106.14881).
     """
 
-    def __init__(self, in_channels: int, channels: list[int]):
+    def __init__(self, in_channels: int, channels: list[int], detectors: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         for out in channels:
             layers += [nn.Conv3d(in_channels, out, kernel_size=3, padding=1), nn.GELU()]
             in_channels = out
         self.layers = nn.Sequential(*layers)
+        self.detector = nn.Conv3d(in_channels, detectors, kernel_size=1) if detectors else None
+
+    def response(self, features: torch.Tensor) -> torch.Tensor:
+        """The detectors' logit maps (B, detectors, D, H, W) from the last layer's ``features``."""
+        if self.detector is None:
+            raise ValueError("this conv stem has no detectors (vision_config.conv_stem_detectors)")
+        return self.detector(features)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return torch.cat([pixel_values, self.layers(pixel_values)], dim=1)
@@ -54,16 +62,33 @@ class ConvStem(nn.Module):
 class PatchEmbedding(nn.Module):
     def __init__(self, config: ViT3DConfig):
         super().__init__()
-        self.stem = ConvStem(config.in_channels, config.conv_stem_channels) if config.conv_stem_channels else None
+        self.stem = (ConvStem(config.in_channels, config.conv_stem_channels, config.conv_stem_detectors)
+                     if config.conv_stem_channels else None)
         # index 1 of the Sequential is the Linear, as in M3D's key names (patch_embeddings.1.weight)
         self.patch_embeddings = nn.Sequential(PatchRearrange(config.patch_size),
                                               nn.Linear(config.embedding_input_dim, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.hidden_size))
+        self.patch_size = tuple(config.patch_size)
+        # a finding a few voxels wide is lost in the patch Linear's sum over 256 voxels; its detector's highest
+        # probability within the patch is not
+        self.detector_embedding = (nn.Linear(config.conv_stem_detectors, config.hidden_size)
+                                   if config.conv_stem_channels and config.conv_stem_detectors else None)
+
+    def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(patch tokens (B, N, hidden), each patch's highest detector probability (B, N, detectors) or None)."""
+        if self.stem is None:
+            return self.patch_embeddings(pixel_values) + self.position_embeddings, None
+        stacked = self.stem(pixel_values)
+        x = self.patch_embeddings(stacked) + self.position_embeddings
+        if self.detector_embedding is None:
+            return x, None
+        logits = self.stem.response(stacked[:, pixel_values.shape[1]:])
+        peaks = torch.sigmoid(F.max_pool3d(logits, kernel_size=self.patch_size, stride=self.patch_size))
+        peaks = peaks.flatten(2).transpose(1, 2)
+        return x + self.detector_embedding(peaks), peaks
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.stem is not None:
-            pixel_values = self.stem(pixel_values)
-        return self.patch_embeddings(pixel_values) + self.position_embeddings
+        return self.embed(pixel_values)[0]
 
 
 class SelfAttention(nn.Module):
@@ -104,7 +129,8 @@ class ViT3DBlock(nn.Module):
 
 
 class ViT3DEncoder(nn.Module):
-    """(B, C, D, H, W) -> (B, num_patches, hidden_size), patch tokens only."""
+    """(B, C, D, H, W) -> (B, num_patches, output_dim), patch tokens only: hidden_size features, then each
+    conv stem detector's highest probability within the patch (vision_config.conv_stem_detectors)."""
 
     def __init__(self, config: ViT3DConfig):
         super().__init__()
@@ -119,11 +145,15 @@ class ViT3DEncoder(nn.Module):
     def grid(self) -> tuple[int, int, int]:
         return self.config.grid
 
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         expected = (self.config.in_channels, *self.config.image_size)
         if tuple(pixel_values.shape[1:]) != expected:
             raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}; this encoder expects (B, {expected})")
-        x = self.patch_embedding(pixel_values)
+        x, peaks = self.patch_embedding.embed(pixel_values)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
@@ -132,4 +162,6 @@ class ViT3DEncoder(nn.Module):
             else:
                 x = block(x)
         x = self.norm(x)
-        return x[:, 1:] if self.cls_token is not None else x
+        x = x[:, 1:] if self.cls_token is not None else x
+        # the detectors' patch probabilities ride along unchanged, so the perceiver sees them as they are
+        return x if peaks is None else torch.cat([x, peaks.to(x.dtype)], dim=-1)

@@ -82,22 +82,42 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
 
 
 def load_encoder_weights(model, folder: str | Path) -> None:
-    """Put a pretrained encoder (``encoder.safetensors`` from ``radreport train --stage mae`` or ``--stage labels``)
-    into ``model``, and the perceiver too when the folder has one (``--stage labels``)."""
+    """Put pretrained vision weights into ``model`` (anything with ``vision_tower`` and ``perceiver``): the encoder
+    (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with ``perceiver.safetensors`` from the
+    latter), or only the conv stem (``stem.safetensors`` from ``--stage candidates``)."""
     from safetensors.torch import load_file
 
-    path = Path(folder) / "encoder.safetensors"
+    path, stem = Path(folder) / "encoder.safetensors", Path(folder) / "stem.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no encoder.safetensors (the output of --stage mae or --stage labels)")
+        if stem.is_file():
+            return _load_stem(model, stem)
+        raise FileNotFoundError(f"{folder}: no encoder.safetensors (the output of --stage mae or --stage labels) "
+                                "and no stem.safetensors (--stage candidates)")
     perceiver = Path(folder) / "perceiver.safetensors"
     if perceiver.is_file():
         try:
             model.perceiver.load_state_dict(load_file(str(perceiver)))
-        except RuntimeError as exc:  # torch lists every mismatch; the first says enough
-            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
-            raise ValueError(f"{perceiver}: weights do not fit this model's perceiver ({detail})") from None
+        except RuntimeError as exc:
+            raise ValueError(f"{perceiver}: weights do not fit this model's perceiver ({_detail(exc)})") from None
     state = load_file(str(path))
     missing, unexpected = model.vision_tower.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("cls_token")]:
         raise ValueError(f"{path}: encoder weights do not fit this model's vision tower "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _load_stem(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    stem = getattr(getattr(model.vision_tower, "patch_embedding", None), "stem", None)
+    if stem is None:
+        raise ValueError(f"{path}: this model's vision tower has no conv stem (vision_config.conv_stem_channels)")
+    try:
+        stem.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit this model's conv stem ({_detail(exc)})") from None
+
+
+def _detail(exc: Exception) -> str:
+    """The last line of torch's load_state_dict error, which names the mismatch."""
+    return [line.strip() for line in str(exc).splitlines() if line.strip()][-1]

@@ -8,9 +8,12 @@ Stages (the seeds' recipes):
   ``--adapter findings --tasks findings`` and ``--adapter impression --tasks impression`` give RRG24's
   separate Findings and Impression models;
 - ``mae``: masked-autoencoder pretraining of the 3-D ViT (75 % of patches masked, E3D-GPT);
-- ``labels``: the 3-D ViT and the perceiver learn the manifest's abnormality labels (training/labels.py).
+- ``labels``: the 3-D ViT and the perceiver learn the manifest's abnormality labels (training/labels.py);
+- ``candidates``: the ViT's conv stem learns small findings from patches around their ``positions``
+  (training/candidates.py).
 
-``mae`` and ``labels`` write encoder weights that a report run starts from (``--encoder``).
+``mae`` and ``labels`` write encoder weights, ``candidates`` the stem's, that a later run starts from
+(``--encoder``); ``freeze_conv_stem`` then keeps a learned stem as it is.
 
 A recipe may widen what a stage trains (``trainable``): the demo model has no pretrained parts, so its
 stage 1 trains everything.
@@ -21,13 +24,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-STAGES = ("stage1", "stage2", "mae", "labels")
+STAGES = ("stage1", "stage2", "mae", "labels", "candidates")
 MODULES = ("vision_tower", "perceiver", "language_model")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "stage1": {"lr": 1e-4, "trainable": ["perceiver"]},
     "stage2": {"lr": 5e-5, "trainable": ["perceiver"]},
     "mae": {"lr": 1.5e-4, "trainable": ["vision_tower"], "weight_decay": 0.05},
     "labels": {"lr": 3e-4, "trainable": ["vision_tower", "perceiver"], "weight_decay": 0.01},
+    "candidates": {"lr": 1e-3, "trainable": ["vision_tower"], "batch_size": 32},
 }
 
 
@@ -60,6 +64,10 @@ class TrainConfig:
     mae_mask_ratio: float = 0.75
     mae_decoder: dict[str, int] = field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
                                                                  "num_attention_heads": 4})
+    candidate_labels: list[str] = field(default_factory=list)  # empty: every label the records give positions for
+    candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])  # voxels of the preprocessed volume
+    candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])  # largest shift of a patch's centre
+    freeze_conv_stem: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

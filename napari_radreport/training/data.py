@@ -62,12 +62,13 @@ class StudyTextDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[ManifestRecord], loaded, tasks, *, texts_per_image: int = 4, seed: int = 0,
                  max_length: int = 1024):
-        from napari_radreport.engine.prompts import task_prompts
+        from napari_radreport.engine.prompts import choice_answer, task_prompts
 
         self.records, self.loaded, self.seed = records, loaded, seed
         self.texts_per_image, self.max_length, self.epoch = texts_per_image, max_length, 0
-        questions = task_prompts(getattr(loaded.model.config, "prompt", None))
-        self.pairs = [text_pairs(r, tasks, questions) for r in records]
+        prompt = getattr(loaded.model.config, "prompt", None)
+        questions, mode = task_prompts(prompt), choice_answer(prompt)
+        self.pairs = [text_pairs(r, tasks, questions, mode) for r in records]
         if not any(self.pairs):
             raise ManifestError(f"no record has text for the task(s) {', '.join(tasks)}")
         self.images = StudyImages(records, loaded.pixel_values)

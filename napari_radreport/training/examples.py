@@ -33,8 +33,10 @@ def check_tasks(tasks) -> tuple[str, ...]:
     return tuple(tasks)
 
 
-def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str]) -> list[TextPair]:
-    """Every (question, answer) pair of ``record`` for the chosen ``tasks``."""
+def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
+               choice_answer: str = "letter") -> list[TextPair]:
+    """Every (question, answer) pair of ``record`` for the chosen ``tasks``; a multiple-choice answer is the
+    option's letter or its text (``choice_answer``, engine.prompts.CHOICE_ANSWERS)."""
     pairs: list[TextPair] = []
     for task in check_tasks(tasks):
         if task in ("findings", "impression"):
@@ -50,7 +52,8 @@ def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str]) ->
             for qa in record.qa:
                 if qa.choices:
                     question = prompts.choice_prompt(task_questions, qa.question, qa.choices)
-                    pairs.append(TextPair(task, question, prompts.LETTERS[qa.answer_index]))
+                    pairs.append(TextPair(task, question, prompts.choice_target(choice_answer, qa.choices,
+                                                                                qa.answer_index)))
                 else:
                     pairs.append(TextPair(task, qa.question, qa.answer))
         else:

@@ -11,18 +11,18 @@ from napari_radreport.training.config import TrainConfig
 
 def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
     """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels: that
-    and ``perceiver.safetensors``."""
+    and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return []
     objective = acc.unwrap_model(trainer.objective)
-    if config.stage in ("mae", "labels"):
+    if config.stage in ("mae", "labels", "candidates"):
         from safetensors.torch import save_file
 
         model = objective.model
-        parts = {"encoder": model.encoder} if config.stage == "mae" else {"encoder": model.vision_tower,
-                                                                          "perceiver": model.perceiver}
+        parts = {"mae": lambda: {"encoder": model.encoder}, "candidates": lambda: {"stem": model.stem},
+                 "labels": lambda: {"encoder": model.vision_tower, "perceiver": model.perceiver}}[config.stage]()
         saved = []
         for name, module in parts.items():
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
@@ -86,5 +86,13 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
         classifier = trainer.accelerator.unwrap_model(trainer.objective).model
         summary["label_scores"] = label_scores(classifier, parts.eval_data, parts.eval_data.names)
         log(f"{config.run_name}: {write_label_scores(summary['label_scores'], out)}")
+    if config.stage == "candidates" and trainer.accelerator.is_main_process and parts.eval_data is not None:
+        from napari_radreport.training.candidates import volume_scores
+        from napari_radreport.training.label_eval import write_label_scores
+
+        data = parts.eval_data
+        detector = trainer.accelerator.unwrap_model(trainer.objective).model
+        summary["label_scores"] = volume_scores(detector, data.records, data.images, data.names)
+        log(f"{config.run_name}: whole-volume {write_label_scores(summary['label_scores'], out)}")
     summary["processes"] = trainer.accelerator.num_processes
     return summary

@@ -60,7 +60,8 @@ def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, 
         load_encoder_weights(model, encoder)
     model.train()
     if config.stage == "stage1":
-        trainable = set_trainable(model, config.modules_to_train())
+        set_trainable(model, config.modules_to_train())
+        trainable = freeze_stem(model, config)
     else:
         lora = dict(config.lora)
         set_trainable(model, [])
@@ -68,6 +69,7 @@ def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, 
                                   dropout=float(lora.get("dropout", 0.1)), modules_to_save=config.modules_to_train())
         model = add_adapter(model, config.adapter, peft_config)
         model.train()
+        freeze_stem(model.get_base_model() if hasattr(model, "get_base_model") else model, config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         loaded.model = model
     return loaded, trainable
@@ -79,8 +81,8 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
     from napari_radreport.training.data import StudyTextDataset
     from napari_radreport.training.objectives import ReportObjective
 
-    if config.stage in ("mae", "labels"):
-        return encoder_parts(config, train, val, recipe, tiny)
+    if config.stage in ("mae", "labels", "candidates"):
+        return encoder_parts(config, train, val, recipe, tiny, encoder)
     loaded, trainable = report_model(config, train, out, init=init, recipe=recipe, tiny=tiny,
                                      tokenizer=tokenizer, encoder=encoder, resume=resume)
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
@@ -89,14 +91,24 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
     return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
 
 
+def freeze_stem(model, config: TrainConfig) -> int:
+    """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the trainable parameters."""
+    stem = getattr(getattr(getattr(model, "vision_tower", None), "patch_embedding", None), "stem", None)
+    if config.freeze_conv_stem:
+        if stem is None:
+            raise ValueError("freeze_conv_stem: this model's vision tower has no conv stem")
+        stem.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], recipe,
-                  tiny: bool) -> RunParts:
-    """The recipe's 3-D encoder, fresh, for MAE pretraining or label pretraining."""
+                  tiny: bool, encoder: Path | None = None) -> RunParts:
+    """The recipe's 3-D encoder for MAE, label or candidate pretraining: fresh, or from ``encoder`` (labels)."""
     from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
     from napari_radreport.training.data import StudyImages
     from napari_radreport.training.objectives import MAEObjective
 
-    name = "MAE pretraining" if config.stage == "mae" else "label pretraining"
+    name = {"mae": "MAE pretraining", "labels": "label pretraining"}.get(config.stage, "candidate pretraining")
     if recipe is None:
         raise ValueError(f"{name} builds the recipe's encoder: give --recipe")
     model_config = recipe.config(tiny=tiny)
@@ -105,18 +117,48 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
     spec = Preprocess.from_recipe(model_config.preprocess)
     to_pixels = functools.partial(volume_to_pixels, spec=spec)
     train_images, val_images = StudyImages(train, to_pixels), StudyImages(val, to_pixels)
+    if encoder is not None and config.stage != "labels":
+        raise ValueError(f"--encoder: {name} starts from fresh weights (only --stage labels and report runs take it)")
+    if config.stage == "candidates":
+        return candidate_parts(config, train, val, model_config, spec, train_images, val_images)
     if config.stage == "labels":
         from napari_radreport.training.labels import (LabelClassifier, LabelObjective, StudyLabels, collate_labels,
                                                       label_names)
 
         names = label_names(recipe, train)
         classifier = LabelClassifier(model_config, len(names))
+        if encoder is not None:
+            from napari_radreport.training.build import load_encoder_weights
+
+            load_encoder_weights(classifier, encoder)
         classifier.train()
         return RunParts(LabelObjective(classifier), StudyLabels(train, train_images, names),
-                        StudyLabels(val, val_images, names), trainable=sum(p.numel() for p in classifier.parameters()),
+                        StudyLabels(val, val_images, names), trainable=freeze_stem(classifier, config),
                         collate=collate_labels)
     from napari_radreport.training.mae import MaskedAutoencoder3D
 
     mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
     mae.train()
     return RunParts(MAEObjective(mae), train_images, val_images, trainable=sum(p.numel() for p in mae.parameters()))
+
+
+def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], model_config,
+                    spec, train_images, val_images) -> RunParts:
+    """The conv stem and its 1x1 head, with patches around the records' positions (training/candidates.py)."""
+    from napari_radreport.modeling.processor import patient_to_pixel_index
+    from napari_radreport.training.candidates import (CandidateDetector, CandidateObjective, StudyCandidates,
+                                                      candidate_names, collate_candidates)
+    from napari_radreport.training.data import read_record_study
+
+    def index_in(records):
+        return lambda i, position: patient_to_pixel_index(read_record_study(records[i]), spec, position)
+
+    names = candidate_names(config.candidate_labels, train)
+    detector = CandidateDetector(model_config.vision_config, len(names))
+    detector.train()
+    kwargs = {"patch": config.candidate_patch, "jitter": config.candidate_jitter, "seed": config.seed}
+    train_data = StudyCandidates(train, train_images, names, index_in(train), **kwargs)
+    usable = all(any(r.labels.get(n) == 1 and r.positions.get(n) for r in val) for n in names)
+    eval_data = StudyCandidates(val, val_images, names, index_in(val), **kwargs) if usable else None
+    return RunParts(CandidateObjective(detector), train_data, eval_data,
+                    trainable=sum(p.numel() for p in detector.parameters()), collate=collate_candidates)

@@ -1,0 +1,35 @@
+"""The (question, answer) pairs a training record gives, as the engine will ask them."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_radreport.engine import prompts
+from napari_radreport.training.examples import text_pairs
+from napari_radreport.training.manifest import ManifestRecord, QAPair
+
+
+def _record() -> ManifestRecord:
+    qa = [QAPair("On which side is the pleural effusion?", "left side", ["right side", "left side", "both sides"], 1),
+          QAPair("Is there a pleural effusion?", "Yes, a left pleural effusion.")]
+    return ManifestRecord(id="r", modality="ct", images=["x.nii.gz"], split="train", findings="Left effusion.",
+                          qa=qa, labels={"Pleural effusion": 1})
+
+
+@pytest.mark.parametrize(("mode", "answer"), [("letter", "B"), ("text", "left side")])
+def test_a_multiple_choice_answer_is_the_letter_or_the_words_of_the_right_option(mode, answer):
+    tasks = prompts.task_prompts(None)
+    pairs = text_pairs(_record(), ["qa"], tasks, mode)
+    asked = prompts.choice_prompt(tasks, "On which side is the pleural effusion?", ["right side", "left side",
+                                                                                   "both sides"])
+    assert [(p.question, p.answer) for p in pairs] == [
+        (asked, answer), ("Is there a pleural effusion?", "Yes, a left pleural effusion.")]
+
+
+def test_every_task_gives_its_pairs():
+    tasks = prompts.task_prompts(None)
+    pairs = text_pairs(_record(), ["findings", "diagnosis"], tasks)
+    assert [(p.task, p.answer) for p in pairs] == [("findings", "Left effusion."), ("diagnosis", "Yes")]
+    assert pairs[1].question == "Does this image show signs of pleural effusion?"
+    with pytest.raises(ValueError, match="choice_answer must be letter or text"):
+        prompts.choice_answer({"choice_answer": "index"})
