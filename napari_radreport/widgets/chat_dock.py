@@ -1,7 +1,7 @@
 """The Chat dock: ask about the current study; answers stream in; a history per study.
 
 Options typed on their own lines ("A. left", "B. right") make a multiple-choice question, answered with a
-letter. Follow-ups reuse the cached image and conversation (only the new tokens run).
+letter and the option it names ("B. right"). Follow-ups reuse the cached image and conversation (only the new tokens run).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.common import one_line
 from napari_radreport.engine.events import Progress, Token
-from napari_radreport.engine.prompts import parse_choices
+from napari_radreport.engine.prompts import LETTERS, parse_choices
 from napari_radreport.widgets.session import session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -145,9 +145,16 @@ class ChatDock(QWidget):
         else:
             self.last_result = result
             if hasattr(result, "letter"):
-                answer, note = result.letter, f" ({result.probabilities[result.letter]:.0%})"
+                answer, note = _chosen(question, result.letter), f" ({result.probabilities[result.letter]:.0%})"
             else:
                 answer, note = result.text, (" [stopped]" if result.stop_reason == "stopped" else "")
             self.turns(study).append((question, answer, note))
             self.status.setText("")
         self.render()
+
+
+def _chosen(question: str, letter: str) -> str:
+    """The chosen letter with the text of its option in ``question``, e.g. "B. right"."""
+    options = (parse_choices(question) or ("", []))[1]
+    index = LETTERS.find(letter)
+    return f"{letter}. {options[index]}" if 0 <= index < len(options) else letter
