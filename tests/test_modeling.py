@@ -262,10 +262,10 @@ def test_each_detector_adds_a_token_from_its_strongest_patch_and_where_it_is(tmp
     perceiver = build_perceiver(PerceiverConfig(perceiver_type="spp"), 16 + 2, (2, 4, 4), 24, detectors=2)
     assert isinstance(perceiver, DetectorTokens) and perceiver.num_tokens == perceiver.pool.num_tokens + 2
     tokens = torch.rand(3, 32, 18) * 0.5
-    tokens[1, 21, 16] = 0.9  # detector 0 of image 1: strongest at grid (1, 1, 1) of (2, 4, 4)
+    tokens[1, 27, 16] = 0.9  # detector 0 of image 1: strongest at grid (1, 2, 3) of (2, 4, 4)
     peaks = perceiver.peaks(tokens)
     assert peaks.shape == (3, 2, 4)
-    torch.testing.assert_close(peaks[1, 0], torch.tensor([0.9, 0.75, 0.375, 0.375]))
+    torch.testing.assert_close(peaks[1, 0], torch.tensor([0.9, 0.75, 0.625, 0.875]))
     with torch.no_grad():
         out = perceiver(tokens)
         assert out.shape == (3, perceiver.pool.num_tokens + 2, 24)

@@ -107,7 +107,7 @@ class ViT3DConfig(PreTrainedConfig):
     @property
     def output_dim(self) -> int:
         """Features per encoder token: hidden_size, plus one per conv stem detector."""
-        return self.hidden_size + (self.conv_stem_detectors if self.conv_stem_channels else 0)
+        return self.hidden_size + self.conv_stem_detectors
 
     @property
     def embedding_input_dim(self) -> int:

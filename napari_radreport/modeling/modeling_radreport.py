@@ -60,11 +60,6 @@ class RadReportPreTrainedModel(PreTrainedModel):
                 init.normal_(param, std=std)
 
 
-def _detectors(vision) -> int:
-    """Conv stem detectors of a 3-D ViT config (0 for CLIP and for a ViT without them)."""
-    return int(getattr(vision, "conv_stem_detectors", 0) or 0) if getattr(vision, "conv_stem_channels", None) else 0
-
-
 class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixin):
     def __init__(self, config: RadReportConfig):
         super().__init__(config)
@@ -75,7 +70,7 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
             self.vision_tower = CLIPTower(vision, config.vision_feature_layer, config.vision_feature_drop_cls)
         self.perceiver = build_perceiver(
             config.perceiver_config, getattr(self.vision_tower, "output_dim", vision.hidden_size),
-            self.vision_tower.grid, config.text_config.hidden_size, _detectors(vision)
+            self.vision_tower.grid, config.text_config.hidden_size, getattr(vision, "conv_stem_detectors", 0)
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()

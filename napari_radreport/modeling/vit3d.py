@@ -72,7 +72,7 @@ class PatchEmbedding(nn.Module):
         # a finding a few voxels wide is lost in the patch Linear's sum over 256 voxels; its detector's highest
         # probability within the patch is not
         self.detector_embedding = (nn.Linear(config.conv_stem_detectors, config.hidden_size)
-                                   if config.conv_stem_channels and config.conv_stem_detectors else None)
+                                   if config.conv_stem_detectors else None)
 
     def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(patch tokens (B, N, hidden), each patch's highest detector probability (B, N, detectors) or None)."""

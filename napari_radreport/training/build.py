@@ -109,13 +109,18 @@ def load_encoder_weights(model, folder: str | Path) -> None:
 def _load_stem(model, path: Path) -> None:
     from safetensors.torch import load_file
 
-    stem = getattr(getattr(model.vision_tower, "patch_embedding", None), "stem", None)
+    stem = conv_stem(model)
     if stem is None:
         raise ValueError(f"{path}: this model's vision tower has no conv stem (vision_config.conv_stem_channels)")
     try:
         stem.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit this model's conv stem ({_detail(exc)})") from None
+
+
+def conv_stem(model):
+    """The conv stem of ``model``'s vision tower, or None (CLIP, or a ViT without one)."""
+    return getattr(getattr(getattr(model, "vision_tower", None), "patch_embedding", None), "stem", None)
 
 
 def _detail(exc: Exception) -> str:

@@ -62,10 +62,9 @@ class LabelClassifier(nn.Module):
         from napari_radreport.modeling.vit3d import ViT3DEncoder
 
         self.vision_tower = ViT3DEncoder(model_config.vision_config)
-        vision = model_config.vision_config
-        detectors = vision.conv_stem_detectors if vision.conv_stem_channels else 0
         self.perceiver = build_perceiver(model_config.perceiver_config, self.vision_tower.output_dim,
-                                         self.vision_tower.grid, model_config.text_config.hidden_size, detectors)
+                                         self.vision_tower.grid, model_config.text_config.hidden_size,
+                                         model_config.vision_config.conv_stem_detectors)
         self.head = nn.Linear(self.perceiver.num_tokens * model_config.text_config.hidden_size, num_labels)
         nn.init.trunc_normal_(self.vision_tower.patch_embedding.position_embeddings, std=0.02)
 

@@ -93,7 +93,9 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
 
 def freeze_stem(model, config: TrainConfig) -> int:
     """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the trainable parameters."""
-    stem = getattr(getattr(getattr(model, "vision_tower", None), "patch_embedding", None), "stem", None)
+    from napari_radreport.training.build import conv_stem
+
+    stem = conv_stem(model)
     if config.freeze_conv_stem:
         if stem is None:
             raise ValueError("freeze_conv_stem: this model's vision tower has no conv stem")
