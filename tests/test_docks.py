@@ -117,6 +117,7 @@ def test_chat_answers_and_a_follow_up_reuses_the_cached_prefix(docks, qtbot):
     chat.ask("Where is the nodule?\nA. left lung\nB. right lung")
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
     assert chat.turns(session.study)[-1][1] in ("A. left lung", "B. right lung")
+    assert "Where is the nodule?\nA. left lung\nB. right lung" in chat.transcript.toPlainText()  # one per line
 
 
 def test_findings_fills_eighteen_rows_sortable_by_probability(docks, qtbot):

@@ -177,6 +177,24 @@ def test_multiple_choice_in_words_compares_each_options_whole_answer(engine, abd
         engine.choose(abdomen, "Where is the nodule?", choices)
 
 
+def test_a_guided_report_is_written_from_the_request_and_the_models_own_diagnosis(engine, abdomen):
+    from napari_radreport.engine.prompts import guided_section_prompt, section_prompt, task_prompts
+
+    config, settings = engine.runner.model.config, GenerationSettings(max_new_tokens=6)
+    plain_request = section_prompt(task_prompts(config.prompt), "findings", "ct")
+    unguided = engine.report(abdomen, sections=("findings",), settings=settings).sections[0][1]
+    config.prompt = {**(config.prompt or {}), "report_guidance": "diagnosis"}  # this engine's copy of the model
+    found = engine.diagnose(abdomen)
+    positives = [label for label in engine.info.labels if found[label] >= 0.5]
+    guided = engine.report(abdomen, sections=("findings",), settings=settings).sections[0][1]
+    expected = engine.ask(abdomen, guided_section_prompt(plain_request, positives), settings=settings).text.strip()
+    assert guided == expected
+    assert guided != unguided  # the random model writes something else once the prompt names the findings
+    stop = threading.Event()
+    stop.set()
+    assert engine.report(abdomen, settings=settings, stop=stop).stop_reason == "stopped"
+
+
 def test_a_regional_report_has_a_section_per_region_then_the_impression(engine, abdomen):
     events = []
     result = engine.report(abdomen, regions=["chest", "abdomen", "pelvis"],

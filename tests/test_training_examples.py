@@ -33,3 +33,20 @@ def test_every_task_gives_its_pairs():
     assert pairs[1].question == "Does this image show signs of pleural effusion?"
     with pytest.raises(ValueError, match="choice_answer must be letter or text"):
         prompts.choice_answer({"choice_answer": "index"})
+
+
+def test_guided_report_prompts_name_the_records_positive_labels_in_the_models_order():
+    tasks = prompts.task_prompts(None)
+    record = ManifestRecord(id="r", modality="ct", images=["x.nii.gz"], split="train", findings="F.",
+                            impression="I.", labels={"Pleural effusion": 1, "Cardiomegaly": 0, "Lung nodule": 1})
+    order = ("Lung nodule", "Cardiomegaly", "Pleural effusion", "Emphysema")
+    findings, impression = text_pairs(record, ["findings", "impression"], tasks, guide_labels=order)
+    plain = prompts.section_prompt(tasks, "findings", "ct")
+    assert findings.question == plain + "\nAbnormalities: Lung nodule, Pleural effusion."
+    assert impression.question.endswith("\nAbnormalities: Lung nodule, Pleural effusion.")
+    normal = ManifestRecord(id="n", modality="ct", images=["x.nii.gz"], split="train", findings="F.",
+                            labels={"Lung nodule": 0})
+    assert text_pairs(normal, ["findings"], tasks, guide_labels=order)[0].question == plain + "\nAbnormalities: none."
+    assert text_pairs(record, ["findings"], tasks)[0].question == plain  # unguided: the plain request
+    with pytest.raises(ValueError, match="report_guidance must be none or diagnosis"):
+        prompts.report_guidance({"report_guidance": "labels"})

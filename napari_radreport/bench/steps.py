@@ -63,8 +63,14 @@ def step_llm(args) -> dict[str, Any]:
     return result
 
 
+def step_train(args) -> dict[str, Any]:
+    from napari_radreport.bench import train_bench
+
+    return train_bench.run(args.repeats)
+
+
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
-         "write-model": step_write_model, "llm": step_llm}
+         "write-model": step_write_model, "llm": step_llm, "train": step_train}
 
 
 def main(argv: list[str] | None = None) -> None:

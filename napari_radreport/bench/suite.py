@@ -79,6 +79,8 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
         _run_step("write-model", work, "--model", str(model), quick=quick, progress=progress)
         results["llm"] = _run_step("llm", work, "--model", str(model), *series_arg, "--repeats", "3",
                                    quick=quick, progress=progress)
+        results["train"] = _run_step("train", work, "--repeats", "2" if quick else "3", quick=quick,
+                                     progress=progress)
         if ui:
             results["ui"] = _ui_step(model, work, 48 if quick else 200, progress)
     results["checks"] = check(results, quick)
@@ -99,6 +101,7 @@ TARGETS = {
         lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_each"], 1.0, 1.5),
     "diagnosis: 18 passes (encode once) / shared": (
         lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_once"], 1.0, 1.2),
+    "training step: one padded pass / grouped by length": (lambda r: r["train"]["one_pass_over_grouped"], 1.2, 1.05),
 }
 SAME_RESULTS = {
     "dicom: same voxels as pydicom and SimpleITK": lambda r: all(r["dicom"]["same_voxels"].values()),
@@ -108,6 +111,7 @@ SAME_RESULTS = {
     "streaming: same text as generate": lambda r: r["llm"]["streaming"]["same_text"],
     "follow-up: same answer cached or not": lambda r: r["llm"]["follow_up"]["same_answer"],
     "diagnosis: same probabilities": lambda r: r["llm"]["diagnosis"]["max_probability_difference"] < 1e-4,
+    "training step: same loss grouped or not": lambda r: r["train"]["loss_difference_grouped_vs_one_pass"] < 1e-5,
 }
 
 

@@ -103,12 +103,28 @@ def markdown(r: dict[str, Any]) -> str:
             out += [f"Longest Qt event-loop stall while a report streamed into the Report dock: "
                     f"**{ui['longest_stall_ms']} ms** (median tick {ui['median_tick_ms']} ms for a 5 ms timer, "
                     f"{ui['words_streamed']} words in {ui['stream_s']} s; peak memory {_mem(ui['memory'])}).", ""]
+    out += _train_table(r.get("train"))
     out += ["### Checks", ""]
     out += _table(["check", "value", "bound", "ok"], [
         [c["check"], c["value"], (f">= {c['at_least']}" if "at_least" in c else f"<= {c['at_most']}"
                                   if "at_most" in c else "true"), "yes" if c["ok"] else "**no**"]
         for c in r["checks"]])
     return "\n".join(out)
+
+
+def _train_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    out = [f"### 8. A stage-1 training step ({t['model']}; {t['batch']}, forward and backward)", ""]
+    rows = [[label, _s(t["fp32"][k]), _s(t["bf16"][k])]
+            for k, label in (("grouped", f"grouped by length (ours, {t['groups']} groups, {t['tokens_grouped']} "
+                                         "tokens)"),
+                             ("one_pass", f"one padded pass ({t['tokens_one_pass']} tokens)"))]
+    out += _table(["texts through the language model", "fp32", "bf16 autocast"], rows)
+    out += [f"One pass / grouped: **{t['one_pass_over_grouped']:.2f}x**; fp32 / bf16 (grouped): "
+            f"{t['fp32_over_bf16']:.2f}x; loss difference grouped vs one pass: "
+            f"{t['loss_difference_grouped_vs_one_pass']:.1e}.", ""]
+    return out
 
 
 def summary(r: dict[str, Any]) -> str:

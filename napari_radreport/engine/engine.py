@@ -112,9 +112,7 @@ class Engine:
             use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
         on_event(Progress("load", "hashing the weights for provenance"))
         self.runner = ModelRunner(loaded, device_name)
-        config_prompt = getattr(loaded.model.config, "prompt", None) or {}
-        labels = tuple(config_prompt.get("labels", prompts.CT_RATE_LABELS if loaded.modality == "ct"
-                                         else prompts.CHEXPERT_LABELS))
+        labels = prompts.model_labels(getattr(loaded.model.config, "prompt", None), loaded.modality)
         self.info = ModelInfo(name=folder.name, path=str(folder), kind=loaded.kind, modality=loaded.modality,
                               device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
@@ -152,10 +150,20 @@ class Engine:
                 on_event: EventCallback = ignore, stop=None) -> ReportResult:
         runner, tasks = self._runner(), self._tasks()
         settings = settings or GenerationSettings()
+        positives = None
+        if prompts.report_guidance(getattr(runner.model.config, "prompt", None)) == "diagnosis":
+            try:
+                found = self._diagnose(study, on_event=on_event, stop=stop)
+            except InterruptedError:
+                return ReportResult("", [], "stopped", {})
+            positives = [label for label in self.info.labels if found[label] >= prompts.DIAGNOSIS_THRESHOLD]
         parts: list[tuple[str, str | None, str]] = []
         for section in sections:
             for region in (regions or [None]) if section == "findings" else [None]:
-                parts.append((section, region, prompts.section_prompt(tasks, section, runner.loaded.modality, region)))
+                question = prompts.section_prompt(tasks, section, runner.loaded.modality, region)
+                if positives is not None:
+                    question = prompts.guided_section_prompt(question, positives)
+                parts.append((section, region, question))
         done: list[tuple[str, str]] = []
         timings: dict[str, float] = {}
         reason = "eos"

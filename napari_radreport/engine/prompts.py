@@ -34,6 +34,11 @@ MODALITY_WORDS = {"ct": "CT scan", "xray": "chest radiograph"}
 # (AMOS-MM; the engine reads the letter's odds), or with the option's words (the engine compares how likely the
 # model finds each option's whole text, so no letter has to be tied to an option).
 CHOICE_ANSWERS = ("letter", "text")
+# What a report section's prompt is given besides the image (the recipe's ``prompt.report_guidance``): nothing, or
+# the abnormalities the model's own diagnosis finds, named after the request (the diagnosis-driven prompts of
+# PromptMRG, Jin et al., AAAI 2024). Training writes the record's true labels there; the engine, the diagnosis's.
+REPORT_GUIDANCE = ("none", "diagnosis")
+DIAGNOSIS_THRESHOLD = 0.5
 
 
 def task_prompts(config_prompt: dict | None) -> dict[str, str]:
@@ -55,6 +60,25 @@ def section_prompt(tasks: dict[str, str], section: str, modality: str, region: s
         if section == "findings":
             return tasks["region_findings"].format(region=region)
     return tasks[section].format(modality=MODALITY_WORDS.get(modality, "image"))
+
+
+def model_labels(config_prompt: dict | None, modality: str) -> tuple[str, ...]:
+    """The abnormality labels a model is asked about: its ``prompt.labels``, else CT-RATE's or CheXpert's."""
+    labels = (config_prompt or {}).get("labels")
+    return tuple(labels) if labels else (CT_RATE_LABELS if modality == "ct" else CHEXPERT_LABELS)
+
+
+def report_guidance(config_prompt: dict | None) -> str:
+    """``prompt.report_guidance`` of a model's config: "none" (the default) or "diagnosis"."""
+    mode = (config_prompt or {}).get("report_guidance", "none")
+    if mode not in REPORT_GUIDANCE:
+        raise ValueError(f"prompt.report_guidance must be {' or '.join(REPORT_GUIDANCE)}, got {mode!r}")
+    return mode
+
+
+def guided_section_prompt(question: str, positives: list[str]) -> str:
+    """A section's question followed by the abnormalities found (in the model's label order), or "none"."""
+    return f"{question}\nAbnormalities: {', '.join(positives) if positives else 'none'}."
 
 
 def section_title(section: str, region: str | None = None) -> str:

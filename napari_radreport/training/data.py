@@ -62,13 +62,15 @@ class StudyTextDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[ManifestRecord], loaded, tasks, *, texts_per_image: int = 4, seed: int = 0,
                  max_length: int = 1024):
-        from napari_radreport.engine.prompts import choice_answer, task_prompts
+        from napari_radreport.engine import prompts
 
         self.records, self.loaded, self.seed = records, loaded, seed
         self.texts_per_image, self.max_length, self.epoch = texts_per_image, max_length, 0
         prompt = getattr(loaded.model.config, "prompt", None)
-        questions, mode = task_prompts(prompt), choice_answer(prompt)
-        self.pairs = [text_pairs(r, tasks, questions, mode) for r in records]
+        questions, mode = prompts.task_prompts(prompt), prompts.choice_answer(prompt)
+        guide = (prompts.model_labels(prompt, loaded.modality)
+                 if prompts.report_guidance(prompt) == "diagnosis" else None)
+        self.pairs = [text_pairs(r, tasks, questions, mode, guide) for r in records]
         if not any(self.pairs):
             raise ManifestError(f"no record has text for the task(s) {', '.join(tasks)}")
         self.images = StudyImages(records, loaded.pixel_values)

@@ -34,20 +34,28 @@ def check_tasks(tasks) -> tuple[str, ...]:
 
 
 def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
-               choice_answer: str = "letter") -> list[TextPair]:
+               choice_answer: str = "letter", guide_labels: tuple[str, ...] | None = None) -> list[TextPair]:
     """Every (question, answer) pair of ``record`` for the chosen ``tasks``; a multiple-choice answer is the
-    option's letter or its text (``choice_answer``, engine.prompts.CHOICE_ANSWERS)."""
+    option's letter or its text (``choice_answer``, engine.prompts.CHOICE_ANSWERS). With ``guide_labels`` (a
+    model with ``prompt.report_guidance: "diagnosis"``) each report prompt names the record's positive labels
+    among them, in that order, as the engine names its diagnosis's (a label the record lacks counts as absent)."""
     pairs: list[TextPair] = []
+
+    def report_question(section: str, region: str | None = None) -> str:
+        question = prompts.section_prompt(task_questions, section, record.modality, region)
+        if guide_labels is None:
+            return question
+        return prompts.guided_section_prompt(question, [label for label in guide_labels if record.labels.get(label)])
+
     for task in check_tasks(tasks):
         if task in ("findings", "impression"):
             text = getattr(record, task)
             if text:
-                pairs.append(TextPair(task, prompts.section_prompt(task_questions, task, record.modality), text))
+                pairs.append(TextPair(task, report_question(task), text))
         elif task == "region_findings":
             for region, text in record.regions.items():
                 if text:
-                    question = prompts.section_prompt(task_questions, "findings", record.modality, region)
-                    pairs.append(TextPair(task, question, text))
+                    pairs.append(TextPair(task, report_question("findings", region), text))
         elif task == "qa":
             for qa in record.qa:
                 if qa.choices:

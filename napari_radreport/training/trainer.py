@@ -41,16 +41,33 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _accelerator(mixed_precision: str, cpu: bool):
+    """accelerate's Accelerator; a second run in one process (tests, a notebook) may change the mixed precision.
+
+    accelerate keeps one state per process and refuses a different precision later. In a single process nothing
+    else shares that state, so it is cleared; under a launcher (several processes) the refusal stands.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc) or PartialState().num_processes != 1:
+            raise TrainingError(f"this process already trained with another mixed precision; start a new process "
+                                f"for mixed_precision {mixed_precision!r}") from exc
+        AcceleratorState._reset_state()
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, parts, out: Path, *, quiet: bool = False):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         from napari_radreport.engine.device import training_on_cpu, training_precision
 
         self.config, self.parts, self.out, self.quiet = config, parts, Path(out), quiet
-        self.accelerator = Accelerator(mixed_precision=training_precision(config.mixed_precision),
-                                       cpu=training_on_cpu())
+        self.accelerator = _accelerator(training_precision(config.mixed_precision), training_on_cpu())
         set_seed(config.seed)
         acc = self.accelerator
         self.batches = RankBatches(len(parts.train_data), config.batch_size, acc.process_index, acc.num_processes,

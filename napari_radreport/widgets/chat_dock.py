@@ -86,7 +86,7 @@ class ChatDock(QWidget):
         turns = list(self.turns(study))
         if self.pending is not None and self.pending[0] is study:
             turns.append((self.pending[1], self.answer, " ▍"))
-        rows = [f"<p><b>You:</b> {html.escape(q)}<br><b>Model:</b> {html.escape(a)}<i>{html.escape(n)}</i></p>"
+        rows = [f"<p><b>You:</b> {_lines(q)}<br><b>Model:</b> {_lines(a)}<i>{html.escape(n)}</i></p>"
                 for q, a, n in turns]
         self.transcript.setHtml("".join(rows))
         bar = self.transcript.verticalScrollBar()
@@ -158,3 +158,8 @@ def _chosen(question: str, letter: str) -> str:
     options = (parse_choices(question) or ("", []))[1]
     index = LETTERS.find(letter)
     return f"{letter}. {options[index]}" if 0 <= index < len(options) else letter
+
+
+def _lines(text: str) -> str:
+    """``text`` as HTML that keeps its line breaks (a typed question's option lines stay one per line)."""
+    return "<br>".join(html.escape(line) for line in text.split("\n"))
