@@ -8,6 +8,7 @@ from torch import nn
 
 from napari_radreport.training.data import IGNORE_INDEX
 
+
 def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy of each text's answer, averaged over its tokens: (texts with an answer,).
 

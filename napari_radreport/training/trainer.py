@@ -53,7 +53,9 @@ def _accelerator(mixed_precision: str, cpu: bool):
     try:
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     except ValueError as exc:
-        if "already been initialized" not in str(exc) or PartialState().num_processes != 1:
+        if "already been initialized" not in str(exc):
+            raise
+        if PartialState().num_processes != 1:
             raise TrainingError(f"this process already trained with another mixed precision; start a new process "
                                 f"for mixed_precision {mixed_precision!r}") from exc
         AcceleratorState._reset_state()
