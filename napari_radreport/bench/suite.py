@@ -79,7 +79,7 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
         _run_step("write-model", work, "--model", str(model), quick=quick, progress=progress)
         results["llm"] = _run_step("llm", work, "--model", str(model), *series_arg, "--repeats", "3",
                                    quick=quick, progress=progress)
-        results["train"] = _run_step("train", work, "--repeats", "2" if quick else "3", quick=quick,
+        results["train"] = _run_step("train", work, "--repeats", "3" if quick else "5", quick=quick,
                                      progress=progress)
         if ui:
             results["ui"] = _ui_step(model, work, 48 if quick else 200, progress)
