@@ -69,7 +69,7 @@ def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     start.add_argument("--tiny", action="store_true", help="the recipe's tiny sizes (tests, smoke runs)")
     start.add_argument("--tokenizer", help="tokenizer folder of the recipe's language model")
     start.add_argument("--encoder", help="folder with encoder.safetensors (--stage mae or labels) or "
-                                                  "stem.safetensors (--stage candidates) to start from")
+                                          "stem.safetensors (--stage candidates) to start from")
     what = train.add_argument_group("what to train (defaults: stage defaults < recipe 'train' section < these)")
     what.add_argument("--tasks", nargs="+", choices=TASKS, help="which question/answer pairs to train on")
     what.add_argument("--adapter", help="stage 2: the LoRA adapter's name (findings, impression, vqa, ...)")

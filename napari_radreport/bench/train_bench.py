@@ -21,23 +21,21 @@ STUDIES = 8
 
 
 def _batch(config, lengths: list[int], image_tokens: int, prompt_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded texts: a start token, the image tokens, prompt words, then the answer (the scored part)."""
-    from napari_radreport.training.data import IGNORE_INDEX
+    """The trainer's batch (``training.data.collate``) of ``STUDIES`` studies with random pixels, their texts in
+    turn: a start token, the image tokens, prompt words, then the answer (the scored part)."""
+    from napari_radreport.training.data import IGNORE_INDEX, Encoded, collate
 
     generator = torch.Generator().manual_seed(0)
-    rows, width = len(lengths), max(lengths)
-    input_ids = torch.zeros((rows, width), dtype=torch.long)
-    labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    for row, n in enumerate(lengths):
+    texts = []
+    for n in lengths:
         words = torch.randint(3, config.text_config.vocab_size - 2, (n,), generator=generator)
         words[0], words[1:1 + image_tokens] = 1, config.image_token_id
-        input_ids[row, :n], attention[row, :n] = words, 1
-        labels[row, prompt_length:n] = words[prompt_length:]
-    vision = config.vision_config
-    pixels = torch.rand((STUDIES, vision.in_channels, *vision.image_size), generator=generator)
-    return {"pixel_values": pixels, "input_ids": input_ids, "labels": labels, "attention_mask": attention,
-            "image_rows": torch.arange(rows) * STUDIES // rows}
+        ids = words.tolist()
+        texts.append(Encoded(ids, [IGNORE_INDEX] * prompt_length + ids[prompt_length:]))
+    vision, per_study = config.vision_config, len(lengths) // STUDIES
+    items = [{"pixel_values": torch.rand((1, vision.in_channels, *vision.image_size), generator=generator),
+              "texts": texts[i * per_study:(i + 1) * per_study]} for i in range(STUDIES)]
+    return collate(items, pad_id=0)
 
 
 def run(repeats: int) -> dict[str, Any]:

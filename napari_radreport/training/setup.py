@@ -88,8 +88,7 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
     train_data = StudyTextDataset(train, loaded, config.tasks, **kwargs)
     eval_data = StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
-    objective = ReportObjective(loaded.model)
-    return RunParts(objective, train_data, eval_data, loaded=loaded, trainable=trainable)
+    return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
 
 
 def freeze_stem(model, config: TrainConfig) -> int:

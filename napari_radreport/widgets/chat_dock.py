@@ -1,7 +1,8 @@
 """The Chat dock: ask about the current study; answers stream in; a history per study.
 
 Options typed on their own lines ("A. left", "B. right") make a multiple-choice question, answered with a
-letter and the option it names ("B. right"). Follow-ups reuse the cached image and conversation (only the new tokens run).
+letter and the option it names ("B. right"). Follow-ups reuse the cached image and conversation (only the new
+tokens run).
 """
 
 from __future__ import annotations
