@@ -1,13 +1,17 @@
-"""Small stdlib-only helpers shared across the package: one-line errors, atomic writes, UTC time, text diffs."""
+"""Small stdlib-only helpers shared across the package: one-line errors, atomic writes, UTC time, text diffs,
+lazy package faces."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import errno
 import os
 import uuid
 from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def one_line(exc: BaseException) -> str:
@@ -47,3 +51,22 @@ def text_diff(before: str, after: str, before_name: str, after_name: str) -> str
     """Unified diff between two texts, line by line ('' when they are equal)."""
     return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), before_name, after_name,
                                           lineterm=""))
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package face (PEP 562): ``exports`` maps each public name to the
+    submodule that defines it, imported on first access, so importing the package imports none of them."""
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        globals_of_package = importlib.import_module(package).__dict__
+        globals_of_package[name] = value  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*exports, *importlib.import_module(package).__dict__})
+
+    return __getattr__, __dir__

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_radreport.paths import drafts_dir
 from napari_radreport.common import text_diff, write_atomic
 
 DRAFT_VERSION = 1
@@ -23,12 +24,6 @@ DRAFT_VERSION = 1
 
 class DraftCorrupted(Exception):
     """A draft file could not be read; it was kept aside under the name in the message."""
-
-
-def default_drafts_folder() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(os.environ.get("RADREPORT_DRAFTS", Path(user_data_dir("napari-radreport")) / "drafts"))
 
 
 @dataclass
@@ -66,7 +61,7 @@ class DraftStore:
     """Drafts in a folder, keyed by ``Study.key``."""
 
     def __init__(self, folder: str | Path | None = None):
-        self.folder = Path(folder) if folder is not None else default_drafts_folder()
+        self.folder = Path(folder) if folder is not None else drafts_dir()
 
     def path_for(self, key: str) -> Path:
         return self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.json"

@@ -1,7 +1,7 @@
 """The user's choices (model, device, generation), remembered between sessions in a small JSON file.
 
 napari 0.9 has no settings store for plugin-defined fields, so the file lives in the user's config folder
-(``platformdirs``), or where ``RADREPORT_CONFIG`` points. An unreadable file falls back to the defaults.
+(``paths.settings_file``: platformdirs, or where ``RADREPORT_CONFIG`` points). An unreadable file falls back to the defaults.
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from napari_radreport.common import write_atomic
-
-
-def settings_path() -> Path:
-    from platformdirs import user_config_dir
-
-    return Path(os.environ.get("RADREPORT_CONFIG", Path(user_config_dir("napari-radreport")) / "settings.json"))
+from napari_radreport.paths import settings_file
 
 
 @dataclass
@@ -40,7 +35,7 @@ class UserSettings:
 
     @classmethod
     def load(cls, path: Path | None = None) -> UserSettings:
-        path = path or settings_path()
+        path = path or settings_file()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -54,6 +49,6 @@ class UserSettings:
         return cls(**values)
 
     def save(self, path: Path | None = None) -> None:
-        path = path or settings_path()
+        path = path or settings_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(asdict(self), indent=1).encode("utf-8"))

@@ -389,9 +389,9 @@ def cli(monkeypatch):
     import contextlib
     import io
 
-    import napari_radreport.cli_tasks as cli_tasks
+    import napari_radreport.cli.tasks as cli_tasks
     from napari_radreport.cli import build_parser, main
-    from napari_radreport.cli_datasets import add_dataset_commands
+    from napari_radreport.cli.datasets import add_dataset_commands
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):

@@ -58,7 +58,7 @@ def test_a_llava_model_gives_the_same_ids_through_our_interface_as_directly(tmp_
 
 
 def test_an_m3d_folder_loads_directly_and_runs_a_real_ct(tmp_path, monkeypatch, abdomen_nifti):
-    monkeypatch.setattr("napari_radreport.modeling.loading.CONVERTED_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("RADREPORT_CACHE", str(tmp_path / "cache"))
     write_tiny_m3d_checkpoint(tmp_path / "m3d", "phi3")
     loaded = load_model(tmp_path / "m3d")
     assert loaded.kind == "radreport" and loaded.modality == "ct"

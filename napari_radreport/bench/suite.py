@@ -40,7 +40,7 @@ def _run_step(step: str, work: Path, *extra: str, quick: bool, progress) -> dict
 
 
 def _ui_step(model: Path, work: Path, tokens: int, progress) -> dict[str, Any]:
-    command = [sys.executable, "-m", "napari_radreport.widgets.ui_stall", str(model), str(UI_STUDY),
+    command = [sys.executable, "-m", "napari_radreport.bench.ui_stall", str(model), str(UI_STUDY),
                "--tokens", str(tokens), "--json", str(work / "ui.json")]
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if shutil.which("xvfb-run") is None:

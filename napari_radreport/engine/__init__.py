@@ -1,17 +1,31 @@
-"""Running models on studies: device choice, background jobs, caches, streaming, tasks. No Qt."""
+"""Running models on studies: device choice, background jobs, caches, streaming, tasks. No Qt.
 
-from napari_radreport.engine.decoding import GenerationSettings
-from napari_radreport.engine.engine import (
-    Choice,
-    Engine,
-    EngineBusy,
-    EngineError,
-    ModelInfo,
-    ReportResult,
-    default_model,
-)
-from napari_radreport.engine.events import Finished, Progress, SectionStarted, Token
-from napari_radreport.engine.jobs import Job
+The names below are imported on first use (PEP 562), so ``import napari_radreport.engine.prompts`` or a
+dock's ``engine.events`` never loads torch; only loading a model does.
+"""
 
-__all__ = ["Choice", "Engine", "EngineBusy", "EngineError", "Finished", "GenerationSettings", "Job", "ModelInfo",
-           "Progress", "ReportResult", "SectionStarted", "Token", "default_model"]
+from typing import TYPE_CHECKING
+
+from napari_radreport.common import lazy_exports
+
+_EXPORTS = {
+    "Choice": "engine", "Engine": "engine", "EngineBusy": "engine", "EngineError": "engine", "ModelInfo": "engine",
+    "ReportResult": "engine", "default_model": "engine", "GenerationSettings": "decoding",
+    "Finished": "events", "Progress": "events", "SectionStarted": "events", "Token": "events", "Job": "jobs",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from napari_radreport.engine.decoding import GenerationSettings
+    from napari_radreport.engine.engine import (
+        Choice,
+        Engine,
+        EngineBusy,
+        EngineError,
+        ModelInfo,
+        ReportResult,
+        default_model,
+    )
+    from napari_radreport.engine.events import Finished, Progress, SectionStarted, Token
+    from napari_radreport.engine.jobs import Job

@@ -1,10 +1,16 @@
-"""Choosing the next token and turning token ids into streamed text (no model calls here)."""
+"""Choosing the next token and turning token ids into streamed text (no model calls here).
+
+``GenerationSettings`` is plain data (the docks and the command line build it without torch); torch is imported
+by the token chooser, which only runs once a model is loaded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -37,6 +43,8 @@ class TokenChooser:
 
     def __init__(self, settings: GenerationSettings, device: torch.device | str = "cpu",
                  suppress: tuple[int, ...] = ()):
+        import torch
+
         self.settings = settings
         self.suppress = list(suppress)  # tokens an answer never contains (image placeholder, BOS, padding)
         self.generator = None
@@ -45,6 +53,8 @@ class TokenChooser:
             self.generator.manual_seed(settings.seed)
 
     def __call__(self, logits: torch.Tensor, previous: list[int]) -> int:
+        import torch
+
         s = self.settings
         logits = logits.float().clone()  # a normal tensor (inference-mode tensors refuse in-place edits)
         if self.suppress:

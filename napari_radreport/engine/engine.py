@@ -50,8 +50,8 @@ class ModelInfo:
 
 @dataclass
 class ReportResult:
-    text: str  # the sections joined, each under its title
-    sections: list[tuple[str, str]]
+    text: str  # each section's heading then its text, exactly as the events streamed them
+    sections: list[tuple[str, str]]  # (title, text stripped of surrounding white space)
     stop_reason: str  # "eos", "length" or "stopped" (of the last section run)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -165,23 +165,24 @@ class Engine:
                     question = prompts.guided_section_prompt(question, positives)
                 parts.append((section, region, question))
         done: list[tuple[str, str]] = []
+        text = ""
         timings: dict[str, float] = {}
         reason = "eos"
         for index, (section, region, question) in enumerate(parts):
             if stop is not None and stop.is_set():
                 reason = "stopped"
                 break
-            title = prompts.section_title(section, region)
-            on_event(SectionStarted(title, index))
+            started = SectionStarted(prompts.section_title(section, region), index)
+            on_event(started)
             self._adapter_for(section)
             finished = runner.generate(study, question, settings, on_event=on_event, stop=stop)
-            done.append((title, finished.text.strip()))
+            done.append((started.title, finished.text.strip()))
+            text += started.heading + finished.text
             reason = finished.stop_reason
             total = timings.get("total_s", 0.0) + finished.timings["total_s"]
             timings = {**(timings or finished.timings), "total_s": total}  # first section's split, summed total
             if reason == "stopped":
                 break
-        text = "\n\n".join(f"{title}:\n{body}" for title, body in done)
         return ReportResult(text, done, reason, timings)
 
     def _ask(self, study, question: str, *, history=(), settings: GenerationSettings | None = None,

@@ -18,10 +18,18 @@ class Progress:
 
 @dataclass(frozen=True)
 class SectionStarted:
-    """A report section (e.g. 'Findings', 'Findings (chest)', 'Impression') begins; tokens follow."""
+    """A report section (e.g. 'Findings', 'Findings (chest)', 'Impression') begins; tokens follow.
+
+    ``heading`` is the text that goes before the section's tokens ("Findings:\n", with a blank line before it
+    after the first section): a report's text is each section's heading followed by its tokens, as they come.
+    """
 
     title: str
     index: int
+
+    @property
+    def heading(self) -> str:
+        return ("\n\n" if self.index else "") + f"{self.title}:\n"
 
 
 @dataclass(frozen=True)

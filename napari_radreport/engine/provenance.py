@@ -1,15 +1,37 @@
-"""Identify the weights that produced a draft: a hash of the weight files, computed once per file version."""
+"""How a draft was produced: the provenance record the docks and the command line attach to a report, and a
+hash of the weight files (computed once per file version)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from napari_radreport.common import write_atomic
+from napari_radreport.common import utc_now, write_atomic
+from napari_radreport.paths import cache_dir
 
-CACHE_DIR = Path(os.environ.get("RADREPORT_CACHE", Path.home() / ".cache" / "napari-radreport"))
+if TYPE_CHECKING:
+    from napari_radreport.engine.decoding import GenerationSettings
+    from napari_radreport.engine.engine import ModelInfo
+    from napari_radreport.export import Provenance
+
+
+def report_task(sections: Sequence[str], regions: Sequence[str] | None = None) -> str:
+    """The task a report draft answered, as provenance names it: "report:findings+impression;regions=chest"."""
+    return "report:" + "+".join(sections) + (f";regions={','.join(regions)}" if regions else "")
+
+
+def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) -> Provenance:
+    """The provenance of a draft that the loaded model ``info`` writes now for ``task`` with ``settings``."""
+    from napari_radreport import __version__
+    from napari_radreport.export import Provenance
+
+    return Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
+                      adapter=",".join(info.adapters), recipe=info.name, task=task, generation=settings.as_dict(),
+                      device=info.device, dtype=info.dtype, generated_at=utc_now(), software_version=__version__)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -27,7 +49,7 @@ def weights_sha256(folder: str | Path) -> str:
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
     if not files:
         return ""
-    store = CACHE_DIR / "weights-sha256.json"
+    store = cache_dir() / "weights-sha256.json"
     try:
         known = json.loads(store.read_text())
     except (OSError, ValueError):

@@ -14,12 +14,11 @@ from pathlib import Path
 from napari_radreport.common import one_line, write_atomic
 from napari_radreport.export.content import ExportError
 from napari_radreport.export.dicom_sr import render_sr
+from napari_radreport.export.formats import FORMATS, SUFFIXES
 from napari_radreport.export.pdf import render_pdf
 from napari_radreport.export.record import ReportRecord
 from napari_radreport.export.text import render_json, render_md, render_txt
 
-FORMATS = ("txt", "md", "json", "pdf", "sr")
-SUFFIXES = {"txt": ".txt", "md": ".md", "json": ".json", "pdf": ".pdf", "sr": ".dcm"}
 RENDERERS: dict[str, Callable[[ReportRecord], bytes]] = {
     "txt": render_txt, "md": render_md, "json": render_json, "pdf": render_pdf, "sr": render_sr}
 

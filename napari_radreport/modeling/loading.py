@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_radreport.paths import cache_dir
 from napari_radreport.modeling.checkpoints import CheckpointError, read_config, require_local_folder, weight_files
 
-CONVERTED_CACHE = Path(os.environ.get("RADREPORT_CACHE", Path.home() / ".cache" / "napari-radreport")) / "converted"
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _converted_m3d(folder: Path, allow_pickle: bool) -> Path:
     from napari_radreport.modeling.m3d import convert_m3d
 
     stamp = hashlib.sha1(str(folder.resolve()).encode() + str(os.stat(folder / "config.json").st_mtime_ns).encode())
-    target = CONVERTED_CACHE / f"{folder.name}-{stamp.hexdigest()[:12]}"
+    target = cache_dir() / "converted" / f"{folder.name}-{stamp.hexdigest()[:12]}"
     if not (target / "config.json").is_file():
         convert_m3d(folder, target, allow_pickle=allow_pickle)
     return target

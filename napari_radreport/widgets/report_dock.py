@@ -19,10 +19,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_radreport.common import one_line, utc_now
+from napari_radreport.common import one_line
 from napari_radreport.drafts import Draft, DraftCorrupted
 from napari_radreport.engine.events import Progress, SectionStarted, Token
 from napari_radreport.engine.prompts import REGIONS
+from napari_radreport.export.formats import dialog_filters
 from napari_radreport.widgets.draft_editor import DraftEditor
 from napari_radreport.widgets.session import session_for
 from napari_radreport.widgets.study_picker import StudyPicker
@@ -34,7 +35,6 @@ SECTION_CHOICES = {"Findings and impression": ("findings", "impression"), "Findi
                    "Impression": ("impression",)}
 NOTICE = ("Reports written here are machine-generated drafts. They can be wrong or miss findings and must be "
           "reviewed by a qualified reader before any use.")
-EXPORT_FILTERS = "Text (*.txt);;Markdown (*.md);;JSON with provenance (*.json);;PDF (*.pdf);;DICOM SR (*.dcm)"
 
 
 class ReportDock(QWidget):
@@ -184,8 +184,8 @@ class ReportDock(QWidget):
 
     # -- generating ---------------------------------------------------------------------------
     def generate(self) -> None:
-        from napari_radreport import __version__
         from napari_radreport.engine.engine import EngineBusy
+        from napari_radreport.engine.provenance import report_provenance, report_task
 
         study = self.session.study
         if study is None:
@@ -198,7 +198,6 @@ class ReportDock(QWidget):
         info, settings = self.session.engine.info, self.session.settings.generation()
         regions = [r for r, box in self.region_boxes.items() if box.isChecked()] if study.kind == "ct" else []
         sections = SECTION_CHOICES[self.sections.currentText()]
-        task = "report:" + "+".join(sections) + (f";regions={','.join(regions)}" if regions else "")
         draft = self.draft_for(study)
         try:
             watcher = self.session.start("report", "report", study, sections=sections, regions=regions or None,
@@ -206,11 +205,7 @@ class ReportDock(QWidget):
         except EngineBusy as exc:
             self._show_error(str(exc))
             return
-        draft.start_new_ai_draft({
-            "model_name": info.name, "model_path": info.path, "weights_sha256": info.weights_sha256,
-            "adapter": ",".join(info.adapters), "recipe": info.name, "task": task,
-            "generation": settings.as_dict(), "device": info.device, "dtype": info.dtype,
-            "generated_at": utc_now(), "software_version": __version__})
+        draft.start_new_ai_draft(report_provenance(info, report_task(sections, regions), settings).as_dict())
         self.job_study = study
         self.editor.show_draft(draft)
         self.status.setText("Starting…")
@@ -236,7 +231,7 @@ class ReportDock(QWidget):
                     self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens{where}")
             elif isinstance(event, SectionStarted):
                 self._section = event.title
-                pieces.append(("\n\n" if event.index else "") + f"{event.title}:\n")
+                pieces.append(event.heading)
                 self.status.setText(f"Writing {event.title}…")
             elif isinstance(event, Progress):
                 self.status.setText(html.escape(event.message or event.stage))
@@ -262,7 +257,7 @@ class ReportDock(QWidget):
 
     # -- export -----------------------------------------------------------------------------
     def _ask_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export the report", "", EXPORT_FILTERS)
+        path, _ = QFileDialog.getSaveFileName(self, "Export the report", "", dialog_filters())
         if path:
             self.export_to(path, overwrite=True)  # the file dialog has asked about replacing
 

@@ -4,7 +4,7 @@ A 5 ms heartbeat QTimer records when it fires; the largest gap between ticks whi
 the longest time the window could not repaint or take input. Needs a display (Xvfb will do); run by
 ``radreport bench`` in its own process:
 
-    python -m napari_radreport.widgets.ui_stall MODEL_DIR STUDY --tokens 200 --json OUT
+    python -m napari_radreport.bench.ui_stall MODEL_DIR STUDY --tokens 200 --json OUT
 """
 
 from __future__ import annotations

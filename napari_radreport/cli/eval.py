@@ -24,7 +24,7 @@ def _percent(value) -> str:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     if args.preset != "phantom":
-        from napari_radreport.cli_eval_predictions import eval_predictions
+        from napari_radreport.cli.eval_predictions import eval_predictions
 
         return eval_predictions(args)
     if args.predictions:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from napari_radreport.engine.prompts import REGIONS
+from napari_radreport.export.formats import FORMATS
 
 
 def _engine_and_study(args: argparse.Namespace, paths: list[str]):
@@ -41,7 +42,7 @@ def _stream(engine, task: str, *args: Any, **kwargs: Any):
                 if isinstance(event, Token):
                     print(event.text, end="", flush=True)
                 elif isinstance(event, SectionStarted):
-                    print(("\n\n" if event.index else "") + f"{event.title}:", flush=True)
+                    print(event.heading, end="", flush=True)
             break
         except KeyboardInterrupt:
             interrupted = True
@@ -59,9 +60,8 @@ def _generation(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from napari_radreport import __version__
-    from napari_radreport.common import utc_now
-    from napari_radreport.export import Provenance, ReportRecord, StudyReference, export_report
+    from napari_radreport.engine.provenance import report_provenance, report_task
+    from napari_radreport.export import ReportRecord, StudyReference, export_report
 
     sections = ("findings", "impression") if args.task == "both" else (args.task,)
     regions = None
@@ -76,12 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = _generation(args)
     result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions, settings=settings)
     if args.out:
-        info = engine.info
-        provenance = Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
-                                adapter=",".join(info.adapters), recipe=info.name,
-                                task=f"report:{'+'.join(sections)}" + (f";regions={','.join(regions)}" if regions else ""),
-                                generation=settings.as_dict(), device=info.device, dtype=info.dtype,
-                                generated_at=utc_now(), software_version=__version__)
+        provenance = report_provenance(engine.info, report_task(sections, regions), settings)
         record = ReportRecord(final_text=result.text, ai_draft=result.text, study=StudyReference.from_study(study),
                               provenance=provenance)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
@@ -140,7 +135,7 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     report.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
     report.add_argument("--task", default="both", choices=["both", "findings", "impression"])
     report.add_argument("--region", help="CT findings per region: all, or a list such as chest,abdomen")
-    report.add_argument("--format", choices=["txt", "md", "json", "pdf", "sr"], help="default: from --out's suffix")
+    report.add_argument("--format", choices=FORMATS, help="default: from --out's suffix")
     report.add_argument("--out", help="also write the report to this file")
     report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     report.set_defaults(func=cmd_report)
