@@ -65,8 +65,8 @@ def _rewrite_complete(path: Path, meta: dict, predictions: dict[str, dict]) -> N
 def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, Any]:
     """One study's predictions; a study that cannot be read or run gets ``error`` instead."""
     from napari_radreport.common import one_line
+    from napari_radreport.data.studies import read_record_study
     from napari_radreport.engine.prompts import LETTERS, REGIONS
-    from napari_radreport.training.data import read_record_study
 
     out: dict[str, Any] = {"id": record.id}
     try:

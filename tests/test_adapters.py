@@ -10,16 +10,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_radreport.engine.prompts import CT_RATE_LABELS
-from napari_radreport.training.adapters import (
+from napari_radreport.data.adapters import (
     DatasetFormatError,
     convert_amos_mm,
     convert_bimcv_r,
     convert_ct_rate,
     convert_rrg24,
 )
-from napari_radreport.training.adapters.bimcv_r import report_sections
-from napari_radreport.training.manifest import read_manifest
+from napari_radreport.data.adapters.bimcv_r import report_sections
+from napari_radreport.data.manifest import read_manifest
+from napari_radreport.engine.prompts import CT_RATE_LABELS
 
 
 def _nifti(path: Path) -> Path:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_radreport.data.manifest import ManifestError, ManifestRecord
 from napari_radreport.modeling.recipes import load_recipe
 from napari_radreport.training.candidates import (CandidateObjective, StudyCandidates, candidate_names,
                                                   collate_candidates)
 from napari_radreport.training.config import resolve
-from napari_radreport.training.manifest import ManifestError, ManifestRecord
 from napari_radreport.training.run import run_training
 
 RECIPE = "radreport-demo-phantom"  # the recipe with a conv stem
@@ -23,7 +23,7 @@ NODULE = "Lung nodule"
 
 @pytest.fixture(scope="module")
 def phantom_set(tmp_path_factory) -> Path:
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.phantoms.generate import write_phantoms
 
     return write_phantoms(tmp_path_factory.mktemp("candidate-phantoms"), 16, seed=2, val=0.25, test=0.0)
 

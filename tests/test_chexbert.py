@@ -101,9 +101,9 @@ def test_missing_or_wrong_checkpoint_is_a_clear_error(tiny_chexbert, tmp_path):
 
 
 def test_rrg24_preset_scores_chexbert_with_local_weights(tiny_chexbert):
+    from napari_radreport.data.manifest import ManifestRecord
     from napari_radreport.evaluation.presets import ModelPaths, build_blocks
     from napari_radreport.evaluation.scoring import BootstrapSettings, score_blocks
-    from napari_radreport.training.manifest import ManifestRecord
 
     folder, _, _ = tiny_chexbert
     records = [ManifestRecord(id=f"r{i}", modality="xray", images=["x.png"], findings=t)

@@ -21,9 +21,9 @@ LARGE_FINDINGS = ("Pleural effusion", "Cardiomegaly", "Emphysema")
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    from napari_radreport.training.data import read_record_study
-    from napari_radreport.training.manifest import read_manifest
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.manifest import read_manifest
+    from napari_radreport.data.phantoms.generate import write_phantoms
+    from napari_radreport.data.studies import read_record_study
 
     manifest = write_phantoms(tmp_path_factory.mktemp("phantoms"), 16, seed=20261122, val=0.0, test=0.0)
     return [(record, read_record_study(record)) for record in read_manifest(manifest)]
@@ -55,7 +55,7 @@ def test_demo_model_reads_large_findings_from_the_image(engine, held_out):
 
 
 def test_demo_model_report_speaks_of_every_finding(engine, held_out):
-    from napari_radreport.training.phantoms import reports
+    from napari_radreport.data.phantoms import reports
 
     record, study = held_out[0]
     result = engine.report(study, sections=("findings",))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_radreport.data.label_scores import auroc
 from napari_radreport.evaluation.bootstrap import bootstrap, paired_bootstrap
-from napari_radreport.evaluation.diagnosis import DiagnosisMetric, auroc
+from napari_radreport.evaluation.diagnosis import DiagnosisMetric
 from napari_radreport.evaluation.lexical import CocoBleu, Rouge
 from report_pairs import PREDICTIONS, REFERENCES
 

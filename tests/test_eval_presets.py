@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from napari_radreport.data.manifest import ManifestRecord, QAPair
 from napari_radreport.evaluation import lexical
 from napari_radreport.evaluation.presets import ModelPaths, build_blocks
 from napari_radreport.evaluation.results_output import format_table, plot_svg
 from napari_radreport.evaluation.scoring import BootstrapSettings, score_blocks
-from napari_radreport.training.manifest import ManifestRecord, QAPair
 from report_pairs import PREDICTIONS, REFERENCES
 
 NO_BOOTSTRAP = BootstrapSettings(resamples=0)

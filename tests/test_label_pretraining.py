@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from napari_radreport.data.manifest import ManifestError, ManifestRecord
 from napari_radreport.modeling.recipes import load_recipe
 from napari_radreport.training import history
 from napari_radreport.training.config import resolve
 from napari_radreport.training.labels import MISSING, LabelObjective, label_names, label_vector
-from napari_radreport.training.manifest import ManifestError, ManifestRecord
 from napari_radreport.training.run import run_training
 
 RECIPE = "e3d-gpt-vicuna-7b"  # tiny: 16x64x64 volumes, conv3d perceiver
@@ -21,7 +21,7 @@ RECIPE = "e3d-gpt-vicuna-7b"  # tiny: 16x64x64 volumes, conv3d perceiver
 
 @pytest.fixture(scope="module")
 def phantom_set(tmp_path_factory) -> Path:
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.phantoms.generate import write_phantoms
 
     return write_phantoms(tmp_path_factory.mktemp("label-phantoms"), 12, seed=4, val=0.17, test=0.17)
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from napari_radreport.training.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest
-from napari_radreport.training.phantoms import anatomy, reports
-from napari_radreport.training.phantoms.generate import phantom_record, write_phantoms
+from napari_radreport.data.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest
+from napari_radreport.data.phantoms import anatomy, reports
+from napari_radreport.data.phantoms.generate import phantom_record, write_phantoms
 
 
 def _findings(n: int, seed: int = 0):

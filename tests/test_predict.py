@@ -17,15 +17,15 @@ from napari_radreport.batch_predict import (
     run_meta,
     run_predictions,
 )
+from napari_radreport.data.manifest import read_manifest
 from napari_radreport.engine import Engine, GenerationSettings
-from napari_radreport.training.manifest import read_manifest
 
 TASKS = ["report", "answers", "diagnosis"]
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.phantoms.generate import write_phantoms
 
     path = write_phantoms(tmp_path_factory.mktemp("predict_phantoms"), 4, seed=11, val=0.0, test=0.0)
     records = read_manifest(path)

@@ -23,7 +23,7 @@ RECIPE = "e3d-gpt-vicuna-7b"  # tiny: 16x64x64 volumes, conv3d perceiver, 2-laye
 
 @pytest.fixture(scope="session")
 def phantom_set(tmp_path_factory) -> Path:
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.phantoms.generate import write_phantoms
 
     return write_phantoms(tmp_path_factory.mktemp("phantoms"), 12, seed=3, val=0.17, test=0.17)
 
@@ -31,8 +31,8 @@ def phantom_set(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_start(tmp_path_factory, phantom_set) -> Path:
     """A freshly built tiny model folder (random weights, tokenizer trained on the phantom texts)."""
+    from napari_radreport.data.manifest import iter_texts, read_manifest
     from napari_radreport.training.build import build_from_recipe
-    from napari_radreport.training.manifest import iter_texts, read_manifest
 
     folder = tmp_path_factory.mktemp("tiny_start")
     torch.manual_seed(0)
@@ -70,9 +70,9 @@ def test_stage1_trains_the_perceiver_only_and_lowers_the_loss(tmp_path, phantom_
 
 @pytest.mark.slow
 def test_stage2_lora_adapters_save_and_the_engine_uses_them(tmp_path, phantom_set, tiny_start):
+    from napari_radreport.data.manifest import read_manifest
+    from napari_radreport.data.studies import read_record_study
     from napari_radreport.engine import Engine
-    from napari_radreport.training.data import read_record_study
-    from napari_radreport.training.manifest import read_manifest
 
     out = tmp_path / "stage2"
     for name in ("findings", "impression"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from napari_radreport.data.manifest import ManifestRecord, QAPair
 from napari_radreport.engine import prompts
 from napari_radreport.training.examples import text_pairs
-from napari_radreport.training.manifest import ManifestRecord, QAPair
 
 
 def _record() -> ManifestRecord:

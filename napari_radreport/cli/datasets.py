@@ -20,7 +20,7 @@ _OPTIONS = {
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from napari_radreport.training.adapters import CONVERTERS
+    from napari_radreport.data.adapters import CONVERTERS
 
     options = {name: getattr(args, name) for name in _OPTIONS[args.format]}
     summary = CONVERTERS[args.format](args.src, args.out, missing=args.missing, overwrite=args.overwrite, **options)
@@ -33,7 +33,7 @@ def _counts(counter: Counter) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from napari_radreport.training.manifest import read_manifest
+    from napari_radreport.data.manifest import read_manifest
 
     records = read_manifest(args.manifest)
     regions = Counter(region for r in records for region in r.regions)

@@ -29,10 +29,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return eval_predictions(args)
     if args.predictions:
         raise ValueError("the phantom preset runs a model (--model), it does not read --predictions")
+    from napari_radreport.data.manifest import read_manifest
     from napari_radreport.engine import Engine
     from napari_radreport.engine.engine import default_model
     from napari_radreport.evaluation.phantoms import evaluate_phantoms
-    from napari_radreport.training.manifest import read_manifest
 
     model = args.model or default_model()
     if model is None:

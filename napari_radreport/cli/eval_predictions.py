@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _records(args: argparse.Namespace):
-    from napari_radreport.training.manifest import read_manifest
+    from napari_radreport.data.manifest import read_manifest
 
     records = read_manifest(args.manifest, split=None if args.split == "all" else args.split)
     if not records:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_radreport.batch_predict import RunPlace, run_meta, run_predictions
+    from napari_radreport.data.manifest import read_manifest
     from napari_radreport.engine import Engine, GenerationSettings
     from napari_radreport.engine.engine import default_model
-    from napari_radreport.training.manifest import read_manifest
 
     manifest = Path(args.manifest)
     if not manifest.is_file():

@@ -40,7 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    from napari_radreport.training.phantoms.generate import write_phantoms
+    from napari_radreport.data.phantoms.generate import write_phantoms
 
     def progress(done: int, total: int) -> None:
         if not args.quiet and (done == total or done % 50 == 0):

@@ -1,10 +1,9 @@
 """Diagnosis scores over abnormality labels, per label and macro-averaged (E3D-GPT's 18-label table).
 
-Per label, over the studies whose reference has that label: balanced accuracy (the mean of the recalls of
-the classes present in the reference, as scikit-learn's ``balanced_accuracy_score``), precision, recall and
-F1 of the positive class (0 where undefined, scikit-learn's ``zero_division=0``), and AUROC from the
-probabilities (only where probabilities exist and both classes occur). A probability at or above the
-threshold (0.5) counts as positive. Macro = the plain mean over labels of each defined value.
+Per label, over the studies whose reference has that label: balanced accuracy, precision, recall and F1 of
+the positive class, and AUROC from the probabilities (only where probabilities exist and both classes occur),
+as ``data.label_scores`` computes them. A probability at or above the threshold (0.5) counts as positive.
+Macro = the plain mean over labels of each defined value.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_radreport.data.label_scores import label_scores
 from napari_radreport.evaluation.metric import MetricSpec
 
 SCORES = ("balanced accuracy", "precision", "recall", "F1", "AUROC")
@@ -25,44 +25,6 @@ class StudyDiagnosis:
 
     truth: Mapping[str, int]
     predicted: Mapping[str, float]
-
-
-def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied scores sharing their mean rank); NaN for one class."""
-    positives, negatives = int(truth.sum()), int(len(truth) - truth.sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=float)
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):
-        end = start
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    u = ranks[truth == 1].sum() - positives * (positives + 1) / 2
-    return float(u / (positives * negatives))
-
-
-def label_scores(truth: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
-                 with_auroc: bool = True) -> dict[str, float]:
-    """The five scores of one label (AUROC left out when ``with_auroc`` is false)."""
-    decided = (probabilities >= threshold).astype(int)
-    tp = int(((decided == 1) & (truth == 1)).sum())
-    fp = int(((decided == 1) & (truth == 0)).sum())
-    fn = int(((decided == 0) & (truth == 1)).sum())
-    tn = int(((decided == 0) & (truth == 0)).sum())
-    recalls = [tp / (tp + fn)] if tp + fn else []
-    recalls += [tn / (tn + fp)] if tn + fp else []
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    scores = {"balanced accuracy": float(np.mean(recalls)), "precision": precision, "recall": recall,
-              "F1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0}
-    if with_auroc:
-        scores["AUROC"] = auroc(truth, probabilities)
-    return scores
 
 
 class DiagnosisMetric:

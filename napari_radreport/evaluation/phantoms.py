@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_radreport.data.phantoms import reports
+from napari_radreport.data.phantoms.anatomy import Findings
 from napari_radreport.engine import prompts
-from napari_radreport.training.phantoms import reports
-from napari_radreport.training.phantoms.anatomy import Findings
 
 SIZE_TOLERANCE_MM = 4
 _UNSPECIFIED = {"nodule": ("?", "?", -99), "consolidation": ("?", "?"), "effusion": "?", "cardiomegaly": True,
@@ -92,7 +92,7 @@ def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool
 
 def evaluate_phantoms(engine, records, *, on_record: Callable[[dict], None] | None = None) -> PhantomScores:
     """Run report, questions and diagnosis on each record with a loaded ``engine``; tally what is right."""
-    from napari_radreport.training.data import read_record_study
+    from napari_radreport.data.studies import read_record_study
 
     scores = PhantomScores()
     for record in records:

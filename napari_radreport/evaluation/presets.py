@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from napari_radreport.data.manifest import ManifestRecord
+from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.evaluation.scoring import Block, MetricFactory
-from napari_radreport.training.manifest import ManifestRecord
 
 PRESETS = ("rrg24", "m3d", "amos-mm", "diagnosis")
-REGIONS = ("chest", "abdomen", "pelvis")
 DEFAULT_SECTIONS = {"rrg24": ("findings", "impression"), "m3d": ("findings",)}
 
 

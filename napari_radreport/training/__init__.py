@@ -1,1 +1,1 @@
-"""Training: manifests, dataset adapters, synthetic phantoms, and the accelerate training loops."""
+"""Training: the accelerate training loops, their torch datasets and objectives (data comes from ``data``)."""

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_radreport.training.manifest import ManifestError, ManifestRecord
+from napari_radreport.data.label_scores import label_scores
+from napari_radreport.data.manifest import ManifestError, ManifestRecord
 
 
 def candidate_names(configured: list[str], records: list[ManifestRecord]) -> list[str]:
@@ -151,8 +152,6 @@ class CandidateObjective(nn.Module):
 def volume_scores(detector: CandidateDetector, records: list[ManifestRecord], images, names: list[str],
                   batch_size: int = 8) -> dict[str, dict[str, Any]]:
     """Per label, how well the maximum response over whole validation volumes separates the studies."""
-    from napari_radreport.evaluation.diagnosis import label_scores as scores_of
-
     was_training = detector.training
     detector.eval()
     device = next(detector.parameters()).device
@@ -171,7 +170,7 @@ def volume_scores(detector: CandidateDetector, records: list[ManifestRecord], im
         truth = np.array([records[i].labels[name] for i in given], dtype=int)
         row: dict[str, Any] = {"studies": len(given), "positives": int(truth.sum())}
         if 0 < truth.sum() < len(truth):
-            found = scores_of(truth, 1 / (1 + np.exp(-logits[given, j])))
+            found = label_scores(truth, 1 / (1 + np.exp(-logits[given, j])))
             row.update({"AUROC": round(found["AUROC"], 4),
                         "balanced accuracy": round(found["balanced accuracy"], 4)})
         out[name] = row

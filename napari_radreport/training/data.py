@@ -13,26 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_radreport.data.manifest import ManifestError, ManifestRecord
+from napari_radreport.data.studies import read_record_study
 from napari_radreport.training.examples import TextPair, text_pairs
-from napari_radreport.training.manifest import ManifestError, ManifestRecord
 
 IGNORE_INDEX = -100
-
-
-def read_record_study(record: ManifestRecord):
-    """The record's Study, HU-rescaled when the record says its stored values are not HU yet."""
-    from napari_radreport.io import load_study
-    from napari_radreport.io.study import StudyReadError
-
-    paths = record.existing_image_paths()
-    try:
-        study = load_study(paths if len(paths) > 1 else paths[0], modality="CT" if record.modality == "ct" else None)
-    except StudyReadError as exc:
-        raise ManifestError(f"record {record.id}: {exc}") from exc
-    if record.hu_rescale is not None:
-        slope, intercept = record.hu_rescale
-        study.image.array = np.asarray(study.array, dtype=np.float32) * slope + intercept
-    return study
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from napari_radreport.data.manifest import ManifestRecord
 from napari_radreport.engine import prompts
-from napari_radreport.training.manifest import ManifestRecord
 
 TASKS = ("findings", "impression", "region_findings", "qa", "diagnosis")
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 
+from napari_radreport.data.label_scores import label_scores as scores_of
 from napari_radreport.training.labels import MISSING
 
 
 def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> dict[str, dict[str, Any]]:
     """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the studies that give it."""
-    from napari_radreport.evaluation.diagnosis import label_scores as scores_of
-
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_radreport.training.manifest import ManifestError, ManifestRecord
+from napari_radreport.data.manifest import ManifestError, ManifestRecord
 
 MISSING = -1.0  # a label the record does not give: no loss
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_radreport.data.manifest import ManifestRecord, iter_texts
 from napari_radreport.training.config import TrainConfig
-from napari_radreport.training.manifest import ManifestRecord, iter_texts
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "chat_template.jinja")
@@ -147,10 +147,10 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
 def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], model_config,
                     spec, train_images, val_images) -> RunParts:
     """The conv stem and its 1x1 head, with patches around the records' positions (training/candidates.py)."""
+    from napari_radreport.data.studies import read_record_study
     from napari_radreport.modeling.processor import patient_to_pixel_index
     from napari_radreport.training.candidates import (CandidateDetector, CandidateObjective, StudyCandidates,
                                                       candidate_names, collate_candidates)
-    from napari_radreport.training.data import read_record_study
 
     def index_in(records):
         return lambda i, position: patient_to_pixel_index(read_record_study(records[i]), spec, position)

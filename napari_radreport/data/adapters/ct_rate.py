@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_radreport.training.adapters._common import (
+from napari_radreport.data.adapters._common import (
     ConversionSummary,
     DatasetFormatError,
     check_missing_policy,
@@ -112,8 +112,8 @@ def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train", r
     only with ``raw_volumes``. ``missing="skip"`` leaves out studies whose volume file is absent (counted in the
     summary) instead of failing on the first one. ``regions`` are filled from the findings by the region splitter.
     """
-    from napari_radreport.training.manifest import ManifestRecord
-    from napari_radreport.training.regions import split_by_region
+    from napari_radreport.data.manifest import ManifestRecord
+    from napari_radreport.data.regions import split_by_region
 
     check_missing_policy(missing)
     split = check_split(split, ("train", "val"))

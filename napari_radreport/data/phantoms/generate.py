@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_radreport.training.manifest import ManifestRecord, write_manifest
-from napari_radreport.training.phantoms import anatomy, reports
+from napari_radreport.data.manifest import ManifestRecord, write_manifest
+from napari_radreport.data.phantoms import anatomy, reports
 
 
 def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from napari_radreport.training.adapters._common import (
+from napari_radreport.data.adapters._common import (
     SPLIT_WORDS,
     ConversionSummary,
     DatasetFormatError,
@@ -80,7 +80,7 @@ def convert_rrg24(src: str | Path | list, out: str | Path, *, split: str | None 
     ``split`` puts every study in one split; by default it comes from the JSON object's split key or from the
     file name (``val_mimic.json`` -> val, ``train_mimic.json`` -> train, other names -> train).
     """
-    from napari_radreport.training.manifest import ManifestRecord
+    from napari_radreport.data.manifest import ManifestRecord
 
     check_missing_policy(missing)
     split = check_split(split)

@@ -23,7 +23,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from napari_radreport.training.adapters._common import (
+from napari_radreport.data.adapters._common import (
     ConversionSummary,
     DatasetFormatError,
     check_missing_policy,
@@ -56,8 +56,8 @@ def _fraction_of(key: str) -> float:
 def convert_bimcv_r(src: str | Path, out: str | Path, *, reports: str | Path | None = None, split: str = "train",
                     val_fraction: float = 0.0, missing: str = "error", overwrite: bool = False) -> ConversionSummary:
     """Write the BIMCV-R studies of the dataset folder ``src`` as a manifest at ``out``."""
-    from napari_radreport.training.manifest import ManifestRecord
-    from napari_radreport.training.regions import split_by_region
+    from napari_radreport.data.manifest import ManifestRecord
+    from napari_radreport.data.regions import split_by_region
 
     check_missing_policy(missing)
     split = check_split(split)

@@ -43,9 +43,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# The names and order of engine.prompts.REGIONS, kept here so that importing this module stays light (no torch);
-# tests/test_regions.py checks that they agree.
-REGION_ORDER = ("chest", "abdomen", "pelvis")
+from napari_radreport.engine.prompts import REGIONS
+
 UNASSIGNED = "unassigned"
 
 _C, _A, _P = ("chest",), ("abdomen",), ("pelvis",)
@@ -147,7 +146,7 @@ def regions_named(sentence: str) -> tuple[str, ...]:
         else:
             found.update(_lookup(words[i]) or ())
             i += 1
-    return tuple(r for r in REGION_ORDER if r in found)
+    return tuple(r for r in REGIONS if r in found)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -194,7 +193,7 @@ def split_by_region(text: str, *, keep_unassigned: bool = False) -> dict[str, st
     Sentences before any region is known are dropped, or returned under ``"unassigned"`` when
     ``keep_unassigned`` is true. A sentence naming two regions appears in both.
     """
-    buckets: dict[str, list[str]] = {r: [] for r in (*REGION_ORDER, UNASSIGNED)}
+    buckets: dict[str, list[str]] = {r: [] for r in (*REGIONS, UNASSIGNED)}
     for item in assign_regions(text or ""):
         for region in item.regions or (UNASSIGNED,):
             buckets[region].append(item.sentence)

@@ -68,7 +68,7 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
 
 def finish(out: Path, records: list, summary: ConversionSummary) -> ConversionSummary:
     """Write the manifest (refusing to write an empty one) and fill in the summary's totals."""
-    from napari_radreport.training.manifest import write_manifest
+    from napari_radreport.data.manifest import write_manifest
 
     summary.out = out
     if not records:

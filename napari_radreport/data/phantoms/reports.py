@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from napari_radreport.training.phantoms.anatomy import LOBES, Findings
+from napari_radreport.data.phantoms.anatomy import LOBES, Findings
 
 # CT-RATE label names of the six phantom findings (engine.prompts.CT_RATE_LABELS spelling).
 LABELS = {"nodule": "Lung nodule", "effusion": "Pleural effusion", "cardiomegaly": "Cardiomegaly",

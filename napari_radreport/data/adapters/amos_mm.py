@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from napari_radreport.training.adapters._common import (
+from napari_radreport.data.adapters._common import (
     SPLIT_WORDS,
     ConversionSummary,
     DatasetFormatError,
@@ -36,6 +36,7 @@ from napari_radreport.training.adapters._common import (
     read_json,
     text,
 )
+from napari_radreport.engine.prompts import REGIONS
 
 _LETTERS = "ABCDEFGH"
 
@@ -67,7 +68,7 @@ def case_id(image: str) -> str:
 
 
 def _findings(value: Any, where: str) -> dict[str, str]:
-    from napari_radreport.training.regions import REGION_ORDER, split_by_region
+    from napari_radreport.data.regions import split_by_region
 
     if value is None:
         return {}
@@ -78,18 +79,17 @@ def _findings(value: Any, where: str) -> dict[str, str]:
     regions = {}
     for key, region_text in value.items():
         region = str(key).strip().lower()
-        if region not in REGION_ORDER:
-            raise DatasetFormatError(f"{where}: unknown findings region {key!r}; expected {', '.join(REGION_ORDER)}")
+        if region not in REGIONS:
+            raise DatasetFormatError(f"{where}: unknown findings region {key!r}; "
+                                     f"expected {', '.join(REGIONS)}")
         if text(region_text):
             regions[region] = text(region_text)
-    return {r: regions[r] for r in REGION_ORDER if r in regions}
+    return {r: regions[r] for r in REGIONS if r in regions}
 
 
 def _impression(value: Any) -> str:
-    from napari_radreport.training.regions import REGION_ORDER
-
     if isinstance(value, dict):
-        order = sorted(value, key=lambda k: (REGION_ORDER.index(k) if k in REGION_ORDER else len(REGION_ORDER), k))
+        order = sorted(value, key=lambda k: (REGIONS.index(k) if k in REGIONS else len(REGIONS), k))
         return " ".join(filter(None, (_impression(value[k]) for k in order)))
     if isinstance(value, (list, tuple)):
         return " ".join(filter(None, (_impression(v) for v in value)))
@@ -97,7 +97,7 @@ def _impression(value: Any) -> str:
 
 
 def _qa(items: Any, where: str) -> list:
-    from napari_radreport.training.manifest import QAPair
+    from napari_radreport.data.manifest import QAPair
 
     if items is None:
         return []
@@ -141,7 +141,7 @@ def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None 
     validation -> val. Findings become ``regions`` (and, joined, ``findings``); the impression of every region,
     joined, becomes ``impression``; questions become ``qa`` with ``choices`` and ``answer_index``.
     """
-    from napari_radreport.training.manifest import ManifestRecord
+    from napari_radreport.data.manifest import ManifestRecord
 
     check_missing_policy(missing)
     split = check_split(split)

@@ -7,11 +7,11 @@ the problem. The layouts each one expects, and where they were checked, are in t
 
 from __future__ import annotations
 
-from napari_radreport.training.adapters._common import ConversionSummary, DatasetFormatError
-from napari_radreport.training.adapters.amos_mm import convert_amos_mm
-from napari_radreport.training.adapters.bimcv_r import convert_bimcv_r
-from napari_radreport.training.adapters.ct_rate import convert_ct_rate
-from napari_radreport.training.adapters.rrg24 import convert_rrg24
+from napari_radreport.data.adapters._common import ConversionSummary, DatasetFormatError
+from napari_radreport.data.adapters.amos_mm import convert_amos_mm
+from napari_radreport.data.adapters.bimcv_r import convert_bimcv_r
+from napari_radreport.data.adapters.ct_rate import convert_ct_rate
+from napari_radreport.data.adapters.rrg24 import convert_rrg24
 
 CONVERTERS = {"ct-rate": convert_ct_rate, "amos-mm": convert_amos_mm, "rrg24": convert_rrg24,
               "bimcv-r": convert_bimcv_r}
