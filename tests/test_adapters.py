@@ -19,7 +19,7 @@ from napari_radreport.data.adapters import (
 )
 from napari_radreport.data.adapters.bimcv_r import report_sections
 from napari_radreport.data.manifest import read_manifest
-from napari_radreport.engine.prompts import CT_RATE_LABELS
+from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS
 
 
 def _nifti(path: Path) -> Path:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 
 from napari_radreport.cli import main  # noqa: E402
-from napari_radreport.engine.prompts import CT_RATE_LABELS  # noqa: E402
+from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS# noqa: E402
 
 
 def test_report_streams_to_stdout_and_writes_the_file(tiny_ct_model, abdomen_nifti, tmp_path, capsys):

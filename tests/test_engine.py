@@ -22,7 +22,7 @@ from napari_radreport.engine import (  # noqa: E402
     Token,
 )
 from napari_radreport.engine import device as dev  # noqa: E402
-from napari_radreport.engine.prompts import CT_RATE_LABELS  # noqa: E402
+from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS# noqa: E402
 from napari_radreport.modeling.processor import InputError  # noqa: E402
 
 
@@ -74,7 +74,8 @@ def test_stop_takes_effect_before_the_next_step(engine, abdomen):
 def test_stop_from_another_thread_ends_a_background_job(engine, abdomen):
     slow = engine.runner.model.language_model.register_forward_pre_hook(lambda *a: time.sleep(0.01))
     try:
-        job = engine.start("ask", abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=2000))
+        job = engine.start("ask", abdomen, "Is there a lung nodule?",
+                           settings=GenerationSettings(max_new_tokens=2000))
         seen = 0
         for event in job.events(timeout=30):
             if isinstance(event, Token):
@@ -97,11 +98,13 @@ def test_an_error_inside_generation_reaches_the_caller_and_the_engine_recovers(e
             raise RuntimeError("decoder exploded at step 3")
 
     hook = engine.runner.model.language_model.register_forward_pre_hook(fail_on_third)
-    job = engine.start("ask", abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=10))
+    job = engine.start("ask", abdomen, "Is there a lung nodule?",
+                       settings=GenerationSettings(max_new_tokens=10))
     with pytest.raises(RuntimeError, match="decoder exploded at step 3"):
         job.result(timeout=30)
     hook.remove()
-    assert engine.ask(abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=3)).n_tokens
+    again = engine.ask(abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=3))
+    assert again.n_tokens
 
 
 def test_a_second_request_reuses_the_encoded_image(engine, abdomen):
@@ -152,42 +155,55 @@ def test_multiple_choice_answers_with_one_of_the_offered_letters(engine, abdomen
         engine.choose(abdomen, "Where?", ["a", "b", "c", "d", "e"])
 
 
-def test_multiple_choice_in_words_compares_each_options_whole_answer(engine, abdomen):
-    from napari_radreport.engine.prompts import choice_prompt, task_prompts
+@pytest.fixture()
+def words_engine(tiny_ct_model, tmp_path):
+    """The tiny model with ``prompt.choice_answer: "text"`` (the spec is read once, at load)."""
+    from test_families import with_prompt
 
+    engine = Engine()
+    engine.load(with_prompt(tiny_ct_model, tmp_path / "words", choice_answer="text"))
+    yield engine
+    engine.shutdown()
+
+
+def test_multiple_choice_in_words_compares_each_options_whole_answer(words_engine, abdomen):
+    from napari_radreport.engine.prompts import choice_prompt
+
+    engine = words_engine
     runner = engine.runner
-    config = runner.model.config
-    config.prompt = {**(config.prompt or {}), "choice_answer": "text"}  # this engine's copy of the model only
     choices = ["left lung", "right lung", "both lungs"]
     choice = engine.choose(abdomen, "Where is the nodule?", choices)
     tokenizer, features = runner.loaded.tokenizer, runner.image_features(abdomen)
-    prompt, _ = runner.prompt(abdomen, choice_prompt(task_prompts(config.prompt), "Where is the nodule?", choices))
+    tasks = runner.family.prompt_spec.tasks
+    prompt, _ = runner.prompt(abdomen, choice_prompt(tasks, "Where is the nodule?", choices))
     totals = []
     for text in choices:  # one whole forward pass per option, from scratch
         answer = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         with torch.no_grad():
-            logits = runner.model(input_ids=torch.tensor([prompt + answer]), image_features=features).logits[0]
+            ids = torch.tensor([prompt + answer])
+            logits = runner.model(input_ids=ids, image_features=features).logits[0]
         logp = torch.log_softmax(logits.float(), -1)
         totals.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer)))
     expected = torch.softmax(torch.tensor(totals), 0).tolist()
     assert [choice.probabilities[letter] for letter in "ABC"] == pytest.approx(expected, abs=1e-5)
     assert choice.letter == "ABC"[max(range(3), key=expected.__getitem__)]
-    config.prompt["choice_answer"] = "word"
-    with pytest.raises(ValueError, match="prompt.choice_answer must be letter or text"):
-        engine.choose(abdomen, "Where is the nodule?", choices)
 
 
-def test_a_guided_report_is_written_from_the_request_and_the_models_own_diagnosis(engine, abdomen):
-    from napari_radreport.engine.prompts import guided_section_prompt, section_prompt, task_prompts
+def test_a_guided_report_is_written_from_the_request_and_the_models_own_diagnosis(engine, abdomen,
+                                                                                  tiny_ct_model, tmp_path):
+    from test_families import with_prompt
 
-    config, settings = engine.runner.model.config, GenerationSettings(max_new_tokens=6)
-    plain_request = section_prompt(task_prompts(config.prompt), "findings", "ct")
+    from napari_radreport.engine.prompts import guided_section_prompt, section_prompt
+
+    settings = GenerationSettings(max_new_tokens=6)
+    plain_request = section_prompt(engine.runner.family.prompt_spec.tasks, "findings", "ct")
     unguided = engine.report(abdomen, sections=("findings",), settings=settings).sections[0][1]
-    config.prompt = {**(config.prompt or {}), "report_guidance": "diagnosis"}  # this engine's copy of the model
+    engine.load(with_prompt(tiny_ct_model, tmp_path / "guided", report_guidance="diagnosis"))  # same weights
     found = engine.diagnose(abdomen)
     positives = [label for label in engine.info.labels if found[label] >= 0.5]
     guided = engine.report(abdomen, sections=("findings",), settings=settings).sections[0][1]
-    expected = engine.ask(abdomen, guided_section_prompt(plain_request, positives), settings=settings).text.strip()
+    request = guided_section_prompt(plain_request, positives)
+    expected = engine.ask(abdomen, request, settings=settings).text.strip()
     assert guided == expected
     assert guided != unguided  # the random model writes something else once the prompt names the findings
     stop = threading.Event()
@@ -217,7 +233,8 @@ def test_sampling_is_reproducible_with_its_seed(engine, abdomen):
 def test_a_second_job_while_one_runs_is_refused(engine, abdomen):
     slow = engine.runner.model.language_model.register_forward_pre_hook(lambda *a: time.sleep(0.01))
     try:
-        job = engine.start("ask", abdomen, "Is there a nodule?", settings=GenerationSettings(max_new_tokens=500))
+        job = engine.start("ask", abdomen, "Is there a nodule?",
+                           settings=GenerationSettings(max_new_tokens=500))
         with pytest.raises(EngineBusy, match="busy"):
             engine.start("report", abdomen)
         with pytest.raises(EngineBusy):
@@ -235,7 +252,8 @@ def test_a_model_that_cannot_take_the_input_says_so(engine, tiny_xray_model, sha
     with pytest.raises(InputError, match="reads CT volumes; the study is a xray_set"):
         engine.ask(xrays, "Is there a nodule?")
     engine.load(tiny_xray_model)
-    assert engine.ask(xrays, "Is there a nodule?", settings=GenerationSettings(max_new_tokens=2)).n_tokens >= 1
+    answer = engine.ask(xrays, "Is there a nodule?", settings=GenerationSettings(max_new_tokens=2))
+    assert answer.n_tokens >= 1
     too_many = load_study(sorted((shared_data / "xray" / "open_access_cc_by").iterdir()))
     with pytest.raises(InputError, match="at most 4 radiographs; the study has 5"):
         engine.report(too_many)
@@ -311,7 +329,8 @@ def test_a_repetition_penalty_breaks_loops_and_special_tokens_never_appear(engin
     plain, penalised = ids(), ids(repetition_penalty=2.0)
     assert len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain)
     tokenizer = engine.runner.loaded.tokenizer
-    banned = {engine.runner.image_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+    banned = {engine.runner.image_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id,
+              tokenizer.unk_token_id}
     assert not banned & set(plain + penalised)
 
 
@@ -324,8 +343,8 @@ def test_every_task_and_call_runs_on_the_engines_one_thread_which_shutdown_ends(
     engine.load(tiny_ct_model, on_event=note)
     engine.report(abdomen, settings=GenerationSettings(max_new_tokens=3), on_event=note)
     engine.diagnose(abdomen, CT_RATE_LABELS[:2], on_event=note)
-    job = engine.start("ask", abdomen, "Is there a lung nodule?", settings=GenerationSettings(max_new_tokens=3),
-                       on_event=note)
+    job = engine.start("ask", abdomen, "Is there a lung nodule?",
+                       settings=GenerationSettings(max_new_tokens=3), on_event=note)
     job.result(30)
     seen.add(engine.call(threading.current_thread))
     assert len(seen) == 1 and threading.current_thread() not in seen

@@ -6,6 +6,7 @@ import pytest
 
 from napari_radreport.data.manifest import ManifestRecord, QAPair
 from napari_radreport.engine import prompts
+from napari_radreport.modeling import prompt_spec
 from napari_radreport.training.examples import text_pairs
 
 
@@ -18,7 +19,7 @@ def _record() -> ManifestRecord:
 
 @pytest.mark.parametrize(("mode", "answer"), [("letter", "B"), ("text", "left side")])
 def test_a_multiple_choice_answer_is_the_letter_or_the_words_of_the_right_option(mode, answer):
-    tasks = prompts.task_prompts(None)
+    tasks = prompt_spec.task_prompts(None)
     pairs = text_pairs(_record(), ["qa"], tasks, mode)
     asked = prompts.choice_prompt(tasks, "On which side is the pleural effusion?", ["right side", "left side",
                                                                                    "both sides"])
@@ -27,16 +28,16 @@ def test_a_multiple_choice_answer_is_the_letter_or_the_words_of_the_right_option
 
 
 def test_every_task_gives_its_pairs():
-    tasks = prompts.task_prompts(None)
+    tasks = prompt_spec.task_prompts(None)
     pairs = text_pairs(_record(), ["findings", "diagnosis"], tasks)
     assert [(p.task, p.answer) for p in pairs] == [("findings", "Left effusion."), ("diagnosis", "Yes")]
     assert pairs[1].question == "Does this image show signs of pleural effusion?"
     with pytest.raises(ValueError, match="choice_answer must be letter or text"):
-        prompts.choice_answer({"choice_answer": "index"})
+        prompt_spec.choice_answer({"choice_answer": "index"})
 
 
 def test_guided_report_prompts_name_the_records_positive_labels_in_the_models_order():
-    tasks = prompts.task_prompts(None)
+    tasks = prompt_spec.task_prompts(None)
     record = ManifestRecord(id="r", modality="ct", images=["x.nii.gz"], split="train", findings="F.",
                             impression="I.", labels={"Pleural effusion": 1, "Cardiomegaly": 0, "Lung nodule": 1})
     order = ("Lung nodule", "Cardiomegaly", "Pleural effusion", "Emphysema")
@@ -49,4 +50,4 @@ def test_guided_report_prompts_name_the_records_positive_labels_in_the_models_or
     assert text_pairs(normal, ["findings"], tasks, guide_labels=order)[0].question == plain + "\nAbnormalities: none."
     assert text_pairs(record, ["findings"], tasks)[0].question == plain  # unguided: the plain request
     with pytest.raises(ValueError, match="report_guidance must be none or diagnosis"):
-        prompts.report_guidance({"report_guidance": "labels"})
+        prompt_spec.report_guidance({"report_guidance": "labels"})

@@ -179,9 +179,9 @@ class LlmBench:
 
     @torch.inference_mode()
     def _independent_here(self, labels: list[str], reencode: bool) -> dict[str, float]:
-        from napari_radreport.engine.prompts import diagnosis_prompt, task_prompts
+        from napari_radreport.engine.prompts import diagnosis_prompt
 
-        tasks = task_prompts(getattr(self.model.config, "prompt", None))
+        tasks = self.runner.family.prompt_spec.tasks
         pixels = self.runner.loaded.pixel_values(self.study).to(self.runner.device)
         features = None if reencode else self.model.get_image_features(pixels)
         yes, no = self.engine._variants("Yes"), self.engine._variants("No")

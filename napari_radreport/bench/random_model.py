@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_radreport.engine import prompts
+from napari_radreport.modeling import prompt_spec
 
 IMAGE_TOKEN = "<im_patch>"
 EXTRA_WORDS = ("Yes No yes no A B C D There is a no the left right lung nodule pleural effusion heart normal size "
@@ -21,8 +22,8 @@ EXTRA_WORDS = ("Yes No yes no A B C D There is a no the left right lung nodule p
 
 def prompt_words() -> list[str]:
     """Every word and punctuation mark of the task prompts, labels and a few answer words, in a fixed order."""
-    text = " ".join([*prompts.DEFAULT_TASKS.values(), *prompts.MODALITY_WORDS.values(), *prompts.REGIONS,
-                     *prompts.CT_RATE_LABELS, *prompts.CHEXPERT_LABELS, EXTRA_WORDS]).lower() + " " + EXTRA_WORDS
+    text = " ".join([*prompt_spec.DEFAULT_TASKS.values(), *prompts.MODALITY_WORDS.values(), *prompts.REGIONS,
+                     *prompt_spec.CT_RATE_LABELS, *prompt_spec.CHEXPERT_LABELS, EXTRA_WORDS]).lower() + " " + EXTRA_WORDS
     found = re.findall(r"\w+|[^\w\s]+", text.replace("{", " ").replace("}", " "))
     return list(dict.fromkeys(found))
 

@@ -11,12 +11,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_radreport.engine import prompts
 from napari_radreport.engine.decoding import GenerationSettings
 from napari_radreport.engine.events import EventCallback, Finished, Progress, SectionStarted, ignore
 from napari_radreport.engine.jobs import Job, WorkerThread
+
+if TYPE_CHECKING:
+    from napari_radreport.modeling.prompt_spec import PromptSpec
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo_model"
 
@@ -38,7 +41,7 @@ def default_model() -> Path | None:
 class ModelInfo:
     name: str
     path: str
-    kind: str
+    kind: str  # the model's family ("radreport", "image-text-to-text"): modeling/families.py
     modality: str  # "ct" or "xray": what the model reads
     device: str
     dtype: str
@@ -112,11 +115,12 @@ class Engine:
             use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
         on_event(Progress("load", "hashing the weights for provenance"))
         self.runner = ModelRunner(loaded, device_name)
-        labels = prompts.model_labels(getattr(loaded.model.config, "prompt", None), loaded.modality)
-        self.info = ModelInfo(name=folder.name, path=str(folder), kind=loaded.kind, modality=loaded.modality,
+        family = loaded.family
+        self.info = ModelInfo(name=folder.name, path=str(folder), kind=family.name, modality=family.modality,
                               device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
-                              weights_sha256=weights_sha256(folder), labels=labels, warnings=warnings)
+                              weights_sha256=weights_sha256(folder), labels=family.prompt_spec.labels,
+                              warnings=warnings)
         return self.info
 
     def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
@@ -135,8 +139,9 @@ class Engine:
             raise EngineError("no model is loaded; load one first")
         return self.runner
 
-    def _tasks(self) -> dict[str, str]:
-        return prompts.task_prompts(getattr(self._runner().model.config, "prompt", None))
+    def _spec(self) -> PromptSpec:
+        """The loaded model's prompt spec (parsed once, when it loaded)."""
+        return self._runner().family.prompt_spec
 
     def _adapter_for(self, task: str) -> None:
         from napari_radreport.modeling.lora import use_adapter
@@ -146,12 +151,13 @@ class Engine:
         if task in names:
             use_adapter(model, task)
 
-    def _report(self, study, *, sections=prompts.SECTIONS, regions=None, settings: GenerationSettings | None = None,
-                on_event: EventCallback = ignore, stop=None) -> ReportResult:
-        runner, tasks = self._runner(), self._tasks()
+    def _report(self, study, *, sections=prompts.SECTIONS, regions=None,
+                settings: GenerationSettings | None = None, on_event: EventCallback = ignore,
+                stop=None) -> ReportResult:
+        runner, spec = self._runner(), self._spec()
         settings = settings or GenerationSettings()
         positives = None
-        if prompts.report_guidance(getattr(runner.model.config, "prompt", None)) == "diagnosis":
+        if spec.report_guidance == "diagnosis":
             try:
                 found = self._diagnose(study, on_event=on_event, stop=stop)
             except InterruptedError:
@@ -160,7 +166,7 @@ class Engine:
         parts: list[tuple[str, str | None, str]] = []
         for section in sections:
             for region in (regions or [None]) if section == "findings" else [None]:
-                question = prompts.section_prompt(tasks, section, runner.loaded.modality, region)
+                question = prompts.section_prompt(spec.tasks, section, runner.family.modality, region)
                 if positives is not None:
                     question = prompts.guided_section_prompt(question, positives)
                 parts.append((section, region, question))
@@ -180,7 +186,7 @@ class Engine:
             text += started.heading + finished.text
             reason = finished.stop_reason
             total = timings.get("total_s", 0.0) + finished.timings["total_s"]
-            timings = {**(timings or finished.timings), "total_s": total}  # first section's split, summed total
+            timings = {**(timings or finished.timings), "total_s": total}  # first section's split, total sum
             if reason == "stopped":
                 break
         return ReportResult(text, done, reason, timings)
@@ -198,10 +204,11 @@ class Engine:
         import torch
 
         self._adapter_for("vqa")
-        text = prompts.choice_prompt(self._tasks(), question, choices)
-        runner, letters = self._runner(), prompts.LETTERS[:len(choices)]
-        if prompts.choice_answer(getattr(runner.model.config, "prompt", None)) == "text":
-            odds = torch.softmax(runner.answer_logprobs(study, text, choices, on_event=on_event, stop=stop), dim=0)
+        spec, runner, letters = self._spec(), self._runner(), prompts.LETTERS[:len(choices)]
+        text = prompts.choice_prompt(spec.tasks, question, choices)
+        if spec.choice_answer == "text":
+            scores = runner.answer_logprobs(study, text, choices, on_event=on_event, stop=stop)
+            odds = torch.softmax(scores, dim=0)
             probabilities = dict(zip(letters, odds.tolist()))
         else:
             logprobs = runner.next_token_logprobs(study, [text], on_event=on_event, stop=stop)[0]
@@ -210,11 +217,12 @@ class Engine:
             probabilities = {k: v / total for k, v in scores.items()}
         return Choice(max(probabilities, key=probabilities.get), probabilities)
 
-    def _diagnose(self, study, labels=None, *, on_event: EventCallback = ignore, stop=None) -> dict[str, float]:
+    def _diagnose(self, study, labels=None, *, on_event: EventCallback = ignore,
+                  stop=None) -> dict[str, float]:
         """P(yes) for each label from the model's answer to "Does this image show signs of {label}?"."""
         self._adapter_for("vqa")
         labels = list(labels or self.info.labels)
-        tasks = self._tasks()
+        tasks = self._spec().tasks
         logprobs = self._runner().next_token_logprobs(
             study, [prompts.diagnosis_prompt(tasks, label) for label in labels], on_event=on_event, stop=stop)
         yes, no = self._variants("Yes"), self._variants("No")
@@ -226,7 +234,7 @@ class Engine:
 
     def _variants(self, word: str) -> list[int]:
         """First token ids of a word as the model may start an answer with it (case, leading space)."""
-        tokenizer = self._runner().loaded.tokenizer
+        tokenizer = self._runner().family.tokenizer
         ids = set()
         for text in (word, " " + word, word.lower(), " " + word.lower()):
             pieces = tokenizer(text, add_special_tokens=False)["input_ids"]

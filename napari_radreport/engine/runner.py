@@ -38,16 +38,21 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 
 class ModelRunner:
-    """Prompts, prefill and decoding for one ``LoadedModel``; not thread-safe (the engine runs one job)."""
+    """Prompts, prefill and decoding for one ``LoadedModel``; not thread-safe (the engine runs one job).
+
+    What differs between model families (the prompt's ids, how the image goes in, the image token) comes from
+    ``loaded.family``; this code is the same for every family.
+    """
 
     def __init__(self, loaded, device: str, max_studies: int = 2):
         self.loaded = loaded
+        self.family = loaded.family
         self.model = loaded.model
         self.device = torch.device(device)
         self.max_studies = max_studies
         self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._prefixes: OrderedDict[tuple, _Prefix] = OrderedDict()
-        self.image_token_id = self._image_token_id()
+        self.image_token_id = self.family.image_token_id
         self.encodings = 0  # how many times an image was encoded (tests and benchmarks read it)
 
     # -- caches --------------------------------------------------------------------------
@@ -61,10 +66,6 @@ class ModelRunner:
         while len(store) > self.max_studies:
             store.popitem(last=False)
 
-    def _image_token_id(self) -> int:
-        config = self.model.config
-        return int(config.image_token_id if self.loaded.kind == "radreport" else config.image_token_index)
-
     def adapter_name(self) -> str:
         peft = getattr(self.model, "peft_config", None)
         if not peft:
@@ -77,28 +78,24 @@ class ModelRunner:
         """The active adapter's name when it replaces image modules (peft ``modules_to_save``), else ''."""
         peft = getattr(self.model, "peft_config", None) or {}
         name = self.adapter_name()
-        return name if any(getattr(peft.get(n), "modules_to_save", None) for n in name.split(",") if n) else ""
+        replaces = any(getattr(peft.get(n), "modules_to_save", None) for n in name.split(",") if n)
+        return name if replaces else ""
 
     # -- prompt ---------------------------------------------------------------------------
     def prompt(self, study, question: str, history=()) -> tuple[list[int], dict]:
-        """Prompt ids and the image inputs needed if the image is not cached (built lazily for our models)."""
-        if self.loaded.kind == "radreport":
-            return self.loaded.prompt_ids(study, question, history)[0].tolist(), {}
-        inputs = self.loaded.inputs(study, question, history)
-        ids = inputs.pop("input_ids")[0].tolist()
-        inputs.pop("attention_mask", None)
-        return ids, inputs
+        """Prompt ids and the image inputs built with them ({} where the runner encodes the image itself)."""
+        return self.family.build_prompt(study, question, history)
 
     def image_features(self, study, on_event: EventCallback = ignore,
                        timings: dict[str, float] | None = None) -> torch.Tensor:
         """The study's encoded image (cached); ``timings`` gets preprocess_s and encode_s when it runs."""
-        key = (study.key, self.loaded.preprocess.signature, self._feature_adapter())
+        key = (study.key, self.family.preprocess.signature, self._feature_adapter())
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
         on_event(Progress("preprocess", "preparing the image"))
         t0 = time.perf_counter()
-        pixels = self.loaded.pixel_values(study).to(self.device)
+        pixels = self.family.pixel_values(study).to(self.device)
         t1 = time.perf_counter()
         on_event(Progress("encode", "encoding the image"))
         with torch.inference_mode():
@@ -124,9 +121,9 @@ class ModelRunner:
         return out.logits[:, -1]
 
     def _image_inputs(self, study, extra: dict, on_event: EventCallback, timings: dict[str, float]) -> dict:
-        if self.loaded.kind == "radreport":
-            return {"image_features": self.image_features(study, on_event, timings)}
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in extra.items()}
+        """The family's image inputs for the forward pass, on this device (encoded and cached if it asks)."""
+        inputs = self.family.image_inputs(extra, lambda: self.image_features(study, on_event, timings))
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
     def prefill(self, study, ids: list[int], extra: dict, on_event: EventCallback = ignore,
                 keep_last: bool = True):
@@ -193,7 +190,8 @@ class ModelRunner:
                 generated.append(token)
                 if len(generated) == 1:
                     timings["first_token_s"] = time.perf_counter() - t_start
-                rate = (len(generated) - 1) / max(time.perf_counter() - t_decode, 1e-9) if len(generated) > 1 else 0.0
+                elapsed = max(time.perf_counter() - t_decode, 1e-9)
+                rate = (len(generated) - 1) / elapsed if len(generated) > 1 else 0.0
                 on_event(Token(token, stream.push(token), len(generated), rate))
                 if len(generated) >= settings.max_new_tokens:
                     break
@@ -223,8 +221,8 @@ class ModelRunner:
         shared = min(common_prefix_length(prompts[0], p) for p in prompts)
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every prompt keeps a tail to run
         tails = [p[shared:] for p in prompts]
-        rows = self._run_tails(study, prompts[0][:shared], extra, tails, batch_size, on_event, stop, "questions",
-                               every_position=False)
+        rows = self._run_tails(study, prompts[0][:shared], extra, tails, batch_size, on_event, stop,
+                               "questions", every_position=False)
         return torch.stack([logprobs for _, logprobs in rows])
 
     def answer_logprobs(self, study, question: str, answers: list[str], *, batch_size: int = 18,
@@ -233,11 +231,12 @@ class ModelRunner:
         ``question``: the prompt runs once, the answers as a batch over copies of its cache."""
         ids, extra = self.prompt(study, question)
         tokenizer = self.loaded.tokenizer
-        answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
-        tails = [ids[-1:] + a for a in answer_ids]  # the prompt's last token gives the first answer token's odds
+        answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                      for a in answers]
+        tails = [ids[-1:] + a for a in answer_ids]  # the prompt's last token: the first answer token's odds
         scores = []
-        for tail, logprobs in self._run_tails(study, ids[:-1], extra, tails, batch_size, on_event, stop, "answers",
-                                              every_position=True):
+        for tail, logprobs in self._run_tails(study, ids[:-1], extra, tails, batch_size, on_event, stop,
+                                              "answers", every_position=True):
             targets = torch.tensor(tail[1:])
             scores.append(logprobs[torch.arange(len(targets)), targets].sum())
         return torch.stack(scores)

@@ -1,93 +1,89 @@
 """One interface over the models a user brings: our checkpoints, M3D-LaMed folders, LLaVA-family models.
 
-``load_model(folder)`` returns a ``LoadedModel`` whose ``inputs(study, question)`` builds the model's
-inputs from a Study and whose ``generate`` returns the new token ids. Local folders only; never
-``trust_remote_code``; safetensors only unless ``allow_pickle``.
+``load_model(folder)`` picks the folder's family (``modeling/families.py``) and returns a ``LoadedModel``
+whose ``inputs(study, question)`` builds the model's inputs from a Study and whose ``generate`` returns the
+new token ids. Local folders only; never ``trust_remote_code``; safetensors only unless ``allow_pickle``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from napari_radreport.modeling import families
+from napari_radreport.modeling.checkpoints import (
+    CheckpointError,
+    read_config,
+    require_local_folder,
+    weight_files,
+)
+from napari_radreport.modeling.families import History, ModelFamily, family_named
 from napari_radreport.paths import cache_dir
-from napari_radreport.modeling.checkpoints import CheckpointError, read_config, require_local_folder, weight_files
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_radreport.io.study import Study
+    from napari_radreport.modeling.processor import Preprocess
 
 
-
-@dataclass
 class LoadedModel:
-    model: Any
-    tokenizer: Any
-    kind: str  # "radreport" or "image-text-to-text"
-    processor: Any = None  # transformers processor for image-text-to-text models
+    """A model and its family (``modeling/families.py``), which reads studies and prompts for it.
+
+    ``model`` may be replaced (a peft wrapper) or dropped (unloading); the family keeps what was parsed at
+    load. Built by ``load_model``, or around a model in memory with its family's name as ``kind``.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, kind: str | None = None, processor: Any = None, *,
+                 family: ModelFamily | None = None) -> None:
+        if family is None:
+            if kind is None:
+                raise ValueError("LoadedModel needs a family, or the name of one as kind")
+            family = family_named(kind).from_model(model, tokenizer, processor)
+        self.model = model
+        self.family = family
+
+    @property
+    def kind(self) -> str:
+        """The family's name ("radreport", "image-text-to-text")."""
+        return self.family.name
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.family.tokenizer
+
+    @property
+    def processor(self) -> Any:
+        return self.family.processor
 
     @property
     def modality(self) -> str:
-        if self.kind != "radreport":
-            return "xray"
-        return "ct" if self.model.config.vision_config.model_type == "radreport_vit3d" else "xray"
+        return self.family.modality
 
     @property
-    def preprocess(self):
-        from napari_radreport.modeling.processor import Preprocess
+    def preprocess(self) -> Preprocess | None:
+        return self.family.preprocess
 
-        return Preprocess.from_recipe(self.model.config.preprocess or {}) if self.kind == "radreport" else None
-
-    def pixel_values(self, study):
+    def pixel_values(self, study: Study) -> torch.Tensor:
         """The image tensor for our models (what ``get_image_features`` encodes)."""
-        from napari_radreport.modeling import processor as proc
+        return self.family.pixel_values(study)
 
-        spec = self.preprocess
-        if self.modality == "ct":
-            return proc.volume_to_pixels(study, spec)
-        return proc.radiographs_to_pixels(study, spec)
-
-    def n_images(self, study) -> int:
+    def n_images(self, study: Study) -> int:
         """How many images the prompt holds: one volume or stitched picture, or each radiograph."""
-        from napari_radreport.modeling.processor import InputError, check_image_count
+        return self.family.n_images(study)
 
-        if self.modality == "ct":
-            if not study.is_volume:
-                raise InputError(f"this model reads CT volumes; the study is a {study.kind}")
-            return 1
-        if study.kind != "xray_set":
-            raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
-        spec = self.preprocess
-        check_image_count(study, spec.max_images if spec else 4)
-        return len(study.images) if spec is not None and spec.stitch == "separate" else 1
+    def prompt_ids(self, study: Study, question: str, history: History = ()) -> torch.Tensor:
+        """(1, L) token ids of the prompt (for our models, the image placeholder expanded)."""
+        return self.family.prompt_ids(study, question, history)
 
-    def prompt_ids(self, study, question: str, history=()):
-        """(1, L) token ids of our models' prompt; the image placeholder expanded."""
-        from napari_radreport.modeling.processor import prompt_ids
-
-        config = self.model.config
-        return prompt_ids(self.tokenizer, question, image_token=config.image_token,
-                          num_image_tokens=self.model.num_image_tokens, n_images=self.n_images(study),
-                          chat_template=bool((config.prompt or {}).get("chat_template")), history=history)
-
-    def inputs(self, study, question: str, history=()) -> dict:
+    def inputs(self, study: Study, question: str, history: History = ()) -> dict:
         """Everything ``model(...)`` / ``model.generate(...)`` needs for one prompt about a study."""
-        from napari_radreport.modeling import processor as proc
+        return self.family.model_inputs(study, question, history)
 
-        if self.kind == "radreport":
-            ids = self.prompt_ids(study, question, history)
-            return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape), "pixel_values": self.pixel_values(study)}
-        image = proc.stitched_picture(study)
-        turns = [*history, (question, None)]
-        messages = []
-        for i, (asked, answer) in enumerate(turns):
-            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": asked}]
-            messages.append({"role": "user", "content": content})
-            if answer is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return dict(self.processor(images=image, text=text, return_tensors="pt"))
-
-    def generate(self, study, question: str, **kwargs) -> list[int]:
+    def generate(self, study: Study, question: str, **kwargs: Any) -> list[int]:
+        """The new token ids of ``model.generate`` on one prompt about a study."""
         import torch
 
         inputs = self.inputs(study, question)
@@ -99,43 +95,35 @@ class LoadedModel:
 def _converted_m3d(folder: Path, allow_pickle: bool) -> Path:
     from napari_radreport.modeling.m3d import convert_m3d
 
-    stamp = hashlib.sha1(str(folder.resolve()).encode() + str(os.stat(folder / "config.json").st_mtime_ns).encode())
+    mtime = os.stat(folder / "config.json").st_mtime_ns
+    stamp = hashlib.sha1(str(folder.resolve()).encode() + str(mtime).encode())
     target = cache_dir() / "converted" / f"{folder.name}-{stamp.hexdigest()[:12]}"
     if not (target / "config.json").is_file():
         convert_m3d(folder, target, allow_pickle=allow_pickle)
     return target
 
 
-def load_model(path: str | Path, *, allow_pickle: bool = False, dtype=None, device: str | None = None) -> LoadedModel:
-    """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or a LLaVA-family one."""
-    from transformers import AutoTokenizer
-
+def load_model(path: str | Path, *, allow_pickle: bool = False, dtype: Any = None,
+               device: str | None = None) -> LoadedModel:
+    """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or one of another
+    family in ``families.FAMILIES`` (LLaVA-family image-text-to-text models)."""
     from napari_radreport.modeling.m3d import is_m3d_folder
-    from napari_radreport.modeling.modeling_radreport import RadReportForConditionalGeneration
 
     folder = require_local_folder(path)
     if is_m3d_folder(folder):
         folder = _converted_m3d(folder, allow_pickle)
     config = read_config(folder)
     weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles early, with the reason
-    common = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": not allow_pickle}
+    family = families.family_for(config)
+    if family is None:
+        known = ", ".join(f.name for f in families.FAMILIES)
+        raise CheckpointError(f"{folder}: not a model napari-radreport can load (model_type "
+                              f"{config.get('model_type')!r} belongs to no known family: {known})")
+    pretrained = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": not allow_pickle}
     if dtype is not None:
-        common["dtype"] = dtype
-    if config.get("model_type") == "radreport":
-        model = RadReportForConditionalGeneration.from_pretrained(str(folder), **common)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, local_files_only=True,
-                                                  trust_remote_code=False)
-        loaded = LoadedModel(model=model, tokenizer=tokenizer, kind="radreport")
-    else:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(str(folder), **common)
-            processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{folder}: not a model napari-radreport can load ({str(exc).splitlines()[0]})") from exc
-        loaded = LoadedModel(model=model, tokenizer=processor.tokenizer, kind="image-text-to-text",
-                             processor=processor)
+        pretrained["dtype"] = dtype
+    model, facts = family.load(folder, pretrained)
+    loaded = LoadedModel(model, family=facts)
     if device is not None:
         loaded.model.to(device)
     loaded.model.eval()

@@ -15,14 +15,15 @@ SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3
 def prompt_texts() -> list[str]:
     """Every question the engine can ask, filled in, so the tokenizer learns them as whole pieces."""
     from napari_radreport.engine import prompts
+    from napari_radreport.modeling import prompt_spec
 
     texts = []
     for modality in ("ct", "xray"):
-        texts += [prompts.section_prompt(prompts.DEFAULT_TASKS, s, modality) for s in prompts.SECTIONS]
-    texts += [prompts.section_prompt(prompts.DEFAULT_TASKS, "findings", "ct", r) for r in prompts.REGIONS]
-    labels = (*prompts.CT_RATE_LABELS, *prompts.CHEXPERT_LABELS)
-    texts += [prompts.diagnosis_prompt(prompts.DEFAULT_TASKS, label) for label in labels]
-    texts += [prompts.choice_prompt(prompts.DEFAULT_TASKS, "Which?", ["a", "b", "c", "d"]), "Yes", "No"]
+        texts += [prompts.section_prompt(prompt_spec.DEFAULT_TASKS, s, modality) for s in prompts.SECTIONS]
+    texts += [prompts.section_prompt(prompt_spec.DEFAULT_TASKS, "findings", "ct", r) for r in prompts.REGIONS]
+    labels = (*prompt_spec.CT_RATE_LABELS, *prompt_spec.CHEXPERT_LABELS)
+    texts += [prompts.diagnosis_prompt(prompt_spec.DEFAULT_TASKS, label) for label in labels]
+    texts += [prompts.choice_prompt(prompt_spec.DEFAULT_TASKS, "Which?", ["a", "b", "c", "d"]), "Yes", "No"]
     return texts
 
 

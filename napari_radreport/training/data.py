@@ -47,14 +47,11 @@ class StudyTextDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[ManifestRecord], loaded, tasks, *, texts_per_image: int = 4, seed: int = 0,
                  max_length: int = 1024):
-        from napari_radreport.engine import prompts
-
         self.records, self.loaded, self.seed = records, loaded, seed
         self.texts_per_image, self.max_length, self.epoch = texts_per_image, max_length, 0
-        prompt = getattr(loaded.model.config, "prompt", None)
-        questions, mode = prompts.task_prompts(prompt), prompts.choice_answer(prompt)
-        guide = (prompts.model_labels(prompt, loaded.modality)
-                 if prompts.report_guidance(prompt) == "diagnosis" else None)
+        spec = loaded.family.prompt_spec  # the model's prompt section, parsed when it loaded
+        questions, mode = dict(spec.tasks), spec.choice_answer
+        guide = spec.labels if spec.report_guidance == "diagnosis" else None
         self.pairs = [text_pairs(r, tasks, questions, mode, guide) for r in records]
         if not any(self.pairs):
             raise ManifestError(f"no record has text for the task(s) {', '.join(tasks)}")

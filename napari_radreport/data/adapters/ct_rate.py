@@ -7,7 +7,7 @@ the file and column names are those read by the authors' CT-CLIP scripts, github
       radiology_text_reports/train_reports.csv, validation_reports.csv
           VolumeName, ClinicalInformation_EN, Technique_EN, Findings_EN, Impressions_EN
       multi_abnormality_labels/train_predicted_labels.csv, valid_predicted_labels.csv
-          VolumeName + the 18 labels of engine.prompts.CT_RATE_LABELS (0/1)
+          VolumeName + the 18 labels of modeling.prompt_spec.CT_RATE_LABELS (0/1)
       metadata/train_metadata.csv, validation_metadata.csv
           VolumeName, ..., RescaleSlope, RescaleIntercept, ...
       train_fixed/train_1/train_1_a/train_1_a_1.nii.gz    valid_fixed/valid_1/valid_1_a/valid_1_a_1.nii.gz
@@ -74,7 +74,7 @@ def volume_path(volumes: Path, volume_name: str) -> Path:
 
 
 def _labels(path: Path) -> dict[str, dict[str, int]]:
-    from napari_radreport.engine.prompts import CT_RATE_LABELS
+    from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS
 
     labels = {}
     for line, row in enumerate(read_csv(path, ("VolumeName", *CT_RATE_LABELS)), start=2):

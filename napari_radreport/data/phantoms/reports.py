@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_radreport.data.phantoms.anatomy import LOBES, Findings
 
-# CT-RATE label names of the six phantom findings (engine.prompts.CT_RATE_LABELS spelling).
+# CT-RATE label names of the six phantom findings (modeling.prompt_spec.CT_RATE_LABELS spelling).
 LABELS = {"nodule": "Lung nodule", "effusion": "Pleural effusion", "cardiomegaly": "Cardiomegaly",
           "emphysema": "Emphysema", "consolidation": "Consolidation", "pericardial_effusion": "Pericardial effusion"}
 FINDING_NAMES = tuple(LABELS)

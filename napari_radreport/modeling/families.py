@@ -1,0 +1,235 @@
+"""Model families: what each kind of model needs parsed once at load, and how it turns a study and a question
+into the model's inputs.
+
+A family is one class. ``matches(config)`` says whether a folder's config.json is one of its models; ``load``
+builds the model and the family object from a local folder; the object holds the facts parsed then (tokenizer
+or processor, preprocessing, modality, image token id, prompt spec) and builds prompts and image inputs for
+the runner, which never asks which family it has. ``FAMILIES`` lists them in the order ``load_model`` tries
+them: a new family (MedGemma, CT-CHAT) is one more class, placed before the broad image-text-to-text one.
+A family never holds the model itself: adapters replace ``LoadedModel.model`` and unloading drops it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from napari_radreport.modeling.checkpoints import CheckpointError
+from napari_radreport.modeling.prompt_spec import PromptSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_radreport.io.study import Study
+    from napari_radreport.modeling.processor import Preprocess
+
+History = Sequence[tuple[str, str]]
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}  # every tokenizer and processor load
+
+
+class ModelFamily(ABC):
+    """One loaded model's facts, parsed once, and the inputs it takes."""
+
+    name: ClassVar[str]  # stable and readable: LoadedModel.kind, ModelInfo.kind (provenance)
+
+    def __init__(self, *, tokenizer: Any, modality: str, image_token_id: int, prompt_spec: PromptSpec,
+                 processor: Any = None, preprocess: Preprocess | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.processor = processor  # the transformers processor, for families that use one
+        self.modality = modality  # "ct" or "xray": what the model reads
+        self.image_token_id = image_token_id  # the placeholder the image's features replace
+        self.prompt_spec = prompt_spec
+        self.preprocess = preprocess  # our processor's recipe, for families that encode images apart
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, config: dict) -> bool:
+        """Whether a folder's config.json (as read) describes a model of this family."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, ModelFamily]:
+        """(model, family) from a local folder; ``pretrained``: the model's ``from_pretrained`` keywords."""
+
+    @classmethod
+    @abstractmethod
+    def from_model(cls, model: Any, tokenizer: Any, processor: Any = None) -> ModelFamily:
+        """The facts of a model in memory (loaded from a folder, or built fresh for training)."""
+
+    @abstractmethod
+    def build_prompt(self, study: Study, question: str, history: History = ()) -> tuple[list[int], dict]:
+        """The prompt's token ids and the image inputs built with them ({} when ``image_inputs`` encodes)."""
+
+    @abstractmethod
+    def image_inputs(self, built: dict, features: Callable[[], torch.Tensor]) -> dict:
+        """What the forward pass takes for the prompt's image: ``built`` by ``build_prompt``, or the encoded
+        image from ``features()`` (the runner's per-study cache of ``get_image_features(pixel_values)``; a
+        family that calls it implements ``pixel_values`` and sets ``preprocess``, whose signature keys it)."""
+
+    @abstractmethod
+    def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
+        """Everything ``model(...)`` / ``model.generate(...)`` takes for one prompt about a study."""
+
+    def prompt_ids(self, study: Study, question: str, history: History = ()) -> torch.Tensor:
+        """(1, L) token ids of the prompt."""
+        import torch
+
+        return torch.tensor([self.build_prompt(study, question, history)[0]])
+
+    def pixel_values(self, study: Study) -> torch.Tensor:
+        """The image tensor that ``get_image_features`` encodes."""
+        raise NotImplementedError(f"{self.name} models take their processor's image inputs (model_inputs)")
+
+    def n_images(self, study: Study) -> int:
+        """How many images the prompt holds: one volume or stitched picture, or each radiograph."""
+        from napari_radreport.modeling.processor import InputError, check_image_count
+
+        if self.modality == "ct":
+            if not study.is_volume:
+                raise InputError(f"this model reads CT volumes; the study is a {study.kind}")
+            return 1
+        if study.kind != "xray_set":
+            raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
+        spec = self.preprocess
+        check_image_count(study, spec.max_images if spec else 4)
+        return len(study.images) if spec is not None and spec.stitch == "separate" else 1
+
+
+class RadReportFamily(ModelFamily):
+    """Our ``RadReportForConditionalGeneration`` (M3D-LaMed folders are converted into it): our processor
+    makes the pixels, the runner caches their encoding, the prompt repeats the image token per feature."""
+
+    name = "radreport"
+
+    def __init__(self, *, image_token: str, num_image_tokens: int, **facts: Any) -> None:
+        super().__init__(**facts)
+        self.image_token, self.num_image_tokens = image_token, num_image_tokens
+
+    @classmethod
+    def matches(cls, config: dict) -> bool:
+        return config.get("model_type") == "radreport"
+
+    @classmethod
+    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, RadReportFamily]:
+        from transformers import AutoTokenizer
+
+        from napari_radreport.modeling.modeling_radreport import RadReportForConditionalGeneration
+
+        model = RadReportForConditionalGeneration.from_pretrained(str(folder), **pretrained)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, **LOCAL_ONLY)
+        return model, cls.from_model(model, tokenizer)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, processor: Any = None) -> RadReportFamily:
+        from napari_radreport.modeling.processor import Preprocess
+
+        config = model.config
+        if not (config.preprocess or {}).get("target_shape"):
+            raise CheckpointError("config.json has no preprocess.target_shape: the model cannot read a study")
+        modality = "ct" if config.vision_config.model_type == "radreport_vit3d" else "xray"
+        return cls(tokenizer=tokenizer, modality=modality, image_token_id=int(config.image_token_id),
+                   prompt_spec=PromptSpec.parse(config.prompt, modality),
+                   preprocess=Preprocess.from_recipe(config.preprocess), image_token=config.image_token,
+                   num_image_tokens=int(model.num_image_tokens))
+
+    def prompt_ids(self, study: Study, question: str, history: History = ()) -> torch.Tensor:
+        """(1, L) token ids, the image placeholder expanded to the model's image tokens."""
+        from napari_radreport.modeling.processor import prompt_ids
+
+        return prompt_ids(self.tokenizer, question, image_token=self.image_token,
+                          num_image_tokens=self.num_image_tokens, n_images=self.n_images(study),
+                          chat_template=self.prompt_spec.chat_template, history=history)
+
+    def build_prompt(self, study: Study, question: str, history: History = ()) -> tuple[list[int], dict]:
+        return self.prompt_ids(study, question, history)[0].tolist(), {}
+
+    def image_inputs(self, built: dict, features: Callable[[], torch.Tensor]) -> dict:
+        return {"image_features": features()}
+
+    def pixel_values(self, study: Study) -> torch.Tensor:
+        from napari_radreport.modeling import processor as proc
+
+        if self.modality == "ct":
+            return proc.volume_to_pixels(study, self.preprocess)
+        return proc.radiographs_to_pixels(study, self.preprocess)
+
+    def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
+        ids = self.prompt_ids(study, question, history)
+        return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape),
+                "pixel_values": self.pixel_values(study)}
+
+
+class ImageTextToTextFamily(ModelFamily):
+    """LLaVA-family models, and any other that transformers' ``AutoModelForImageTextToText`` loads with its
+    ``AutoProcessor``: the study's radiographs stitched into one picture, the model's own chat template, and
+    the processor's image inputs built with the prompt. The broadest family: keep it last in ``FAMILIES``."""
+
+    name = "image-text-to-text"
+
+    @classmethod
+    def matches(cls, config: dict) -> bool:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    @classmethod
+    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, ImageTextToTextFamily]:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(folder), **pretrained)
+            processor = AutoProcessor.from_pretrained(str(folder), **LOCAL_ONLY)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{folder}: not a model napari-radreport can load "
+                                  f"({str(exc).splitlines()[0]})") from exc
+        return model, cls.from_model(model, processor.tokenizer, processor)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, processor: Any = None) -> ImageTextToTextFamily:
+        config = model.config
+        token = getattr(config, "image_token_id", None)
+        token = getattr(config, "image_token_index", None) if token is None else token
+        if token is None:
+            raise CheckpointError(f"config.json ({config.model_type}) names no image token id")
+        return cls(tokenizer=tokenizer, processor=processor, modality="xray", image_token_id=int(token),
+                   prompt_spec=PromptSpec.parse(getattr(config, "prompt", None), "xray"))
+
+    def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
+        from napari_radreport.modeling.processor import stitched_picture
+
+        image = stitched_picture(study)
+        messages = []
+        for i, (asked, answer) in enumerate([*history, (question, None)]):
+            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": asked}]
+            messages.append({"role": "user", "content": content})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return dict(self.processor(images=image, text=text, return_tensors="pt"))
+
+    def build_prompt(self, study: Study, question: str, history: History = ()) -> tuple[list[int], dict]:
+        inputs = self.model_inputs(study, question, history)
+        ids = inputs.pop("input_ids")[0].tolist()
+        inputs.pop("attention_mask", None)
+        return ids, inputs
+
+    def image_inputs(self, built: dict, features: Callable[[], torch.Tensor]) -> dict:
+        return dict(built)
+
+
+FAMILIES: tuple[type[ModelFamily], ...] = (RadReportFamily, ImageTextToTextFamily)  # tried in this order
+
+
+def family_for(config: dict) -> type[ModelFamily] | None:
+    """The first family whose ``matches`` takes this config.json, or None."""
+    return next((family for family in FAMILIES if family.matches(config)), None)
+
+
+def family_named(name: str) -> type[ModelFamily]:
+    """The family whose ``name`` this is (``LoadedModel(..., kind=name)``)."""
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise ValueError(f"unknown model family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")

@@ -1,0 +1,183 @@
+"""Model families: each folder finds its family, facts are parsed once at load, one runner path for all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from m3d_reference import write_tiny_tokenizer  # noqa: E402
+
+from napari_radreport import load_study  # noqa: E402
+from napari_radreport.engine import Engine, GenerationSettings, Token  # noqa: E402
+from napari_radreport.modeling import prompt_spec  # noqa: E402
+from napari_radreport.modeling import families  # noqa: E402
+from napari_radreport.modeling.families import (  # noqa: E402
+    ImageTextToTextFamily,
+    RadReportFamily,
+    family_for,
+)
+from napari_radreport.modeling.loading import LoadedModel, load_model  # noqa: E402
+
+CHAT = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %} ASSISTANT:{% endfor %}")
+
+
+def write_tiny_llava(folder):
+    """A tiny random-weight LLaVA folder (CLIP tower, Llama) with its processor and a plain chat template."""
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    write_tiny_tokenizer(folder, 100)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "image_size": 32, "patch_size": 8,
+                       "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "intermediate_size": 64, "projection_dim": 16},
+        text_config={"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64,
+                     "vocab_size": len(tokenizer), "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16)
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                  crop_size={"height": 32, "width": 32}),
+                               tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=CHAT)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def with_prompt(folder, target, **changes):
+    """A copy of a model folder whose config's ``prompt`` section has ``changes``."""
+    shutil.copytree(folder, target)
+    config = json.loads((target / "config.json").read_text())
+    config["prompt"] = {**(config.get("prompt") or {}), **changes}
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    return write_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+@pytest.fixture(scope="module")
+def abdomen(abdomen_nifti):
+    return load_study(abdomen_nifti)
+
+
+@pytest.fixture(scope="module")
+def radiographs(shared_data):
+    return load_study([shared_data / "xray" / "nih_00000001_000_cardiomegaly.png",
+                       shared_data / "xray" / "nih_00027426_000_no_finding.png"])
+
+
+def test_each_config_finds_its_family_and_the_catch_all_is_last():
+    assert family_for({"model_type": "radreport"}) is RadReportFamily
+    assert family_for({"model_type": "llava"}) is ImageTextToTextFamily
+    assert family_for({"model_type": "bert"}) is None
+    assert families.FAMILIES[-1] is ImageTextToTextFamily
+
+
+@pytest.mark.parametrize("which", ["ours", "llava"])
+def test_our_model_and_a_llava_model_run_through_the_same_runner_path(which, request, abdomen, radiographs):
+    folder = request.getfixturevalue("tiny_ct_model" if which == "ours" else "tiny_llava")
+    study, question = (abdomen, "Is there a nodule?") if which == "ours" else (radiographs, "w5 w6")
+    engine = Engine()
+    try:
+        info = engine.load(folder)
+        runner = engine.runner
+        assert info.kind == runner.family.name == ("radreport" if which == "ours" else "image-text-to-text")
+        events, settings = [], GenerationSettings(max_new_tokens=5)
+        first = engine.ask(study, question, settings=settings, on_event=events.append)
+        inputs = runner.loaded.inputs(study, question)
+        reference = runner.model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        assert [e.token_id for e in events if isinstance(e, Token)] == reference[0, -5:].tolist()
+        assert first.n_tokens == 5
+        history = [(question, first.text)]
+        follow = engine.ask(study, question, history=history, settings=GenerationSettings(max_new_tokens=3))
+        full = len(runner.prompt(study, question, history)[0])
+        assert follow.timings["prefill_tokens"] < full  # the image and the first turn came from the cache
+        # ours: the image encoded apart, once (the feature cache); LLaVA: the processor's inputs as built
+        assert runner.encodings == (1 if which == "ours" else 0)
+    finally:
+        engine.shutdown()
+
+
+def test_a_new_family_needs_one_class_and_one_registration(tiny_llava, radiographs, monkeypatch):
+    class RenamedLlava(ImageTextToTextFamily):
+        name = "renamed-llava"
+
+        @classmethod
+        def matches(cls, config: dict) -> bool:
+            return config.get("model_type") == "llava"
+
+    monkeypatch.setattr(families, "FAMILIES", (RadReportFamily, RenamedLlava, ImageTextToTextFamily))
+    engine = Engine()
+    try:
+        info = engine.load(tiny_llava)
+        assert info.kind == "renamed-llava" and isinstance(engine.runner.family, RenamedLlava)
+        assert engine.ask(radiographs, "w5 w6", settings=GenerationSettings(max_new_tokens=2)).n_tokens == 2
+    finally:
+        engine.shutdown()
+
+
+def test_facts_are_parsed_once_at_load_never_per_call(tiny_ct_model, abdomen, monkeypatch, tmp_path):
+    from napari_radreport.modeling.processor import Preprocess
+
+    engine = Engine()  # guided reports and answers in words: every field of the spec is read
+    engine.load(with_prompt(tiny_ct_model, tmp_path / "m", report_guidance="diagnosis", choice_answer="text"))
+    loaded = engine.runner.loaded
+    assert loaded.preprocess is loaded.preprocess and loaded.family is engine.runner.family
+
+    def reparsed(*_args, **_kwargs):
+        raise AssertionError("a model's config was parsed again after load")
+
+    for name in ("task_prompts", "model_labels", "report_guidance", "choice_answer"):
+        monkeypatch.setattr(prompt_spec, name, reparsed)
+    monkeypatch.setattr(prompt_spec.PromptSpec, "parse", reparsed)
+    monkeypatch.setattr(Preprocess, "from_recipe", reparsed)
+    try:
+        settings = GenerationSettings(max_new_tokens=2)
+        engine.report(abdomen, settings=settings)
+        engine.ask(abdomen, "Is there a nodule?", settings=settings)
+        engine.choose(abdomen, "Where?", ["left lung", "right lung"])
+        engine.diagnose(abdomen, prompt_spec.CT_RATE_LABELS[:2])
+        assert loaded.n_images(abdomen) == 1 and loaded.pixel_values(abdomen).shape[0] == 1
+    finally:
+        engine.shutdown()
+
+
+def test_a_bad_prompt_section_is_refused_at_load_with_the_field_named(tiny_ct_model, tmp_path):
+    bad = with_prompt(tiny_ct_model, tmp_path / "bad-choice", choice_answer="word")
+    with pytest.raises(ValueError, match="prompt.choice_answer must be letter or text, got 'word'"):
+        load_model(bad)
+    engine = Engine()
+    with pytest.raises(ValueError, match="prompt.report_guidance must be none or diagnosis"):
+        engine.load(with_prompt(tiny_ct_model, tmp_path / "bad-guide", report_guidance="labels"))
+    with pytest.raises(ValueError, match="prompt.tasks has unknown task"):
+        engine.load(with_prompt(tiny_ct_model, tmp_path / "bad-task", tasks={"summary": "Sum up."}))
+    assert not engine.loaded
+    good = with_prompt(tiny_ct_model, tmp_path / "good", choice_answer="text", labels=["Lung nodule"])
+    assert engine.load(good).labels == ("Lung nodule",)
+    assert engine.runner.family.prompt_spec.choice_answer == "text"
+    engine.shutdown()
+
+
+def test_a_model_built_in_memory_gets_its_family_from_its_kind(tiny_ct_model):
+    loaded = load_model(tiny_ct_model)
+    again = LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, kind="radreport")  # as training does
+    assert again.family.prompt_spec == loaded.family.prompt_spec and again.preprocess == loaded.preprocess
+    assert again.modality == "ct" and again.family.num_image_tokens == loaded.model.num_image_tokens
+    with pytest.raises(ValueError, match="unknown model family 'nope'"):
+        LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, kind="nope")
