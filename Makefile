@@ -1,4 +1,4 @@
-# The two quick-start commands: `make demo` and `make test`. Both set up .venv first.
+# The two quick-start commands: `make demo` and `make test` (ruff, then pytest). Both set up .venv first.
 VENV ?= .venv
 
 .PHONY: demo test env demo-model
@@ -11,6 +11,7 @@ demo: env
 
 test: env
 	bash scripts/system_deps.sh
+	$(VENV)/bin/ruff check napari_radreport tests scripts
 	QT_API=pyqt6 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Train the demo model from nothing on the CPU and score it on held-out phantoms (scripts/train_demo_model.sh).

@@ -52,8 +52,10 @@ def check_meta(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> Non
     """Refuse to mix studies predicted by another model, tasks or settings into one output."""
     for key in MATCHING_KEYS:
         if found.get(key) != wanted.get(key):
-            raise PredictionsMismatch(f"{path} was made with another {key.replace('_', ' ')} "
-                                      f"({found.get(key)!r}, now {wanted.get(key)!r}); use --overwrite or another --out")
+            raise PredictionsMismatch(
+                f"{path} was made with another {key.replace('_', ' ')} "
+                f"({found.get(key)!r}, now {wanted.get(key)!r}); use --overwrite or another --out"
+            )
 
 
 def _rewrite_complete(path: Path, meta: dict, predictions: dict[str, dict]) -> None:
@@ -72,7 +74,9 @@ def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, A
     try:
         study = read_record_study(record)
         if "report" in tasks:
-            sections = dict(engine.report(study, sections=("findings", "impression"), settings=settings).sections)
+            sections = dict(
+                engine.report(study, sections=("findings", "impression"), settings=settings).sections
+            )
             out["findings"], out["impression"] = sections.get("Findings", ""), sections.get("Impression", "")
             if record.regions:
                 regional = dict(engine.report(study, sections=("findings",), regions=list(REGIONS),

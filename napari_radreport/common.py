@@ -4,12 +4,12 @@ lazy package faces."""
 from __future__ import annotations
 
 import difflib
-import importlib
 import errno
+import importlib
 import os
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ def text_diff(before: str, after: str, before_name: str, after_name: str) -> str
                                           lineterm=""))
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, exports: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for a package face (PEP 562): ``exports`` maps each public name to the
     submodule that defines it, imported on first access, so importing the package imports none of them."""
 

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_radreport.paths import drafts_dir
 from napari_radreport.common import text_diff, write_atomic
+from napari_radreport.paths import drafts_dir
 
 DRAFT_VERSION = 1
 

@@ -1,13 +1,13 @@
 """The user's choices (model, device, generation), remembered between sessions in a small JSON file.
 
 napari 0.9 has no settings store for plugin-defined fields, so the file lives in the user's config folder
-(``paths.settings_file``: platformdirs, or where ``RADREPORT_CONFIG`` points). An unreadable file falls back to the defaults.
+(``paths.settings_file``: platformdirs, or where ``RADREPORT_CONFIG`` points). An unreadable file falls back
+to the defaults.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 

@@ -44,12 +44,16 @@ def add_docks(viewer: napari.Viewer) -> dict:
     wrappers = {}
     for name in DOCKS:
         # Study above; Report in front of Chat, Findings and Settings, which sit as tabs behind it.
-        wrappers[name], docks[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=name in TABBED)
+        wrappers[name], docks[name] = viewer.window.add_plugin_dock_widget(
+            PLUGIN, name, tabify=name in TABBED
+        )
     wrappers["Report"].raise_()
     return docks
 
 
-def open_viewer(paths: Sequence[str] | None, *, sample: str = "ct", series: str | None = None, run: bool = True):
+def open_viewer(
+    paths: Sequence[str] | None, *, sample: str = "ct", series: str | None = None, run: bool = True
+):
     """A napari window with the plugin's docks and a study (a sample when no paths are given)."""
     import napari
 

@@ -11,6 +11,7 @@ import pytest
 
 from napari_radreport.evaluation.bertscore import PRESETS, BertScore, encode, minilm_bertscore
 from napari_radreport.evaluation.metric import Metric, MetricUnavailable
+
 from report_pairs import PAIRS
 
 TOLERANCE = 1e-4
@@ -21,11 +22,17 @@ PREDICTIONS, REFERENCES = [p for p, _ in CASES], [r for _, r in CASES]
 
 def _model(folder: Path, kind: str, vocab_size: int) -> None:
     import torch
-    from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel, RobertaConfig,
-                              RobertaModel)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertModel,
+        RobertaConfig,
+        RobertaModel,
+    )
 
     torch.manual_seed(0)
-    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+    shape = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
     if kind == "bert":
         model = BertModel(BertConfig(vocab_size=vocab_size, max_position_embeddings=64, **shape))
     elif kind == "distilbert":  # the rrg24 architecture: layers under model.transformer

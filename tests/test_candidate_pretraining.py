@@ -1,4 +1,5 @@
-"""``--stage candidates``: the conv stem learns small findings from patches at the manifest's positions (real phantom
+"""``--stage candidates``: the conv stem learns small findings from patches at the manifest's positions (real
+phantom
 NIfTI files, the demo recipe's stem), and a labels run starts from it with the stem kept as it is."""
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import torch
 
 from napari_radreport.data.manifest import ManifestError, ManifestRecord
 from napari_radreport.modeling.recipes import load_recipe
-from napari_radreport.training.candidates import (CandidateObjective, StudyCandidates, candidate_names,
-                                                  collate_candidates)
+from napari_radreport.training.candidates import (
+    CandidateObjective,
+    StudyCandidates,
+    candidate_names,
+    collate_candidates,
+)
 from napari_radreport.training.config import resolve
 from napari_radreport.training.run import run_training
 
@@ -79,9 +84,17 @@ def test_a_positive_counts_only_the_response_at_its_finding_a_negative_counts_an
             return maps
 
     objective = CandidateObjective(Fixed())
-    batch = collate_candidates([
-        {"pixel_values": torch.zeros(1, 1, 4, 8, 8), "label_index": torch.tensor([0]), "target": torch.tensor([t]),
-         "where": torch.tensor([w])} for t, w in ((1.0, [2, 4, 4]), (0.0, [2, 4, 4]))])
+    batch = collate_candidates(
+        [
+            {
+                "pixel_values": torch.zeros(1, 1, 4, 8, 8),
+                "label_index": torch.tensor([0]),
+                "target": torch.tensor([t]),
+                "where": torch.tensor([w]),
+            }
+            for t, w in ((1.0, [2, 4, 4]), (0.0, [2, 4, 4]))
+        ]
+    )
     loss = objective(**batch)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     # the positive's logit is -3 (its finding's neighbourhood), the negative's is 3 (the patch's maximum)
@@ -115,8 +128,14 @@ def test_candidate_pretraining_learns_a_stem_that_a_labels_run_keeps(tmp_path, p
     scores = json.loads((out / "label_scores.json").read_text())
     assert list(scores) == [NODULE] and scores[NODULE]["studies"] == 4, scores
     stem = load_file(str(out / "stem.safetensors"))
-    assert sorted(stem) == ["detector.bias", "detector.weight", "layers.0.bias", "layers.0.weight", "layers.2.bias",
-                            "layers.2.weight"]
+    assert sorted(stem) == [
+        "detector.bias",
+        "detector.weight",
+        "layers.0.bias",
+        "layers.0.weight",
+        "layers.2.bias",
+        "layers.2.weight",
+    ]
     for freeze in (True, False):  # the recipe freezes the stem in the labels stage
         labels = tmp_path / f"labels-{freeze}"
         settings = {"max_steps": 2, "batch_size": 4, "lr": 1e-2, "freeze_conv_stem": freeze}

@@ -1,7 +1,8 @@
 """The demo model shipped in the package: it loads by default and it reads the image of phantoms it never saw.
 
 The phantoms here use a seed the demo model was not trained on (its training set is seed 0), so these are
-held-out studies. The full figures come from ``scripts/train_demo_model.sh`` (``radreport eval --preset phantom``);
+held-out studies. The full figures come from ``scripts/train_demo_model.sh`` (``radreport eval --preset
+phantom``);
 this test checks, on a few studies, that the findings that fill most of the volume are read from the image: a
 decoder that ignored the image would score the always-"no" level (about 65 %).
 """
@@ -12,9 +13,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_radreport.engine import Engine, default_model  # noqa: E402
+from napari_radreport.engine import Engine, default_model
 
-pytestmark = pytest.mark.skipif(default_model() is None, reason="this checkout has no napari_radreport/demo_model")
+pytestmark = pytest.mark.skipif(
+    default_model() is None, reason="this checkout has no napari_radreport/demo_model"
+)
 
 LARGE_FINDINGS = ("Pleural effusion", "Cardiomegaly", "Emphysema")
 

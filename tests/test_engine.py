@@ -22,8 +22,8 @@ from napari_radreport.engine import (  # noqa: E402
     Token,
 )
 from napari_radreport.engine import device as dev  # noqa: E402
-from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS# noqa: E402
 from napari_radreport.modeling.processor import InputError  # noqa: E402
+from napari_radreport.modeling.prompt_spec import CT_RATE_LABELS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from m3d_reference import write_tiny_tokenizer  # noqa: E402
-
 from napari_radreport import load_study  # noqa: E402
 from napari_radreport.engine import Engine, GenerationSettings, Token  # noqa: E402
-from napari_radreport.modeling import prompt_spec  # noqa: E402
-from napari_radreport.modeling import families  # noqa: E402
+from napari_radreport.modeling import (  # noqa: E402
+    families,
+    prompt_spec,
+)
 from napari_radreport.modeling.families import (  # noqa: E402
     ImageTextToTextFamily,
     RadReportFamily,
     family_for,
 )
 from napari_radreport.modeling.loading import LoadedModel, load_model  # noqa: E402
+
+from m3d_reference import write_tiny_tokenizer  # noqa: E402
 
 CHAT = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %} ASSISTANT:{% endfor %}")

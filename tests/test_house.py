@@ -48,7 +48,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.append((node.lineno, base))
     return found
 
@@ -80,8 +82,13 @@ def test_imports_never_run_back_up_the_layers():
 
 def test_only_the_train_command_needs_training():
     """Evaluation, prediction and every other command stand on the data floor, not on training."""
-    wrong = [f"{p.relative_to(ROOT)}:{line}" for p in _modules() if _top(p) in ("cli", "evaluation", "batch_predict")
-             and p.name != "train.py" for line, m in _imports(p) if m.startswith("napari_radreport.training")]
+    wrong = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in _modules()
+        if _top(p) in ("cli", "evaluation", "batch_predict") and p.name != "train.py"
+        for line, m in _imports(p)
+        if m.startswith("napari_radreport.training")
+    ]
     assert not wrong, "imports of training: " + ", ".join(wrong)
 
 

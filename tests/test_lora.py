@@ -63,7 +63,7 @@ def test_switching_adapters_changes_output_and_switching_back_restores_it(tmp_pa
     # merging for export gives the adapter's output from plain weights
     plain = merged(model, "impression")
     torch.testing.assert_close(_logits(plain, ids, pixels), impression, atol=1e-5, rtol=1e-5)
-    assert IMAGE_TOKEN == plain.config.image_token_id
+    assert plain.config.image_token_id == IMAGE_TOKEN
 
 
 def test_a_recipe_that_trains_the_perceiver_saves_it_with_the_adapter(tmp_path):
@@ -71,7 +71,8 @@ def test_a_recipe_that_trains_the_perceiver_saves_it_with_the_adapter(tmp_path):
     model.save_pretrained(tmp_path / "vqa")
     from safetensors.torch import load_file
 
-    saved = load_file(str(tmp_path / "vqa" / "vqa" / "adapter_model.safetensors"))  # peft: one folder per name
+    # peft: one folder per name
+    saved = load_file(str(tmp_path / "vqa" / "vqa" / "adapter_model.safetensors"))
     assert any("perceiver" in k for k in saved) and any("lora_A" in k for k in saved)
 
 

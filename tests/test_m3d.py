@@ -8,6 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from napari_radreport.modeling import RadReportForConditionalGeneration  # noqa: E402
+from napari_radreport.modeling.checkpoints import CheckpointError  # noqa: E402
+from napari_radreport.modeling.m3d import convert_m3d  # noqa: E402
+
 from m3d_reference import (  # noqa: E402
     VIT,
     reference_generate,
@@ -15,10 +19,6 @@ from m3d_reference import (  # noqa: E402
     reference_vit3d,
     write_tiny_m3d_checkpoint,
 )
-
-from napari_radreport.modeling import RadReportForConditionalGeneration  # noqa: E402
-from napari_radreport.modeling.checkpoints import CheckpointError  # noqa: E402
-from napari_radreport.modeling.m3d import convert_m3d  # noqa: E402
 
 
 @pytest.mark.parametrize(("text_type", "image_token_id"), [("llama", 32000), ("phi3", 32011)])

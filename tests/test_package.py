@@ -29,7 +29,9 @@ def test_every_python_name_in_the_manifest_imports():
 
 def test_npe2_validates_the_installed_plugin():
     npe2 = Path(sys.executable).with_name("npe2")
-    result = subprocess.run([str(npe2), "validate", "napari-radreport", "--imports"], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(npe2), "validate", "napari-radreport", "--imports"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
@@ -47,7 +49,8 @@ def test_heavy_libraries_stay_out_of_import_time():
     code = (
         "import sys, napari_radreport, napari_radreport._reader, napari_radreport._sample_data, "
         "napari_radreport.cli, napari_radreport.viewer; "
-        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate', 'napari', 'qtpy') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate', 'napari', 'qtpy') if m in "
+        "sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -58,7 +61,7 @@ def test_core_dependencies_have_no_qt_binding_and_test_extra_has_qt6():
     core = " ".join(project["dependencies"]).lower()
     for banned in ("pyqt", "pyside", "napari[all]"):
         assert banned not in core
-    for needed in ("napari", "magicgui", "qtpy", "superqt", "numpy", "nibabel", "pydicom", "pylibjpeg",
+    for needed in ("napari", "magicgui", "qtpy", "numpy", "nibabel", "pydicom", "pylibjpeg",
                    "pylibjpeg-openjpeg", "pylibjpeg-libjpeg", "torch", "transformers", "peft", "accelerate"):
         assert needed in core, needed
     test = " ".join(project["optional-dependencies"]["test"]).lower()

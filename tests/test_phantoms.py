@@ -1,4 +1,5 @@
-"""Synthetic phantoms: reproducible volumes that show their findings where the report says, reports and answers
+"""Synthetic phantoms: reproducible volumes that show their findings where the report says, reports and
+answers
 that read back to the truth, and the manifest that carries them."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def test_every_wording_of_reports_and_answers_reads_back_to_the_truth():
 
 
 def test_wording_varies_and_findings_are_balanced():
-    texts, present = set(), {name: 0 for name in reports.FINDING_NAMES}
+    texts, present = set(), dict.fromkeys(reports.FINDING_NAMES, 0)
     for truth, rng in _findings(300, seed=1):
         texts.add(reports.findings_text(anatomy.Findings(), rng))
         for name in reports.FINDING_NAMES:
@@ -44,7 +45,9 @@ def test_questions_have_right_answers_and_valid_choices():
     for truth, rng in _findings(100, seed=2):
         for qa in reports.questions(truth, rng):
             if qa.get("choices"):
-                assert qa["choices"][qa["answer_index"]] == qa["answer"] and len(set(qa["choices"])) == len(qa["choices"])
+                assert qa["choices"][qa["answer_index"]] == qa["answer"] and len(set(qa["choices"])) == len(
+                    qa["choices"]
+                )
             else:
                 kind, right = score_answer(qa["question"], qa["answer"], truth)
                 assert right, (qa, kind)
@@ -72,9 +75,15 @@ def test_findings_are_drawn_where_the_report_puts_them():
     assert abs(volume[index] - anatomy.HU["nodule"]) < 80  # soft tissue inside the lung
     assert centre[2] > 0  # patient's left: higher x index in the canonical display
     height = phantom.lung_bottom - phantom.lung_top
-    assert str(anatomy.lobe_of("left", (centre[0] - phantom.lung_top) / height, centre[1], phantom.lung_y)) == "lower"
-    dependent = (phantom.y > phantom.lung_y + 15) & (phantom.z > 0)  # posterior and inferior, away from the heart
-    off_nodule = (phantom.z - centre[0]) ** 2 + (phantom.y - centre[1]) ** 2 + (phantom.x - centre[2]) ** 2 > 15 ** 2
+    assert (
+        str(anatomy.lobe_of("left", (centre[0] - phantom.lung_top) / height, centre[1], phantom.lung_y))
+        == "lower"
+    )
+    # posterior and inferior, away from the heart
+    dependent = (phantom.y > phantom.lung_y + 15) & (phantom.z > 0)
+    off_nodule = (phantom.z - centre[0]) ** 2 + (phantom.y - centre[1]) ** 2 + (
+        phantom.x - centre[2]
+    ) ** 2 > 15**2
     fluid = (np.abs(volume - anatomy.HU["fluid"]) < 60) & dependent & off_nodule
     assert (fluid & phantom.lung_mask("right")).sum() > 50 and (fluid & phantom.lung_mask("left")).sum() == 0
 
@@ -157,7 +166,9 @@ def test_manifest_positions_point_at_the_nodule_and_the_consolidation_in_the_wri
         assert volume_to_pixels(study, spec)[0, 0][tuple(where)] > 0.6, record.id  # lung around it: about 0.1
     with pytest.raises(ManifestError, match="positions of 'Lung nodule' must be a list of"):
         bad = tmp_path / "bad.jsonl"
-        bad.write_text('{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n')
+        bad.write_text(
+            '{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n'
+        )
         read_manifest(bad)
 
 
@@ -181,5 +192,7 @@ def test_manifest_errors_name_the_line_and_field(tmp_path):
     for line, message in cases.items():
         bad = tmp_path / "bad.jsonl"
         bad.write_text(path.read_text() + line + "\n")
-        with pytest.raises(ManifestError, match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(
+            ManifestError, match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")
+        ):
             read_manifest(bad)

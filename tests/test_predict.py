@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,8 @@ from napari_radreport.batch_predict import (
 )
 from napari_radreport.data.manifest import read_manifest
 from napari_radreport.engine import Engine, GenerationSettings
+
+from cli_runs import run_cli
 
 TASKS = ["report", "answers", "diagnosis"]
 
@@ -107,21 +106,14 @@ def test_a_broken_line_in_the_middle_is_an_error(tmp_path):
         read_predictions(path)
 
 
-def _cli(args, launcher=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = (launcher or [sys.executable, "-m"]) + ["napari_radreport.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-
 
 @pytest.mark.slow
 def test_two_processes_under_accelerate_give_the_one_process_predictions(manifest, tiny_ct_model, tmp_path):
     common = ["predict", "--manifest", str(manifest), "--split", "all", "--model", str(tiny_ct_model),
               "--max-new-tokens", "6", "--device", "cpu"]
-    one = _cli(common + ["--out", str(tmp_path / "one.jsonl")])
+    one = run_cli(common + ["--out", str(tmp_path / "one.jsonl")])
     assert one.returncode == 0, one.stderr[-2000:]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "-m"]
-    two = _cli(common + ["--out", str(tmp_path / "two.jsonl")], launcher)
+    two = run_cli(common + ["--out", str(tmp_path / "two.jsonl")], processes=2)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "[process 1/2]" in two.stderr and "[process 0/2]" in two.stderr
     assert two.stderr.count("radreport: 2 predicted") == 2, two.stderr[-2000:]  # each took half of the 4
@@ -137,8 +129,25 @@ def test_eval_scores_a_predictions_file_from_the_command_line(engine, manifest, 
     preds = tmp_path / "p.jsonl"
     _run(engine, manifest, preds)
     scores, plot = tmp_path / "scores.json", tmp_path / "labels.svg"
-    code = main(["eval", "--preset", "diagnosis", "--manifest", str(manifest), "--split", "all", "--predictions",
-                 str(preds), "--bootstrap", "50", "--out", str(scores), "--plot", str(plot)])
+    code = main(
+        [
+            "eval",
+            "--preset",
+            "diagnosis",
+            "--manifest",
+            str(manifest),
+            "--split",
+            "all",
+            "--predictions",
+            str(preds),
+            "--bootstrap",
+            "50",
+            "--out",
+            str(scores),
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0
     result = json.loads(scores.read_text())
     assert result["predictions_meta"]["weights_sha256"] == engine.info.weights_sha256

@@ -4,10 +4,7 @@ checkpoint resume bit for bit, adapters that the engine loads, and a 2-process d
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,8 @@ from napari_radreport.modeling.recipes import load_recipe
 from napari_radreport.training import history
 from napari_radreport.training.config import resolve
 from napari_radreport.training.run import run_training
+
+from cli_runs import run_cli
 
 RECIPE = "e3d-gpt-vicuna-7b"  # tiny: 16x64x64 volumes, conv3d perceiver, 2-layer Llama
 
@@ -56,10 +55,12 @@ def test_stage1_trains_the_perceiver_only_and_lowers_the_loss(tmp_path, phantom_
     from napari_radreport.modeling.loading import load_model
 
     out = tmp_path / "stage1"
-    summary = run_training(_config("stage1", lr=1e-2), phantom_set, out, init=tiny_start, quiet=True, log=lambda m: None)
+    summary = run_training(
+        _config("stage1", lr=1e-2), phantom_set, out, init=tiny_start, quiet=True, log=lambda m: None
+    )
     before, after = _eval_losses(out, "stage1")
-    # Only the image tokens can change under a frozen random LM: the loss falls by ~0.04 and stays there (12 steps
-    # or 10x the lr give the same); an untrained perceiver leaves it where it was.
+    # Only the image tokens can change under a frozen random LM: the loss falls by ~0.04 and stays there (12
+    # steps or 10x the lr give the same); an untrained perceiver leaves it where it was.
     assert after < before - 0.02, (before, after)
     assert (out / "loss-stage1.png").stat().st_size > 1000
     start, trained = load_model(tiny_start).model.state_dict(), load_model(out).model.state_dict()
@@ -76,8 +77,14 @@ def test_stage2_lora_adapters_save_and_the_engine_uses_them(tmp_path, phantom_se
 
     out = tmp_path / "stage2"
     for name in ("findings", "impression"):
-        run_training(_config("stage2", adapter=name, tasks=[name]), phantom_set, out, init=tiny_start, quiet=True,
-                     log=lambda m: None)
+        run_training(
+            _config("stage2", adapter=name, tasks=[name]),
+            phantom_set,
+            out,
+            init=tiny_start,
+            quiet=True,
+            log=lambda m: None,
+        )
         before, after = _eval_losses(out, f"stage2-{name}")
         assert after < before, (name, before, after)
     for name in ("findings", "impression"):
@@ -109,13 +116,16 @@ def test_mae_pretraining_lowers_the_masked_loss_and_feeds_stage1(tmp_path, phant
     from napari_radreport.modeling.loading import load_model
 
     tower = load_model(stage1).model.vision_tower.state_dict()
-    assert all(torch.equal(tower[k], v) for k, v in encoder.items())  # frozen in stage 1: still the MAE weights
+    # frozen in stage 1: still the MAE weights
+    assert all(torch.equal(tower[k], v) for k, v in encoder.items())
 
 
 @pytest.mark.slow
 def test_resume_continues_bit_for_bit(tmp_path, phantom_set, tiny_start):
     """Stage 2 with LoRA dropout: resuming must restore weights, optimizer, scheduler and random state."""
-    config = _config("stage2", adapter="vqa", tasks=["qa", "diagnosis"], save_every=2, max_steps=5, eval_every=0)
+    config = _config(
+        "stage2", adapter="vqa", tasks=["qa", "diagnosis"], save_every=2, max_steps=5, eval_every=0
+    )
     straight = tmp_path / "straight"
     run_training(config, phantom_set, straight, init=tiny_start, quiet=True, log=lambda m: None)
     resumed = tmp_path / "resumed"
@@ -150,22 +160,16 @@ def test_resume_continues_bit_for_bit(tmp_path, phantom_set, tiny_start):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def _cli(args: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = (launcher or [sys.executable, "-m"]) + ["napari_radreport.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-
 
 @pytest.mark.slow
 def test_two_process_data_parallel_run_follows_the_one_process_curve(tmp_path, phantom_set, tiny_start):
-    """accelerate launch (its torchrun launcher), 2 CPU processes over gloo with 2 studies each == 1 process with 4."""
+    """accelerate launch (its torchrun launcher), 2 CPU processes over gloo with 2 studies each == 1 process
+    with 4."""
     common = ["train", "--stage", "stage1", "--manifest", str(phantom_set), "--init", str(tiny_start),
               "--max-steps", "4", "--texts-per-image", "2", "--lr", "1e-2", "--seed", "5", "--quiet"]
-    one = _cli(common + ["--out", str(tmp_path / "one"), "--batch-size", "4"])
+    one = run_cli(common + ["--out", str(tmp_path / "one"), "--batch-size", "4"])
     assert one.returncode == 0, one.stderr[-2000:]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "-m"]
-    two = _cli(common + ["--out", str(tmp_path / "two"), "--batch-size", "2"], launcher)
+    two = run_cli(common + ["--out", str(tmp_path / "two"), "--batch-size", "2"], processes=2)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "on 2 process(es)" in two.stderr
     curve = {run: [e["loss"] for e in history.read(tmp_path / run / "history-stage1.jsonl") if "loss" in e]

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from napari_radreport.bench.random_model import (
-    EXTRA_WORDS,  # noqa: F401  (tests import it from here)
+    EXTRA_WORDS,  # noqa: F401 (tests import it from here)
     TINY_CT,
     TINY_XRAY,
     write_random_radreport,

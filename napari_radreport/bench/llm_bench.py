@@ -1,4 +1,5 @@
-"""Steps 4-6: generation, follow-up questions and 18-label diagnosis through the engine, each beside its baseline.
+"""Steps 4-6: generation, follow-up questions and 18-label diagnosis through the engine, each beside its
+baseline.
 
 * Generation: the engine's streaming path (a background job whose token events a consumer drains, as the
   docks do) vs ``model.generate`` on the same prompt and cached image features, both greedy, same tokens.
@@ -38,7 +39,9 @@ def _streamed(engine, study, question: str, tokens: int, history=()):
         pass
     finished = job.result()
     if finished.n_tokens != tokens:
-        raise RuntimeError(f"asked for {tokens} tokens, the engine wrote {finished.n_tokens} ({finished.stop_reason})")
+        raise RuntimeError(
+            f"asked for {tokens} tokens, the engine wrote {finished.n_tokens} ({finished.stop_reason})"
+        )
     return finished
 
 
@@ -63,13 +66,18 @@ class LlmBench:
         config = self.model.config
         text, vision = config.text_config, config.vision_config
         params = sum(p.numel() for p in self.model.parameters())
-        return {"parameters_m": round(params / 1e6, 1), "weights_mib": round(self.weights_mib, 1),
-                "device": self.info.device, "dtype": self.info.dtype, "image_tokens": self.model.num_image_tokens,
-                "text": f"{text.model_type} width {text.hidden_size}, {text.num_hidden_layers} layers, "
-                        f"vocabulary {text.vocab_size}",
-                "vision": f"ViT3D width {vision.hidden_size}, {vision.num_hidden_layers} layers, "
-                          f"image {list(vision.image_size)}",
-                "weights": "random (sizes real, text meaningless)"}
+        return {
+            "parameters_m": round(params / 1e6, 1),
+            "weights_mib": round(self.weights_mib, 1),
+            "device": self.info.device,
+            "dtype": self.info.dtype,
+            "image_tokens": self.model.num_image_tokens,
+            "text": f"{text.model_type} width {text.hidden_size}, {text.num_hidden_layers} layers, "
+            f"vocabulary {text.vocab_size}",
+            "vision": f"ViT3D width {vision.hidden_size}, {vision.num_hidden_layers} layers, "
+            f"image {list(vision.image_size)}",
+            "weights": "random (sizes real, text meaningless)",
+        }
 
     # -- generation ------------------------------------------------------------------------------------
     def first_token(self, tokens: int) -> dict[str, Any]:
@@ -189,7 +197,9 @@ class LlmBench:
         for label in labels:
             ids, _ = self.runner.prompt(self.study, diagnosis_prompt(tasks, label))
             image = {"pixel_values": pixels} if reencode else {"image_features": features}
-            logits = self.model(input_ids=torch.tensor([ids], device=self.runner.device), **image).logits[0, -1]
+            logits = self.model(input_ids=torch.tensor([ids], device=self.runner.device), **image).logits[
+                0, -1
+            ]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             p_yes, p_no = (float(torch.logsumexp(logprobs[i], 0).exp()) for i in (yes, no))
             result[label] = p_yes / (p_yes + p_no)

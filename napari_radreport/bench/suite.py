@@ -1,4 +1,5 @@
-"""The whole benchmark: every step in its own process, the figures gathered, the ratios checked and printed."""
+"""The whole benchmark: every step in its own process, the figures gathered, the ratios checked and
+printed."""
 
 from __future__ import annotations
 
@@ -55,12 +56,14 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
     from napari_radreport.bench.measure import machine_description
 
     if not series.is_dir():
-        raise BenchError(f"{series}: no such DICOM series folder (the benchmarks read the 64-slice chest CT of "
-                         "../shared/data; give another with --series)")
+        raise BenchError(
+            f"{series}: no such DICOM series folder (the benchmarks read the 64-slice chest CT of "
+            "../shared/data; give another with --series)"
+        )
     repeats = "3" if quick else "5"
     results: dict[str, Any] = {
         "variant": "quick" if quick else "full",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": machine_description(),
         "command": "radreport bench" + (" --quick" if quick else ""),
     }
@@ -68,7 +71,9 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
         work = Path(tmp)
         model = work / "model"
         series_arg = ("--series", str(series))
-        results["dicom"] = _run_step("dicom", work, *series_arg, "--repeats", repeats, quick=quick, progress=progress)
+        results["dicom"] = _run_step(
+            "dicom", work, *series_arg, "--repeats", repeats, quick=quick, progress=progress
+        )
         results["preprocess"] = _run_step("preprocess", work, *series_arg, "--repeats", repeats, quick=quick,
                                           progress=progress)
         encoders = [("m3d", "2", "3")] if quick else [("m3d", None, "3"), ("e3d-gpt", None, "1")]
@@ -94,24 +99,46 @@ TARGETS = {
     "preprocess m3d: MONAI / ours": (lambda r: r["preprocess"]["m3d"]["monai_over_ours"], 1.0, 0.5),
     "encoder m3d: explicit / SDPA": (lambda r: r["encoder"]["m3d"]["explicit_over_ours"], 1.0, 1.05),
     "streaming decode: engine / generate": (lambda r: r["llm"]["streaming"]["decode_rate_ratio"], 0.95, 0.7),
-    "follow-up first token: recompute / cached": (lambda r: r["llm"]["follow_up"]["first_token_ratio"], 5.0, 3.0),
+    "follow-up first token: recompute / cached": (
+        lambda r: r["llm"]["follow_up"]["first_token_ratio"],
+        5.0,
+        3.0,
+    ),
     "follow-up first token: image cached only / cached": (
-        lambda r: r["llm"]["follow_up"]["first_token_ratio_vs_image_cached"], 1.0, 1.1),
+        lambda r: r["llm"]["follow_up"]["first_token_ratio_vs_image_cached"],
+        1.0,
+        1.1,
+    ),
     "diagnosis: 18 passes (encode each) / shared": (
-        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_each"], 1.0, 1.5),
+        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_each"],
+        1.0,
+        1.5,
+    ),
     "diagnosis: 18 passes (encode once) / shared": (
-        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_once"], 1.0, 1.2),
-    "training step: one padded pass / grouped by length": (lambda r: r["train"]["one_pass_over_grouped"], 1.2, 1.05),
+        lambda r: r["llm"]["diagnosis"]["ratio_vs_encode_once"],
+        1.0,
+        1.2,
+    ),
+    "training step: one padded pass / grouped by length": (
+        lambda r: r["train"]["one_pass_over_grouped"],
+        1.2,
+        1.05,
+    ),
 }
 SAME_RESULTS = {
     "dicom: same voxels as pydicom and SimpleITK": lambda r: all(r["dicom"]["same_voxels"].values()),
-    "preprocess m3d: equals MONAI": lambda r: r["preprocess"]["m3d"].get("vs_monai_chain", {}).get("max_abs", 1) < 1e-4,
-    "encoder: SDPA equals explicit attention": lambda r: all(e["max_abs_difference"] < 1e-3
-                                                            for e in r["encoder"].values()),
+    "preprocess m3d: equals MONAI": lambda r: (
+        r["preprocess"]["m3d"].get("vs_monai_chain", {}).get("max_abs", 1) < 1e-4
+    ),
+    "encoder: SDPA equals explicit attention": lambda r: all(
+        e["max_abs_difference"] < 1e-3 for e in r["encoder"].values()
+    ),
     "streaming: same text as generate": lambda r: r["llm"]["streaming"]["same_text"],
     "follow-up: same answer cached or not": lambda r: r["llm"]["follow_up"]["same_answer"],
     "diagnosis: same probabilities": lambda r: r["llm"]["diagnosis"]["max_probability_difference"] < 1e-4,
-    "training step: same loss grouped or not": lambda r: r["train"]["loss_difference_grouped_vs_one_pass"] < 1e-5,
+    "training step: same loss grouped or not": lambda r: (
+        r["train"]["loss_difference_grouped_vs_one_pass"] < 1e-5
+    ),
 }
 
 
@@ -127,5 +154,7 @@ def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     ui = results.get("ui", {})
     if "longest_stall_share_of_stream" in ui:
         share = ui["longest_stall_share_of_stream"]
-        rows.append({"check": "ui: longest stall / stream time", "value": share, "at_most": 0.25, "ok": share <= 0.25})
+        rows.append(
+            {"check": "ui: longest stall / stream time", "value": share, "at_most": 0.25, "ok": share <= 0.25}
+        )
     return rows

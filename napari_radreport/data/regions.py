@@ -6,9 +6,11 @@ The AMOS-MM baselines used named-entity recognition for this; here an organ lexi
   ("3.5 cm" has no space), after common abbreviations ("approx.", "e.g.", "i.e.", "Dr.", "vs.", "Fig.", ...)
   and before a lower-case word ("approx. three"). Line breaks always end a sentence. Leading list numbers
   ("1.", "2)") are dropped.
-* **Organs.** Each word is looked up (lower case, plurals folded: "kidneys", "ovaries") in a lexicon of organs,
+* **Organs.** Each word is looked up (lower case, plurals folded: "kidneys", "ovaries") in a lexicon of
+organs,
   structures and region words with their adjectives ("pulmonary", "hepatic", "renal", "splenic", "pleural",
-  "cardiac", "vesical", "pelvic", "thoracic"...), two- and three-word phrases first ("renal pelvis" is abdomen,
+  "cardiac", "vesical", "pelvic", "thoracic"...), two- and three-word phrases first ("renal pelvis" is
+  abdomen,
   not pelvis; "thoracic aorta" is chest; "small bowel" is abdomen), then whole words, then a few stems matched
   inside words ("peribronchial", "hydronephrosis", "cholecystectomy").
 * **Two regions.** A sentence naming organs of several regions goes to each of them ("The liver is normal
@@ -26,12 +28,14 @@ Known limits (a lexicon reads words, not meaning):
   in the lung (the sentence goes to both regions it names).
 * References ("see above", "as described", "the lesion mentioned previously") carry no organ: they follow the
   previous sentence, which is not always the region they refer to.
-* Structures that span regions are deliberately *not* in the lexicon and so never decide a region on their own:
+* Structures that span regions are deliberately *not* in the lexicon and so never decide a region on their
+own:
   "aorta" (unless "thoracic/ascending/abdominal/infrarenal..."), "vena cava" (unless superior/inferior),
   "lymph nodes", "bowel", "colon" (unless ascending/transverse/descending: abdomen; sigmoid/rectum: pelvis),
   "spine", "vertebrae", "bones", "soft tissues", "skin", "muscles", "vessels". "The aorta is normal in
   calibre." therefore follows the previous sentence.
-* Some choices are conventions, not anatomy: thyroid, breasts and axillae are chest (they are reported on chest
+* Some choices are conventions, not anatomy: thyroid, breasts and axillae are chest (they are reported on
+chest
   CT); diaphragm is chest; ureters, lumbar spine and appendix are abdomen; inguinal regions, hips, sacrum and
   iliac bones are pelvis.
 * Words are matched without their context, so an organ named in passing ("status post cholecystectomy",
@@ -52,23 +56,24 @@ _C, _A, _P = ("chest",), ("abdomen",), ("pelvis",)
 # Whole words (lower case, singular where a plural exists; the lookup also folds -s, -es and -ies plurals).
 _WORDS: dict[str, tuple[str, ...]] = {}
 for _regions, _words in (
-    (_C, """chest thorax thoracic intrathoracic hemithorax lung pulmonary lingula lingular airway trachea carina
-         subcarinal hilum hila hilar mediastinum heart cardiomegaly atrium atria atrial ventricle ventricular
-         coronary mitral tricuspid thymus thymic thyroid breast mammary axilla axillae axillary rib sternum sternal
-         clavicle clavicular scapula scapular costophrenic diaphragm diaphragmatic hiatal hiatus azygos
-         brachiocephalic subclavian innominate emphysema emphysematous consolidation alveolar bulla bullae bullous
-         interlobular centrilobular pneumonia pneumothorax"""),
-    (_A, """abdomen abdominal liver gallbladder stomach gastric cardia duodenum duodenal jejunum jejunal ileum ileal
-         ileocecal cecum caecum cecal appendix appendiceal appendicitis spleen kidney renal perirenal pararenal
-         infrarenal suprarenal juxtarenal adrenal ureter ureteral ureteric mesentery mesenteric retroperitoneum
-         retroperitoneal peritoneum peritoneal intraperitoneal pneumoperitoneum pneumobilia ascites omentum
-         omental celiac coeliac periportal ivc cbd biliary bile lumbar umbilical umbilicus epigastric paraaortic
-         subdiaphragmatic gastroesophageal psoas"""),
-    (_P, """pelvis pelvic bladder vesical perivesical prostate prostatic uterus uterine endometrium endometrial
-         cervix ovary ovarian adnexa adnexal vagina vaginal rectum rectal perirectal mesorectal rectosigmoid
-         anorectal anal anus sigmoid inguinal groin hip acetabulum acetabular femoral sacrum sacral sacroiliac
-         presacral coccyx coccygeal iliac ilium pubic pubis symphysis ischium ischial ischiorectal obturator
-         testis testes testicular scrotum scrotal seminal vesicle douglas ureterovesical"""),
+    (_C, """chest thorax thoracic intrathoracic hemithorax lung pulmonary lingula lingular airway trachea
+         carina subcarinal hilum hila hilar mediastinum heart cardiomegaly atrium atria atrial ventricle
+         ventricular coronary mitral tricuspid thymus thymic thyroid breast mammary axilla axillae
+         axillary rib sternum sternal clavicle clavicular scapula scapular costophrenic diaphragm
+         diaphragmatic hiatal hiatus azygos brachiocephalic subclavian innominate emphysema emphysematous
+         consolidation alveolar bulla bullae bullous interlobular centrilobular pneumonia pneumothorax"""),
+    (_A, """abdomen abdominal liver gallbladder stomach gastric cardia duodenum duodenal jejunum jejunal
+         ileum ileal ileocecal cecum caecum cecal appendix appendiceal appendicitis spleen kidney renal
+         perirenal pararenal infrarenal suprarenal juxtarenal adrenal ureter ureteral ureteric mesentery
+         mesenteric retroperitoneum retroperitoneal peritoneum peritoneal intraperitoneal pneumoperitoneum
+         pneumobilia ascites omentum omental celiac coeliac periportal ivc cbd biliary bile lumbar
+         umbilical umbilicus epigastric paraaortic subdiaphragmatic gastroesophageal psoas"""),
+    (_P, """pelvis pelvic bladder vesical perivesical prostate prostatic uterus uterine endometrium
+         endometrial cervix ovary ovarian adnexa adnexal vagina vaginal rectum rectal perirectal
+         mesorectal rectosigmoid anorectal anal anus sigmoid inguinal groin hip acetabulum acetabular
+         femoral sacrum sacral sacroiliac presacral coccyx coccygeal iliac ilium pubic pubis symphysis
+         ischium ischial ischiorectal obturator testis testes testicular scrotum scrotal seminal vesicle
+         douglas ureterovesical"""),
 ):
     _WORDS.update(dict.fromkeys(_words.split(), _regions))
 _WORDS.update({"abdominopelvic": _A + _P, "thoracoabdominal": _C + _A, "thoracolumbar": _C + _A})
@@ -77,13 +82,13 @@ _WORDS.update({"abdominopelvic": _A + _P, "thoracoabdominal": _C + _A, "thoracol
 _PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {}
 for _regions, _phrases in (
     (_C, """thoracic aorta, ascending aorta, descending aorta, aortic arch, aortic root, aortic valve,
-         superior vena cava, upper lobe, middle lobe, lower lobe, ground glass, tree in bud, septal thickening,
-         mosaic attenuation, chest wall, major fissure, minor fissure, oblique fissure, horizontal fissure,
-         interlobar fissure"""),
-    (_A, """renal pelvis, renal pelves, renal hilum, renal hilar, splenic hilum, hepatic hilum, gall bladder,
-         small bowel, small intestine, ascending colon, transverse colon, descending colon, hepatic flexure,
-         splenic flexure, abdominal aorta, inferior vena cava, para aortic, caudate lobe, portal vein,
-         portal hypertension, common bile duct"""),
+         superior vena cava, upper lobe, middle lobe, lower lobe, ground glass, tree in bud, septal
+         thickening, mosaic attenuation, chest wall, major fissure, minor fissure, oblique fissure,
+         horizontal fissure, interlobar fissure"""),
+    (_A, """renal pelvis, renal pelves, renal hilum, renal hilar, splenic hilum, hepatic hilum, gall
+         bladder, small bowel, small intestine, ascending colon, transverse colon, descending colon,
+         hepatic flexure, splenic flexure, abdominal aorta, inferior vena cava, para aortic, caudate lobe,
+         portal vein, portal hypertension, common bile duct"""),
     (_P, "pelvic floor, urinary bladder, femoral head, seminal vesicles"),
 ):
     _PHRASES.update(dict.fromkeys((tuple(p.split()) for p in _phrases.split(",")), _regions))
@@ -121,8 +126,9 @@ class Assignment:
 
 
 def _lookup(word: str) -> tuple[str, ...] | None:
-    for candidate in (word, word[:-1] if word.endswith("s") else None, word[:-2] if word.endswith("es") else None,
-                      word[:-3] + "y" if word.endswith("ies") else None):
+    singulars = (word[:-1] if word.endswith("s") else None, word[:-2] if word.endswith("es") else None,
+                 word[:-3] + "y" if word.endswith("ies") else None)
+    for candidate in (word, *singulars):
         if candidate and candidate in _WORDS:
             return _WORDS[candidate]
     for stem, regions in _STEMS:
@@ -188,7 +194,8 @@ def assign_regions(text: str) -> list[Assignment]:
 
 
 def split_by_region(text: str, *, keep_unassigned: bool = False) -> dict[str, str]:
-    """``{region: its sentences joined by spaces}`` for the regions that got any, in chest, abdomen, pelvis order.
+    """``{region: its sentences joined by spaces}`` for the regions that got any, in chest, abdomen, pelvis
+    order.
 
     Sentences before any region is known are dropped, or returned under ``"unassigned"`` when
     ``keep_unassigned`` is true. A sentence naming two regions appears in both.

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 
 from napari_radreport.common import lazy_exports
 
-_EXPORTS = {
-    "Choice": "engine", "Engine": "engine", "EngineBusy": "engine", "EngineError": "engine", "ModelInfo": "engine",
-    "ReportResult": "engine", "default_model": "engine", "GenerationSettings": "decoding",
+_EXPORTS = {  # name -> the module that defines it
+    "Choice": "engine", "Engine": "engine", "EngineBusy": "engine", "EngineError": "engine",
+    "ModelInfo": "engine", "ReportResult": "engine", "default_model": "engine",
+    "GenerationSettings": "decoding",
     "Finished": "events", "Progress": "events", "SectionStarted": "events", "Token": "events", "Job": "jobs",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["Choice", "Engine", "EngineBusy", "EngineError", "Finished", "GenerationSettings", "Job",
+           "ModelInfo", "Progress", "ReportResult", "SectionStarted", "Token", "default_model"]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """Choosing the next token and turning token ids into streamed text (no model calls here).
 
-``GenerationSettings`` is plain data (the docks and the command line build it without torch); torch is imported
+``GenerationSettings`` is plain data (the docks and the command line build it without torch); torch is
+imported
 by the token chooser, which only runs once a model is loaded.
 """
 
@@ -62,7 +63,9 @@ class TokenChooser:
         if s.repetition_penalty != 1.0 and previous:
             seen = torch.tensor(sorted(set(previous)), device=logits.device)
             values = logits[seen]
-            logits[seen] = torch.where(values > 0, values / s.repetition_penalty, values * s.repetition_penalty)
+            logits[seen] = torch.where(
+                values > 0, values / s.repetition_penalty, values * s.repetition_penalty
+            )
         if not s.do_sample:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / s.temperature, dim=-1)

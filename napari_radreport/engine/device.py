@@ -62,7 +62,8 @@ def resolve_dtype(device: str, choice: str = "auto"):
 
 
 def free_bytes(device: str) -> int | None:
-    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if unknown."""
+    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if
+    unknown."""
     import torch
 
     if device.startswith("cuda"):
@@ -106,8 +107,10 @@ def memory_warning(folder: Path, device: str, dtype, margin: float = 1.2) -> str
     free = free_bytes(device)
     if free is None or need <= free:
         return None
-    return (f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only {free / 2**30:.1f} GiB "
-            f"is free; loading may fail (close other programs, or choose a smaller model or another device)")
+    return (
+        f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only {free / 2**30:.1f} GiB "
+        f"is free; loading may fail (close other programs, or choose a smaller model or another device)"
+    )
 
 
 def release_memory() -> None:
@@ -118,7 +121,11 @@ def release_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        mps is not None
+        and getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         mps.empty_cache()
 
 
@@ -130,7 +137,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def training_precision(choice: str = "auto") -> str:
-    """accelerate's ``mixed_precision`` for training: bf16 on CUDA (fp16 without bf16 support), none elsewhere."""
+    """accelerate's ``mixed_precision`` for training: bf16 on CUDA (fp16 without bf16 support), none
+    elsewhere."""
     import torch
 
     if choice != "auto":

@@ -1,7 +1,7 @@
 """Run engine work in a background thread: events through a queue, a stop flag, the result or the error.
 
-``Job`` is plain threading (no Qt): scripts iterate ``job.events()``; the docks poll ``job.drain()`` from
-a Qt timer, so no Qt object is ever touched from the worker thread.
+``Job`` is plain threading (no Qt): scripts iterate ``job.events()`` then take ``job.result()``; the docks
+poll ``job.drain()`` from a Qt timer and read ``job.outcome()``, so no Qt object is touched from the worker.
 
 The engine runs all its jobs on one long-lived ``WorkerThread``. PyTorch's CPU kernels run on an OpenMP
 thread team that belongs to the calling thread; once a process has more team threads than CPUs, GNU
@@ -24,7 +24,8 @@ class Job:
     def __init__(self, fn: Callable[..., Any], *args: Any,
                  on_done: Callable[[Job], None] | None = None, on_event: Callable[[Any], None] | None = None,
                  stop_event: threading.Event | None = None, **kwargs: Any):
-        """``on_event`` (called in the worker thread) replaces the event queue; ``stop_event`` the stop flag."""
+        """``on_event`` (called in the worker thread) replaces the event queue; ``stop_event`` the stop
+        flag."""
         self.stop_event = stop_event or threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._on_event = on_event or self._queue.put
@@ -44,8 +45,9 @@ class Job:
     def run(self) -> None:
         """Run here, in the calling thread (what a worker thread does)."""
         try:
-            self._result = self._fn(*self._args, on_event=self._on_event, stop=self.stop_event, **self._kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, never swallowed
+            self._result = self._fn(*self._args, on_event=self._on_event, stop=self.stop_event,
+                                    **self._kwargs)
+        except BaseException as exc:
             self.error = exc
         finally:
             if self._on_done is not None:
@@ -66,13 +68,19 @@ class Job:
         """Wait for the job; True when it has ended."""
         return self._done.wait(timeout)
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The return value, or the worker's exception raised here."""
+    def outcome(self, timeout: float | None = None) -> tuple[Any, BaseException | None]:
+        """(return value, None) or (None, the worker's exception), never raising it; waits up to ``timeout``
+        s for the job to end (``TimeoutError`` if it has not)."""
         if not self.join(timeout):
             raise TimeoutError("the job is still running")
-        if self.error is not None:
-            raise self.error
-        return self._result
+        return (None, self.error) if self.error is not None else (self._result, None)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The return value, or the worker's exception raised here."""
+        value, error = self.outcome(timeout)
+        if error is not None:
+            raise error
+        return value
 
     # -- events ----------------------------------------------------------------------------
     def drain(self) -> tuple[list[Any], bool]:
@@ -114,7 +122,8 @@ class WorkerThread:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=self.name, daemon=True)
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=self.name,
+                                                daemon=True)
                 self._thread.start()
             self._jobs.put(job)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def report_task(sections: Sequence[str], regions: Sequence[str] | None = None) -> str:
-    """The task a report draft answered, as provenance names it: "report:findings+impression;regions=chest"."""
+    """The task a report draft answered, as provenance names it:
+    "report:findings+impression;regions=chest"."""
     return "report:" + "+".join(sections) + (f";regions={','.join(regions)}" if regions else "")
 
 
@@ -29,9 +29,19 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) 
     from napari_radreport import __version__
     from napari_radreport.export import Provenance
 
-    return Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
-                      adapter=",".join(info.adapters), recipe=info.name, task=task, generation=settings.as_dict(),
-                      device=info.device, dtype=info.dtype, generated_at=utc_now(), software_version=__version__)
+    return Provenance(
+        model_name=info.name,
+        model_path=info.path,
+        weights_sha256=info.weights_sha256,
+        adapter=",".join(info.adapters),
+        recipe=info.name,
+        task=task,
+        generation=settings.as_dict(),
+        device=info.device,
+        dtype=info.dtype,
+        generated_at=utc_now(),
+        software_version=__version__,
+    )
 
 
 def file_sha256(path: str | Path) -> str:

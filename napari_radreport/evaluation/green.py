@@ -32,40 +32,50 @@ SUB_CATEGORIES = (
     "(e) Mentioning a comparison that isn't in the reference",
     "(f) Omitting a comparison detailing a change from a prior study",
 )
-SIGNIFICANT, INSIGNIFICANT, MATCHED = "Clinically Significant Errors", "Clinically Insignificant Errors", "Matched Findings"
+SIGNIFICANT, INSIGNIFICANT, MATCHED = (
+    "Clinically Significant Errors",
+    "Clinically Insignificant Errors",
+    "Matched Findings",
+)
 MAX_TOKENS = 2048  # prompt + completion, as the authors' generate(max_length=2048)
 # The chat template the authors' green_score sets on the tokenizer (d72c1951): a human turn, then the answer.
 CHAT_TEMPLATE = (  # verbatim, newlines included (they survive after expressions)
-    "{% for message in messages %}\n{% if message['from'] == 'human' %}\n{{ '<|user|>\n' + message['value'] + "
-    "eos_token }}\n{% elif message['from'] == 'system' %}\n{{ '<|system|>\n' + message['value'] + eos_token }}\n"
-    "{% elif message['from'] == 'gpt' %}\n{{ '<|assistant|>\n'  + message['value'] + eos_token }}\n{% endif %}\n"
-    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
+    "{% for message in messages %}\n{% if message['from'] == 'human' %}\n{{ '<|user|>\n' + "
+    "message['value'] + eos_token }}\n{% elif message['from'] == 'system' %}\n{{ '<|system|>\n' + "
+    "message['value'] + eos_token }}\n{% elif message['from'] == 'gpt' %}\n{{ '<|assistant|>\n'  + "
+    "message['value'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ "
+    "'<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
 
-# Verbatim from green_score/utils.py make_prompt (Stanford-AIMI/GREEN, MIT licence): the models expect exactly this text.
+# Verbatim from green_score/utils.py make_prompt (Stanford-AIMI/GREEN, MIT licence): the models expect
+# exactly this text.
 _PROMPT = (
-    "Objective: Evaluate the accuracy of a candidate radiology report in comparison to a reference radiology report "
-    "composed by expert radiologists.\n\n    Process Overview: You will be presented with:\n\n    1. The criteria for "
-    "making a judgment.\n    2. The reference radiology report.\n    3. The candidate radiology report.\n    4. The "
-    "desired format for your assessment.\n\n    1. Criteria for Judgment:\n\n    For each candidate report, "
-    "determine:\n\n    The count of clinically significant errors.\n    The count of clinically insignificant "
-    "errors.\n\n    Errors can fall into one of these categories:\n\n    a) False report of a finding in the "
-    "candidate.\n    b) Missing a finding present in the reference.\n    c) Misidentification of a finding's anatomic "
-    "location/position.\n    d) Misassessment of the severity of a finding.\n    e) Mentioning a comparison that isn't "
-    "in the reference.\n    f) Omitting a comparison detailing a change from a prior study.\n    Note: Concentrate on "
-    "the clinical findings rather than the report's writing style. Evaluate only the findings that appear in both "
-    "reports.\n\n    2. Reference Report:\n    {reference}\n\n    3. Candidate Report:\n    {candidate}\n\n    4. "
-    "Reporting Your Assessment:\n\n    Follow this specific format for your output, even if no errors are found:\n"
-    "    ```\n    [Explanation]:\n    <Explanation>\n\n    [Clinically Significant Errors]:\n    (a) <Error Type>: "
-    "<The number of errors>. <Error 1>; <Error 2>; ...; <Error n>\n    ....\n    (f) <Error Type>: <The number of "
-    "errors>. <Error 1>; <Error 2>; ...; <Error n>\n\n    [Clinically Insignificant Errors]:\n    (a) <Error Type>: "
-    "<The number of errors>. <Error 1>; <Error 2>; ...; <Error n>\n    ....\n    (f) <Error Type>: <The number of "
-    "errors>. <Error 1>; <Error 2>; ...; <Error n>\n\n    [Matched Findings]:\n    <The number of matched findings>. "
-    "<Finding 1>; <Finding 2>; ...; <Finding n>\n    ```\n"
+    "Objective: Evaluate the accuracy of a candidate radiology report in comparison to a reference "
+    "radiology report composed by expert radiologists.\n\n    Process Overview: You will be presented "
+    "with:\n\n    1. The criteria for making a judgment.\n    2. The reference radiology report.\n    3. "
+    "The candidate radiology report.\n    4. The desired format for your assessment.\n\n    1. Criteria "
+    "for Judgment:\n\n    For each candidate report, determine:\n\n    The count of clinically significant "
+    "errors.\n    The count of clinically insignificant errors.\n\n    Errors can fall into one of these "
+    "categories:\n\n    a) False report of a finding in the candidate.\n    b) Missing a finding present "
+    "in the reference.\n    c) Misidentification of a finding's anatomic location/position.\n    d) "
+    "Misassessment of the severity of a finding.\n    e) Mentioning a comparison that isn't in the "
+    "reference.\n    f) Omitting a comparison detailing a change from a prior study.\n    Note: "
+    "Concentrate on the clinical findings rather than the report's writing style. Evaluate only the "
+    "findings that appear in both reports.\n\n    2. Reference Report:\n    {reference}\n\n    3. "
+    "Candidate Report:\n    {candidate}\n\n    4. Reporting Your Assessment:\n\n    Follow this specific "
+    "format for your output, even if no errors are found:\n    ```\n    [Explanation]:\n    "
+    "<Explanation>\n\n    [Clinically Significant Errors]:\n    (a) <Error Type>: <The number of errors>. "
+    "<Error 1>; <Error 2>; ...; <Error n>\n    ....\n    (f) <Error Type>: <The number of errors>. <Error "
+    "1>; <Error 2>; ...; <Error n>\n\n    [Clinically Insignificant Errors]:\n    (a) <Error Type>: <The "
+    "number of errors>. <Error 1>; <Error 2>; ...; <Error n>\n    ....\n    (f) <Error Type>: <The number "
+    "of errors>. <Error 1>; <Error 2>; ...; <Error n>\n\n    [Matched Findings]:\n    <The number of "
+    "matched findings>. <Finding 1>; <Finding 2>; ...; <Finding n>\n    ```\n"
 )
 
 
 def green_prompt(reference: str, candidate: str, max_words: int = 300) -> str:
-    """The GREEN prompt for one pair; each report cut to its first 300 whitespace-separated words, as the authors do."""
+    """The GREEN prompt for one pair; each report cut to its first 300 whitespace-separated words, as the
+    authors do."""
     reference, candidate = (" ".join(text.split()[:max_words]) for text in (reference, candidate))
     return _PROMPT.replace("{reference}", reference, 1).replace("{candidate}", candidate, 1)
 
@@ -169,8 +179,10 @@ class GreenModel:
     def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 4) -> None:
         self.folder = Path(folder)
         if not (self.folder / "config.json").is_file():
-            raise MetricUnavailable(f"GREEN: {self.folder} is not a model folder (no config.json); place a GREEN "
-                                    "model there, e.g. StanfordAIMI/GREEN-RadLlama2-7b")
+            raise MetricUnavailable(
+                f"GREEN: {self.folder} is not a model folder (no config.json); place a GREEN "
+                "model there, e.g. StanfordAIMI/GREEN-RadLlama2-7b"
+            )
         if not any(self.folder.glob("*.safetensors")) and not any(self.folder.glob("*.bin")):
             raise MetricUnavailable(f"GREEN: {self.folder} has no weights (*.safetensors)")
         self.device, self.batch_size = device, batch_size
@@ -186,8 +198,13 @@ class GreenModel:
             tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True, padding_side="left")
             tokenizer.chat_template = CHAT_TEMPLATE
             tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True,
-                                                         dtype=resolve_dtype(device, "auto")).to(device).eval()
+            model = (
+                AutoModelForCausalLM.from_pretrained(
+                    self.folder, local_files_only=True, dtype=resolve_dtype(device, "auto")
+                )
+                .to(device)
+                .eval()
+            )
             self._loaded = (tokenizer, model, device)
         return self._loaded
 
@@ -198,11 +215,22 @@ class GreenModel:
         tokenizer, model, device = self._load()
         completions: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            chats = [tokenizer.apply_chat_template([{"from": "human", "value": p}, {"from": "gpt", "value": ""}],
-                                                   tokenize=False, add_generation_prompt=True)  # as the authors
-                     for p in prompts[start : start + self.batch_size]]
-            batch = tokenizer(chats, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens,
-                              add_special_tokens=False).to(device)
+            chats = [
+                tokenizer.apply_chat_template(  # as the authors
+                    [{"from": "human", "value": p}, {"from": "gpt", "value": ""}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for p in prompts[start : start + self.batch_size]
+            ]
+            batch = tokenizer(
+                chats,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+                add_special_tokens=False,
+            ).to(device)
             with torch.inference_mode():
                 out = model.generate(**batch, do_sample=False, max_length=max_tokens,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -68,7 +68,9 @@ class CocoBleu:
         ref_len = sum(s.ref_len for s in stats)
         score = 1.0
         for k in range(self.order):
-            score *= (sum(s.correct[k] for s in stats) + _COCO_TINY) / (sum(s.guess[k] for s in stats) + _COCO_SMALL)
+            score *= (sum(s.correct[k] for s in stats) + _COCO_TINY) / (
+                sum(s.guess[k] for s in stats) + _COCO_SMALL
+            )
         score **= 1.0 / self.order
         ratio = (hyp_len + _COCO_TINY) / (ref_len + _COCO_SMALL)
         if ratio < 1:
@@ -93,13 +95,22 @@ class SentenceBleu:
 
     def __init__(self, order: int = 1) -> None:
         self.order = order
-        self.spec = MetricSpec(f"BLEU-{order}", "HF evaluate bleu per report (reimplemented; = sacrebleu "
-                               "sentence BLEU, smooth 'none')", "mteval 13a", "case kept", "mean over reports")
+        self.spec = MetricSpec(
+            f"BLEU-{order}",
+            "HF evaluate bleu per report (reimplemented; = sacrebleu sentence BLEU, smooth 'none')",
+            "mteval 13a",
+            "case kept",
+            "mean over reports",
+        )
 
     def item_stats(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
         check_pairs(predictions, references)
-        return [sentence_bleu(bleu_counts(tokenize.mteval_13a(p.strip()), tokenize.mteval_13a(r.strip()), self.order))
-                for p, r in zip(predictions, references)]
+        return [
+            sentence_bleu(
+                bleu_counts(tokenize.mteval_13a(p.strip()), tokenize.mteval_13a(r.strip()), self.order)
+            )
+            for p, r in zip(predictions, references)
+        ]
 
     def aggregate(self, stats: Sequence[float]) -> dict[str, float]:
         return {self.spec.name: mean(stats)}
@@ -126,9 +137,16 @@ class Rouge:
 
     def __init__(self, kind: str | int = "L", stem: bool = False) -> None:
         self.kind, self.stem = kind, stem
-        tokens = "rouge-score default (lowercase alphanumeric runs)" + (", Porter stemmer" if stem else ", no stemming")
-        self.spec = MetricSpec(f"ROUGE-{kind}", "rouge-score 0.1.2 F-measure (reimplemented)", tokens, "lowercased",
-                               "mean over reports")
+        tokens = "rouge-score default (lowercase alphanumeric runs)" + (
+            ", Porter stemmer" if stem else ", no stemming"
+        )
+        self.spec = MetricSpec(
+            f"ROUGE-{kind}",
+            "rouge-score 0.1.2 F-measure (reimplemented)",
+            tokens,
+            "lowercased",
+            "mean over reports",
+        )
 
     def _score(self, prediction: str, reference: str) -> float:
         hyp, ref = tokenize.rouge_tokens(prediction, self.stem), tokenize.rouge_tokens(reference, self.stem)
@@ -149,7 +167,8 @@ class Rouge:
 
 
 class Meteor:
-    """NLTK ``meteor_score`` per report on HF evaluate's tokens, mean over reports; needs WordNet 3.0 files."""
+    """NLTK ``meteor_score`` per report on HF evaluate's tokens, mean over reports; needs WordNet 3.0
+    files."""
 
     def __init__(self, wordnet_dir: str | None = None) -> None:
         from napari_radreport.evaluation.wordnet import load_wordnet

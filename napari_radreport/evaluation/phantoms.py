@@ -51,7 +51,9 @@ class PhantomScores:
 
     def summary(self) -> dict[str, Any]:
         def table(tallies):
-            return {name: {"accuracy": t.accuracy, "right": t.right, "n": t.total} for name, t in tallies.items()}
+            return {
+                name: {"accuracy": t.accuracy, "right": t.right, "n": t.total} for name, t in tallies.items()
+            }
 
         out = {}
         for name in ("findings", "impression", "questions", "diagnosis"):
@@ -63,12 +65,14 @@ class PhantomScores:
 
 
 def truth_of(record) -> Findings:
-    """The findings a phantom record's labels and impression describe (the impression names every attribute)."""
+    """The findings a phantom record's labels and impression describe (the impression names every
+    attribute)."""
     return reports.read_findings(record.impression)
 
 
 def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool] | None:
-    """(question kind, right?) for a free-text phantom question; None for a question this preset does not know."""
+    """(question kind, right?) for a free-text phantom question; None for a question this preset does not
+    know."""
     if question in _QUESTION_FINDING:
         name = _QUESTION_FINDING[question]
         opening = answer.strip().lower()[:4]
@@ -85,7 +89,9 @@ def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool
         return "nodule location", truth.nodule is not None and (side, lobe) == truth.nodule[:2]
     if question == "How large is the nodule?":
         size = reports.size_mm(answer)
-        ok = truth.nodule is not None and size is not None and abs(size - truth.nodule[2]) <= SIZE_TOLERANCE_MM
+        ok = (
+            truth.nodule is not None and size is not None and abs(size - truth.nodule[2]) <= SIZE_TOLERANCE_MM
+        )
         return "nodule size", ok
     return None
 
@@ -105,7 +111,8 @@ def evaluate_phantoms(engine, records, *, on_record: Callable[[dict], None] | No
             text = sections.get(section, "").strip()
             stated = reports.read_findings(text)
             for name in reports.FINDING_NAMES:
-                # Findings must speak of every finding (present or denied); an impression lists the positive ones.
+                # Findings must speak of every finding (present or denied); an impression lists the
+                # positive ones.
                 said = name in stated.extras["mentioned"] or (section == "impression" and bool(text))
                 tallies[name].add(said and reports.finding_matches(name, truth, stated, SIZE_TOLERANCE_MM))
         for qa in record.qa:

@@ -4,7 +4,8 @@
 - ``13a``: the mteval-v13a rules (WMT; sacrebleu and HF ``evaluate``'s BLEU default); case kept.
 - ``rouge``: rouge-score's default: lowercase, every non-alphanumeric run becomes a space, optionally the
   Porter stemmer (NLTK's, as rouge-score uses) on tokens longer than 3 characters.
-- ``nltk-words``: NLTK's ``word_tokenize`` as HF ``evaluate``'s METEOR calls it, with one difference: sentences
+- ``nltk-words``: NLTK's ``word_tokenize`` as HF ``evaluate``'s METEOR calls it, with one difference:
+sentences
   are split by an *untrained* Punkt model, because NLTK's English Punkt tables are data that no package
   registry provides. Only a sentence that ends in an abbreviation Punkt's English model knows is split
   differently.

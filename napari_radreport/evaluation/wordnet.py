@@ -17,7 +17,10 @@ from pathlib import Path
 
 from napari_radreport.evaluation.metric import MetricUnavailable
 
-REQUIRED = ("lexnames", *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")))
+REQUIRED = (
+    "lexnames",
+    *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")),
+)
 EXCEPTIONS = tuple(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv"))
 HOW_TO_GET = ("run scripts/get_wordnet.sh DIR (or point --wordnet / RADREPORT_WORDNET at a WordNet 3.0 "
               "dict folder)")
@@ -35,7 +38,9 @@ def _check_folder(folder: Path) -> None:
         raise MetricUnavailable(f"METEOR needs WordNet 3.0: {folder} is not a folder; {HOW_TO_GET}")
     missing = [name for name in REQUIRED + EXCEPTIONS if not (folder / name).is_file()]
     if missing:
-        raise MetricUnavailable(f"METEOR needs WordNet 3.0: {folder} lacks {', '.join(missing)}; {HOW_TO_GET}")
+        raise MetricUnavailable(
+            f"METEOR needs WordNet 3.0: {folder} lacks {', '.join(missing)}; {HOW_TO_GET}"
+        )
 
 
 def describe(folder: Path) -> str:
@@ -56,7 +61,8 @@ def _reader(folder: str):
         def map_wn(self, version: str = "wordnet") -> None:
             return None  # the mapping to NLTK's own WordNet serves only the multilingual data, unused here
 
-    if folder not in nltk.data.path:  # NLTK reads only below its data paths; this folder was chosen by the user
+    # NLTK reads only below its data paths; this folder was chosen by the user
+    if folder not in nltk.data.path:
         nltk.data.path.append(folder)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The multilingual functions", UserWarning)
@@ -64,7 +70,8 @@ def _reader(folder: str):
 
 
 def load_wordnet(folder: str | Path | None = None):
-    """(NLTK WordNet reader, description) from ``folder`` or the default places; ``MetricUnavailable`` if none."""
+    """(NLTK WordNet reader, description) from ``folder`` or the default places; ``MetricUnavailable`` if
+    none."""
     if folder is not None:
         path = Path(folder).expanduser()
         _check_folder(path)
@@ -80,5 +87,7 @@ def load_wordnet(folder: str | Path | None = None):
         return wordnet, "WordNet from NLTK's data path"
     except LookupError:
         searched = ", ".join(str(p) for p in default_locations())
-        raise MetricUnavailable(f"METEOR needs WordNet 3.0 and none was found (looked in {searched} and NLTK's "
-                                f"data path); {HOW_TO_GET}") from None
+        raise MetricUnavailable(
+            f"METEOR needs WordNet 3.0 and none was found (looked in {searched} and NLTK's "
+            f"data path); {HOW_TO_GET}"
+        ) from None

@@ -5,10 +5,18 @@ overwrites unless asked, and writes atomically; failures are one-line ``ExportEr
 """
 
 from napari_radreport.export.content import ExportError
-from napari_radreport.export.record import Provenance, ReportRecord, StudyReference
 from napari_radreport.export.formats import EXPORT_FORMATS, FORMATS, SUFFIXES, dialog_filters
+from napari_radreport.export.record import Provenance, ReportRecord, StudyReference
 from napari_radreport.export.writers import export_report
 
 __all__ = [
-    "EXPORT_FORMATS", "FORMATS", "SUFFIXES", "dialog_filters", "ExportError", "Provenance", "ReportRecord", "StudyReference", "export_report",
+    "EXPORT_FORMATS",
+    "FORMATS",
+    "SUFFIXES",
+    "dialog_filters",
+    "ExportError",
+    "Provenance",
+    "ReportRecord",
+    "StudyReference",
+    "export_report",
 ]

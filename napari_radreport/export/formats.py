@@ -1,4 +1,5 @@
-"""The export formats, one row each: the name the command line takes, the file suffix, the file dialog's label.
+"""The export formats, one row each: the name the command line takes, the file suffix, the file dialog's
+label.
 
 The CLI's ``--format`` choices, the suffix rules of ``export_report`` and the Report dock's file filters all
 derive from ``EXPORT_FORMATS``; adding a format is one row here plus its renderer in ``writers.RENDERERS``.

@@ -20,7 +20,8 @@ class Provenance:
     adapter: str = ""
     recipe: str = ""
     task: str = ""  # e.g. "report:findings+impression", "report:region=chest"
-    generation: dict[str, Any] = field(default_factory=dict)  # max_new_tokens, do_sample, temperature, seed...
+    # max_new_tokens, do_sample, temperature, seed...
+    generation: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     dtype: str = ""
     generated_at: str = ""  # ISO 8601, UTC
@@ -74,5 +75,11 @@ class ReportRecord:
     title: str = "Radiology report (draft)"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
-                "reviewed": self.reviewed, "study": self.study.as_dict(), "provenance": self.provenance.as_dict()}
+        return {
+            "title": self.title,
+            "final_text": self.final_text,
+            "ai_draft": self.ai_draft,
+            "reviewed": self.reviewed,
+            "study": self.study.as_dict(),
+            "provenance": self.provenance.as_dict(),
+        }

@@ -33,7 +33,16 @@ class SeriesGroup:
 def _series_key(h: DicomHeader) -> tuple:
     orientation = tuple(np.round(h.orientation, 3)) if h.orientation else None
     spacing = tuple(np.round(h.pixel_spacing, 4)) if h.pixel_spacing else None
-    return (h.series_uid, h.frame_of_reference_uid, h.modality, orientation, h.rows, h.columns, spacing, h.is_localizer)
+    return (
+        h.series_uid,
+        h.frame_of_reference_uid,
+        h.modality,
+        orientation,
+        h.rows,
+        h.columns,
+        spacing,
+        h.is_localizer,
+    )
 
 
 def group_slices(headers: list[DicomHeader]) -> list[SeriesGroup]:
@@ -49,7 +58,8 @@ def choose_main(groups: list[SeriesGroup]) -> int:
     candidates = [i for i, g in enumerate(groups) if g.role == "volume"]
     if not candidates:
         raise StudyReadError(
-            f"{groups[0].first.path}: only localizer/scout images found ({len(groups)} series); no volume to open"
+            f"{groups[0].first.path}: only localizer/scout images found ({len(groups)} series); no volume to "
+            "open"
         )
     return max(candidates, key=lambda i: (groups[i].first.modality == "CT", len(groups[i].headers)))
 
@@ -64,7 +74,9 @@ def _pick_series(groups: list[SeriesGroup], series: str | int | None) -> int:
         return index
     matches = [i for i, g in enumerate(groups) if g.first.series_uid == series]
     if not matches:
-        raise StudyReadError(f"series {series!r} not found; found: {', '.join(g.first.series_uid for g in groups)}")
+        raise StudyReadError(
+            f"series {series!r} not found; found: {', '.join(g.first.series_uid for g in groups)}"
+        )
     return matches[0]
 
 
@@ -123,7 +135,9 @@ def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = 
     if others:
         notes.append(f"{others} other series in the input, not merged (listed under 'series')")
     if not h.series_uid:
-        notes.append("SeriesInstanceUID is empty: slices grouped by frame of reference, orientation and geometry")
+        notes.append(
+            "SeriesInstanceUID is empty: slices grouped by frame of reference, orientation and geometry"
+        )
     kind = kind_for_modality(h.modality)
     if kind == "volume":
         notes.append(f"modality {h.modality or 'unknown'}: opened as a generic volume")

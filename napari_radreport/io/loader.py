@@ -42,7 +42,9 @@ def _folder_files(folder: Path) -> list[Path]:
             if not name.startswith("."):
                 files.append(Path(root) / name)
                 if len(files) > MAX_FOLDER_FILES:
-                    raise StudyReadError(f"{folder}: more than {MAX_FOLDER_FILES} files; open a series folder instead")
+                    raise StudyReadError(
+                        f"{folder}: more than {MAX_FOLDER_FILES} files; open a series folder instead"
+                    )
     return files
 
 
@@ -93,11 +95,15 @@ def _from_dicom(
         return _xray_set(radiographs, pictures, order)
     reasons = sorted({f"{Path(h.path).name}: {reason}" for h, reason in refused if reason})
     if len(headers) == 1:
-        raise StudyReadError(f"{headers[0].path}: {refused[0][1]}; napari-radreport opens CT series and radiographs")
+        raise StudyReadError(
+            f"{headers[0].path}: {refused[0][1]}; napari-radreport opens CT series and radiographs"
+        )
     raise StudyReadError(f"{origin}: no image to open ({len(headers)} DICOM objects, e.g. {reasons[0]})")
 
 
-def _xray_set(radiographs: list[DicomHeader], pictures: list[Path], order: Sequence[Path] | None = None) -> Study:
+def _xray_set(
+    radiographs: list[DicomHeader], pictures: list[Path], order: Sequence[Path] | None = None
+) -> Study:
     """A radiograph set in the order of ``order`` (the files as given), else in path order (folders)."""
     rank = {str(p): i for i, p in enumerate(order or [])}
 
@@ -117,7 +123,9 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path], order: Seque
     study = make_xray_set(images, notes, source)
     if non_xray:
         study.kind = "image"
-        study.notes.append(f"{'/'.join(sorted(non_xray))} image(s), not radiographs: opened as plain 2-D images")
+        study.notes.append(
+            f"{'/'.join(sorted(non_xray))} image(s), not radiographs: opened as plain 2-D images"
+        )
     return study
 
 
@@ -155,7 +163,9 @@ def _load_single_dicom(path: Path, series) -> Study:
         # One file of a series: read its siblings and keep the series this file belongs to.
         from napari_radreport.io.dicom_series import group_slices
 
-        siblings = [p for p in sorted(path.parent.iterdir()) if p != path and p.is_file() and looks_like_dicom(p)]
+        siblings = [
+            p for p in sorted(path.parent.iterdir()) if p != path and p.is_file() and looks_like_dicom(p)
+        ]
         headers, _ = _dicom_headers(siblings)
         # The opened file first, so that it wins over other copies of the same instance.
         slices, _ = unique_instances([header] + [h for h in headers if h.is_volume_slice])

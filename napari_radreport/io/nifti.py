@@ -31,7 +31,9 @@ def _load_image(path: Path):
         raise StudyReadError(f"{path}: missing file {Path(exc.filename or '').name or path.name}") from exc
     except Exception as exc:  # nibabel raises many types for malformed headers
         raise StudyReadError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
-    if not isinstance(img, (nibabel.Nifti1Image, nibabel.Nifti2Image, nibabel.Nifti1Pair, nibabel.Nifti2Pair)):
+    if not isinstance(
+        img, (nibabel.Nifti1Image, nibabel.Nifti2Image, nibabel.Nifti1Pair, nibabel.Nifti2Pair)
+    ):
         raise StudyReadError(f"{path}: {type(img).__name__.removesuffix('Image')} file, not a NIfTI volume")
     return img
 
@@ -75,9 +77,12 @@ def guess_modality(array: np.ndarray) -> tuple[str, str]:
     if sample.size == 0:
         return "", "modality not stored in NIfTI and the volume holds no finite values"
     lo, hi = float(np.min(sample)), float(np.max(sample))
-    looks_hu = -1200.0 <= np.percentile(sample, 1) <= -600.0 and -1500.0 <= lo and hi >= 300.0
+    looks_hu = -1200.0 <= np.percentile(sample, 1) <= -600.0 and lo >= -1500.0 and hi >= 300.0
     if looks_hu:
-        return "CT", f"modality not stored in NIfTI; assumed CT because values span {lo:.0f}..{hi:.0f} (HU-like)"
+        return (
+            "CT",
+            f"modality not stored in NIfTI; assumed CT because values span {lo:.0f}..{hi:.0f} (HU-like)",
+        )
     return "", f"modality not stored in NIfTI and values ({lo:.4g}..{hi:.4g}) do not look like HU"
 
 
@@ -96,7 +101,9 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Study:
         data = data[..., None]
         notes.append("2-D NIfTI opened as a single slice")
     if data.ndim not in (3, 4):
-        raise StudyReadError(f"{path}: {data.ndim}-D NIfTI with shape {shape} is not supported (3-D or 4-D only)")
+        raise StudyReadError(
+            f"{path}: {data.ndim}-D NIfTI with shape {shape} is not supported (3-D or 4-D only)"
+        )
 
     sform_code = int(header.get("sform_code", 0)) if "sform_code" in header else 0
     qform_code = int(header.get("qform_code", 0)) if "qform_code" in header else 0

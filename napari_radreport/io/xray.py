@@ -12,7 +12,14 @@ from napari_radreport.io.study import ImageData, Study, StudyReadError
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_REPORT_IMAGES = 4  # the RRG24 seed stitched at most the first four radiographs
-_VIEW_NAMES = {"PA": "PA", "AP": "AP", "LL": "LATERAL", "RL": "LATERAL", "LAT": "LATERAL", "LATERAL": "LATERAL"}
+_VIEW_NAMES = {
+    "PA": "PA",
+    "AP": "AP",
+    "LL": "LATERAL",
+    "RL": "LATERAL",
+    "LAT": "LATERAL",
+    "LATERAL": "LATERAL",
+}
 
 
 def is_picture_path(path: str | Path) -> bool:
@@ -73,7 +80,9 @@ def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
     """A CR/DX (or other single 2-D) DICOM image; MONOCHROME1 is inverted so bone is bright."""
     notes: list[str] = []
     if header.n_frames > 1:
-        raise StudyReadError(f"{header.path}: multi-frame radiograph ({header.n_frames} frames) is not supported")
+        raise StudyReadError(
+            f"{header.path}: multi-frame radiograph ({header.n_frames} frames) is not supported"
+        )
     pixels, ds = read_pixels(header.path)
     if header.samples_per_pixel > 1 or pixels.ndim == 3:
         pixels = _to_grayscale(pixels, header.photometric, header.path, notes)
@@ -93,7 +102,9 @@ def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
         notes.append(f"{Path(header.path).name}: MONOCHROME1 inverted for display")
     spacing = header.pixel_spacing or header.imager_pixel_spacing
     if spacing is None:
-        notes.append(f"{Path(header.path).name}: pixel spacing unknown (PixelSpacing/ImagerPixelSpacing absent or 0)")
+        notes.append(
+            f"{Path(header.path).name}: pixel spacing unknown (PixelSpacing/ImagerPixelSpacing absent or 0)"
+        )
     image = ImageData(
         array=pixels,
         spacing=spacing if spacing is not None else (None, None),
@@ -129,6 +140,7 @@ def make_xray_set(images: list[ImageData], notes: list[str], source: tuple[str, 
     """A set of radiographs kept separate and in the given order."""
     if len(images) > MAX_REPORT_IMAGES:
         notes.append(
-            f"{len(images)} radiographs: report models use the first {MAX_REPORT_IMAGES} (as the RRG24 seed did)"
+            f"{len(images)} radiographs: report models use the first {MAX_REPORT_IMAGES} (as the RRG24 seed "
+            "did)"
         )
     return Study(kind="xray_set", images=images, source=source, notes=notes)

@@ -12,7 +12,8 @@ _EXPORTS = {
     "RadReportConfig": "configuration", "ViT3DConfig": "configuration",
     "RadReportForConditionalGeneration": "modeling_radreport",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["PERCEIVER_TYPES", "ConfigError", "PerceiverConfig", "RadReportConfig",  # the names of _EXPORTS
+           "RadReportForConditionalGeneration", "ViT3DConfig"]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

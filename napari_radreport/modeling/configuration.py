@@ -58,13 +58,13 @@ class ViT3DConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     use_cls_token: bool = True
     initializer_range: float = 0.02
-    # Output channels of 3x3x3 convolutions (each followed by GELU) run at full resolution before the patches are
-    # cut; their output is stacked with the pixels, so the patch Linear sees both. Empty: M3D-CLIP's linear patch
-    # embedding, nothing else (M3D-LaMed weights load unchanged).
+    # Output channels of 3x3x3 convolutions (each followed by GELU) run at full resolution before the patches
+    # are cut; their output is stacked with the pixels, so the patch Linear sees both. Empty: M3D-CLIP's
+    # linear patch embedding, nothing else (M3D-LaMed weights load unchanged).
     conv_stem_channels: list[int] | tuple[int, ...] = ()
-    # Detectors on the stem: each a 1x1 convolution of its last channels, a logit map of one finding; every patch
-    # token gets, through a Linear, the highest sigmoid of each map within the patch (the patch Linear's sum over
-    # the patch would drown a finding a few voxels wide). ``radreport train --stage candidates`` trains them.
+    # Detectors on the stem: each a 1x1 convolution of its last channels, a logit map of one finding; every
+    # patch token gets, through a Linear, the highest sigmoid of each map within the patch (the patch Linear's
+    # sum over the patch would drown a finding a few voxels wide). ``--stage candidates`` trains them.
     conv_stem_detectors: int = 0
 
     def __post_init__(self, **kwargs):
@@ -74,7 +74,8 @@ class ViT3DConfig(PreTrainedConfig):
         for axis, (i, p) in enumerate(zip(image, patch)):
             if i % p:
                 raise ConfigError(
-                    f"vision_config.image_size[{axis}]={i} is not a multiple of vision_config.patch_size[{axis}]={p}"
+                    f"vision_config.image_size[{axis}]={i} is not a multiple of "
+                    f"vision_config.patch_size[{axis}]={p}"
                 )
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
@@ -88,8 +89,10 @@ class ViT3DConfig(PreTrainedConfig):
         self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
         if not isinstance(self.conv_stem_detectors, int) or self.conv_stem_detectors < 0 or (
                 self.conv_stem_detectors and not stem):
-            raise ConfigError("vision_config.conv_stem_detectors must be a count >= 0, and needs conv_stem_channels; "
-                              f"got {self.conv_stem_detectors!r}")
+            raise ConfigError(
+                "vision_config.conv_stem_detectors must be a count >= 0, and needs conv_stem_channels; "
+                f"got {self.conv_stem_detectors!r}"
+            )
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -111,7 +114,8 @@ class ViT3DConfig(PreTrainedConfig):
 
     @property
     def embedding_input_dim(self) -> int:
-        """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's channels at each of them."""
+        """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's channels at each of
+        them."""
         stem = self.conv_stem_channels[-1] if self.conv_stem_channels else 0
         return (self.in_channels + stem) * math.prod(self.patch_size)
 
@@ -140,11 +144,14 @@ class PerceiverConfig(PreTrainedConfig):
             raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} is unknown; one of "
                               f"{', '.join(FEATURE_NORMS)}")
         if self.feature_norm != "none" and self.perceiver_type not in POOLING_PERCEIVERS:
-            raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} needs a pooling perceiver "
-                              f"({', '.join(POOLING_PERCEIVERS)}), not {self.perceiver_type!r}")
+            raise ConfigError(
+                f"perceiver_config.feature_norm={self.feature_norm!r} needs a pooling perceiver "
+                f"({', '.join(POOLING_PERCEIVERS)}), not {self.perceiver_type!r}"
+            )
         if self.perceiver_type not in PERCEIVER_TYPES:
             raise ConfigError(
-                f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of {', '.join(PERCEIVER_TYPES)}"
+                f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of "
+                f"{', '.join(PERCEIVER_TYPES)}"
             )
         size = self.pooling_size
         sizes = list(size) if isinstance(size, (list, tuple)) else [size]
@@ -188,6 +195,12 @@ class RadReportConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         vocab = getattr(self.text_config, "vocab_size", None)
         if vocab is not None and not 0 <= self.image_token_id < vocab:
-            raise ConfigError(f"image_token_id={self.image_token_id} is outside text_config.vocab_size={vocab}")
-        if self.vision_config.model_type not in (ViT3DConfig.model_type, "clip_vision_model", "siglip_vision_model"):
+            raise ConfigError(
+                f"image_token_id={self.image_token_id} is outside text_config.vocab_size={vocab}"
+            )
+        if self.vision_config.model_type not in (
+            ViT3DConfig.model_type,
+            "clip_vision_model",
+            "siglip_vision_model",
+        ):
             raise ConfigError(f"vision_config.model_type={self.vision_config.model_type!r} is not supported")

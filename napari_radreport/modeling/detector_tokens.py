@@ -1,8 +1,10 @@
 """One extra image token per conv stem detector: where in the volume its strongest patch is, and how strong.
 
 The encoder appends each detector's highest probability within every patch to the patch's features
-(``ViT3DEncoder``, ``vision_config.conv_stem_detectors``). Pooled and projected with everything else, a finding a
-few voxels wide stays one small feature among many, and a report model trained from scratch did not learn to read
+(``ViT3DEncoder``, ``vision_config.conv_stem_detectors``). Pooled and projected with everything else, a
+finding a
+few voxels wide stays one small feature among many, and a report model trained from scratch did not learn to
+read
 it (docs/training.md, "Nodules"). Here the strongest patch of each detector becomes a token of its own: its
 probability and its normalised (D, H, W) grid position through a small MLP, so presence and place (side, lobe)
 reach the language model directly.
@@ -15,7 +17,8 @@ from torch import nn
 
 
 class DetectorTokens(nn.Module):
-    """``pool`` (any perceiver) on all features, then one token per detector from the last ``detectors`` ones."""
+    """``pool`` (any perceiver) on all features, then one token per detector from the last ``detectors``
+    ones."""
 
     def __init__(self, pool: nn.Module, detectors: int, grid: tuple[int, int, int], out_dim: int):
         super().__init__()
@@ -25,7 +28,8 @@ class DetectorTokens(nn.Module):
         self.kind = nn.Parameter(torch.zeros(detectors, out_dim))  # which detector a token speaks for
 
     def peaks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, detectors, 4): each detector's highest patch probability and that patch's centre in [0, 1]^3."""
+        """(B, detectors, 4): each detector's highest patch probability and that patch's centre in [0,
+        1]^3."""
         probabilities = x[..., -self.detectors:].transpose(1, 2)  # (B, detectors, N)
         best, index = probabilities.max(dim=-1)
         d, h, w = self.grid

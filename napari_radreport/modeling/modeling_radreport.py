@@ -32,7 +32,9 @@ class CLIPTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.vision_model(pixel_values=pixel_values, output_hidden_states=True)
         features = out.hidden_states[self.feature_layer]
-        return features[:, 1:] if self.drop_cls and features.shape[1] > self.grid[1] * self.grid[2] else features
+        return (
+            features[:, 1:] if self.drop_cls and features.shape[1] > self.grid[1] * self.grid[2] else features
+        )
 
 
 class RadReportPreTrainedModel(PreTrainedModel):
@@ -102,10 +104,13 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         n_tokens, n_features = int(mask.sum()), image_features.shape[0] * image_features.shape[1]
         if n_tokens != n_features:
             raise ValueError(
-                f"the prompt has {n_tokens} image tokens ({self.config.image_token}) but the image gives {n_features} "
+                f"the prompt has {n_tokens} image tokens ({self.config.image_token}) but the image gives "
+                f"{n_features} "
                 f"features ({image_features.shape[0]} image(s) x {image_features.shape[1]} tokens)"
             )
-        features = image_features.to(inputs_embeds.device, inputs_embeds.dtype).reshape(-1, inputs_embeds.shape[-1])
+        features = image_features.to(inputs_embeds.device, inputs_embeds.dtype).reshape(
+            -1, inputs_embeds.shape[-1]
+        )
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
 
     def forward(
@@ -120,7 +125,8 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         image_features: torch.Tensor | None = None,
         **kwargs,
     ):
-        """Causal LM forward; ``image_features`` may be given instead of ``pixel_values`` (cached encodings)."""
+        """Causal LM forward; ``image_features`` may be given instead of ``pixel_values`` (cached
+        encodings)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:

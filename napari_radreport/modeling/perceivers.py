@@ -34,7 +34,9 @@ def _kernel(grid: Grid, size: int | list[int], name: str) -> Grid:
     kernel = tuple(k if g > 1 else 1 for g, k in zip(grid, sizes))
     for g, k in zip(grid, kernel):
         if g % k:
-            raise ConfigError(f"perceiver_config.pooling_size={size} does not divide the encoder grid {grid} ({name})")
+            raise ConfigError(
+                f"perceiver_config.pooling_size={size} does not divide the encoder grid {grid} ({name})"
+            )
     return kernel  # type: ignore[return-value]
 
 
@@ -46,7 +48,8 @@ def _to_volume(x: torch.Tensor, grid: Grid) -> torch.Tensor:
 class PoolingPerceiver(nn.Module):
     """Average (M3D ``spp``) or max pooling over the grid, optionally batch-standardised, then an MLP.
 
-    With ``feature_norm="batch"`` every pooled feature (channel x token position) is standardised over the batch
+    With ``feature_norm="batch"`` every pooled feature (channel x token position) is standardised over the
+    batch
     (running statistics at inference): what all images share at a position (the anatomy) is removed, so the
     language model sees what differs between them from the first step.
     """
@@ -56,15 +59,20 @@ class PoolingPerceiver(nn.Module):
         self.grid, self.mode = grid, mode
         self.kernel = _kernel(grid, config.pooling_size, config.perceiver_type)
         self.num_tokens = math.prod(g // k for g, k in zip(grid, self.kernel))
-        self.feature_norm = nn.BatchNorm1d(in_dim * self.num_tokens) if config.feature_norm == "batch" else None
+        self.feature_norm = (
+            nn.BatchNorm1d(in_dim * self.num_tokens) if config.feature_norm == "batch" else None
+        )
         self.projector = _mlp(in_dim, out_dim, config.projector_depth, config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.avg_pool3d if self.mode == "avg" else F.max_pool3d
-        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel, stride=self.kernel).flatten(2)  # (B, C, tokens)
+        # (B, C, tokens)
+        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel, stride=self.kernel).flatten(2)
         if self.feature_norm is not None:
             if self.training and x.shape[0] < 2:
-                raise ValueError("perceiver_config.feature_norm='batch' needs at least 2 images per training batch")
+                raise ValueError(
+                    "perceiver_config.feature_norm='batch' needs at least 2 images per training batch"
+                )
             x = self.feature_norm(x.flatten(1)).reshape(x.shape)
         return self.projector(x.transpose(1, 2))
 
@@ -188,7 +196,9 @@ class MLPMixerPerceiver(nn.Module):
         return self.projector(x)
 
 
-def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, detectors: int = 0) -> nn.Module:
+def build_perceiver(
+    config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, detectors: int = 0
+) -> nn.Module:
     """The perceiver ``config`` names; with ``detectors`` (the encoder's last features are conv stem detector
     probabilities) one more token per detector follows its tokens (modeling/detector_tokens.py)."""
     if detectors:

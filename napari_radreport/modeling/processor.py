@@ -58,7 +58,8 @@ def _resample(volume: torch.Tensor, spacing, target) -> torch.Tensor:
 
 
 def _crop_start(have: int, want: int) -> int:
-    """Centre crop or pad along one axis: the first kept voxel (crop), or minus the voxels padded before (pad)."""
+    """Centre crop or pad along one axis: the first kept voxel (crop), or minus the voxels padded before
+    (pad)."""
     return (have - want) // 2 if have > want else -((want - have) // 2)
 
 
@@ -112,7 +113,8 @@ def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
 def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
     """Where an LPS position (mm) lands in ``volume_to_pixels(study, spec)``: a continuous (D, H, W) index.
 
-    Follows the same steps: resampling (``align_corners=False``: output o covers input (o + 0.5) * in / out - 0.5),
+    Follows the same steps: resampling (``align_corners=False``: output o covers input (o + 0.5) * in / out -
+    0.5),
     then the centre crop/pad or the resize to the target shape.
     """
     index = study.image.patient_to_index(position)
@@ -136,7 +138,8 @@ def _unit_range(image) -> torch.Tensor:
 
 
 def _side_by_side(images: list[torch.Tensor]) -> torch.Tensor:
-    """Images scaled to a common height (the tallest) and joined left to right, as the RRG24 seed stitched them."""
+    """Images scaled to a common height (the tallest) and joined left to right, as the RRG24 seed stitched
+    them."""
     height = max(im.shape[0] for im in images)
     scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
                             mode="bilinear", align_corners=False)[0, 0] for im in images]
@@ -156,8 +159,10 @@ def _square(image: torch.Tensor, side: int) -> torch.Tensor:
 def check_image_count(study, max_images: int) -> None:
     """A clear error when a radiograph set has more images than the model takes."""
     if len(study.images) > max_images:
-        raise InputError(f"this model takes at most {max_images} radiographs; the study has {len(study.images)} "
-                         f"(open at most {max_images} of them)")
+        raise InputError(
+            f"this model takes at most {max_images} radiographs; the study has {len(study.images)} "
+            f"(open at most {max_images} of them)"
+        )
 
 
 def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
@@ -178,7 +183,8 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
 
 
 def stitched_picture(study, max_images: int = 4):
-    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL image (for HF processors)."""
+    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL image (for HF
+    processors)."""
     from PIL import Image
 
     if study.kind != "xray_set":

@@ -83,7 +83,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if path.is_dir():
         path = path / "recipe.json"
     if not path.is_file():
-        raise RecipeError(f"no recipe {name_or_path!r}; available: {', '.join(available_recipes()) or 'none'}")
+        raise RecipeError(
+            f"no recipe {name_or_path!r}; available: {', '.join(available_recipes()) or 'none'}"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -32,11 +32,14 @@ class PatchRearrange(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """3x3x3 convolutions with GELU at full resolution, whose last channels are stacked on the pixels; optionally
+    """3x3x3 convolutions with GELU at full resolution, whose last channels are stacked on the pixels;
+    optionally
     ``detectors``: 1x1 convolutions of those channels giving one logit map per finding.
 
-    A linear patch embedding sees a patch as one vector, so a small bright blob anywhere in it looks like part of a
-    bright edge; a few local nonlinear filters before the patches can tell the two apart ("early convolutions",
+    A linear patch embedding sees a patch as one vector, so a small bright blob anywhere in it looks like part
+    of a
+    bright edge; a few local nonlinear filters before the patches can tell the two apart ("early
+    convolutions",
     Xiao et al. 2021, arXiv:2106.14881).
     """
 
@@ -69,13 +72,14 @@ class PatchEmbedding(nn.Module):
                                               nn.Linear(config.embedding_input_dim, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.hidden_size))
         self.patch_size = tuple(config.patch_size)
-        # a finding a few voxels wide is lost in the patch Linear's sum over 256 voxels; its detector's highest
-        # probability within the patch is not
+        # a finding a few voxels wide is lost in the patch Linear's sum over 256 voxels; its detector's
+        # highest probability within the patch is not
         self.detector_embedding = (nn.Linear(config.conv_stem_detectors, config.hidden_size)
                                    if config.conv_stem_detectors else None)
 
     def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(patch tokens (B, N, hidden), each patch's highest detector probability (B, N, detectors) or None)."""
+        """(patch tokens (B, N, hidden), each patch's highest detector probability (B, N, detectors) or
+        None)."""
         if self.stem is None:
             return self.patch_embeddings(pixel_values) + self.position_embeddings, None
         stacked = self.stem(pixel_values)
@@ -152,7 +156,9 @@ class ViT3DEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         expected = (self.config.in_channels, *self.config.image_size)
         if tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}; this encoder expects (B, {expected})")
+            raise ValueError(
+                f"pixel_values of shape {tuple(pixel_values.shape)}; this encoder expects (B, {expected})"
+            )
         x, peaks = self.patch_embedding.embed(pixel_values)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)

@@ -1,4 +1,5 @@
-"""The model a training run starts from: a saved model folder, or a recipe built fresh (with a tokenizer trained
+"""The model a training run starts from: a saved model folder, or a recipe built fresh (with a tokenizer
+trained
 on the manifest's texts when the recipe asks for one), optionally with pretrained text or vision weights.
 """
 
@@ -28,7 +29,8 @@ def prompt_texts() -> list[str]:
 
 
 def train_tokenizer(texts: Iterable[str], folder: str | Path, *, image_token: str, vocab_size: int = 1024):
-    """A byte-level BPE tokenizer trained here on ``texts`` (plus the engine's questions), saved to ``folder``."""
+    """A byte-level BPE tokenizer trained here on ``texts`` (plus the engine's questions), saved to
+    ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -38,8 +40,9 @@ def train_tokenizer(texts: Iterable[str], folder: str | Path, *, image_token: st
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     core.train_from_iterator([*texts, *prompt_texts()], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     tokenizer.add_tokens([image_token], special_tokens=True)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
@@ -49,7 +52,8 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
                       tokenizer_folder: str | Path | None = None) -> LoadedModel:
     """A fresh model of ``recipe`` with its tokenizer, saved to ``folder`` as a loadable model folder.
 
-    The tokenizer comes from ``tokenizer_folder`` when given, else it is trained on ``texts`` when the recipe's
+    The tokenizer comes from ``tokenizer_folder`` when given, else it is trained on ``texts`` when the
+    recipe's
     ``train.tokenizer`` section says so (the demo model) or for a tiny build; real recipes take their LLM's
     tokenizer folder.
     """
@@ -69,8 +73,10 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
         tokenizer = train_tokenizer(texts, folder, image_token=recipe.image_token,
                                     vocab_size=int((spec or {}).get("vocab_size", 512)))
     else:
-        raise ValueError(f"recipe {recipe.name} has no 'train.tokenizer' section: give the tokenizer folder of its "
-                         "language model (--tokenizer) or start from a model folder (--init)")
+        raise ValueError(
+            f"recipe {recipe.name} has no 'train.tokenizer' section: give the tokenizer folder of its "
+            "language model (--tokenizer) or start from a model folder (--init)"
+        )
     config = recipe.config(tiny=tiny)
     text = config.text_config
     text.vocab_size, text.bos_token_id = len(tokenizer), tokenizer.bos_token_id
@@ -83,8 +89,10 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
 
 
 def load_encoder_weights(model, folder: str | Path) -> None:
-    """Put pretrained vision weights into ``model`` (anything with ``vision_tower`` and ``perceiver``): the encoder
-    (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with ``perceiver.safetensors`` from the
+    """Put pretrained vision weights into ``model`` (anything with ``vision_tower`` and ``perceiver``): the
+    encoder
+    (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with ``perceiver.safetensors`` from
+    the
     latter), or only the conv stem (``stem.safetensors`` from ``--stage candidates``)."""
     from safetensors.torch import load_file
 
@@ -92,14 +100,18 @@ def load_encoder_weights(model, folder: str | Path) -> None:
     if not path.is_file():
         if stem.is_file():
             return _load_stem(model, stem)
-        raise FileNotFoundError(f"{folder}: no encoder.safetensors (the output of --stage mae or --stage labels) "
-                                "and no stem.safetensors (--stage candidates)")
+        raise FileNotFoundError(
+            f"{folder}: no encoder.safetensors (the output of --stage mae or --stage labels) "
+            "and no stem.safetensors (--stage candidates)"
+        )
     perceiver = Path(folder) / "perceiver.safetensors"
     if perceiver.is_file():
         try:
             model.perceiver.load_state_dict(load_file(str(perceiver)))
         except RuntimeError as exc:
-            raise ValueError(f"{perceiver}: weights do not fit this model's perceiver ({_detail(exc)})") from None
+            raise ValueError(
+                f"{perceiver}: weights do not fit this model's perceiver ({_detail(exc)})"
+            ) from None
     state = load_file(str(path))
     missing, unexpected = model.vision_tower.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("cls_token")]:
@@ -112,7 +124,9 @@ def _load_stem(model, path: Path) -> None:
 
     stem = conv_stem(model)
     if stem is None:
-        raise ValueError(f"{path}: this model's vision tower has no conv stem (vision_config.conv_stem_channels)")
+        raise ValueError(
+            f"{path}: this model's vision tower has no conv stem (vision_config.conv_stem_channels)"
+        )
     try:
         stem.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:

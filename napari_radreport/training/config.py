@@ -1,4 +1,5 @@
-"""Settings of one training run: the stage's defaults, then the recipe's ``train`` section, then the command line.
+"""Settings of one training run: the stage's defaults, then the recipe's ``train`` section, then the command
+line.
 
 Stages (the seeds' recipes):
 
@@ -38,8 +39,11 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     stage: str = "stage1"
-    tasks: list[str] = field(default_factory=lambda: ["findings", "impression", "region_findings", "qa", "diagnosis"])
-    adapter: str = "default"  # stage 2: the LoRA adapter's name (findings / impression / vqa are used per task)
+    tasks: list[str] = field(
+        default_factory=lambda: ["findings", "impression", "region_findings", "qa", "diagnosis"]
+    )
+    # stage 2: the LoRA adapter's name (findings / impression / vqa are used per task)
+    adapter: str = "default"
     trainable: list[str] = field(default_factory=list)
     train_encoder: bool = False
     lora: dict[str, Any] = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.1})
@@ -64,9 +68,12 @@ class TrainConfig:
     mae_mask_ratio: float = 0.75
     mae_decoder: dict[str, int] = field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
                                                                  "num_attention_heads": 4})
-    candidate_labels: list[str] = field(default_factory=list)  # empty: every label the records give positions for
-    candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])  # voxels of the preprocessed volume
-    candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])  # largest shift of a patch's centre
+    # empty: every label the records give positions for
+    candidate_labels: list[str] = field(default_factory=list)
+    # voxels of the preprocessed volume
+    candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])
+    # largest shift of a patch's centre
+    candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])
     freeze_conv_stem: bool = False
 
     def __post_init__(self) -> None:
@@ -98,7 +105,8 @@ class TrainConfig:
 
 
 def resolve(stage: str, recipe=None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Stage defaults < the recipe (``lora``, ``train.<stage>_lr``, ``train.<stage>``) < command-line overrides."""
+    """Stage defaults < the recipe (``lora``, ``train.<stage>_lr``, ``train.<stage>``) < command-line
+    overrides."""
     values: dict[str, Any] = {"stage": stage, **STAGE_DEFAULTS.get(stage, {})}
     train = dict(getattr(recipe, "train", None) or {})
     if getattr(recipe, "lora", None):

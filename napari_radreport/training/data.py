@@ -1,7 +1,8 @@
 """The training dataset: one item per study, its image and a few of its (question, answer) pairs as token ids.
 
 The image is read and preprocessed exactly as at inference (``LoadedModel.pixel_values``) and kept in memory
-after the first read. Which pairs an item holds is drawn from a generator seeded by (seed, epoch, index), and the
+after the first read. Which pairs an item holds is drawn from a generator seeded by (seed, epoch, index), and
+the
 order of items by (seed, epoch): a run resumed from step k sees the same data as one that never stopped.
 """
 
@@ -45,8 +46,16 @@ class StudyImages(torch.utils.data.Dataset):
 class StudyTextDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> {"pixel_values": (N, C, ...), "texts": [Encoded, ...]} for study ``i``."""
 
-    def __init__(self, records: list[ManifestRecord], loaded, tasks, *, texts_per_image: int = 4, seed: int = 0,
-                 max_length: int = 1024):
+    def __init__(
+        self,
+        records: list[ManifestRecord],
+        loaded,
+        tasks,
+        *,
+        texts_per_image: int = 4,
+        seed: int = 0,
+        max_length: int = 1024,
+    ):
         self.records, self.loaded, self.seed = records, loaded, seed
         self.texts_per_image, self.max_length, self.epoch = texts_per_image, max_length, 0
         spec = loaded.family.prompt_spec  # the model's prompt section, parsed when it loaded
@@ -103,7 +112,11 @@ def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     attention = torch.zeros((len(texts), length), dtype=torch.long)
     for row, (_, t) in enumerate(texts):
         n = len(t.input_ids)
-        input_ids[row, :n], labels[row, :n], attention[row, :n] = torch.tensor(t.input_ids), torch.tensor(t.labels), 1
+        input_ids[row, :n], labels[row, :n], attention[row, :n] = (
+            torch.tensor(t.input_ids),
+            torch.tensor(t.labels),
+            1,
+        )
     rows = [r for i, _ in texts for r in range(offsets[i], offsets[i + 1])]
     return {"pixel_values": pixels, "input_ids": input_ids, "labels": labels, "attention_mask": attention,
             "image_rows": torch.tensor(rows, dtype=torch.long)}
@@ -124,7 +137,8 @@ class RankBatches:
         return self.per_device * self.world
 
     def batches_per_epoch(self) -> int:
-        return self.n // self.global_batch  # the last partial batch is dropped so every process steps together
+        # the last partial batch is dropped so every process steps together
+        return self.n // self.global_batch
 
     def iterate(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n)

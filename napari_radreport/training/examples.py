@@ -29,23 +29,29 @@ class TextPair:
 def check_tasks(tasks) -> tuple[str, ...]:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
-        raise ValueError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(TASKS)}")
+        raise ValueError(
+            f"unknown task(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(TASKS)}"
+        )
     return tuple(tasks)
 
 
 def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
                choice_answer: str = "letter", guide_labels: tuple[str, ...] | None = None) -> list[TextPair]:
     """Every (question, answer) pair of ``record`` for the chosen ``tasks``; a multiple-choice answer is the
-    option's letter or its text (``choice_answer``, modeling.prompt_spec.CHOICE_ANSWERS). With ``guide_labels`` (a
+    option's letter or its text (``choice_answer``, modeling.prompt_spec.CHOICE_ANSWERS). With
+    ``guide_labels`` (a
     model with ``prompt.report_guidance: "diagnosis"``) each report prompt names the record's positive labels
-    among them, in that order, as the engine names its diagnosis's (a label the record lacks counts as absent)."""
+    among them, in that order, as the engine names its diagnosis's (a label the record lacks counts as
+    absent)."""
     pairs: list[TextPair] = []
 
     def report_question(section: str, region: str | None = None) -> str:
         question = prompts.section_prompt(task_questions, section, record.modality, region)
         if guide_labels is None:
             return question
-        return prompts.guided_section_prompt(question, [label for label in guide_labels if record.labels.get(label)])
+        return prompts.guided_section_prompt(
+            question, [label for label in guide_labels if record.labels.get(label)]
+        )
 
     for task in check_tasks(tasks):
         if task in ("findings", "impression"):
@@ -66,5 +72,7 @@ def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
                     pairs.append(TextPair(task, qa.question, qa.answer))
         else:
             for label, value in record.labels.items():
-                pairs.append(TextPair(task, prompts.diagnosis_prompt(task_questions, label), "Yes" if value else "No"))
+                pairs.append(
+                    TextPair(task, prompts.diagnosis_prompt(task_questions, label), "Yes" if value else "No")
+                )
     return pairs

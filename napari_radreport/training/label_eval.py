@@ -1,6 +1,7 @@
 """What a ``--stage labels`` run learned: each label's AUROC and balanced accuracy on the validation studies.
 
-Written next to the weights as ``label_scores.json`` and logged at the end of the run, so the engineer sees which
+Written next to the weights as ``label_scores.json`` and logged at the end of the run, so the engineer sees
+which
 findings the vision side already separates before a report run starts from it (a label at AUROC 0.5 is one the
 language model will not be able to read from the image either).
 """
@@ -18,7 +19,8 @@ from napari_radreport.training.labels import MISSING
 
 
 def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the studies that give it."""
+    """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the studies that give
+    it."""
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device

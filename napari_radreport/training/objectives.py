@@ -12,19 +12,24 @@ from napari_radreport.training.data import IGNORE_INDEX
 def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy of each text's answer, averaged over its tokens: (texts with an answer,).
 
-    A step's loss is the mean of these over answers, so each answer weighs the same whatever its length, and with
-    equal answers per process the mean over a global batch equals the mean of the processes' means: data-parallel
+    A step's loss is the mean of these over answers, so each answer weighs the same whatever its length, and
+    with
+    equal answers per process the mean over a global batch equals the mean of the processes' means:
+    data-parallel
     runs follow the one-process loss curve.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    token_losses = F.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
     mask = labels != IGNORE_INDEX
     per_answer = (token_losses * mask).sum(1) / mask.sum(1).clamp(min=1)
     return per_answer[mask.any(1)]
 
 
 def length_groups(lengths: list[int], max_groups: int = 3) -> list[list[int]]:
-    """Split texts (by index) into at most ``max_groups`` groups of similar length, fewest padded tokens first.
+    """Split texts (by index) into at most ``max_groups`` groups of similar length, fewest padded tokens
+    first.
 
     Short answers (questions) and long ones (reports) share a batch; run together, every text is padded to the
     longest. The split points are chosen exactly (dynamic programming over the sorted lengths).
@@ -32,7 +37,7 @@ def length_groups(lengths: list[int], max_groups: int = 3) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     sizes = [lengths[i] for i in order]
     n = len(sizes)
-    # cost[g][j]: fewest tokens to cover the first j sorted texts with g groups; each group pads to its longest
+    # cost[g][j]: fewest tokens to cover the first j sorted texts with g groups (each padded to its longest)
     inf = float("inf")
     cost = [[inf] * (n + 1) for _ in range(max_groups + 1)]
     cut = [[0] * (n + 1) for _ in range(max_groups + 1)]

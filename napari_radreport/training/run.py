@@ -10,7 +10,8 @@ from napari_radreport.training.config import TrainConfig
 
 
 def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
-    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels: that
+    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels:
+    that
     and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
@@ -21,8 +22,11 @@ def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
         from safetensors.torch import save_file
 
         model = objective.model
-        parts = {"mae": lambda: {"encoder": model.encoder}, "candidates": lambda: {"stem": model.stem},
-                 "labels": lambda: {"encoder": model.vision_tower, "perceiver": model.perceiver}}[config.stage]()
+        parts = {
+            "mae": lambda: {"encoder": model.encoder},
+            "candidates": lambda: {"stem": model.stem},
+            "labels": lambda: {"encoder": model.vision_tower, "perceiver": model.perceiver},
+        }[config.stage]()
         saved = []
         for name, module in parts.items():
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
@@ -45,7 +49,8 @@ def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
 def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path | None = None, recipe=None,
                  tiny: bool = False, tokenizer: Path | None = None, encoder: Path | None = None,
                  resume: bool = False, quiet: bool = False, log=print) -> dict[str, Any]:
-    """Train as ``config`` says on ``manifest``'s train split (evaluating on its val split); results in ``out``."""
+    """Train as ``config`` says on ``manifest``'s train split (evaluating on its val split); results in
+    ``out``."""
     from napari_radreport.data.manifest import read_manifest
     from napari_radreport.training.setup import build_parts
     from napari_radreport.training.trainer import Trainer, TrainingError
@@ -70,11 +75,20 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
         if trainer.accelerator.is_main_process:
             log(f"resumed at step {step}" if step else "no checkpoint to resume from; starting at step 0")
     if trainer.accelerator.is_main_process:
-        log(f"{config.run_name}: {len(train)} training studies, {len(val)} validation, {parts.trainable:,} trainable "
+        log(
+            f"{config.run_name}: {len(train)} training studies, {len(val)} validation, {parts.trainable:,} "
+            "trainable "
             f"parameters, {trainer.total_steps} steps on {trainer.accelerator.num_processes} process(es), "
-            f"{trainer.accelerator.device}, mixed precision {trainer.accelerator.mixed_precision}")
-        settings = {**config.to_dict(), "manifest": str(manifest), "init": str(init) if init else None,
-                    "recipe": getattr(recipe, "name", None), "tiny": tiny, "encoder": str(encoder) if encoder else None}
+            f"{trainer.accelerator.device}, mixed precision {trainer.accelerator.mixed_precision}"
+        )
+        settings = {
+            **config.to_dict(),
+            "manifest": str(manifest),
+            "init": str(init) if init else None,
+            "recipe": getattr(recipe, "name", None),
+            "tiny": tiny,
+            "encoder": str(encoder) if encoder else None,
+        }
         (out / f"train_config-{config.run_name}.json").write_text(json.dumps(settings, indent=1))
     summary = trainer.train()
     if config.save_every and trainer.step % config.save_every:

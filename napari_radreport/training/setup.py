@@ -1,4 +1,5 @@
-"""Everything a run needs before its first step: the model with the stage's trainable parts, and the datasets."""
+"""Everything a run needs before its first step: the model with the stage's trainable parts, and the
+datasets."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ class RunParts:
 
 
 def _copy_base(source: Path, out: Path) -> None:
-    """Make ``out`` a loadable model folder with ``source``'s base weights (stage 2 adds adapters beside them)."""
+    """Make ``out`` a loadable model folder with ``source``'s base weights (stage 2 adds adapters beside
+    them)."""
     if source.resolve() == out.resolve():
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -65,8 +67,12 @@ def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, 
     else:
         lora = dict(config.lora)
         set_trainable(model, [])
-        peft_config = lora_config(r=int(lora.get("r", 16)), alpha=int(lora.get("alpha", 32)),
-                                  dropout=float(lora.get("dropout", 0.1)), modules_to_save=config.modules_to_train())
+        peft_config = lora_config(
+            r=int(lora.get("r", 16)),
+            alpha=int(lora.get("alpha", 32)),
+            dropout=float(lora.get("dropout", 0.1)),
+            modules_to_save=config.modules_to_train(),
+        )
         model = add_adapter(model, config.adapter, peft_config)
         model.train()
         freeze_stem(model.get_base_model() if hasattr(model, "get_base_model") else model, config)
@@ -87,12 +93,15 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
                                      tokenizer=tokenizer, encoder=encoder, resume=resume)
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
     train_data = StudyTextDataset(train, loaded, config.tasks, **kwargs)
-    eval_data = StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
+    eval_data = (
+        StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
+    )
     return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
 
 
 def freeze_stem(model, config: TrainConfig) -> int:
-    """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the trainable parameters."""
+    """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the trainable
+    parameters."""
     from napari_radreport.training.build import conv_stem
 
     stem = conv_stem(model)
@@ -105,12 +114,15 @@ def freeze_stem(model, config: TrainConfig) -> int:
 
 def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], recipe,
                   tiny: bool, encoder: Path | None = None) -> RunParts:
-    """The recipe's 3-D encoder for MAE, label or candidate pretraining: fresh, or from ``encoder`` (labels)."""
+    """The recipe's 3-D encoder for MAE, label or candidate pretraining: fresh, or from ``encoder``
+    (labels)."""
     from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
     from napari_radreport.training.data import StudyImages
     from napari_radreport.training.objectives import MAEObjective
 
-    name = {"mae": "MAE pretraining", "labels": "label pretraining"}.get(config.stage, "candidate pretraining")
+    name = {"mae": "MAE pretraining", "labels": "label pretraining"}.get(
+        config.stage, "candidate pretraining"
+    )
     if recipe is None:
         raise ValueError(f"{name} builds the recipe's encoder: give --recipe")
     model_config = recipe.config(tiny=tiny)
@@ -120,12 +132,19 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
     to_pixels = functools.partial(volume_to_pixels, spec=spec)
     train_images, val_images = StudyImages(train, to_pixels), StudyImages(val, to_pixels)
     if encoder is not None and config.stage != "labels":
-        raise ValueError(f"--encoder: {name} starts from fresh weights (only --stage labels and report runs take it)")
+        raise ValueError(
+            f"--encoder: {name} starts from fresh weights (only --stage labels and report runs take it)"
+        )
     if config.stage == "candidates":
         return candidate_parts(config, train, val, model_config, spec, train_images, val_images)
     if config.stage == "labels":
-        from napari_radreport.training.labels import (LabelClassifier, LabelObjective, StudyLabels, collate_labels,
-                                                      label_names)
+        from napari_radreport.training.labels import (
+            LabelClassifier,
+            LabelObjective,
+            StudyLabels,
+            collate_labels,
+            label_names,
+        )
 
         names = label_names(recipe, train)
         classifier = LabelClassifier(model_config, len(names))
@@ -141,7 +160,9 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
 
     mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
     mae.train()
-    return RunParts(MAEObjective(mae), train_images, val_images, trainable=sum(p.numel() for p in mae.parameters()))
+    return RunParts(
+        MAEObjective(mae), train_images, val_images, trainable=sum(p.numel() for p in mae.parameters())
+    )
 
 
 def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], model_config,
@@ -149,8 +170,13 @@ def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[
     """The conv stem and its 1x1 head, with patches around the records' positions (training/candidates.py)."""
     from napari_radreport.data.studies import read_record_study
     from napari_radreport.modeling.processor import patient_to_pixel_index
-    from napari_radreport.training.candidates import (CandidateDetector, CandidateObjective, StudyCandidates,
-                                                      candidate_names, collate_candidates)
+    from napari_radreport.training.candidates import (
+        CandidateDetector,
+        CandidateObjective,
+        StudyCandidates,
+        candidate_names,
+        collate_candidates,
+    )
 
     def index_in(records):
         return lambda i, position: patient_to_pixel_index(read_record_study(records[i]), spec, position)

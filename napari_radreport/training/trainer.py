@@ -2,7 +2,8 @@
 
 Per optimizer step every process takes its slice of a global batch (``batch_size`` studies x processes x
 ``grad_accum`` micro-batches); gradients are averaged by DDP (or FSDP / DeepSpeed from an accelerate config).
-The data order depends only on (seed, epoch), so a checkpoint needs only the step: ``--resume`` restores model,
+The data order depends only on (seed, epoch), so a checkpoint needs only the step: ``--resume`` restores
+model,
 optimizer, scheduler and random states (``accelerator.save_state``) and continues exactly where it stopped.
 """
 
@@ -32,7 +33,10 @@ def _lr_lambda(config: TrainConfig, total: int):
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * min(1.0, progress))
+        )
+
     return factor
 
 
@@ -42,9 +46,11 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _accelerator(mixed_precision: str, cpu: bool):
-    """accelerate's Accelerator; a second run in one process (tests, a notebook) may change the mixed precision.
+    """accelerate's Accelerator; a second run in one process (tests, a notebook) may change the mixed
+    precision.
 
-    accelerate keeps one state per process and refuses a different precision later. In a single process nothing
+    accelerate keeps one state per process and refuses a different precision later. In a single process
+    nothing
     else shares that state, so it is cleared; under a launcher (several processes) the refusal stands.
     """
     from accelerate import Accelerator
@@ -56,8 +62,10 @@ def _accelerator(mixed_precision: str, cpu: bool):
         if "already been initialized" not in str(exc):
             raise
         if PartialState().num_processes != 1:
-            raise TrainingError(f"this process already trained with another mixed precision; start a new process "
-                                f"for mixed_precision {mixed_precision!r}") from exc
+            raise TrainingError(
+                f"this process already trained with another mixed precision; start a new process "
+                f"for mixed_precision {mixed_precision!r}"
+            ) from exc
         AcceleratorState._reset_state()
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
@@ -72,19 +80,22 @@ class Trainer:
         self.accelerator = _accelerator(training_precision(config.mixed_precision), training_on_cpu())
         set_seed(config.seed)
         acc = self.accelerator
-        self.batches = RankBatches(len(parts.train_data), config.batch_size, acc.process_index, acc.num_processes,
-                                   config.seed)
+        self.batches = RankBatches(
+            len(parts.train_data), config.batch_size, acc.process_index, acc.num_processes, config.seed
+        )
         self.steps_per_epoch = self.batches.batches_per_epoch() // config.grad_accum
         if self.steps_per_epoch < 1:
             raise TrainingError(
                 f"{len(parts.train_data)} training studies are fewer than one optimizer step needs "
-                f"({config.batch_size} per process x {acc.num_processes} process(es) x {config.grad_accum} accumulation)")
+                f"({config.batch_size} per process x {acc.num_processes} process(es) x {config.grad_accum} "
+                "accumulation)"
+            )
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         params = [p for p in parts.objective.parameters() if p.requires_grad]
         betas = (0.9, 0.95) if config.stage == "mae" else (0.9, 0.999)
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=betas)
-        # The scheduler is stepped here once per optimizer step (not prepared: accelerate would step it once per
-        # process), and saved with the checkpoints.
+        # The scheduler is stepped here once per optimizer step (not prepared: accelerate would step it once
+        # per process), and saved with the checkpoints.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, self.total_steps))
         self.objective, self.optimizer = acc.prepare(parts.objective, optimizer)
         acc.register_for_checkpointing(self.scheduler)
@@ -129,8 +140,10 @@ class Trainer:
             return 0
         state = json.loads((folder / "trainer_state.json").read_text())
         if state.get("processes") != self.accelerator.num_processes:
-            raise TrainingError(f"{folder} was saved by {state.get('processes')} process(es); resume with as many "
-                                f"(this run has {self.accelerator.num_processes})")
+            raise TrainingError(
+                f"{folder} was saved by {state.get('processes')} process(es); resume with as many "
+                f"(this run has {self.accelerator.num_processes})"
+            )
         self.accelerator.load_state(str(folder))
         self.step = int(state["step"])
         if self.accelerator.is_main_process:
@@ -139,7 +152,8 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> float | None:
-        """Mean loss on the first ``eval_studies`` validation studies (the training random state is untouched)."""
+        """Mean loss on the first ``eval_studies`` validation studies (the training random state is
+        untouched)."""
         data = self.parts.eval_data
         if data is None or len(data) == 0:
             return None

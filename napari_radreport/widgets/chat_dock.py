@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QTextBrowser,
@@ -21,7 +22,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_radreport.common import one_line
 from napari_radreport.engine.events import Progress, Token
 from napari_radreport.engine.prompts import LETTERS, parse_choices
 from napari_radreport.widgets.session import session_for
@@ -40,8 +40,9 @@ class ChatDock(QWidget):
         self.transcript = QTextBrowser()
         self.transcript.setPlaceholderText("Questions and answers about this study appear here.")
         self.question = QPlainTextEdit()
-        self.question.setPlaceholderText("Ask about the image, e.g. Is there a pleural effusion?\n"
-                                         "Options on their own lines (A. …, B. …) make a multiple-choice question.")
+        self.question.setPlaceholderText(
+            "Ask about the image, e.g. Is there a pleural effusion?\n"
+            "Options on their own lines (A. …, B. …) make a multiple-choice question.")
         self.question.setMaximumHeight(80)
         self.ask_button = QPushButton("Ask")
         self.ask_button.clicked.connect(self.ask)
@@ -49,6 +50,8 @@ class ChatDock(QWidget):
         self.stop_button.clicked.connect(session.stop)
         self.clear_button = QPushButton("Clear history")
         self.clear_button.clicked.connect(self.clear)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.pending: tuple[Any, str] | None = None  # (study, question) being answered
@@ -64,6 +67,7 @@ class ChatDock(QWidget):
         layout.addWidget(self.transcript, 1)
         layout.addWidget(self.question)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
@@ -95,7 +99,7 @@ class ChatDock(QWidget):
 
     def _busy_changed(self, busy: bool) -> None:
         self.ask_button.setEnabled(not busy)
-        self.stop_button.setEnabled(busy and self.session.job_owner == "chat")
+        self.stop_button.setEnabled(busy and self.session.job_owner is self)
 
     def clear(self) -> None:
         if self.session.study is not None:
@@ -103,9 +107,8 @@ class ChatDock(QWidget):
             self.render()
 
     def ask(self, text: str | None = None) -> None:
-        from napari_radreport.engine.engine import EngineBusy
-
-        study, text = self.session.study, (text if isinstance(text, str) else self.question.toPlainText()).strip()
+        study = self.session.study
+        text = (text if isinstance(text, str) else self.question.toPlainText()).strip()
         if study is None or not text:
             self.status.setText("Open a study and type a question." if study is None else "Type a question.")
             return
@@ -113,21 +116,19 @@ class ChatDock(QWidget):
             self.status.setText("Load a model first (Report dock or Settings dock).")
             return
         choice = parse_choices(text)
-        try:
-            if choice is not None:
-                watcher = self.session.start("chat", "choose", study, choice[0], choice[1])
-            else:
-                watcher = self.session.start("chat", "ask", study, text, history=list(self.history(study)),
-                                             settings=self.session.settings.generation())
-        except EngineBusy as exc:
-            self.status.setText(str(exc))
+        handlers = {"on_events": self._on_events, "on_result": self._answered, "on_error": self._show_error,
+                    "on_end": self._ended, "progress": self.progress}
+        if choice is not None:
+            watcher = self.session.run(self, "choose", study, choice[0], choice[1], **handlers)
+        else:
+            watcher = self.session.run(self, "ask", study, text, history=list(self.history(study)),
+                                       settings=self.session.settings.generation(), **handlers)
+        if watcher is None:  # busy: said why, nothing started
             return
         self.pending, self.answer = (study, text), ""
         self.question.clear()
         self.status.setText("Thinking…")
         self._busy_changed(True)
-        watcher.events.connect(self._on_events)
-        watcher.finished.connect(self._answered)
         self.render()
 
     def _on_events(self, events: list[Any]) -> None:
@@ -138,20 +139,22 @@ class ChatDock(QWidget):
                 self.status.setText(html.escape(event.message or event.stage))
         self.render()
 
-    def _answered(self, result, error) -> None:
+    def _answered(self, result) -> None:
         study, question = self.pending
-        self.pending = None
-        if error is not None:
-            self.status.setText(f"<span style='color:#e05050'>{html.escape(one_line(error))}</span>")
+        self.last_result = result
+        if hasattr(result, "letter"):
+            answer, note = _chosen(question, result.letter), f" ({result.probabilities[result.letter]:.0%})"
         else:
-            self.last_result = result
-            if hasattr(result, "letter"):
-                answer, note = _chosen(question, result.letter), f" ({result.probabilities[result.letter]:.0%})"
-            else:
-                answer, note = result.text, (" [stopped]" if result.stop_reason == "stopped" else "")
-            self.turns(study).append((question, answer, note))
-            self.status.setText("")
+            answer, note = result.text, (" [stopped]" if result.stop_reason == "stopped" else "")
+        self.turns(study).append((question, answer, note))
+        self.status.setText("")
+
+    def _ended(self) -> None:
+        self.pending = None
         self.render()
+
+    def _show_error(self, text: str) -> None:
+        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
 
 
 def _chosen(question: str, letter: str) -> str:

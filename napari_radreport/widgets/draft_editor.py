@@ -1,4 +1,5 @@
-"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state, changes against the AI text."""
+"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state, changes against the AI
+text."""
 
 from __future__ import annotations
 
@@ -56,11 +57,13 @@ class DraftEditor(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.state, 1)
         top.addWidget(self.reviewed)
+        self.actions = QHBoxLayout()  # buttons under the text; the dock may add its own
+        self.actions.addWidget(self.changes)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addWidget(self.editor, 1)
-        layout.addWidget(self.changes)
+        layout.addLayout(self.actions)
         self._refresh_state()
 
     # -- showing ---------------------------------------------------------------------------
@@ -90,10 +93,8 @@ class DraftEditor(QWidget):
         self.editor.blockSignals(False)
         self.editor.ensureCursorVisible()
 
-    def replace(self, text: str) -> None:
-        self.editor.blockSignals(True)
-        self.editor.setPlainText(text)
-        self.editor.blockSignals(False)
+    def refresh(self) -> None:
+        """Update the state line and the Show changes button (after text streamed in)."""
         self._refresh_state()
 
     # -- editing and saving --------------------------------------------------------------------

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QTableWidget,
@@ -24,7 +25,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_radreport.common import one_line
 from napari_radreport.engine.events import Progress
 from napari_radreport.widgets.session import session_for
 from napari_radreport.widgets.study_picker import StudyPicker
@@ -68,6 +68,8 @@ class FindingsDock(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.progress = QProgressBar()  # determinate: the engine says which question batch it is on
+        self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.pending = None
@@ -83,6 +85,7 @@ class FindingsDock(QWidget):
         layout.addWidget(self.picker)
         layout.addLayout(buttons)
         layout.addLayout(threshold)
+        layout.addWidget(self.progress)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
         session.study_changed.connect(self.render)
@@ -94,46 +97,43 @@ class FindingsDock(QWidget):
 
     def _busy_changed(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
-        self.stop_button.setEnabled(busy and self.session.job_owner == "findings")
+        self.stop_button.setEnabled(busy and self.session.job_owner is self)
 
     def run(self) -> None:
-        from napari_radreport.engine.engine import EngineBusy
-
         study = self.session.study
         if study is None or not self.session.engine.loaded:
             self.status.setText("Open a study and load a model first.")
             return
-        try:
-            watcher = self.session.start("findings", "diagnose", study)
-        except EngineBusy as exc:
-            self.status.setText(str(exc))
+        watcher = self.session.run(self, "diagnose", study, on_events=self._on_events, on_result=self._done,
+                                   on_error=self._show_error, on_end=self._ended, progress=self.progress)
+        if watcher is None:  # busy: said why, nothing started
             return
         self.pending = study
         self.status.setText("Asking about each abnormality…")
         self._busy_changed(True)
-        watcher.events.connect(self._on_events)
-        watcher.finished.connect(self._done)
 
     def _on_events(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, Progress):
                 self.status.setText(html.escape(event.message or event.stage))
 
-    def _done(self, result, error) -> None:
-        study, self.pending = self.pending, None
-        if error is not None:
-            self.status.setText(f"<span style='color:#e05050'>{html.escape(one_line(error))}</span>")
-        else:
-            self.results[study.key] = result
-            self.status.setText(f"{sum(p >= self.threshold.value() for p in result.values())} of {len(result)} "
-                                f"above the threshold. Model output, not a diagnosis.")
+    def _done(self, result: dict[str, float]) -> None:
+        self.results[self.pending.key] = result
+        self.status.setText(f"{sum(p >= self.threshold.value() for p in result.values())} of {len(result)} "
+                            f"above the threshold. Model output, not a diagnosis.")
+
+    def _show_error(self, text: str) -> None:
+        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
+
+    def _ended(self) -> None:
+        self.pending = None
         self.render()
 
     def render(self, *_args) -> None:
         study = self.session.study
         result = self.results.get(study.key, {}) if study is not None else {}
         if not result and self.session.engine.info is not None:
-            result = {label: None for label in self.session.engine.info.labels}
+            result = dict.fromkeys(self.session.engine.info.labels)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(result))
         threshold = self.threshold.value()

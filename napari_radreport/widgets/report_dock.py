@@ -88,6 +88,9 @@ class ReportDock(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.clicked.connect(self._ask_export)
 
+        study_row = QHBoxLayout()
+        study_row.addWidget(QLabel("Study:"))
+        study_row.addWidget(self.picker, 1)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_label, 1)
         model_row.addWidget(self.load_button)
@@ -96,17 +99,18 @@ class ReportDock(QWidget):
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.notice)
-        layout.addWidget(QLabel("Study:"))
-        layout.addWidget(self.picker)
+        layout.addLayout(study_row)
         layout.addLayout(model_row)
         layout.addWidget(self.sections)
         layout.addWidget(self.region_row)
+        progress_row = QHBoxLayout()  # the bar shares the speed line: no extra height while it shows
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.speed)
+        self.editor.actions.addWidget(self.export_button)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.speed)
+        layout.addLayout(progress_row)
         layout.addWidget(self.editor, 1)
-        layout.addWidget(self.export_button)
 
         session.study_changed.connect(self._study_changed)
         session.model_changed.connect(self._model_changed)
@@ -128,14 +132,14 @@ class ReportDock(QWidget):
             self.model_label.setText(f"Model: <i>not loaded</i> ({html.escape(folder)})")
         else:
             adapters = f", adapters {', '.join(info.adapters)}" if info.adapters else ""
-            self.model_label.setText(f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.dtype}{adapters})")
+            self.model_label.setText(
+                f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.dtype}{adapters})")
 
     def _busy_changed(self, busy: bool) -> None:
-        mine = busy and self.session.job_owner == "report"
+        mine = busy and self.session.job_owner is self
         self.generate_button.setEnabled(not busy and self.session.study is not None)
         self.load_button.setEnabled(not busy)
         self.stop_button.setEnabled(mine)
-        self.progress.setVisible(mine)
         self.editor.set_streaming(mine and self.job_study is self.session.study)
 
     def _study_changed(self, study) -> None:
@@ -160,23 +164,16 @@ class ReportDock(QWidget):
 
     # -- model ------------------------------------------------------------------------------
     def load_model(self) -> None:
-        from napari_radreport.engine.engine import EngineBusy
-
         self.status.setText("Loading the model…")
-        try:
-            watcher = self.session.start("report", "load", **self.session.load_args())
-        except EngineBusy as exc:
-            self._show_error(str(exc))
-            return
-        self.progress.setVisible(True)
-        watcher.events.connect(self._on_events)
-        watcher.finished.connect(self._loaded)
+        self.session.run(self, "load", on_events=self._on_events, on_result=self._loaded,
+                         on_error=self._load_failed, progress=self.progress,
+                         error_prefix="Could not load the model", **self.session.load_args())
 
-    def _loaded(self, info, error) -> None:
-        if error is not None:
-            self._generate_after_load = False
-            self._show_error(f"Could not load the model: {one_line(error)}")
-            return
+    def _load_failed(self, text: str) -> None:
+        self._generate_after_load = False
+        self._show_error(text)
+
+    def _loaded(self, info) -> None:
         self.status.setText("; ".join(info.warnings) or "Model loaded.")
         if self._generate_after_load:
             self._generate_after_load = False
@@ -184,7 +181,6 @@ class ReportDock(QWidget):
 
     # -- generating ---------------------------------------------------------------------------
     def generate(self) -> None:
-        from napari_radreport.engine.engine import EngineBusy
         from napari_radreport.engine.provenance import report_provenance, report_task
 
         study = self.session.study
@@ -199,19 +195,17 @@ class ReportDock(QWidget):
         regions = [r for r, box in self.region_boxes.items() if box.isChecked()] if study.kind == "ct" else []
         sections = SECTION_CHOICES[self.sections.currentText()]
         draft = self.draft_for(study)
-        try:
-            watcher = self.session.start("report", "report", study, sections=sections, regions=regions or None,
-                                         settings=settings)
-        except EngineBusy as exc:
-            self._show_error(str(exc))
+        watcher = self.session.run(self, "report", study, sections=sections, regions=regions or None,
+                                   settings=settings, on_events=self._on_events, on_result=self._generated,
+                                   on_error=self._show_error, on_end=self._generation_ended,
+                                   progress=self.progress, error_prefix="Generation failed")
+        if watcher is None:  # busy: said why, nothing started
             return
         draft.start_new_ai_draft(report_provenance(info, report_task(sections, regions), settings).as_dict())
         self.job_study = study
         self.editor.show_draft(draft)
         self.status.setText("Starting…")
         self._busy_changed(True)
-        watcher.events.connect(self._on_events)
-        watcher.finished.connect(self._generated)
 
     def _write(self, text: str) -> None:
         """Streamed text goes to the draft of the study it came from (shown only if that study is shown)."""
@@ -238,20 +232,19 @@ class ReportDock(QWidget):
         if pieces and self.job_study is not None:
             self._write("".join(pieces))
 
-    def _generated(self, result, error) -> None:
+    def _generated(self, result) -> None:
+        """The draft keeps the text it streamed (the engine's ``result.text`` is the same text)."""
+        stopped = " (stopped)" if result.stop_reason == "stopped" else ""
+        self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
+
+    def _generation_ended(self) -> None:
+        """After the result or the error: the draft is saved and editable again."""
         study, self.job_study = self.job_study, None
-        self.progress.setVisible(False)
         if study is None:
             return
         draft = self.drafts[study.key]
-        if error is not None:
-            self._show_error(f"Generation failed: {one_line(error)}")
-        else:
-            draft.ai_draft = draft.text = result.text
-            stopped = " (stopped)" if result.stop_reason == "stopped" else ""
-            self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
         if self.editor.draft is draft:
-            self.editor.replace(draft.text)
+            self.editor.refresh()
         self.editor.set_streaming(False)
         self.session.drafts.save(draft)
 
@@ -284,7 +277,10 @@ class ReportDock(QWidget):
             if "exists" not in str(exc) or overwrite:
                 self._show_error(f"Export failed: {one_line(exc)}")
                 return None
-            answer = ask(path) if ask else QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
+            if ask is not None:
+                answer = ask(path)
+            else:
+                answer = QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
             if answer not in (True, QMessageBox.StandardButton.Yes):
                 self.status.setText("Export cancelled; the existing file was kept.")
                 return None

@@ -1,20 +1,23 @@
 """Per-viewer state shared by the docks: the engine, the chosen study, settings, drafts, chat histories.
 
 One ``ViewerSession`` per napari viewer (kept in a weak dictionary keyed by the viewer, never global).
-Engine jobs run in plain threads; ``JobWatcher`` polls their event queue from a Qt timer in the GUI thread,
-so widgets are only ever touched from the GUI thread.
+Engine jobs run on the engine's thread; ``JobWatcher`` polls their event queue from a Qt timer in the GUI
+thread, so widgets are only ever touched from the GUI thread. Docks start work with ``ViewerSession.run``.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import QProgressBar
 
 from napari_radreport.common import one_line
 from napari_radreport.drafts import DraftStore
-from napari_radreport.engine.engine import Engine
+from napari_radreport.engine.engine import Engine, EngineBusy
+from napari_radreport.engine.events import Progress
 from napari_radreport.user_settings import UserSettings
 
 if TYPE_CHECKING:
@@ -47,7 +50,50 @@ class JobWatcher(QObject):
             self.events.emit(events)
         if done:
             self._timer.stop()
-            self.finished.emit(None if self.job.error else self.job._result, self.job.error)
+            self.finished.emit(*self.job.outcome(0))
+            self.deleteLater()
+
+
+def show_fraction(bar: QProgressBar, fraction: float | None) -> None:
+    """A determinate bar (0..100) at ``fraction`` (0..1), or an indeterminate one when it is None."""
+    if fraction is None:
+        bar.setRange(0, 0)
+    else:
+        bar.setRange(0, 100)
+        bar.setValue(round(100 * min(max(fraction, 0.0), 1.0)))
+
+
+class _Relay(QObject):
+    """Hands one job's events and outcome to a dock's handlers; a child of the dock, so a closed dock gets
+    no calls."""
+
+    def __init__(self, parent: QObject, on_result: Callable[[Any], None], on_error: Callable[[str], None],
+                 on_events: Callable[[list[Any]], None] | None, on_end: Callable[[], None] | None,
+                 progress: QProgressBar | None, prefix: str):
+        super().__init__(parent)
+        self.on_result, self.on_error, self.on_events, self.on_end = on_result, on_error, on_events, on_end
+        self.progress, self.prefix = progress, prefix
+
+    def events(self, events: list[Any]) -> None:
+        if self.progress is not None:  # the last Progress decides: its fraction, or indeterminate
+            last = next((e for e in reversed(events) if isinstance(e, Progress)), None)
+            if last is not None:
+                show_fraction(self.progress, last.fraction)
+        if self.on_events is not None:
+            self.on_events(events)
+
+    def finished(self, result: Any, error: BaseException | None) -> None:
+        self.deleteLater()
+        if self.progress is not None:
+            self.progress.setVisible(False)
+        try:
+            if error is None:
+                self.on_result(result)
+            else:
+                self.on_error(self.prefix + one_line(error))
+        finally:
+            if self.on_end is not None:
+                self.on_end()
 
 
 def studies_in(viewer: napari.Viewer) -> list[tuple[str, Study]]:
@@ -80,7 +126,7 @@ class ViewerSession(QObject):
         self.study: Study | None = None
         self.chats: dict[str, list[tuple[str, str, str]]] = {}  # study key -> (question, answer, note)
         self.watcher: JobWatcher | None = None
-        self.job_owner: str = ""  # which dock started the running job
+        self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
@@ -116,17 +162,38 @@ class ViewerSession(QObject):
     def busy(self) -> bool:
         return self.watcher is not None
 
-    def start(self, owner: str, task: str, *args: Any, **kwargs: Any) -> JobWatcher:
-        """Start an engine task; raises EngineBusy while another runs. Watch the returned object's signals."""
-        job = self.engine.start(task, *args, **kwargs)
-        self.watcher, self.job_owner, self.job_task = JobWatcher(job, self), owner, task
-        self.watcher.finished.connect(self._job_finished)
+    def run(self, owner: Any, task: str, *args: Any, on_result: Callable[[Any], None],
+            on_error: Callable[[str], None], on_events: Callable[[list[Any]], None] | None = None,
+            on_end: Callable[[], None] | None = None, progress: QProgressBar | None = None,
+            error_prefix: str = "", **kwargs: Any) -> JobWatcher | None:
+        """Start an engine task for the dock ``owner``; while busy, None and ``on_error`` with the reason.
+
+        ``on_events`` gets each batch of events. When the job ends, ``on_result`` gets its result or
+        ``on_error`` its error as one line (after ``error_prefix: ``), then ``on_end()`` runs. ``progress``
+        shows while the job runs: determinate at a ``Progress`` event's fraction, indeterminate otherwise.
+        The buttons are back (``busy_changed(False)``) before the handlers run; a closed dock gets no calls.
+        """
+        try:
+            job = self.engine.start(task, *args, **kwargs)
+        except EngineBusy as exc:
+            on_error(one_line(exc))
+            return None
+        watcher = JobWatcher(job, self)
+        self.watcher, self.job_owner, self.job_task = watcher, owner, task
+        watcher.finished.connect(self._job_finished)
+        relay = _Relay(getattr(owner, "native", owner), on_result, on_error, on_events, on_end, progress,
+                       f"{error_prefix}: " if error_prefix else "")
+        watcher.events.connect(relay.events)
+        watcher.finished.connect(relay.finished)
+        if progress is not None:
+            show_fraction(progress, None)
+            progress.setVisible(True)
         self.busy_changed.emit(True)
-        return self.watcher
+        return watcher
 
     def _job_finished(self, result: Any, error: BaseException | None) -> None:
         task = self.job_task
-        self.watcher, self.job_owner, self.job_task = None, "", ""
+        self.watcher, self.job_owner, self.job_task = None, None, ""
         if task in ("load", "unload"):
             self.model_changed.emit(self.engine.info)
         if task == "load" and error is not None:

@@ -1,104 +1,124 @@
-"""The Settings dock: model folder, device, dtype, generation; remembered between sessions."""
+"""The Settings dock, a magicgui panel: model folder, device, precision, generation; remembered."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import html
+from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
 )
+from qtpy.QtWidgets import QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
+from napari_radreport.engine.events import Progress
 from napari_radreport.widgets.session import session_for
 
 if TYPE_CHECKING:
     import napari
 
+MAX_NEW_TOKENS = (1, 4096)
+TEMPERATURE = (0.05, 2.0)
+TOP_P = (0.05, 1.0)
 
-class SettingsDock(QWidget):
+
+def _within(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])
+
+
+class SettingsDock(Container):
+    """Each change is written through ``session.update_settings`` (and so saved) as it is made."""
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
         self.session = session = session_for(napari_viewer)
         s = session.settings
-        self.model_folder = QLineEdit(s.model_folder)
-        self.model_folder.setPlaceholderText("empty: the demo model shipped with napari-radreport")
-        self.model_folder.editingFinished.connect(lambda: self._set(model_folder=self.model_folder.text().strip()))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.model_folder, 1)
-        folder_row.addWidget(browse)
-        self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
-        self.device.setCurrentText(s.device)
-        self.device.currentTextChanged.connect(lambda v: self._set(device=v))
-        self.dtype = QComboBox()
-        self.dtype.addItems(list(DTYPES))
-        self.dtype.setCurrentText(s.dtype)
-        self.dtype.setToolTip("auto: bfloat16 on CUDA, float32 on the CPU")
-        self.dtype.currentTextChanged.connect(lambda v: self._set(dtype=v))
-        self.max_new_tokens = QSpinBox()
-        self.max_new_tokens.setRange(1, 4096)
-        self.max_new_tokens.setValue(s.max_new_tokens)
-        self.max_new_tokens.valueChanged.connect(lambda v: self._set(max_new_tokens=int(v)))
-        self.do_sample = QCheckBox("Sample (otherwise greedy)")
-        self.do_sample.setChecked(s.do_sample)
-        self.do_sample.toggled.connect(lambda v: self._set(do_sample=bool(v)))
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.05, 2.0)
-        self.temperature.setSingleStep(0.05)
-        self.temperature.setValue(s.temperature)
-        self.temperature.valueChanged.connect(lambda v: self._set(temperature=float(v)))
-        self.top_p = QDoubleSpinBox()
-        self.top_p.setRange(0.05, 1.0)
-        self.top_p.setSingleStep(0.05)
-        self.top_p.setValue(s.top_p)
-        self.top_p.valueChanged.connect(lambda v: self._set(top_p=float(v)))
-        self.load_button = QPushButton("Load model with these settings")
-        self.load_button.clicked.connect(self._load)
-        session.busy_changed.connect(self._busy_changed)
+        folder = FileEdit(mode="d", nullable=True, value=s.model_folder or None, label="Model folder",
+                          tooltip="A model folder on this machine; empty: the demo model")
+        folder.choose_btn.text = "Browse…"
+        folder.line_edit.native.setPlaceholderText("empty: the demo model")
+        device = ComboBox(choices=DEVICES, value=s.device if s.device in DEVICES else DEVICES[0],
+                          label="Device")
+        dtype = ComboBox(choices=DTYPES, value=s.dtype if s.dtype in DTYPES else DTYPES[0], label="Precision",
+                         tooltip="auto: bfloat16 on CUDA, float32 on the CPU")
+        max_new = SpinBox(min=MAX_NEW_TOKENS[0], max=MAX_NEW_TOKENS[1], label="Max new tokens",
+                          value=int(_within(s.max_new_tokens, MAX_NEW_TOKENS)))
+        sample = CheckBox(text="Sample (otherwise greedy)", value=s.do_sample)
+        temperature = FloatSpinBox(min=TEMPERATURE[0], max=TEMPERATURE[1], step=0.05, label="Temperature",
+                                   value=_within(s.temperature, TEMPERATURE))
+        top_p = FloatSpinBox(min=TOP_P[0], max=TOP_P[1], step=0.05, label="Top-p",
+                             value=_within(s.top_p, TOP_P))
+        form = Container()
+        form.extend([folder, device, dtype, max_new, sample, temperature, top_p])  # added: labels aligned
+        load = PushButton(text="Load model with these settings")
+        progress = ProgressBar(min=0, max=100)
+        status = Label(value="")
+        super().__init__(widgets=[form, load, progress, status], labels=False)
+        self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
+        self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
+        self.load_button, self.progress, self.status = load, progress, status
+        progress.native.setVisible(False)
+        status.native.setWordWrap(True)
+        status.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
 
-        form = QFormLayout(self)
-        form.addRow("Model folder", folder_row)
-        form.addRow("Device", self.device)
-        form.addRow("Precision", self.dtype)
-        form.addRow("Max new tokens", self.max_new_tokens)
-        form.addRow("", self.do_sample)
-        form.addRow("Temperature", self.temperature)
-        form.addRow("Top-p", self.top_p)
-        form.addRow(self.load_button)
+        folder.changed.connect(self._folder_changed)
+        folder.line_edit.native.editingFinished.connect(self._save_folder)
+        device.changed.connect(lambda v: self._set(device=v))
+        dtype.changed.connect(lambda v: self._set(dtype=v))
+        max_new.changed.connect(lambda v: self._set(max_new_tokens=int(v)))
+        sample.changed.connect(lambda v: self._set(do_sample=bool(v)))
+        temperature.changed.connect(lambda v: self._set(temperature=float(v)))
+        top_p.changed.connect(lambda v: self._set(top_p=float(v)))
+        sample.changed.connect(self._sampling_enabled)
+        load.changed.connect(self.load)
         self._sampling_enabled(s.do_sample)
-        self.do_sample.toggled.connect(self._sampling_enabled)
+        session.busy_changed.connect(self._busy_changed)
+        self.native.destroyed.connect(lambda *_: session.busy_changed.disconnect(self._busy_changed))
+        self._busy_changed(session.busy)
 
-    def _busy_changed(self, busy: bool) -> None:
-        self.load_button.setEnabled(not busy)
-
-    def _set(self, **changes) -> None:
+    def _set(self, **changes: Any) -> None:
         self.session.update_settings(**changes)
 
+    def _folder_changed(self, _value: Any) -> None:
+        """Chosen in the dialog or set by code: saved now; typed: saved when the typing ends."""
+        if not self.model_folder.line_edit.native.hasFocus():
+            self._save_folder()
+
+    def _save_folder(self) -> None:
+        text = self.model_folder.line_edit.value.strip()
+        if text != self.session.settings.model_folder:
+            self._set(model_folder=text)
+
     def _sampling_enabled(self, on: bool) -> None:
-        self.temperature.setEnabled(on)
-        self.top_p.setEnabled(on)
+        self.temperature.enabled = self.top_p.enabled = bool(on)
 
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
-        if folder:
-            self.model_folder.setText(folder)
-            self._set(model_folder=folder)
+    def _busy_changed(self, busy: bool) -> None:
+        self.load_button.enabled = not busy
 
-    def _load(self) -> None:
-        from napari_radreport.engine.engine import EngineBusy
+    def _show(self, text: str, color: str = "") -> None:
+        text = html.escape(text)
+        self.status.value = f"<span style='color:{color}'>{text}</span>" if color else text
 
-        try:
-            self.session.start("settings", "load", **self.session.load_args())
-        except EngineBusy as exc:
-            self.session.message.emit(str(exc))
+    def load(self, *_args: Any) -> None:
+        """Load the model these settings name (what the Load button does)."""
+        self._save_folder()
+        self._show("Loading the model…")
+        self.session.run(self, "load", on_events=self._on_events, on_result=self._loaded,
+                         on_error=lambda text: self._show(text, "#e05050"), progress=self.progress.native,
+                         error_prefix="Could not load the model", **self.session.load_args())
+
+    def _on_events(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, Progress):
+                self._show(event.message or event.stage)
+
+    def _loaded(self, info) -> None:
+        self._show("; ".join(info.warnings) or f"Loaded {info.name} ({info.device}, {info.dtype}).")
+

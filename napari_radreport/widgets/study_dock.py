@@ -70,6 +70,7 @@ class StudyDock(QWidget):
             button.setToolTip(f"level {window.level:g} HU, width {window.width:g} HU")
             button.setObjectName(f"window_{window.name}")
             button.clicked.connect(lambda _=False, name=window.name: self.apply_window(name))
+            button.setMinimumHeight(button.sizeHint().height())  # the dock splitter must not squash the text
             self.window_buttons.addButton(button, i)
             grid.addWidget(button, i // 3, i % 3)
 
@@ -97,7 +98,8 @@ class StudyDock(QWidget):
 
     # -- studies in the viewer ------------------------------------------------------------
     def _refresh_layers(self, event=None) -> None:
-        if event is not None and getattr(event, "type", "") == "inserted" and _study_of(event.value) is not None:
+        inserted = event is not None and getattr(event, "type", "") == "inserted"
+        if inserted and _study_of(event.value) is not None:
             from napari_radreport.viewer import widen_contrast_range
 
             widen_contrast_range(event.value)
@@ -167,7 +169,8 @@ class StudyDock(QWidget):
         self.series_combo.clear()
         others = [s for s in (study.series if study else []) if not s.chosen]
         for s in others:
-            self.series_combo.addItem(f"{s.modality} {s.description or s.uid[-12:]} ({s.n_images}, {s.role})", s.index)
+            self.series_combo.addItem(f"{s.modality} {s.description or s.uid[-12:]} ({s.n_images}, {s.role})",
+                                      s.index)
         self.series_box.setVisible(bool(others))
 
     def _open_selected_series(self) -> None:
@@ -194,7 +197,8 @@ class StudyDock(QWidget):
 
         from napari_radreport.io import load_study
 
-        self.status.setText(f"Reading {html.escape(Path(str(source if isinstance(source, (str, Path)) else source[0])).name)}…")
+        first = source if isinstance(source, (str, Path)) else source[0]
+        self.status.setText(f"Reading {html.escape(Path(str(first)).name)}…")
         # The dock shows read errors itself; napari need not relay them as notifications.
         worker = create_worker(load_study, source, series=series, _ignore_errors=True)
         worker.returned.connect(self._on_loaded)
@@ -213,7 +217,8 @@ class StudyDock(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         from napari_radreport.common import one_line
 
-        self.status.setText(f"<span style='color:#e05050'>Could not open: {html.escape(one_line(exc))}</span>")
+        self.status.setText(
+            f"<span style='color:#e05050'>Could not open: {html.escape(one_line(exc))}</span>")
 
     def _on_finished(self) -> None:
         self._worker = None

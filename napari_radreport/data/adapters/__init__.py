@@ -1,8 +1,11 @@
-"""Public datasets -> training manifests: one module per format, each with ``convert_<format>(src, out, ...)``.
+"""Public datasets -> training manifests: one module per format, each with ``convert_<format>(src, out,
+...)``.
 
 Every converter returns a ``ConversionSummary`` (records written per split, skipped per reason, other counts)
-and fails on input it does not understand with a ``DatasetFormatError`` whose one-line message names the file and
-the problem. The layouts each one expects, and where they were checked, are in the modules and docs/datasets.md.
+and fails on input it does not understand with a ``DatasetFormatError`` whose one-line message names the file
+and
+the problem. The layouts each one expects, and where they were checked, are in the modules and
+docs/datasets.md.
 """
 
 from __future__ import annotations

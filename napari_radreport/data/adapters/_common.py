@@ -72,7 +72,9 @@ def finish(out: Path, records: list, summary: ConversionSummary) -> ConversionSu
 
     summary.out = out
     if not records:
-        reasons = "; ".join(f"{r}: {n}" for r, n in sorted(summary.skipped.items())) or "the input holds no studies"
+        reasons = (
+            "; ".join(f"{r}: {n}" for r, n in sorted(summary.skipped.items())) or "the input holds no studies"
+        )
         raise DatasetFormatError(f"{summary.source}: no records to write ({reasons})")
     repeated = next((i for i, n in Counter(r.id for r in records).items() if n > 1), None)
     if repeated is not None:
@@ -111,9 +113,14 @@ def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
             if missing:
-                raise DatasetFormatError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}"
-                                         + (f" (found {', '.join(header[:8])}{', ...' if len(header) > 8 else ''})"
-                                            if header else " (the file is empty)"))
+                raise DatasetFormatError(
+                    f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}"
+                    + (
+                        f" (found {', '.join(header[:8])}{', ...' if len(header) > 8 else ''})"
+                        if header
+                        else " (the file is empty)"
+                    )
+                )
             return list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetFormatError(f"{path}: not a readable CSV file ({exc})") from exc
@@ -154,8 +161,10 @@ def read_json_records(path: Path) -> list[tuple[str | None, dict]]:
                 return _objects(path, ((key, item) for key, items in lists.items() for item in items))
             if not set(data) & set(SPLIT_WORDS):
                 return _objects(path, [(None, data)])  # one study
-            raise DatasetFormatError(f"{path}: a JSON object must map splits ({', '.join(SPLIT_WORDS)}) to lists "
-                                     f"of studies; found {', '.join(sorted(data))}")
+            raise DatasetFormatError(
+                f"{path}: a JSON object must map splits ({', '.join(SPLIT_WORDS)}) to lists "
+                f"of studies; found {', '.join(sorted(data))}"
+            )
     records = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -177,7 +186,8 @@ def _objects(path: Path, items: Iterable[tuple[str | None, Any]]) -> list[tuple[
 
 
 def split_from_name(name: str) -> str:
-    """train / val / test from a file or key name ('validation_reports.csv' -> val); train when none is named."""
+    """train / val / test from a file or key name ('validation_reports.csv' -> val); train when none is
+    named."""
     for word in re.split(r"[^a-z]+", name.lower()):
         if word in SPLIT_WORDS:
             return SPLIT_WORDS[word]

@@ -1,4 +1,5 @@
-"""AMOS-MM (MICCAI 2024: chest/abdomen/pelvis CT, per-region findings, impressions, multiple-choice VQA) -> manifest.
+"""AMOS-MM (MICCAI 2024: chest/abdomen/pelvis CT, per-region findings, impressions, multiple-choice VQA) ->
+manifest.
 
 Assumed layout (the challenge's JSON files as read by the public solutions, e.g. bowang-lab/AMOS-MM-Solution
 ``scripts/prepare_data.py`` and ``LaMed/src/dataset/multi_dataset.py``; the challenge site
@@ -123,7 +124,9 @@ def _qa(items: Any, where: str) -> list:
         elif answer in choices:
             index = choices.index(answer)
         else:
-            raise DatasetFormatError(f"{here}: answer {answer!r} is not one of the options {', '.join(letters)}")
+            raise DatasetFormatError(
+                f"{here}: answer {answer!r} is not one of the options {', '.join(letters)}"
+            )
         try:
             pairs.append(QAPair(question=text(item["question"]), answer=choices[index], choices=choices,
                                 answer_index=index))
@@ -132,13 +135,22 @@ def _qa(items: Any, where: str) -> list:
     return pairs
 
 
-def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None = None, split: str | None = None,
-                    image_root: str | Path | None = None, missing: str = "error",
-                    overwrite: bool = False) -> ConversionSummary:
+def convert_amos_mm(
+    src: str | Path,
+    out: str | Path,
+    *,
+    vqa: str | Path | None = None,
+    split: str | None = None,
+    image_root: str | Path | None = None,
+    missing: str = "error",
+    overwrite: bool = False,
+) -> ConversionSummary:
     """Write the AMOS-MM studies of ``src`` (dataset.json or its folder) as a manifest at ``out``.
 
-    ``split`` keeps one split (train/val/test); by default every list in the file is converted, training -> train,
-    validation -> val. Findings become ``regions`` (and, joined, ``findings``); the impression of every region,
+    ``split`` keeps one split (train/val/test); by default every list in the file is converted, training ->
+    train,
+    validation -> val. Findings become ``regions`` (and, joined, ``findings``); the impression of every
+    region,
     joined, becomes ``impression``; questions become ``qa`` with ``choices`` and ``answer_index``.
     """
     from napari_radreport.data.manifest import ManifestRecord
@@ -185,12 +197,22 @@ def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None 
         image = image if image.is_absolute() else root / image
         if not image.exists():
             if missing == "error":
-                raise FileNotFoundError(f"{image}: volume of {case} does not exist (--missing skip leaves such "
-                                        "studies out)")
+                raise FileNotFoundError(
+                    f"{image}: volume of {case} does not exist (--missing skip leaves such studies out)"
+                )
             summary.skip("volume file missing")
             continue
-        records.append(ManifestRecord(
-            id=case, modality="ct", images=[image_ref(image, out.parent)], split=entry["split"],
-            findings=" ".join(entry["regions"].values()), impression=entry["impression"], regions=entry["regions"],
-            qa=entry["qa"], source="amos-mm"))
+        records.append(
+            ManifestRecord(
+                id=case,
+                modality="ct",
+                images=[image_ref(image, out.parent)],
+                split=entry["split"],
+                findings=" ".join(entry["regions"].values()),
+                impression=entry["impression"],
+                regions=entry["regions"],
+                qa=entry["qa"],
+                source="amos-mm",
+            )
+        )
     return finish(out, records, summary)

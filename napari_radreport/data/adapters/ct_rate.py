@@ -1,7 +1,8 @@
 """CT-RATE (non-contrast chest CT volumes, English reports, 18 abnormality labels) -> training manifest.
 
 Assumed layout: the ``dataset/`` folder of the Hugging Face dataset ``ibrahimhamamci/CT-RATE`` (dataset card;
-the file and column names are those read by the authors' CT-CLIP scripts, github.com/ibrahimethemhamamci/CT-CLIP)::
+the file and column names are those read by the authors' CT-CLIP scripts,
+github.com/ibrahimethemhamamci/CT-CLIP)::
 
     dataset/
       radiology_text_reports/train_reports.csv, validation_reports.csv
@@ -18,7 +19,8 @@ The volume path comes from the VolumeName: ``<split>_<patient>_<scan>_<reconstru
 
 **HU.** The corrected ("fixed", CT-RATE v2) volumes already hold Hounsfield units, so by default no
 ``hu_rescale`` is written. The first release stored raw values; for those files only, ``raw_volumes=True``
-(``--raw-volumes``) copies RescaleSlope/RescaleIntercept from the metadata CSV into ``hu_rescale``. Applying them
+(``--raw-volumes``) copies RescaleSlope/RescaleIntercept from the metadata CSV into ``hu_rescale``. Applying
+them
 to the fixed files would rescale twice (CT-CLIP issues #28 and #50 describe both cases), so ``raw_volumes``
 together with a ``*_fixed`` volume folder is refused.
 """
@@ -40,10 +42,18 @@ from napari_radreport.data.adapters._common import (
 )
 
 _FILES = {  # split -> (reports, labels, metadata, volume folders in order of preference)
-    "train": ("radiology_text_reports/train_reports.csv", "multi_abnormality_labels/train_predicted_labels.csv",
-              "metadata/train_metadata.csv", ("train_fixed", "train")),
-    "val": ("radiology_text_reports/validation_reports.csv", "multi_abnormality_labels/valid_predicted_labels.csv",
-            "metadata/validation_metadata.csv", ("valid_fixed", "valid")),
+    "train": (
+        "radiology_text_reports/train_reports.csv",
+        "multi_abnormality_labels/train_predicted_labels.csv",
+        "metadata/train_metadata.csv",
+        ("train_fixed", "train"),
+    ),
+    "val": (
+        "radiology_text_reports/validation_reports.csv",
+        "multi_abnormality_labels/valid_predicted_labels.csv",
+        "metadata/validation_metadata.csv",
+        ("valid_fixed", "valid"),
+    ),
 }
 
 
@@ -53,7 +63,9 @@ def _find(src: Path, relative: str, what: str, option: str) -> Path:
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    raise DatasetFormatError(f"{src}: no {what} found (looked for {relative} and dataset/{relative}); pass {option}")
+    raise DatasetFormatError(
+        f"{src}: no {what} found (looked for {relative} and dataset/{relative}); pass {option}"
+    )
 
 
 def _volume_dir(src: Path, names: tuple[str, ...], raw_volumes: bool) -> Path:
@@ -62,7 +74,9 @@ def _volume_dir(src: Path, names: tuple[str, ...], raw_volumes: bool) -> Path:
         for name in order:
             if (base / name).is_dir():
                 return base / name
-    raise DatasetFormatError(f"{src}: no volume folder found (looked for {' or '.join(names)}); pass --volumes")
+    raise DatasetFormatError(
+        f"{src}: no volume folder found (looked for {' or '.join(names)}); pass --volumes"
+    )
 
 
 def volume_path(volumes: Path, volume_name: str) -> Path:
@@ -85,7 +99,9 @@ def _labels(path: Path) -> dict[str, dict[str, int]]:
             except (TypeError, ValueError):
                 value = None
             if value not in (0.0, 1.0):
-                raise DatasetFormatError(f"{path}:{line}: column {label!r} must be 0 or 1, got {row[label]!r}")
+                raise DatasetFormatError(
+                    f"{path}:{line}: column {label!r} must be 0 or 1, got {row[label]!r}"
+                )
             values[label] = int(value)
         labels[text(row["VolumeName"])] = values
     return labels
@@ -102,15 +118,27 @@ def _rescale(path: Path) -> dict[str, tuple[float, float]]:
     return rescale
 
 
-def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train", reports: str | Path | None = None,
-                    labels: str | Path | None = None, metadata: str | Path | None = None,
-                    volumes: str | Path | None = None, raw_volumes: bool = False, missing: str = "error",
-                    overwrite: bool = False) -> ConversionSummary:
+def convert_ct_rate(
+    src: str | Path,
+    out: str | Path,
+    *,
+    split: str = "train",
+    reports: str | Path | None = None,
+    labels: str | Path | None = None,
+    metadata: str | Path | None = None,
+    volumes: str | Path | None = None,
+    raw_volumes: bool = False,
+    missing: str = "error",
+    overwrite: bool = False,
+) -> ConversionSummary:
     """Write one CT-RATE split (``train`` or ``val``) of the dataset folder ``src`` as a manifest at ``out``.
 
-    ``reports``, ``labels``, ``metadata`` and ``volumes`` override the files found in ``src``; ``metadata`` is read
-    only with ``raw_volumes``. ``missing="skip"`` leaves out studies whose volume file is absent (counted in the
-    summary) instead of failing on the first one. ``regions`` are filled from the findings by the region splitter.
+    ``reports``, ``labels``, ``metadata`` and ``volumes`` override the files found in ``src``; ``metadata`` is
+    read
+    only with ``raw_volumes``. ``missing="skip"`` leaves out studies whose volume file is absent (counted in
+    the
+    summary) instead of failing on the first one. ``regions`` are filled from the findings by the region
+    splitter.
     """
     from napari_radreport.data.manifest import ManifestRecord
     from napari_radreport.data.regions import split_by_region
@@ -128,13 +156,17 @@ def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train", r
     if not volumes.is_dir():
         raise DatasetFormatError(f"{volumes}: no such volume folder")
     if raw_volumes and volumes.name.endswith("_fixed"):
-        raise DatasetFormatError(f"{volumes}: the *_fixed volumes are already in HU; raw_volumes (--raw-volumes) "
-                                 "would rescale them twice")
+        raise DatasetFormatError(
+            f"{volumes}: the *_fixed volumes are already in HU; raw_volumes (--raw-volumes) "
+            "would rescale them twice"
+        )
     rows = read_csv(reports, ("VolumeName", "Findings_EN", "Impressions_EN"))
     label_rows = _labels(labels)
     rescale = None
     if raw_volumes:
-        rescale = _rescale(Path(metadata) if metadata else _find(src, metadata_rel, "metadata CSV", "--metadata"))
+        rescale = _rescale(
+            Path(metadata) if metadata else _find(src, metadata_rel, "metadata CSV", "--metadata")
+        )
 
     summary = ConversionSummary(source=str(src))
     records, seen = [], set()
@@ -156,8 +188,9 @@ def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train", r
             continue
         if not path.is_file():
             if missing == "error":
-                raise FileNotFoundError(f"{path}: volume file of {name} does not exist (--missing skip leaves such "
-                                        "studies out)")
+                raise FileNotFoundError(
+                    f"{path}: volume file of {name} does not exist (--missing skip leaves such studies out)"
+                )
             summary.skip("volume file missing")
             continue
         hu_rescale = None
@@ -165,7 +198,9 @@ def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train", r
             hu_rescale = rescale.get(name) or rescale.get(name.removesuffix(".nii.gz"))
             if hu_rescale is None:
                 if missing == "error":
-                    raise DatasetFormatError(f"{name}: no RescaleSlope/RescaleIntercept row in the metadata CSV")
+                    raise DatasetFormatError(
+                        f"{name}: no RescaleSlope/RescaleIntercept row in the metadata CSV"
+                    )
                 summary.skip("no rescale metadata")
                 continue
         study_labels = label_rows.get(name) or label_rows.get(name.removesuffix(".nii.gz"))

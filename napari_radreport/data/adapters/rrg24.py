@@ -13,7 +13,8 @@ present, else ``images`` (strings, or objects with a ``path``), relative to ``im
 file's folder). The Hugging Face parquet release embeds the pictures as bytes: save them as files first and
 list their paths in these fields. An ``id`` or ``study_id`` field names the record, else ``<file stem>-<n>``.
 
-A record keeps at most four images (the first four; the summary counts truncated studies); studies with neither
+A record keeps at most four images (the first four; the summary counts truncated studies); studies with
+neither
 findings nor impression are skipped and counted.
 """
 
@@ -50,8 +51,10 @@ def _image_paths(study: dict, where: str) -> list[str]:
         if isinstance(item, dict):
             item = item.get("path")
         if not isinstance(item, str) or not item:
-            raise DatasetFormatError(f"{where}: images must be file paths (found {type(item).__name__}); save "
-                                     "embedded images as files first")
+            raise DatasetFormatError(
+                f"{where}: images must be file paths (found {type(item).__name__}); save "
+                "embedded images as files first"
+            )
         paths.append(item)
     return paths
 
@@ -61,7 +64,9 @@ def _inputs(src: Path | list) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl") and p.is_file())
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl") and p.is_file()
+            )
             if not found:
                 raise DatasetFormatError(f"{path}: no .json or .jsonl files in this folder")
             files += found
@@ -75,7 +80,8 @@ def _inputs(src: Path | list) -> list[Path]:
 def convert_rrg24(src: str | Path | list, out: str | Path, *, split: str | None = None,
                   image_root: str | Path | None = None, missing: str = "error",
                   overwrite: bool = False) -> ConversionSummary:
-    """Write the radiograph studies of ``src`` (JSON/JSONL files, or folders of them) as a manifest at ``out``.
+    """Write the radiograph studies of ``src`` (JSON/JSONL files, or folders of them) as a manifest at
+    ``out``.
 
     ``split`` puts every study in one split; by default it comes from the JSON object's split key or from the
     file name (``val_mimic.json`` -> val, ``train_mimic.json`` -> train, other names -> train).
@@ -112,8 +118,10 @@ def convert_rrg24(src: str | Path | list, out: str | Path, *, split: str | None 
             absent = [p for p in resolved if not p.is_file()]
             if absent:
                 if missing == "error":
-                    raise FileNotFoundError(f"{absent[0]}: image of {record_id} does not exist (--missing skip "
-                                            "leaves such studies out)")
+                    raise FileNotFoundError(
+                        f"{absent[0]}: image of {record_id} does not exist (--missing skip "
+                        "leaves such studies out)"
+                    )
                 summary.skip("image file missing")
                 continue
             origin = text(study.get("source"))

@@ -1,4 +1,5 @@
-"""Seeded chest CT-like phantoms in HU: body, lungs, heart, aorta, spine, ribs, and the findings drawn into them.
+"""Seeded chest CT-like phantoms in HU: body, lungs, heart, aorta, spine, ribs, and the findings drawn into
+them.
 
 The array is in the project's canonical display order (axis 0 superior -> inferior, 1 anterior -> posterior,
 2 patient right -> left; docs/conventions.md). Distances are in mm. A phantom is a caricature, not anatomy:
@@ -13,8 +14,20 @@ import numpy as np
 
 SHAPE = (40, 80, 80)  # voxels (z, y, x)
 SPACING = (6.0, 4.2, 4.2)  # mm -> 240 x 336 x 336 mm
-HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "lung": -860.0, "emphysema": -950.0, "blood": 150.0,
-      "myocardium": 50.0, "fluid": 8.0, "bone": 450.0, "cortex": 800.0, "nodule": 30.0, "consolidation": -40.0}
+HU = {
+    "air": -1000.0,
+    "fat": -100.0,
+    "soft": 40.0,
+    "lung": -860.0,
+    "emphysema": -950.0,
+    "blood": 150.0,
+    "myocardium": 50.0,
+    "fluid": 8.0,
+    "bone": 450.0,
+    "cortex": 800.0,
+    "nodule": 30.0,
+    "consolidation": -40.0,
+}
 LOBES = {"right": ("upper", "middle", "lower"), "left": ("upper", "lower")}
 NODULE_SIZES_MM = (8, 10, 12, 15, 18, 22, 26, 30)
 
@@ -49,20 +62,27 @@ def sample_findings(rng: np.random.Generator, prevalence: float = 0.35) -> Findi
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates in mm, centred on the volume (z grows inferior, y posterior, x to the left)."""
+    """Voxel-centre coordinates in mm, centred on the volume (z grows inferior, y posterior, x to the
+    left)."""
     axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(SHAPE, SPACING)]
     return np.meshgrid(*axes, indexing="ij")
 
 
 def _ellipsoid(z, y, x, centre, radii) -> np.ndarray:
-    return ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2
+    return (
+        ((z - centre[0]) / radii[0]) ** 2
+        + ((y - centre[1]) / radii[1]) ** 2
+        + ((x - centre[2]) / radii[2]) ** 2
+    )
 
 
 def lobe_of(side: str, z_fraction, y_mm, y_centre: float) -> np.ndarray:
     """The lobe at lung positions: ``z_fraction`` 0 at the apex, 1 at the base; anterior is y < y_centre."""
     z_fraction, anterior = np.asarray(z_fraction), np.asarray(y_mm) < y_centre
     if side == "right":
-        return np.where(z_fraction < 0.4, "upper", np.where(anterior & (z_fraction < 0.75), "middle", "lower"))
+        return np.where(
+            z_fraction < 0.4, "upper", np.where(anterior & (z_fraction < 0.75), "middle", "lower")
+        )
     return np.where((z_fraction < 0.5) | (anterior & (z_fraction < 0.7)), "upper", "lower")
 
 
@@ -138,10 +158,13 @@ class Phantom:
         self.volume[chest & ring & rib_rows] = HU["bone"]
 
     def _consolidation(self, lungs: dict[str, np.ndarray], side: str, lobe: str) -> np.ndarray:
-        """Lobar airspace opacity: the part of ``lobe`` inside a large ellipsoid (so it stops at the fissures and the
+        """Lobar airspace opacity: the part of ``lobe`` inside a large ellipsoid (so it stops at the fissures
+        and the
         pleura, unlike a round nodule), crossed by air bronchograms that run out from its centre."""
         height = self.lung_bottom - self.lung_top
-        in_lobe = lungs[side] & (lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe)
+        in_lobe = lungs[side] & (
+            lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe
+        )
         if not in_lobe.any():
             in_lobe = lungs[side]
         centre = np.argwhere(in_lobe)[self.rng.integers(int(in_lobe.sum()))]
@@ -159,8 +182,11 @@ class Phantom:
         self.findings.extras.setdefault("centres_mm", {})["consolidation"] = [float(v) for v in c]
         return opacity
 
-    def _blob(self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float, name: str) -> None:
-        """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung); its centre
+    def _blob(
+        self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float, name: str
+    ) -> None:
+        """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung); its
+        centre
         goes to ``findings.extras["centres_mm"][name]``."""
         mask = lungs[side]
         height = self.lung_bottom - self.lung_top
@@ -189,7 +215,8 @@ def phantom_volume(findings: Findings, rng: np.random.Generator) -> np.ndarray:
 
 
 def patient_position(centre_mm) -> list[float]:
-    """LPS position in mm of a point given in phantom coordinates (z, y, x from the volume centre, as ``_grid``),
+    """LPS position in mm of a point given in phantom coordinates (z, y, x from the volume centre, as
+    ``_grid``),
     in the frame of the NIfTI file that ``nifti_affine`` describes."""
     index = np.asarray(centre_mm, dtype=float) / np.asarray(SPACING) + (np.asarray(SHAPE) - 1) / 2
     ras = nifti_affine() @ np.array([*index, 1.0])
@@ -197,7 +224,8 @@ def patient_position(centre_mm) -> list[float]:
 
 
 def nifti_affine() -> np.ndarray:
-    """RAS affine that reads back in the canonical order: axis 0 inferior, 1 posterior, 2 to the patient's left."""
+    """RAS affine that reads back in the canonical order: axis 0 inferior, 1 posterior, 2 to the patient's
+    left."""
     affine = np.zeros((4, 4))
     affine[0, 2] = -SPACING[2]  # voxel axis 2 -> -R (patient left)
     affine[1, 1] = -SPACING[1]  # voxel axis 1 -> -A (posterior)

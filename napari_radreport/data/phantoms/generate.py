@@ -22,10 +22,18 @@ def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, n
     volume = anatomy.phantom_volume(findings, rng)
     findings_text = reports.findings_text(findings, rng)
     record = ManifestRecord(
-        id=f"phantom-{index:05d}", modality="ct", images=[f"volumes/phantom-{index:05d}.nii.gz"], split=split,
-        findings=findings_text, impression=reports.impression_text(findings, rng),
-        regions={"chest": findings_text}, qa=reports.questions(findings, rng), labels=reports.labels(findings),
-        positions=_positions(findings), source="phantom")
+        id=f"phantom-{index:05d}",
+        modality="ct",
+        images=[f"volumes/phantom-{index:05d}.nii.gz"],
+        split=split,
+        findings=findings_text,
+        impression=reports.impression_text(findings, rng),
+        regions={"chest": findings_text},
+        qa=reports.questions(findings, rng),
+        labels=reports.labels(findings),
+        positions=_positions(findings),
+        source="phantom",
+    )
     return record, volume
 
 
@@ -55,7 +63,8 @@ def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0
                    only: str | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
     """``count`` phantoms under ``out/volumes`` and ``out/manifest.jsonl``; the last ones are val and test.
 
-    ``only`` writes just that split's phantoms (the same ones the full dataset has), e.g. the held-out test set.
+    ``only`` writes just that split's phantoms (the same ones the full dataset has), e.g. the held-out test
+    set.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
