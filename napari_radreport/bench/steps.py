@@ -69,8 +69,14 @@ def step_train(args) -> dict[str, Any]:
     return train_bench.run(args.repeats)
 
 
+def step_startup(args) -> dict[str, Any]:
+    from napari_radreport.bench import startup_bench
+
+    return startup_bench.run(args.repeats)
+
+
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
-         "write-model": step_write_model, "llm": step_llm, "train": step_train}
+         "write-model": step_write_model, "llm": step_llm, "train": step_train, "startup": step_startup}
 
 
 def main(argv: list[str] | None = None) -> None:

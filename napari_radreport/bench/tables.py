@@ -130,6 +130,7 @@ def markdown(r: dict[str, Any]) -> str:
                 "",
             ]
     out += _train_table(r.get("train"))
+    out += _startup_table(r.get("startup"))
     out += ["### Checks", ""]
     out += _table(["check", "value", "bound", "ok"], [
         [c["check"], c["value"], (f">= {c['at_least']}" if "at_least" in c else f"<= {c['at_most']}"
@@ -153,6 +154,22 @@ def _train_table(t: dict[str, Any] | None) -> list[str]:
     out += [f"One pass / grouped: **{t['one_pass_over_grouped']:.2f}x**; fp32 / bf16 (grouped): "
             f"{t['fp32_over_bf16']:.2f}x; loss difference grouped vs one pass: "
             f"{t['loss_difference_grouped_vs_one_pass']:.1e}.", ""]
+    return out
+
+
+def _startup_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    out = ["### 9. Start-up (a fresh interpreter each, median wall time)", ""]
+    out += _table(["command", "s"], [
+        ["`python -c pass` (the interpreter alone)", t["interpreter_s"]],
+        ["`radreport --help`", t["help_s"]],
+        ["`import napari_radreport.widgets.report_dock`", t["dock_import_s"]],
+        ["`import torch, transformers` (what either would cost if it loaded them)", t["torch_import_s"]],
+    ])
+    loaded = ", ".join(t["heavy_modules_loaded"]) or "none"
+    out += [f"torch + transformers / `radreport --help`: **{t['torch_import_over_help']:.1f}x**; "
+            f"heavy libraries loaded by `--help` and the dock: {loaded}.", ""]
     return out
 
 
