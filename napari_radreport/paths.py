@@ -1,6 +1,6 @@
 """Where the plugin keeps files of its own: platformdirs' user folders, read when used; an environment
-variable
-that is set and not empty overrides each (an empty one is ignored, so nothing lands in the current folder).
+variable that is set and not empty overrides each (an empty one is ignored, so nothing lands in the current
+folder).
 
 * ``cache_dir()``: ``RADREPORT_CACHE`` or the user cache folder (converted models, weight hashes);
 * ``settings_file()``: ``RADREPORT_CONFIG`` or ``settings.json`` in the user config folder;

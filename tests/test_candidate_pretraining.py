@@ -1,6 +1,5 @@
 """``--stage candidates``: the conv stem learns small findings from patches at the manifest's positions (real
-phantom
-NIfTI files, the demo recipe's stem), and a labels run starts from it with the stem kept as it is."""
+phantom NIfTI files, the demo recipe's stem), and a labels run starts from it with the stem kept as it is."""
 
 from __future__ import annotations
 

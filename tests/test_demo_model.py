@@ -2,9 +2,8 @@
 
 The phantoms here use a seed the demo model was not trained on (its training set is seed 0), so these are
 held-out studies. The full figures come from ``scripts/train_demo_model.sh`` (``radreport eval --preset
-phantom``);
-this test checks, on a few studies, that the findings that fill most of the volume are read from the image: a
-decoder that ignored the image would score the always-"no" level (about 65 %).
+phantom``); this test checks, on a few studies, that the findings that fill most of the volume are read from
+the image: a decoder that ignored the image would score the always-"no" level (about 65 %).
 """
 
 from __future__ import annotations

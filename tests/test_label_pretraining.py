@@ -1,6 +1,5 @@
 """``--stage labels``: the 3-D encoder and perceiver learn the manifest's labels on real phantom NIfTI files
-(tiny
-random-weight recipe), and a report run starts from what it saved."""
+(tiny random-weight recipe), and a report run starts from what it saved."""
 
 from __future__ import annotations
 

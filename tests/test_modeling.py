@@ -188,8 +188,7 @@ def test_pooling_sizes_can_differ_per_axis():
 
 def _reference_vit3d(encoder, pixels, added=None):
     """M3D-CLIP's ViT written from its equations with explicit softmax attention; ``added`` (B, N, hidden)
-    goes
-    onto the patch embeddings."""
+    goes onto the patch embeddings."""
     cfg = encoder.config
     sd = dict(encoder.state_dict())
     b, c, s0, s1, s2 = pixels.shape

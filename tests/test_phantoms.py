@@ -1,6 +1,5 @@
 """Synthetic phantoms: reproducible volumes that show their findings where the report says, reports and
-answers
-that read back to the truth, and the manifest that carries them."""
+answers that read back to the truth, and the manifest that carries them."""
 
 from __future__ import annotations
 

@@ -23,8 +23,7 @@ STUDIES = 8
 
 def _batch(config, lengths: list[int], image_tokens: int, prompt_length: int) -> dict[str, torch.Tensor]:
     """The trainer's batch (``training.data.collate``) of ``STUDIES`` studies with random pixels, their texts
-    in
-    turn: a start token, the image tokens, prompt words, then the answer (the scored part)."""
+    in turn: a start token, the image tokens, prompt words, then the answer (the scored part)."""
     from napari_radreport.training.data import IGNORE_INDEX, Encoded, collate
 
     generator = torch.Generator().manual_seed(0)

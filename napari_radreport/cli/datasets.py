@@ -2,8 +2,7 @@
 
 ``convert`` turns a public dataset's files into a training manifest (docs/datasets.md lists the layouts) and
 prints what it wrote and skipped; ``check`` prints a manifest's counts and fails, naming the first one, when
-an
-image file is missing. Errors are one line and exit with 1 (``--debug`` shows the traceback).
+an image file is missing. Errors are one line and exit with 1 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ Fields (only ``id``, ``modality`` and ``images`` are required)::
 folder) for CT, one to four radiographs for X-ray. ``hu_rescale`` (slope, intercept) is applied after
 reading only for files whose stored values are not yet HU. ``positions`` gives, per label, the centres of its
 findings as LPS patient coordinates in mm (the frame of ``Study.index_to_patient``), for training that needs
-to
-know where a finding is. Malformed lines fail with the line number.
+to know where a finding is. Malformed lines fail with the line number.
 """
 
 from __future__ import annotations

@@ -7,12 +7,10 @@ The AMOS-MM baselines used named-entity recognition for this; here an organ lexi
   and before a lower-case word ("approx. three"). Line breaks always end a sentence. Leading list numbers
   ("1.", "2)") are dropped.
 * **Organs.** Each word is looked up (lower case, plurals folded: "kidneys", "ovaries") in a lexicon of
-organs,
-  structures and region words with their adjectives ("pulmonary", "hepatic", "renal", "splenic", "pleural",
-  "cardiac", "vesical", "pelvic", "thoracic"...), two- and three-word phrases first ("renal pelvis" is
-  abdomen,
-  not pelvis; "thoracic aorta" is chest; "small bowel" is abdomen), then whole words, then a few stems matched
-  inside words ("peribronchial", "hydronephrosis", "cholecystectomy").
+  organs, structures and region words with their adjectives ("pulmonary", "hepatic", "renal", "splenic",
+  "pleural", "cardiac", "vesical", "pelvic", "thoracic"...), two- and three-word phrases first ("renal pelvis"
+  is abdomen, not pelvis; "thoracic aorta" is chest; "small bowel" is abdomen), then whole words, then a few
+  stems matched inside words ("peribronchial", "hydronephrosis", "cholecystectomy").
 * **Two regions.** A sentence naming organs of several regions goes to each of them ("The liver is normal
   and there is no pleural effusion." is in the chest and the abdomen text).
 * **No organ.** A sentence that names none ("No mass is seen.") goes where the previous sentence went. Before
@@ -29,15 +27,13 @@ Known limits (a lexicon reads words, not meaning):
 * References ("see above", "as described", "the lesion mentioned previously") carry no organ: they follow the
   previous sentence, which is not always the region they refer to.
 * Structures that span regions are deliberately *not* in the lexicon and so never decide a region on their
-own:
-  "aorta" (unless "thoracic/ascending/abdominal/infrarenal..."), "vena cava" (unless superior/inferior),
+  own: "aorta" (unless "thoracic/ascending/abdominal/infrarenal..."), "vena cava" (unless superior/inferior),
   "lymph nodes", "bowel", "colon" (unless ascending/transverse/descending: abdomen; sigmoid/rectum: pelvis),
   "spine", "vertebrae", "bones", "soft tissues", "skin", "muscles", "vessels". "The aorta is normal in
   calibre." therefore follows the previous sentence.
 * Some choices are conventions, not anatomy: thyroid, breasts and axillae are chest (they are reported on
-chest
-  CT); diaphragm is chest; ureters, lumbar spine and appendix are abdomen; inguinal regions, hips, sacrum and
-  iliac bones are pelvis.
+  chest CT); diaphragm is chest; ureters, lumbar spine and appendix are abdomen; inguinal regions, hips,
+  sacrum and iliac bones are pelvis.
 * Words are matched without their context, so an organ named in passing ("status post cholecystectomy",
   "kidney-shaped mass in the lung") counts as that organ.
 """

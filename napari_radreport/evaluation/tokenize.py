@@ -5,9 +5,8 @@
 - ``rouge``: rouge-score's default: lowercase, every non-alphanumeric run becomes a space, optionally the
   Porter stemmer (NLTK's, as rouge-score uses) on tokens longer than 3 characters.
 - ``nltk-words``: NLTK's ``word_tokenize`` as HF ``evaluate``'s METEOR calls it, with one difference:
-sentences
-  are split by an *untrained* Punkt model, because NLTK's English Punkt tables are data that no package
-  registry provides. Only a sentence that ends in an abbreviation Punkt's English model knows is split
+  sentences are split by an *untrained* Punkt model, because NLTK's English Punkt tables are data that no
+  package registry provides. Only a sentence that ends in an abbreviation Punkt's English model knows is split
   differently.
 """
 

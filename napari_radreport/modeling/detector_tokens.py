@@ -2,12 +2,10 @@
 
 The encoder appends each detector's highest probability within every patch to the patch's features
 (``ViT3DEncoder``, ``vision_config.conv_stem_detectors``). Pooled and projected with everything else, a
-finding a
-few voxels wide stays one small feature among many, and a report model trained from scratch did not learn to
-read
-it (docs/training.md, "Nodules"). Here the strongest patch of each detector becomes a token of its own: its
-probability and its normalised (D, H, W) grid position through a small MLP, so presence and place (side, lobe)
-reach the language model directly.
+finding a few voxels wide stays one small feature among many, and a report model trained from scratch did not
+learn to read it (docs/training.md, "Nodules"). Here the strongest patch of each detector becomes a token of
+its own: its probability and its normalised (D, H, W) grid position through a small MLP, so presence and place
+(side, lobe) reach the language model directly.
 """
 
 from __future__ import annotations

@@ -49,9 +49,8 @@ class PoolingPerceiver(nn.Module):
     """Average (M3D ``spp``) or max pooling over the grid, optionally batch-standardised, then an MLP.
 
     With ``feature_norm="batch"`` every pooled feature (channel x token position) is standardised over the
-    batch
-    (running statistics at inference): what all images share at a position (the anatomy) is removed, so the
-    language model sees what differs between them from the first step.
+    batch (running statistics at inference): what all images share at a position (the anatomy) is removed, so
+    the language model sees what differs between them from the first step.
     """
 
     def __init__(self, config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, mode: str):

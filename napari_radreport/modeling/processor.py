@@ -114,8 +114,7 @@ def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
     """Where an LPS position (mm) lands in ``volume_to_pixels(study, spec)``: a continuous (D, H, W) index.
 
     Follows the same steps: resampling (``align_corners=False``: output o covers input (o + 0.5) * in / out -
-    0.5),
-    then the centre crop/pad or the resize to the target shape.
+    0.5), then the centre crop/pad or the resize to the target shape.
     """
     index = study.image.patient_to_index(position)
     shape = study.array.shape[-3:]

@@ -33,14 +33,11 @@ class PatchRearrange(nn.Module):
 
 class ConvStem(nn.Module):
     """3x3x3 convolutions with GELU at full resolution, whose last channels are stacked on the pixels;
-    optionally
-    ``detectors``: 1x1 convolutions of those channels giving one logit map per finding.
+    optionally ``detectors``: 1x1 convolutions of those channels giving one logit map per finding.
 
     A linear patch embedding sees a patch as one vector, so a small bright blob anywhere in it looks like part
-    of a
-    bright edge; a few local nonlinear filters before the patches can tell the two apart ("early
-    convolutions",
-    Xiao et al. 2021, arXiv:2106.14881).
+    of a bright edge; a few local nonlinear filters before the patches can tell the two apart ("early
+    convolutions", Xiao et al. 2021, arXiv:2106.14881).
     """
 
     def __init__(self, in_channels: int, channels: list[int], detectors: int = 0):

@@ -1,6 +1,6 @@
 """The model a training run starts from: a saved model folder, or a recipe built fresh (with a tokenizer
-trained
-on the manifest's texts when the recipe asks for one), optionally with pretrained text or vision weights.
+trained on the manifest's texts when the recipe asks for one), optionally with pretrained text or vision
+weights.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
     """A fresh model of ``recipe`` with its tokenizer, saved to ``folder`` as a loadable model folder.
 
     The tokenizer comes from ``tokenizer_folder`` when given, else it is trained on ``texts`` when the
-    recipe's
-    ``train.tokenizer`` section says so (the demo model) or for a tiny build; real recipes take their LLM's
-    tokenizer folder.
+    recipe's ``train.tokenizer`` section says so (the demo model) or for a tiny build; real recipes take their
+    LLM's tokenizer folder.
     """
     import torch
     from transformers import AutoTokenizer
@@ -90,10 +89,9 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
 
 def load_encoder_weights(model, folder: str | Path) -> None:
     """Put pretrained vision weights into ``model`` (anything with ``vision_tower`` and ``perceiver``): the
-    encoder
-    (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with ``perceiver.safetensors`` from
-    the
-    latter), or only the conv stem (``stem.safetensors`` from ``--stage candidates``)."""
+    encoder (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with
+    ``perceiver.safetensors`` from the latter), or only the conv stem (``stem.safetensors`` from ``--stage
+    candidates``)."""
     from safetensors.torch import load_file
 
     path, stem = Path(folder) / "encoder.safetensors", Path(folder) / "stem.safetensors"

@@ -2,8 +2,7 @@
 
 The image is read and preprocessed exactly as at inference (``LoadedModel.pixel_values``) and kept in memory
 after the first read. Which pairs an item holds is drawn from a generator seeded by (seed, epoch, index), and
-the
-order of items by (seed, epoch): a run resumed from step k sees the same data as one that never stopped.
+the order of items by (seed, epoch): a run resumed from step k sees the same data as one that never stopped.
 """
 
 from __future__ import annotations

@@ -39,10 +39,9 @@ def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
                choice_answer: str = "letter", guide_labels: tuple[str, ...] | None = None) -> list[TextPair]:
     """Every (question, answer) pair of ``record`` for the chosen ``tasks``; a multiple-choice answer is the
     option's letter or its text (``choice_answer``, modeling.prompt_spec.CHOICE_ANSWERS). With
-    ``guide_labels`` (a
-    model with ``prompt.report_guidance: "diagnosis"``) each report prompt names the record's positive labels
-    among them, in that order, as the engine names its diagnosis's (a label the record lacks counts as
-    absent)."""
+    ``guide_labels`` (a model with ``prompt.report_guidance: "diagnosis"``) each report prompt names the
+    record's positive labels among them, in that order, as the engine names its diagnosis's (a label the
+    record lacks counts as absent)."""
     pairs: list[TextPair] = []
 
     def report_question(section: str, region: str | None = None) -> str:

@@ -1,9 +1,8 @@
 """What a ``--stage labels`` run learned: each label's AUROC and balanced accuracy on the validation studies.
 
 Written next to the weights as ``label_scores.json`` and logged at the end of the run, so the engineer sees
-which
-findings the vision side already separates before a report run starts from it (a label at AUROC 0.5 is one the
-language model will not be able to read from the image either).
+which findings the vision side already separates before a report run starts from it (a label at AUROC 0.5 is
+one the language model will not be able to read from the image either).
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ The recipe's vision tower and perceiver, with a linear head over the perceiver's
 (multi-label binary cross-entropy; a label a record does not give is left out of its loss), as CT-RATE's
 classification baselines train a 3-D encoder on its 18 labels. A report run then starts from these weights
 (``--encoder``): its language model meets image features that already separate the findings, instead of
-learning
-to read the image and to write at once from random weights. The labels are the recipe's ``prompt.labels`` (the
-ones the model is asked about), else every label that the training records give.
+learning to read the image and to write at once from random weights. The labels are the recipe's
+``prompt.labels`` (the ones the model is asked about), else every label that the training records give.
 """
 
 from __future__ import annotations

@@ -13,10 +13,8 @@ def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy of each text's answer, averaged over its tokens: (texts with an answer,).
 
     A step's loss is the mean of these over answers, so each answer weighs the same whatever its length, and
-    with
-    equal answers per process the mean over a global batch equals the mean of the processes' means:
-    data-parallel
-    runs follow the one-process loss curve.
+    with equal answers per process the mean over a global batch equals the mean of the processes' means:
+    data-parallel runs follow the one-process loss curve.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     token_losses = F.cross_entropy(

@@ -11,8 +11,7 @@ from napari_radreport.training.config import TrainConfig
 
 def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
     """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels:
-    that
-    and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
+    that and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
     if not acc.is_main_process:

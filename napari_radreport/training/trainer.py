@@ -3,8 +3,8 @@
 Per optimizer step every process takes its slice of a global batch (``batch_size`` studies x processes x
 ``grad_accum`` micro-batches); gradients are averaged by DDP (or FSDP / DeepSpeed from an accelerate config).
 The data order depends only on (seed, epoch), so a checkpoint needs only the step: ``--resume`` restores
-model,
-optimizer, scheduler and random states (``accelerator.save_state``) and continues exactly where it stopped.
+model, optimizer, scheduler and random states (``accelerator.save_state``) and continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def _accelerator(mixed_precision: str, cpu: bool):
     precision.
 
     accelerate keeps one state per process and refuses a different precision later. In a single process
-    nothing
-    else shares that state, so it is cleared; under a launcher (several processes) the refusal stands.
+    nothing else shares that state, so it is cleared; under a launcher (several processes) the refusal stands.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState

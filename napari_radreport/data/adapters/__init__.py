@@ -3,8 +3,7 @@
 
 Every converter returns a ``ConversionSummary`` (records written per split, skipped per reason, other counts)
 and fails on input it does not understand with a ``DatasetFormatError`` whose one-line message names the file
-and
-the problem. The layouts each one expects, and where they were checked, are in the modules and
+and the problem. The layouts each one expects, and where they were checked, are in the modules and
 docs/datasets.md.
 """
 

@@ -148,10 +148,8 @@ def convert_amos_mm(
     """Write the AMOS-MM studies of ``src`` (dataset.json or its folder) as a manifest at ``out``.
 
     ``split`` keeps one split (train/val/test); by default every list in the file is converted, training ->
-    train,
-    validation -> val. Findings become ``regions`` (and, joined, ``findings``); the impression of every
-    region,
-    joined, becomes ``impression``; questions become ``qa`` with ``choices`` and ``answer_index``.
+    train, validation -> val. Findings become ``regions`` (and, joined, ``findings``); the impression of every
+    region, joined, becomes ``impression``; questions become ``qa`` with ``choices`` and ``answer_index``.
     """
     from napari_radreport.data.manifest import ManifestRecord
 

@@ -1,8 +1,7 @@
 """BIMCV-R (chest CT volumes from BIMCV with English-translated reports) -> training manifest.
 
 Assumed layout (Hugging Face dataset ``cyd0806/BIMCV-R`` of Chen et al., "BIMCV-R: A Landmark Dataset for 3D
-CT
-Text-Image Retrieval", MICCAI 2024; folder and column names as read by the authors' MedFinder code)::
+CT Text-Image Retrieval", MICCAI 2024; folder and column names as read by the authors' MedFinder code)::
 
     CT*/ct/*.nii.gz                      the volumes
     meta/curated_ct_report_path_En.csv   columns ``path`` (the volume's original path) and ``Report_en``

@@ -20,9 +20,8 @@ The volume path comes from the VolumeName: ``<split>_<patient>_<scan>_<reconstru
 **HU.** The corrected ("fixed", CT-RATE v2) volumes already hold Hounsfield units, so by default no
 ``hu_rescale`` is written. The first release stored raw values; for those files only, ``raw_volumes=True``
 (``--raw-volumes``) copies RescaleSlope/RescaleIntercept from the metadata CSV into ``hu_rescale``. Applying
-them
-to the fixed files would rescale twice (CT-CLIP issues #28 and #50 describe both cases), so ``raw_volumes``
-together with a ``*_fixed`` volume folder is refused.
+them to the fixed files would rescale twice (CT-CLIP issues #28 and #50 describe both cases), so
+``raw_volumes`` together with a ``*_fixed`` volume folder is refused.
 """
 
 from __future__ import annotations
@@ -134,11 +133,9 @@ def convert_ct_rate(
     """Write one CT-RATE split (``train`` or ``val``) of the dataset folder ``src`` as a manifest at ``out``.
 
     ``reports``, ``labels``, ``metadata`` and ``volumes`` override the files found in ``src``; ``metadata`` is
-    read
-    only with ``raw_volumes``. ``missing="skip"`` leaves out studies whose volume file is absent (counted in
-    the
-    summary) instead of failing on the first one. ``regions`` are filled from the findings by the region
-    splitter.
+    read only with ``raw_volumes``. ``missing="skip"`` leaves out studies whose volume file is absent (counted
+    in the summary) instead of failing on the first one. ``regions`` are filled from the findings by the
+    region splitter.
     """
     from napari_radreport.data.manifest import ManifestRecord
     from napari_radreport.data.regions import split_by_region

@@ -14,8 +14,7 @@ file's folder). The Hugging Face parquet release embeds the pictures as bytes: s
 list their paths in these fields. An ``id`` or ``study_id`` field names the record, else ``<file stem>-<n>``.
 
 A record keeps at most four images (the first four; the summary counts truncated studies); studies with
-neither
-findings nor impression are skipped and counted.
+neither findings nor impression are skipped and counted.
 """
 
 from __future__ import annotations

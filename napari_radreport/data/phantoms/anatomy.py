@@ -159,8 +159,7 @@ class Phantom:
 
     def _consolidation(self, lungs: dict[str, np.ndarray], side: str, lobe: str) -> np.ndarray:
         """Lobar airspace opacity: the part of ``lobe`` inside a large ellipsoid (so it stops at the fissures
-        and the
-        pleura, unlike a round nodule), crossed by air bronchograms that run out from its centre."""
+        and the pleura, unlike a round nodule), crossed by air bronchograms that run out from its centre."""
         height = self.lung_bottom - self.lung_top
         in_lobe = lungs[side] & (
             lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe
@@ -186,8 +185,7 @@ class Phantom:
         self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float, name: str
     ) -> None:
         """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung); its
-        centre
-        goes to ``findings.extras["centres_mm"][name]``."""
+        centre goes to ``findings.extras["centres_mm"][name]``."""
         mask = lungs[side]
         height = self.lung_bottom - self.lung_top
         inner = mask.copy()
@@ -216,8 +214,7 @@ def phantom_volume(findings: Findings, rng: np.random.Generator) -> np.ndarray:
 
 def patient_position(centre_mm) -> list[float]:
     """LPS position in mm of a point given in phantom coordinates (z, y, x from the volume centre, as
-    ``_grid``),
-    in the frame of the NIfTI file that ``nifti_affine`` describes."""
+    ``_grid``), in the frame of the NIfTI file that ``nifti_affine`` describes."""
     index = np.asarray(centre_mm, dtype=float) / np.asarray(SPACING) + (np.asarray(SHAPE) - 1) / 2
     ras = nifti_affine() @ np.array([*index, 1.0])
     return [float(-ras[0]), float(-ras[1]), float(ras[2])]
