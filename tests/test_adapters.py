@@ -1,5 +1,5 @@
-"""Dataset adapters: small files in each public layout -> manifest records; malformed input -> one clear
-line."""
+"""Dataset adapters: small files in each public layout -> manifest records; malformed
+input -> one clear line."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ CT_FINDINGS = ("Trachea and both main bronchi are open. There is a 4 mm nodule i
 
 
 def _ct_rate(root: Path, split: str = "train", volume_folder: str | None = None, names=None) -> Path:
-    """A CT-RATE ``dataset/`` folder with reports, labels and metadata for ``names`` (volumes for all but
-    *_3)."""
+    """A CT-RATE ``dataset/`` folder with reports, labels and metadata for ``names``
+    (volumes for all but *_3)."""
     prefix = "train" if split == "train" else "valid"
     names = names or [f"{prefix}_1_a_1.nii.gz", f"{prefix}_1_a_2.nii.gz", f"{prefix}_2_a_1.nii.gz"]
     base = root / "dataset"
@@ -438,8 +438,8 @@ def test_converters_refuse_to_overwrite_and_to_write_nothing(tmp_path):
 
 @pytest.fixture
 def cli(monkeypatch):
-    """``radreport`` as the console script runs it, with the dataset commands registered if cli.py has not
-    yet."""
+    """``radreport`` as the console script runs it, with the dataset commands registered
+    if cli.py has not yet."""
     import contextlib
     import io
 

@@ -1,5 +1,5 @@
-"""F1-CheXbert: the F1s against scikit-learn, and the labeller on a tiny random BERT in chexbert.pth's
-layout."""
+"""F1-CheXbert: the F1s against scikit-learn, and the labeller on a tiny random BERT in
+chexbert.pth's layout."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Study -> model input: resampling, intensity, size, radiograph stitching, prompts; then a tiny model runs
-it."""
+"""Study -> model input: resampling, intensity, size, radiograph stitching, prompts; then
+a tiny model runs it."""
 
 from __future__ import annotations
 

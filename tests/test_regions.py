@@ -1,5 +1,5 @@
-"""The region splitter: sentences of CT reports sorted into chest, abdomen and pelvis by the organs they
-name."""
+"""The region splitter: sentences of CT reports sorted into chest, abdomen and pelvis by
+the organs they name."""
 
 from __future__ import annotations
 

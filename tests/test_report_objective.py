@@ -1,5 +1,5 @@
-"""The report stages' loss: each answer's mean, and texts grouped by length give the ungrouped loss and
-gradients."""
+"""The report stages' loss: each answer's mean, and texts grouped by length give the
+ungrouped loss and gradients."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Steps 4-6: generation, follow-up questions and 18-label diagnosis through the engine, each beside its
-baseline.
+"""Steps 4-6: generation, follow-up questions and 18-label diagnosis through the engine,
+each beside its baseline.
 
 * Generation: the engine's streaming path (a background job whose token events a consumer drains, as the
   docks do) vs ``model.generate`` on the same prompt and cached image features, both greedy, same tokens.

@@ -1,5 +1,5 @@
-"""Step 1: a DICOM series into a HU volume: our reader vs a plain pydicom loop vs SimpleITK's series
-reader."""
+"""Step 1: a DICOM series into a HU volume: our reader vs a plain pydicom loop vs
+SimpleITK's series reader."""
 
 from __future__ import annotations
 

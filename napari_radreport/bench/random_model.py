@@ -23,8 +23,8 @@ EXTRA_WORDS = (
 
 
 def prompt_words() -> list[str]:
-    """Every word and punctuation mark of the task prompts, labels and a few answer words, in a fixed
-    order."""
+    """Every word and punctuation mark of the task prompts, labels and a few answer
+    words, in a fixed order."""
     text = (
         " ".join(
             [

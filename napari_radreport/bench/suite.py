@@ -1,5 +1,5 @@
-"""The whole benchmark: every step in its own process, the figures gathered, the ratios checked and
-printed."""
+"""The whole benchmark: every step in its own process, the figures gathered, the
+ratios checked and printed."""
 
 from __future__ import annotations
 

@@ -62,8 +62,8 @@ def resolve_dtype(device: str, choice: str = "auto"):
 
 
 def free_bytes(device: str) -> int | None:
-    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if
-    unknown."""
+    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU:
+    MemAvailable); None if unknown."""
     import torch
 
     if device.startswith("cuda"):
@@ -137,8 +137,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def training_precision(choice: str = "auto") -> str:
-    """accelerate's ``mixed_precision`` for training: bf16 on CUDA (fp16 without bf16 support), none
-    elsewhere."""
+    """accelerate's ``mixed_precision`` for training: bf16 on CUDA (fp16 without bf16
+    support), none elsewhere."""
     import torch
 
     if choice != "auto":

@@ -24,8 +24,8 @@ class Job:
     def __init__(self, fn: Callable[..., Any], *args: Any,
                  on_done: Callable[[Job], None] | None = None, on_event: Callable[[Any], None] | None = None,
                  stop_event: threading.Event | None = None, **kwargs: Any):
-        """``on_event`` (called in the worker thread) replaces the event queue; ``stop_event`` the stop
-        flag."""
+        """``on_event`` (called in the worker thread) replaces the event queue;
+        ``stop_event`` the stop flag."""
         self.stop_event = stop_event or threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._on_event = on_event or self._queue.put

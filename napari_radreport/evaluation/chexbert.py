@@ -129,8 +129,8 @@ class CheXbertLabeler:
 
 
 class F1CheXbert:
-    """Micro and macro F1 over 14 and 5 CheXbert conditions; item statistics are (predicted, reference)
-    labels."""
+    """Micro and macro F1 over 14 and 5 CheXbert conditions; item statistics are
+    (predicted, reference) labels."""
 
     def __init__(self, labeler) -> None:
         self.labeler = labeler

@@ -167,8 +167,8 @@ class Rouge:
 
 
 class Meteor:
-    """NLTK ``meteor_score`` per report on HF evaluate's tokens, mean over reports; needs WordNet 3.0
-    files."""
+    """NLTK ``meteor_score`` per report on HF evaluate's tokens, mean over reports;
+    needs WordNet 3.0 files."""
 
     def __init__(self, wordnet_dir: str | None = None) -> None:
         from napari_radreport.evaluation.wordnet import load_wordnet

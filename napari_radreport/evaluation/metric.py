@@ -50,8 +50,8 @@ class Metric(Protocol):
 
 
 class MetricUnavailable(RuntimeError):
-    """A metric cannot run here (weights or data missing); the message says what is missing and how to get
-    it."""
+    """A metric cannot run here (weights or data missing); the message says what is
+    missing and how to get it."""
 
 
 def check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:

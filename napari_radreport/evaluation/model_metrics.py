@@ -1,5 +1,5 @@
-"""Factories of the model-based metrics for the presets: each needs local weights, given by a command-line
-flag.
+"""Factories of the model-based metrics for the presets: each needs local weights,
+given by a command-line flag.
 
 Without the flag the factory raises ``MetricUnavailable`` naming the flag and the model to place there, so
 the preset lists the metric as not computed instead of scoring it.

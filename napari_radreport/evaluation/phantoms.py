@@ -65,14 +65,14 @@ class PhantomScores:
 
 
 def truth_of(record) -> Findings:
-    """The findings a phantom record's labels and impression describe (the impression names every
-    attribute)."""
+    """The findings a phantom record's labels and impression describe (the impression
+    names every attribute)."""
     return reports.read_findings(record.impression)
 
 
 def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool] | None:
-    """(question kind, right?) for a free-text phantom question; None for a question this preset does not
-    know."""
+    """(question kind, right?) for a free-text phantom question; None for a question this
+    preset does not know."""
     if question in _QUESTION_FINDING:
         name = _QUESTION_FINDING[question]
         opening = answer.strip().lower()[:4]

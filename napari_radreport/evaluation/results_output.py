@@ -1,5 +1,5 @@
-"""Evaluation results for people: a terminal table naming each computation, and an SVG plot of per-label
-scores.
+"""Evaluation results for people: a terminal table naming each computation, and an SVG
+plot of per-label scores.
 
 The JSON written by ``radreport eval --out`` is the result dict itself; these functions only render it.
 """
@@ -50,8 +50,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def per_label_rows(result: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(block title, label, value) for each per-label score worth plotting (F1 of each diagnosis label,
-    ...)."""
+    """(block title, label, value) for each per-label score worth plotting (F1 of each
+    diagnosis label, ...)."""
     rows = []
     for block in result["blocks"]:
         for label, scores in (block.get("per_label") or {}).items():
@@ -62,8 +62,8 @@ def per_label_rows(result: dict[str, Any]) -> list[tuple[str, str, float]]:
 
 
 def plot_svg(result: dict[str, Any], title: str) -> str:
-    """A horizontal bar chart (0 to 1) of the per-label scores as standalone SVG; no plotting library
-    needed."""
+    """A horizontal bar chart (0 to 1) of the per-label scores as standalone SVG; no
+    plotting library needed."""
     rows = per_label_rows(result)
     if not rows:
         raise ValueError("nothing to plot: this preset has no per-label scores (use the diagnosis preset)")

@@ -49,8 +49,8 @@ def _metric_or_reason(name: str, factory: MetricFactory) -> tuple[Metric | None,
 def score_block(
     block: Block, settings: BootstrapSettings, on_metric: Callable[[str], None] | None = None
 ) -> dict:
-    """Scores of every metric of ``block`` (with intervals when ``settings.resamples`` > 0) as JSON-ready
-    dicts."""
+    """Scores of every metric of ``block`` (with intervals when ``settings.resamples`` >
+    0) as JSON-ready dicts."""
     result: dict[str, Any] = {
         "title": block.title,
         "n": len(block.ids),

@@ -70,8 +70,8 @@ def _reader(folder: str):
 
 
 def load_wordnet(folder: str | Path | None = None):
-    """(NLTK WordNet reader, description) from ``folder`` or the default places; ``MetricUnavailable`` if
-    none."""
+    """(NLTK WordNet reader, description) from ``folder`` or the default places;
+    ``MetricUnavailable`` if none."""
     if folder is not None:
         path = Path(folder).expanduser()
         _check_folder(path)

@@ -171,8 +171,8 @@ class Study:
 
     @property
     def key(self) -> str:
-        """A stable key for caches and drafts: series UIDs and sources (object identity when neither
-        exists)."""
+        """A stable key for caches and drafts: series UIDs and sources (object identity
+        when neither exists)."""
         key = self.extra.get("cache_key")
         if key is None:
             import hashlib

@@ -114,8 +114,8 @@ class ViT3DConfig(PreTrainedConfig):
 
     @property
     def embedding_input_dim(self) -> int:
-        """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's channels at each of
-        them."""
+        """Inputs of the patch Linear: the pixels of a patch, plus the conv stem's
+        channels at each of them."""
         stem = self.conv_stem_channels[-1] if self.conv_stem_channels else 0
         return (self.in_channels + stem) * math.prod(self.patch_size)
 

@@ -15,8 +15,8 @@ from torch import nn
 
 
 class DetectorTokens(nn.Module):
-    """``pool`` (any perceiver) on all features, then one token per detector from the last ``detectors``
-    ones."""
+    """``pool`` (any perceiver) on all features, then one token per detector from the
+    last ``detectors`` ones."""
 
     def __init__(self, pool: nn.Module, detectors: int, grid: tuple[int, int, int], out_dim: int):
         super().__init__()
@@ -26,8 +26,8 @@ class DetectorTokens(nn.Module):
         self.kind = nn.Parameter(torch.zeros(detectors, out_dim))  # which detector a token speaks for
 
     def peaks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, detectors, 4): each detector's highest patch probability and that patch's centre in [0,
-        1]^3."""
+        """(B, detectors, 4): each detector's highest patch probability and that
+        patch's centre in [0, 1]^3."""
         probabilities = x[..., -self.detectors:].transpose(1, 2)  # (B, detectors, N)
         best, index = probabilities.max(dim=-1)
         d, h, w = self.grid

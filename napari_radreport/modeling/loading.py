@@ -33,8 +33,8 @@ class LoadedModel:
     """A model and its family (``modeling/families.py``), which reads studies and prompts for it.
 
     ``model`` may be replaced (a peft wrapper) or dropped (unloading); the family keeps what was parsed at
-    load. Built by ``load_model``, or around a model in memory with its family's name as ``kind``.
-    """
+    load. Built by ``load_model``, or around a model in memory with its
+    family's name as ``kind``. """
 
     def __init__(self, model: Any, tokenizer: Any = None, kind: str | None = None, processor: Any = None, *,
                  family: ModelFamily | None = None) -> None:

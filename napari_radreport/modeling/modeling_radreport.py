@@ -125,8 +125,8 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         image_features: torch.Tensor | None = None,
         **kwargs,
     ):
-        """Causal LM forward; ``image_features`` may be given instead of ``pixel_values`` (cached
-        encodings)."""
+        """Causal LM forward; ``image_features`` may be given instead of
+        ``pixel_values`` (cached encodings)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:

@@ -58,8 +58,8 @@ def _resample(volume: torch.Tensor, spacing, target) -> torch.Tensor:
 
 
 def _crop_start(have: int, want: int) -> int:
-    """Centre crop or pad along one axis: the first kept voxel (crop), or minus the voxels padded before
-    (pad)."""
+    """Centre crop or pad along one axis: the first kept voxel (crop), or minus the
+    voxels padded before (pad)."""
     return (have - want) // 2 if have > want else -((want - have) // 2)
 
 
@@ -137,8 +137,8 @@ def _unit_range(image) -> torch.Tensor:
 
 
 def _side_by_side(images: list[torch.Tensor]) -> torch.Tensor:
-    """Images scaled to a common height (the tallest) and joined left to right, as the RRG24 seed stitched
-    them."""
+    """Images scaled to a common height (the tallest) and joined left to right, as the
+    RRG24 seed stitched them."""
     height = max(im.shape[0] for im in images)
     scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
                             mode="bilinear", align_corners=False)[0, 0] for im in images]
@@ -182,8 +182,8 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
 
 
 def stitched_picture(study, max_images: int = 4):
-    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL image (for HF
-    processors)."""
+    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL
+    image (for HF processors)."""
     from PIL import Image
 
     if study.kind != "xray_set":

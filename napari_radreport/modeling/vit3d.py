@@ -75,8 +75,8 @@ class PatchEmbedding(nn.Module):
                                    if config.conv_stem_detectors else None)
 
     def embed(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(patch tokens (B, N, hidden), each patch's highest detector probability (B, N, detectors) or
-        None)."""
+        """(patch tokens (B, N, hidden), each patch's highest detector probability (B,
+        N, detectors) or None)."""
         if self.stem is None:
             return self.patch_embeddings(pixel_values) + self.position_embeddings, None
         stacked = self.stem(pixel_values)

@@ -29,8 +29,8 @@ def prompt_texts() -> list[str]:
 
 
 def train_tokenizer(texts: Iterable[str], folder: str | Path, *, image_token: str, vocab_size: int = 1024):
-    """A byte-level BPE tokenizer trained here on ``texts`` (plus the engine's questions), saved to
-    ``folder``."""
+    """A byte-level BPE tokenizer trained here on ``texts`` (plus the engine's
+    questions), saved to ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -90,8 +90,8 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
 def load_encoder_weights(model, folder: str | Path) -> None:
     """Put pretrained vision weights into ``model`` (anything with ``vision_tower`` and ``perceiver``): the
     encoder (``encoder.safetensors`` from ``--stage mae`` or ``--stage labels``, with
-    ``perceiver.safetensors`` from the latter), or only the conv stem (``stem.safetensors`` from ``--stage
-    candidates``)."""
+    ``perceiver.safetensors`` from the latter), or only the conv stem (``stem.safetensors`` from
+    ``--stage candidates``)."""
     from safetensors.torch import load_file
 
     path, stem = Path(folder) / "encoder.safetensors", Path(folder) / "stem.safetensors"

@@ -1,5 +1,5 @@
-"""Settings of one training run: the stage's defaults, then the recipe's ``train`` section, then the command
-line.
+"""Settings of one training run: the stage's defaults, then the recipe's ``train``
+section, then the command line.
 
 Stages (the seeds' recipes):
 
@@ -105,8 +105,8 @@ class TrainConfig:
 
 
 def resolve(stage: str, recipe=None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Stage defaults < the recipe (``lora``, ``train.<stage>_lr``, ``train.<stage>``) < command-line
-    overrides."""
+    """Stage defaults < the recipe (``lora``, ``train.<stage>_lr``, ``train.<stage>``) <
+    command-line overrides."""
     values: dict[str, Any] = {"stage": stage, **STAGE_DEFAULTS.get(stage, {})}
     train = dict(getattr(recipe, "train", None) or {})
     if getattr(recipe, "lora", None):

@@ -1,5 +1,5 @@
-"""A run's loss history (JSON lines) and its loss curve drawn as a PNG (Pillow; no plotting library
-needed)."""
+"""A run's loss history (JSON lines) and its loss curve drawn as a PNG (Pillow; no
+plotting library needed)."""
 
 from __future__ import annotations
 

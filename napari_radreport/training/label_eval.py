@@ -18,8 +18,8 @@ from napari_radreport.training.labels import MISSING
 
 
 def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the studies that give
-    it."""
+    """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the
+    studies that give it."""
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device

@@ -26,8 +26,8 @@ def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def length_groups(lengths: list[int], max_groups: int = 3) -> list[list[int]]:
-    """Split texts (by index) into at most ``max_groups`` groups of similar length, fewest padded tokens
-    first.
+    """Split texts (by index) into at most ``max_groups`` groups of similar length,
+    fewest padded tokens first.
 
     Short answers (questions) and long ones (reports) share a batch; run together, every text is padded to the
     longest. The split points are chosen exactly (dynamic programming over the sorted lengths).

@@ -48,8 +48,8 @@ def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
 def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path | None = None, recipe=None,
                  tiny: bool = False, tokenizer: Path | None = None, encoder: Path | None = None,
                  resume: bool = False, quiet: bool = False, log=print) -> dict[str, Any]:
-    """Train as ``config`` says on ``manifest``'s train split (evaluating on its val split); results in
-    ``out``."""
+    """Train as ``config`` says on ``manifest``'s train split (evaluating on its val
+    split); results in ``out``."""
     from napari_radreport.data.manifest import read_manifest
     from napari_radreport.training.setup import build_parts
     from napari_radreport.training.trainer import Trainer, TrainingError

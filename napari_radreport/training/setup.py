@@ -1,5 +1,5 @@
-"""Everything a run needs before its first step: the model with the stage's trainable parts, and the
-datasets."""
+"""Everything a run needs before its first step: the model with the stage's trainable
+parts, and the datasets."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ class RunParts:
 
 
 def _copy_base(source: Path, out: Path) -> None:
-    """Make ``out`` a loadable model folder with ``source``'s base weights (stage 2 adds adapters beside
-    them)."""
+    """Make ``out`` a loadable model folder with ``source``'s base weights (stage 2 adds
+    adapters beside them)."""
     if source.resolve() == out.resolve():
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +100,8 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
 
 
 def freeze_stem(model, config: TrainConfig) -> int:
-    """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the trainable
-    parameters."""
+    """With ``freeze_conv_stem``, stop training the vision tower's conv stem; returns the
+    trainable parameters."""
     from napari_radreport.training.build import conv_stem
 
     stem = conv_stem(model)
@@ -114,8 +114,8 @@ def freeze_stem(model, config: TrainConfig) -> int:
 
 def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], recipe,
                   tiny: bool, encoder: Path | None = None) -> RunParts:
-    """The recipe's 3-D encoder for MAE, label or candidate pretraining: fresh, or from ``encoder``
-    (labels)."""
+    """The recipe's 3-D encoder for MAE, label or candidate pretraining: fresh, or from
+    ``encoder`` (labels)."""
     from napari_radreport.modeling.processor import Preprocess, volume_to_pixels
     from napari_radreport.training.data import StudyImages
     from napari_radreport.training.objectives import MAEObjective

@@ -46,8 +46,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _accelerator(mixed_precision: str, cpu: bool):
-    """accelerate's Accelerator; a second run in one process (tests, a notebook) may change the mixed
-    precision.
+    """accelerate's Accelerator; a second run in one process (tests, a notebook) may
+    change the mixed precision.
 
     accelerate keeps one state per process and refuses a different precision later. In a single process
     nothing else shares that state, so it is cleared; under a launcher (several processes) the refusal stands.
@@ -151,8 +151,8 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> float | None:
-        """Mean loss on the first ``eval_studies`` validation studies (the training random state is
-        untouched)."""
+        """Mean loss on the first ``eval_studies`` validation studies (the training
+        random state is untouched)."""
         data = self.parts.eval_data
         if data is None or len(data) == 0:
             return None

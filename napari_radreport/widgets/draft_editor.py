@@ -1,5 +1,5 @@
-"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state, changes against the AI
-text."""
+"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state,
+changes against the AI text."""
 
 from __future__ import annotations
 

@@ -171,8 +171,8 @@ class ViewerSession(QObject):
         ``on_events`` gets each batch of events. When the job ends, ``on_result`` gets its result or
         ``on_error`` its error as one line (after ``error_prefix: ``), then ``on_end()`` runs. ``progress``
         shows while the job runs: determinate at a ``Progress`` event's fraction, indeterminate otherwise.
-        The buttons are back (``busy_changed(False)``) before the handlers run; a closed dock gets no calls.
-        """
+        The buttons are back (``busy_changed(False)``) before the handlers run; a
+        closed dock gets no calls. """
         try:
             job = self.engine.start(task, *args, **kwargs)
         except EngineBusy as exc:
