@@ -1,7 +1,7 @@
 """The Report, Chat and Findings docks in a real napari viewer (Xvfb), driving a tiny model.
 
-The Settings dock and the job plumbing without a model:
-test_dock_plumbing.py. """
+The Settings dock and the job plumbing without a model: test_dock_plumbing.py.
+"""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_multiple_choice_answers_with_one_of_the_offered_letters(engine, abdomen
 @pytest.fixture()
 def words_engine(tiny_ct_model, tmp_path):
     """The tiny model with ``prompt.choice_answer: "text"`` (the spec is read once, at load)."""
-    from test_families import with_prompt
+    from tiny_models import with_prompt
 
     engine = Engine()
     engine.load(with_prompt(tiny_ct_model, tmp_path / "words", choice_answer="text"))
@@ -191,9 +191,9 @@ def test_multiple_choice_in_words_compares_each_options_whole_answer(words_engin
 
 def test_a_guided_report_is_written_from_the_request_and_the_models_own_diagnosis(engine, abdomen,
                                                                                   tiny_ct_model, tmp_path):
-    from test_families import with_prompt
-
     from napari_radreport.engine.prompts import guided_section_prompt, section_prompt
+
+    from tiny_models import with_prompt
 
     settings = GenerationSettings(max_new_tokens=6)
     plain_request = section_prompt(engine.runner.family.prompt_spec.tasks, "findings", "ct")

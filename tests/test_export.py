@@ -366,3 +366,14 @@ def test_sr_lists_another_study_as_other_evidence(tmp_path, chest_series, cr_mon
     assert other.StudyInstanceUID == cr.StudyInstanceUID != ds.StudyInstanceUID
     (series,) = other.ReferencedSeriesSequence
     assert [i.ReferencedSOPInstanceUID for i in series.ReferencedSOPSequence] == [cr.SOPInstanceUID]
+
+
+def test_every_export_format_has_a_renderer_a_suffix_and_a_dialog_filter():
+    from napari_radreport.export.formats import EXPORT_FORMATS, dialog_filters
+    from napari_radreport.export.writers import RENDERERS, format_for
+
+    assert [f.name for f in EXPORT_FORMATS] == list(RENDERERS)
+    filters = dialog_filters().split(";;")
+    assert len(filters) == len(EXPORT_FORMATS) and "DICOM SR (*.dcm)" in filters
+    for row, text in zip(EXPORT_FORMATS, filters):
+        assert text == f"{row.label} (*{row.suffix})" and format_for(f"report{row.suffix}") == row.name

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -22,50 +19,7 @@ from napari_radreport.modeling.families import (  # noqa: E402
 )
 from napari_radreport.modeling.loading import LoadedModel, load_model  # noqa: E402
 
-from m3d_reference import write_tiny_tokenizer  # noqa: E402
-
-CHAT = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
-        "{% else %}{{ c['text'] }}{% endif %}{% endfor %} ASSISTANT:{% endfor %}")
-
-
-def write_tiny_llava(folder):
-    """A tiny random-weight LLaVA folder (CLIP tower, Llama) with its processor and a plain chat template."""
-    from transformers import (
-        AutoTokenizer,
-        CLIPImageProcessor,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    write_tiny_tokenizer(folder, 100)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    tokenizer.add_tokens(["<image>"], special_tokens=True)
-    config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", "image_size": 32, "patch_size": 8,
-                       "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "intermediate_size": 64, "projection_dim": 16},
-        text_config={"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64,
-                     "vocab_size": len(tokenizer), "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16)
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                  crop_size={"height": 32, "width": 32}),
-                               tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=CHAT)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def with_prompt(folder, target, **changes):
-    """A copy of a model folder whose config's ``prompt`` section has ``changes``."""
-    shutil.copytree(folder, target)
-    config = json.loads((target / "config.json").read_text())
-    config["prompt"] = {**(config.get("prompt") or {}), **changes}
-    (target / "config.json").write_text(json.dumps(config))
-    return target
+from tiny_models import with_prompt, write_tiny_llava  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +130,9 @@ def test_a_bad_prompt_section_is_refused_at_load_with_the_field_named(tiny_ct_mo
     engine.shutdown()
 
 
-def test_a_model_built_in_memory_gets_its_family_from_its_kind(tiny_ct_model):
+def test_a_model_built_in_memory_parses_its_family_as_a_loaded_one(tiny_ct_model):
     loaded = load_model(tiny_ct_model)
-    again = LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, kind="radreport")  # as training does
+    family = RadReportFamily.from_model(loaded.model, loaded.tokenizer)  # what training does
+    again = LoadedModel(loaded.model, family=family)
     assert again.family.prompt_spec == loaded.family.prompt_spec and again.preprocess == loaded.preprocess
     assert again.modality == "ct" and again.family.num_image_tokens == loaded.model.num_image_tokens
-    with pytest.raises(ValueError, match="unknown model family 'nope'"):
-        LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, kind="nope")

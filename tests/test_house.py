@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +17,32 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "napari_radreport"
 HEAVY = ("torch", "transformers", "peft", "accelerate")
 
-# The layers from the ground up; a module may import its own layer's modules and those below it, never above.
-# training and evaluation share a layer and must not import each other.
-LAYERS = (
-    ("common", "paths"),
-    ("io", "export", "drafts"),
-    ("modeling",),
-    ("engine",),
-    ("data", "user_settings"),
-    ("training", "evaluation", "batch_predict"),
-    ("bench", "cli", "widgets", "viewer", "_reader", "_sample_data"),
-)
-RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
-APART = {("training", "evaluation"), ("evaluation", "training")}
+GUIDE = ROOT / "docs" / "development.md"
+
+
+def _code_block(heading: str) -> list[str]:
+    """The lines of the first fenced block under ``## heading`` in the development guide."""
+    text = GUIDE.read_text().split(f"## {heading}\n", 1)[1]
+    return text.split("```", 2)[1].splitlines()[1:]
+
+
+def _layers() -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """The guide's import layers (top line first): each part's rank from the ground, and the pairs that a
+    ``|`` keeps apart (neither imports the other)."""
+    rows = [re.sub(r"\(.*\)", "", line).strip() for line in _code_block("Import layers")]
+    rank, apart = {}, set()
+    for height, row in enumerate(reversed([r for r in rows if r])):
+        sides = [[part.strip() for part in side.split(",")] for side in row.split("|")]
+        for side in sides:
+            rank.update(dict.fromkeys(side, height))
+        for one in sides:
+            for other in sides:
+                if one is not other:
+                    apart.update((a, b) for a in one for b in other)
+    return rank, apart
+
+
+RANK, APART = _layers()
 
 
 def _top(path: Path) -> str:
@@ -61,7 +75,8 @@ def _modules() -> list[Path]:
 
 def test_every_package_part_has_a_layer():
     parts = {_top(p) for p in _modules()}
-    assert parts <= set(RANK), f"give these a layer in LAYERS: {sorted(parts - set(RANK))}"
+    assert parts <= set(RANK), f"give these a layer in docs/development.md: {sorted(parts - set(RANK))}"
+    assert ("training", "evaluation") in APART and RANK["widgets"] > RANK["engine"] > RANK["modeling"]
 
 
 def test_imports_never_run_back_up_the_layers():
@@ -133,8 +148,21 @@ def test_radreport_info_and_help_run_without_torch(abdomen_nifti):
 
 
 def test_the_development_guide_names_every_package_folder():
-    guide = (ROOT / "docs" / "development.md").read_text()
+    """Each folder of the package starts a line of the layout block ("  engine/   one loaded model...")."""
+    described = {m.group(1) for line in _code_block("Layout") if (m := re.match(r"\s*([\w.]+)/\s", line))}
     folders = sorted({p.parent.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*")
                       if p.is_file() and "__pycache__" not in p.parts and p.parent != PACKAGE})
-    missing = [f for f in folders if f"{f.split('/')[-1]}/" not in guide]
+    missing = [f for f in folders if f.split("/")[-1] not in described]
     assert not missing, f"docs/development.md does not describe: {missing}"
+
+
+@pytest.mark.parametrize("face", ["napari_radreport.engine", "napari_radreport.modeling"])
+def test_a_lazy_face_hands_out_every_name_it_lists(face):
+    import importlib
+
+    module = importlib.import_module(face)
+    assert set(module.__all__) == set(module._EXPORTS)
+    for name, source in module._EXPORTS.items():
+        assert getattr(module, name) is getattr(importlib.import_module(f"{face}.{source}"), name)
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        module.Nothing  # noqa: B018

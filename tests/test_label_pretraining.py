@@ -114,7 +114,7 @@ def test_label_pretraining_needs_a_3d_recipe_and_fitting_weights(tmp_path, phant
 def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from napari_radreport.training.label_eval import label_scores, write_label_scores
+    from napari_radreport.training.label_eval import classifier_scores, write_label_scores
 
     logits = torch.tensor(
         [[2.0, 0.1, 1.0], [-1.0, 0.3, 1.0], [0.5, -2.0, 1.0], [-0.2, 1.5, 1.0], [1.0, 0.0, 1.0]]
@@ -132,7 +132,7 @@ def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
     dataset = [
         {"pixel_values": torch.full((1, 1, 2, 2, 2), float(i)), "labels": targets[i]} for i in range(5)
     ]
-    scores = label_scores(Fixed(), dataset, ["a", "b", "c"], batch_size=2)
+    scores = classifier_scores(Fixed(), dataset, ["a", "b", "c"], batch_size=2)
     assert scores["a"]["AUROC"] == pytest.approx(roc_auc_score([1, 0, 1, 0, 0], logits[:, 0]), abs=1e-4)
     given = [0, 2, 3, 4]  # study 1 does not give "b"
     assert scores["b"]["studies"] == 4 and scores["b"]["AUROC"] == pytest.approx(

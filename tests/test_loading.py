@@ -6,13 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_families import write_tiny_llava  # noqa: E402
-
 from napari_radreport import load_study  # noqa: E402
 from napari_radreport.modeling.checkpoints import CheckpointError  # noqa: E402
 from napari_radreport.modeling.loading import load_model  # noqa: E402
 
 from m3d_reference import write_tiny_m3d_checkpoint  # noqa: E402
+from tiny_models import write_tiny_llava  # noqa: E402
 
 
 def test_a_llava_model_gives_the_same_ids_through_our_interface_as_directly(tmp_path, shared_data):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_radreport.engine.prompts import DIAGNOSIS_THRESHOLD
+
 
 def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, tied scores sharing their mean rank); NaN for one class."""
@@ -29,7 +31,7 @@ def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
     return float(u / (positives * negatives))
 
 
-def label_scores(truth: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
+def label_scores(truth: np.ndarray, probabilities: np.ndarray, threshold: float = DIAGNOSIS_THRESHOLD,
                  with_auroc: bool = True) -> dict[str, float]:
     """The five scores of one label, a probability at or above ``threshold`` counting as positive.
 

@@ -1,8 +1,8 @@
 """Running models on studies: device choice, background jobs, caches, streaming, tasks. No Qt.
 
 The names below are imported on first use (PEP 562), so ``import napari_radreport.engine.prompts`` or a
-dock's ``engine.events`` never loads torch; only
-loading a model does. """
+dock's ``engine.events`` never loads torch; only loading a model does.
+"""
 
 from typing import TYPE_CHECKING
 

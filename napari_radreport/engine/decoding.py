@@ -1,8 +1,8 @@
 """Choosing the next token and turning token ids into streamed text (no model calls here).
 
 ``GenerationSettings`` is plain data (the docks and the command line build it without torch); torch is
-imported by the token chooser, which only runs
-once a model is loaded. """
+imported by the token chooser, which only runs once a model is loaded.
+"""
 
 from __future__ import annotations
 

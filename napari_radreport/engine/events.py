@@ -21,8 +21,8 @@ class SectionStarted:
     """A report section (e.g. 'Findings', 'Findings (chest)', 'Impression') begins; tokens follow.
 
     ``heading`` is the text that goes before the section's tokens ("Findings:\n", with a blank line before it
-    after the first section): a report's text is each section's heading followed by its
-    tokens, as they come. """
+    after the first section): a report's text is each section's heading followed by its tokens, as they come.
+    """
 
     title: str
     index: int

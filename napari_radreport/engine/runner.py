@@ -41,8 +41,8 @@ class ModelRunner:
     """Prompts, prefill and decoding for one ``LoadedModel``; not thread-safe (the engine runs one job).
 
     What differs between model families (the prompt's ids, how the image goes in, the image token) comes from
-    ``loaded.family``; this code is the
-    same for every family. """
+    ``loaded.family``; this code is the same for every family.
+    """
 
     def __init__(self, loaded, device: str, max_studies: int = 2):
         self.loaded = loaded

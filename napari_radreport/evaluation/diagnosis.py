@@ -2,7 +2,8 @@
 
 Per label, over the studies whose reference has that label: balanced accuracy, precision, recall and F1 of
 the positive class, and AUROC from the probabilities (only where probabilities exist and both classes occur),
-as ``data.label_scores`` computes them. A probability at or above the threshold (0.5) counts as positive.
+as ``data.label_scores`` computes them. A probability at or above the threshold (``DIAGNOSIS_THRESHOLD``,
+0.5) counts as positive.
 Macro = the plain mean over labels of each defined value.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_radreport.data.label_scores import label_scores
+from napari_radreport.engine.prompts import DIAGNOSIS_THRESHOLD
 from napari_radreport.evaluation.metric import MetricSpec
 
 SCORES = ("balanced accuracy", "precision", "recall", "F1", "AUROC")
@@ -30,7 +32,8 @@ class StudyDiagnosis:
 class DiagnosisMetric:
     """Per-label and macro diagnosis scores; item statistics are :class:`StudyDiagnosis` records."""
 
-    def __init__(self, labels: Sequence[str], threshold: float = 0.5, probabilities: bool = True) -> None:
+    def __init__(self, labels: Sequence[str], threshold: float = DIAGNOSIS_THRESHOLD,
+                 probabilities: bool = True) -> None:
         if not labels:
             raise ValueError("diagnosis scoring needs at least one label")
         self.labels, self.threshold, self.probabilities = list(labels), threshold, probabilities

@@ -9,14 +9,5 @@ from napari_radreport.export.formats import EXPORT_FORMATS, FORMATS, SUFFIXES, d
 from napari_radreport.export.record import Provenance, ReportRecord, StudyReference
 from napari_radreport.export.writers import export_report
 
-__all__ = [
-    "EXPORT_FORMATS",
-    "FORMATS",
-    "SUFFIXES",
-    "dialog_filters",
-    "ExportError",
-    "Provenance",
-    "ReportRecord",
-    "StudyReference",
-    "export_report",
-]
+__all__ = ["EXPORT_FORMATS", "FORMATS", "SUFFIXES", "ExportError", "Provenance", "ReportRecord",
+           "StudyReference", "dialog_filters", "export_report"]

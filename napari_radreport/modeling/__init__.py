@@ -1,7 +1,7 @@
 """The encoder -> perceiver -> LLM model in the transformers style.
 
-Its modules import torch and transformers; this face imports them only when one of its
-names is first used. """
+Its modules import torch and transformers; this face imports them only when one of its names is first used.
+"""
 
 from typing import TYPE_CHECKING
 

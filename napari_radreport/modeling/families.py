@@ -32,7 +32,7 @@ LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}  # every tok
 class ModelFamily(ABC):
     """One loaded model's facts, parsed once, and the inputs it takes."""
 
-    name: ClassVar[str]  # stable and readable: LoadedModel.kind, ModelInfo.kind (provenance)
+    name: ClassVar[str]  # stable and readable: LoadedModel.kind, ModelInfo.kind
 
     def __init__(self, *, tokenizer: Any, modality: str, image_token_id: int, prompt_spec: PromptSpec,
                  processor: Any = None, preprocess: Preprocess | None = None) -> None:
@@ -225,11 +225,3 @@ FAMILIES: tuple[type[ModelFamily], ...] = (RadReportFamily, ImageTextToTextFamil
 def family_for(config: dict) -> type[ModelFamily] | None:
     """The first family whose ``matches`` takes this config.json, or None."""
     return next((family for family in FAMILIES if family.matches(config)), None)
-
-
-def family_named(name: str) -> type[ModelFamily]:
-    """The family whose ``name`` this is (``LoadedModel(..., kind=name)``)."""
-    for family in FAMILIES:
-        if family.name == name:
-            return family
-    raise ValueError(f"unknown model family {name!r}; known: {', '.join(f.name for f in FAMILIES)}")

@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_radreport.modeling import families
 from napari_radreport.modeling.checkpoints import (
     CheckpointError,
     read_config,
     require_local_folder,
     weight_files,
 )
-from napari_radreport.modeling.families import History, ModelFamily, family_named
+from napari_radreport.modeling.families import FAMILIES, LOCAL_ONLY, History, ModelFamily, family_for
 from napari_radreport.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -33,15 +32,10 @@ class LoadedModel:
     """A model and its family (``modeling/families.py``), which reads studies and prompts for it.
 
     ``model`` may be replaced (a peft wrapper) or dropped (unloading); the family keeps what was parsed at
-    load. Built by ``load_model``, or around a model in memory with its
-    family's name as ``kind``. """
+    load. Built by ``load_model``, or around a model in memory with ``Family.from_model(model, tokenizer)``.
+    """
 
-    def __init__(self, model: Any, tokenizer: Any = None, kind: str | None = None, processor: Any = None, *,
-                 family: ModelFamily | None = None) -> None:
-        if family is None:
-            if kind is None:
-                raise ValueError("LoadedModel needs a family, or the name of one as kind")
-            family = family_named(kind).from_model(model, tokenizer, processor)
+    def __init__(self, model: Any, *, family: ModelFamily) -> None:
         self.model = model
         self.family = family
 
@@ -114,16 +108,16 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, dtype: Any = Non
         folder = _converted_m3d(folder, allow_pickle)
     config = read_config(folder)
     weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles early, with the reason
-    family = families.family_for(config)
-    if family is None:
-        known = ", ".join(f.name for f in families.FAMILIES)
+    family_class = family_for(config)
+    if family_class is None:
+        known = ", ".join(f.name for f in FAMILIES)
         raise CheckpointError(f"{folder}: not a model napari-radreport can load (model_type "
                               f"{config.get('model_type')!r} belongs to no known family: {known})")
-    pretrained = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": not allow_pickle}
+    pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}
     if dtype is not None:
         pretrained["dtype"] = dtype
-    model, facts = family.load(folder, pretrained)
-    loaded = LoadedModel(model, family=facts)
+    model, family = family_class.load(folder, pretrained)
+    loaded = LoadedModel(model, family=family)
     if device is not None:
         loaded.model.to(device)
     loaded.model.eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from napari_radreport.modeling.families import RadReportFamily
 from napari_radreport.modeling.loading import LoadedModel
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3
@@ -84,7 +85,7 @@ def build_from_recipe(recipe, folder: str | Path, texts: Iterable[str], *, tiny:
     model = RadReportForConditionalGeneration(config)
     with torch.no_grad():
         model.save_pretrained(str(folder))
-    return LoadedModel(model=model, tokenizer=tokenizer, kind="radreport")
+    return LoadedModel(model, family=RadReportFamily.from_model(model, tokenizer))
 
 
 def load_encoder_weights(model, folder: str | Path) -> None:

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from napari_radreport.data.label_scores import label_scores as scores_of
+from napari_radreport.data.label_scores import label_scores
 from napari_radreport.training.labels import MISSING
 
 
-def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Per label: AUROC, balanced accuracy at P = 0.5, studies and positives, over the
-    studies that give it."""
+def classifier_scores(classifier, dataset, names: list[str],
+                      batch_size: int = 8) -> dict[str, dict[str, Any]]:
+    """Per label, the label classifier's AUROC, balanced accuracy at P = 0.5, studies and positives, over the
+    studies that give the label."""
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device
@@ -41,7 +42,7 @@ def label_scores(classifier, dataset, names: list[str], batch_size: int = 8) -> 
         positives = int(truth.sum())
         row: dict[str, Any] = {"studies": int(given.sum()), "positives": positives}
         if 0 < positives < len(truth):  # AUROC and balanced accuracy need both classes
-            found = scores_of(truth, scores)
+            found = label_scores(truth, scores)
             row.update({"AUROC": round(found["AUROC"], 4),
                         "balanced accuracy": round(found["balanced accuracy"], 4)})
         out[name] = row

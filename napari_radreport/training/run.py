@@ -94,10 +94,10 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
         trainer.save_checkpoint()
     summary["saved"] = [str(p) for p in save_result(trainer, config, out)]
     if config.stage == "labels" and trainer.accelerator.is_main_process and parts.eval_data is not None:
-        from napari_radreport.training.label_eval import label_scores, write_label_scores
+        from napari_radreport.training.label_eval import classifier_scores, write_label_scores
 
         classifier = trainer.accelerator.unwrap_model(trainer.objective).model
-        summary["label_scores"] = label_scores(classifier, parts.eval_data, parts.eval_data.names)
+        summary["label_scores"] = classifier_scores(classifier, parts.eval_data, parts.eval_data.names)
         log(f"{config.run_name}: {write_label_scores(summary['label_scores'], out)}")
     if config.stage == "candidates" and trainer.accelerator.is_main_process and parts.eval_data is not None:
         from napari_radreport.training.candidates import volume_scores

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.engine.events import Progress, Token
 from napari_radreport.engine.prompts import LETTERS, parse_choices
-from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class ChatDock(QWidget):
         self.render()
 
     def _show_error(self, text: str) -> None:
-        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
+        self.status.setText(error_html(text))
 
 
 def _chosen(question: str, letter: str) -> str:

@@ -26,7 +26,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_radreport.engine.events import Progress
-from napari_radreport.widgets.session import session_for
+from napari_radreport.engine.prompts import DIAGNOSIS_THRESHOLD
+from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class FindingsDock(QWidget):
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setDecimals(3)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
+        self.threshold.setValue(DIAGNOSIS_THRESHOLD)
         self.threshold.setToolTip("Probabilities at or above this are marked present")
         self.threshold.valueChanged.connect(self.render)
         self.table = QTableWidget(0, 3)
@@ -123,7 +124,7 @@ class FindingsDock(QWidget):
                             f"above the threshold. Model output, not a diagnosis.")
 
     def _show_error(self, text: str) -> None:
-        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
+        self.status.setText(error_html(text))
 
     def _ended(self) -> None:
         self.pending = None

@@ -25,7 +25,7 @@ from napari_radreport.engine.events import Progress, SectionStarted, Token
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import dialog_filters
 from napari_radreport.widgets.draft_editor import DraftEditor
-from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
@@ -115,7 +115,6 @@ class ReportDock(QWidget):
         session.study_changed.connect(self._study_changed)
         session.model_changed.connect(self._model_changed)
         session.busy_changed.connect(self._busy_changed)
-        session.message.connect(self._show_error)
         self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._model_changed(session.engine.info)
         self._busy_changed(session.busy)
@@ -160,7 +159,7 @@ class ReportDock(QWidget):
         return self.drafts[key]
 
     def _show_error(self, text: str) -> None:
-        self.status.setText(f"<span style='color:#e05050'>{html.escape(text)}</span>")
+        self.status.setText(error_html(text))
 
     # -- model ------------------------------------------------------------------------------
     def load_model(self) -> None:

@@ -7,6 +7,7 @@ thread, so widgets are only ever touched from the GUI thread. Docks start work w
 
 from __future__ import annotations
 
+import html
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,11 @@ class JobWatcher(QObject):
             self._timer.stop()
             self.finished.emit(*self.job.outcome(0))
             self.deleteLater()
+
+
+def error_html(text: str) -> str:
+    """One line of error text, escaped, in the docks' error colour (for a status label's rich text)."""
+    return f"<span style='color:#e05050'>{html.escape(text)}</span>"
 
 
 def show_fraction(bar: QProgressBar, fraction: float | None) -> None:
@@ -115,7 +121,6 @@ class ViewerSession(QObject):
     model_changed = Signal(object)  # ModelInfo or None
     busy_changed = Signal(bool)
     settings_changed = Signal(object)  # UserSettings
-    message = Signal(str)  # one line for the docks' status bars
 
     def __init__(self, viewer: napari.Viewer):
         super().__init__()
@@ -171,8 +176,8 @@ class ViewerSession(QObject):
         ``on_events`` gets each batch of events. When the job ends, ``on_result`` gets its result or
         ``on_error`` its error as one line (after ``error_prefix: ``), then ``on_end()`` runs. ``progress``
         shows while the job runs: determinate at a ``Progress`` event's fraction, indeterminate otherwise.
-        The buttons are back (``busy_changed(False)``) before the handlers run; a
-        closed dock gets no calls. """
+        The buttons are back (``busy_changed(False)``) before the handlers run; a closed dock gets no calls.
+        """
         try:
             job = self.engine.start(task, *args, **kwargs)
         except EngineBusy as exc:
@@ -196,8 +201,6 @@ class ViewerSession(QObject):
         self.watcher, self.job_owner, self.job_task = None, None, ""
         if task in ("load", "unload"):
             self.model_changed.emit(self.engine.info)
-        if task == "load" and error is not None:
-            self.message.emit(f"Could not load the model: {one_line(error)}")
         self.busy_changed.emit(False)
 
     def stop(self) -> None:

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
 from napari_radreport.engine.events import Progress
-from napari_radreport.widgets.session import session_for
+from napari_radreport.widgets.session import error_html, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -102,16 +102,15 @@ class SettingsDock(Container):
     def _busy_changed(self, busy: bool) -> None:
         self.load_button.enabled = not busy
 
-    def _show(self, text: str, color: str = "") -> None:
-        text = html.escape(text)
-        self.status.value = f"<span style='color:{color}'>{text}</span>" if color else text
+    def _show(self, text: str, *, error: bool = False) -> None:
+        self.status.value = error_html(text) if error else html.escape(text)
 
     def load(self, *_args: Any) -> None:
         """Load the model these settings name (what the Load button does)."""
         self._save_folder()
         self._show("Loading the model…")
         self.session.run(self, "load", on_events=self._on_events, on_result=self._loaded,
-                         on_error=lambda text: self._show(text, "#e05050"), progress=self.progress.native,
+                         on_error=lambda text: self._show(text, error=True), progress=self.progress.native,
                          error_prefix="Could not load the model", **self.session.load_args())
 
     def _on_events(self, events: list[Any]) -> None:

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_radreport.io.windows import CT_WINDOWS
+from napari_radreport.widgets.session import error_html
 
 if TYPE_CHECKING:
     import napari
@@ -217,8 +218,7 @@ class StudyDock(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         from napari_radreport.common import one_line
 
-        self.status.setText(
-            f"<span style='color:#e05050'>Could not open: {html.escape(one_line(exc))}</span>")
+        self.status.setText(error_html(f"Could not open: {one_line(exc)}"))
 
     def _on_finished(self) -> None:
         self._worker = None
