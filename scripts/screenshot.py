@@ -1,7 +1,10 @@
 """Take a screenshot of napari with the plugin's docks and a study (run under Xvfb).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
-        [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose] [--tab Chat]
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
+        [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
+        [--tab Chat]
+
+The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--ask", help="ask this question in the Chat dock")
     parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
     parser.add_argument("--tab", default="Report", help="dock tab to show in front")
+    parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT, e.g. 1366x768")
     args = parser.parse_args()
 
     from qtpy.QtWidgets import QApplication
@@ -40,7 +44,8 @@ def main() -> None:
     from napari_radreport.widgets.session import session_for
 
     viewer = open_viewer(args.paths or None, sample=args.sample, run=False)
-    viewer.window._qt_window.resize(1600, 1000)
+    width, height = (int(n) for n in args.size.lower().split("x"))
+    viewer.window._qt_window.resize(width, height)
     docks = viewer.window.dock_widgets
     if args.window:
         docks["Study (napari-radreport)"].apply_window(args.window)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     from napari_radreport.bench.suite import run_suite
     from napari_radreport.bench.tables import markdown, summary
 
@@ -30,18 +30,14 @@ def add_bench_commands(sub, common) -> None:
     from napari_radreport.bench.steps import CHEST_SERIES
 
     bench = sub.add_parser("bench", parents=[common], help="measure speed and memory against the baselines")
-    bench.add_argument(
-        "--quick", action="store_true", help="small models, fewer repeats (the CI variant, ~1 min)"
-    )
-    bench.add_argument(
-        "--series", type=Path, default=CHEST_SERIES, help="DICOM series folder to load and preprocess"
-    )
+    bench.add_argument("--quick", action="store_true",
+                       help="small models, fewer repeats (the CI variant, ~1 min)")
+    bench.add_argument("--series", type=Path, default=CHEST_SERIES,
+                       help="DICOM series folder to load and preprocess")
     bench.add_argument("--json", type=Path, help="write every figure here")
     bench.add_argument("--markdown", type=Path, help="write the tables here (docs/benchmarks-results.md)")
-    bench.add_argument(
-        "--no-ui", action="store_true", help="skip the napari step (it needs a display or xvfb-run)"
-    )
-    bench.add_argument(
-        "--strict", action="store_true", help="exit 1 when a ratio is below its target or bound"
-    )
-    bench.set_defaults(func=_cmd_bench)
+    bench.add_argument("--no-ui", action="store_true",
+                       help="skip the napari step (it needs a display or xvfb-run)")
+    bench.add_argument("--strict", action="store_true",
+                       help="exit 1 when a ratio is below its target or bound")
+    bench.set_defaults(func=cmd_bench)

@@ -23,9 +23,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from napari_radreport.data.adapters import CONVERTERS
 
     options = {name: getattr(args, name) for name in _OPTIONS[args.format]}
-    summary = CONVERTERS[args.format](
-        args.src, args.out, missing=args.missing, overwrite=args.overwrite, **options
-    )
+    summary = CONVERTERS[args.format](args.src, args.out, missing=args.missing, overwrite=args.overwrite,
+                                      **options)
     print(summary.describe())
     return 0
 
@@ -69,14 +68,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
-    dataset = sub.add_parser(
-        "dataset", parents=[common], help="convert public datasets to training manifests"
-    )
+    dataset = sub.add_parser("dataset", parents=[common],
+                             help="convert public datasets to training manifests")
     actions = dataset.add_subparsers(dest="dataset_command", required=True)
 
-    convert = actions.add_parser(
-        "convert", parents=[common], help="write a manifest from a public dataset's files"
-    )
+    convert = actions.add_parser("convert", parents=[common],
+                                 help="write a manifest from a public dataset's files")
     formats = convert.add_subparsers(dest="format", required=True, metavar="{ct-rate,amos-mm,rrg24,bimcv-r}")
     shared = argparse.ArgumentParser(add_help=False, parents=[common])
     shared.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
@@ -90,30 +87,24 @@ def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
     ct.add_argument("--reports", help="reports CSV (default: radiology_text_reports/<split> file)")
     ct.add_argument("--labels", help="labels CSV (default: multi_abnormality_labels/<split> file)")
     ct.add_argument("--volumes", help="volume folder (default: train_fixed or train, valid_fixed or valid)")
-    ct.add_argument(
-        "--raw-volumes",
-        action="store_true",
-        help="the volumes are the first release's raw values: take hu_rescale from the metadata CSV "
-        "(never for the *_fixed volumes, which are HU already)",
-    )
+    ct.add_argument("--raw-volumes", action="store_true",
+                    help="the volumes are the first release's raw values: take hu_rescale from the "
+                         "metadata CSV (never for the *_fixed volumes, which are HU already)")
     ct.add_argument("--metadata", help="metadata CSV with RescaleSlope/RescaleIntercept (with --raw-volumes)")
 
-    amos = formats.add_parser(
-        "amos-mm", parents=[shared], help="AMOS-MM CT: per-region findings, impression, VQA"
-    )
+    amos = formats.add_parser("amos-mm", parents=[shared],
+                              help="AMOS-MM CT: per-region findings, impression, VQA")
     amos.add_argument("src", help="dataset.json or the folder holding it")
     amos.add_argument("--vqa", help="a second JSON file with the multiple-choice questions")
     amos.add_argument("--split", choices=["train", "val", "test"], help="keep one split (default: all)")
-    amos.add_argument(
-        "--image-root", help="folder the image paths are relative to (default: the JSON's folder)"
-    )
+    amos.add_argument("--image-root",
+                      help="folder the image paths are relative to (default: the JSON's folder)")
 
     rrg = formats.add_parser("rrg24", parents=[shared], help="RRG24 / MIMIC-CXR style radiograph studies")
     rrg.add_argument("src", nargs="+", help="JSON/JSONL files, or folders of them")
     rrg.add_argument("--split", choices=["train", "val", "test"], help="default: from the file name")
-    rrg.add_argument(
-        "--image-root", help="folder the image paths are relative to (default: the JSON's folder)"
-    )
+    rrg.add_argument("--image-root",
+                     help="folder the image paths are relative to (default: the JSON's folder)")
 
     bimcv = formats.add_parser("bimcv-r", parents=[shared], help="BIMCV-R chest CT with English reports")
     bimcv.add_argument("src", help="the BIMCV-R folder (CT*/ct/*.nii.gz and meta/)")
@@ -124,8 +115,7 @@ def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
     for parser in (ct, amos, rrg, bimcv):
         parser.set_defaults(func=cmd_convert)
 
-    check = actions.add_parser(
-        "check", parents=[common], help="count a manifest's records, check its image files"
-    )
+    check = actions.add_parser("check", parents=[common],
+                               help="count a manifest's records, check its image files")
     check.add_argument("manifest", help="a .jsonl manifest")
     check.set_defaults(func=cmd_check)

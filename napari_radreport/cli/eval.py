@@ -22,7 +22,7 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     if args.preset != "phantom":
         from napari_radreport.cli.eval_predictions import eval_predictions
 
@@ -69,49 +69,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_commands(sub, common: argparse.ArgumentParser) -> None:
-    ev = sub.add_parser(
-        "eval",
-        parents=[common],
-        help="score predictions against references (or a model on phantoms)",
-        description="Score a predictions file against a manifest with a seed paper's exact metrics "
-        "(rrg24, m3d, amos-mm, diagnosis), or run a model on phantoms (phantom).",
-    )
+    ev = sub.add_parser("eval", parents=[common],
+                        help="score predictions against references (or a model on phantoms)",
+                        description="Score a predictions file against a manifest with a seed paper's exact "
+                                    "metrics (rrg24, m3d, amos-mm, diagnosis), or run a model on phantoms "
+                                    "(phantom).")
     ev.add_argument("--preset", choices=PRESETS, default="phantom")
     ev.add_argument("--manifest", required=True, help="the references (training-manifest format)")
     ev.add_argument("--predictions", help="radreport predict output to score (all presets but phantom)")
-    ev.add_argument(
-        "--compare", metavar="PREDICTIONS_B", help="a second system's predictions: paired comparison A - B"
-    )
+    ev.add_argument("--compare", metavar="PREDICTIONS_B",
+                    help="a second system's predictions: paired comparison A - B")
     ev.add_argument("--model", help="phantom preset: model folder (default: the demo model)")
     ev.add_argument("--split", default="test", help="manifest split to score ('all' for every record)")
     ev.add_argument("--sections", nargs="+", choices=["findings", "impression"],
                     help="report sections to score (rrg24: both; m3d: findings)")
-    ev.add_argument(
-        "--partial",
-        action="store_true",
-        help="score only the studies that have predictions (default: refuse when some are missing)",
-    )
+    ev.add_argument("--partial", action="store_true",
+                    help="score only the studies that have predictions "
+                         "(default: refuse when some are missing)")
     ev.add_argument("--limit", type=int, help="only the first N studies of the split")
-    ev.add_argument(
-        "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no intervals)"
-    )
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                    help="bootstrap resamples (0: no intervals)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     ev.add_argument("--wordnet", help="WordNet 3.0 folder for METEOR (default: found automatically)")
     ev.add_argument("--green-model", help="local GREEN model folder (amos-mm)")
     ev.add_argument("--radgraph-model", help="local RadGraph model folder (rrg24)")
     ev.add_argument("--chexbert-model", help="local CheXbert chexbert.pth (rrg24)")
-    ev.add_argument(
-        "--chexbert-bert", help="local bert-base-uncased folder for CheXbert's tokenizer and config"
-    )
+    ev.add_argument("--chexbert-bert",
+                    help="local bert-base-uncased folder for CheXbert's tokenizer and config")
     ev.add_argument("--bertscore-model", help="local model folder for the preset's BERTScore")
-    ev.add_argument(
-        "--minilm-bertscore",
-        action="store_true",
-        help="also a BERTScore-style F1 with the offline all-MiniLM-L6-v2 (its own name; not the papers')",
-    )
+    ev.add_argument("--minilm-bertscore", action="store_true",
+                    help="also a BERTScore-style F1 with the offline all-MiniLM-L6-v2 "
+                         "(its own name; not the papers')")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--out", help="write the scores as JSON")
     ev.add_argument("--plot", help="write an SVG plot of the per-label scores (diagnosis)")
     ev.add_argument("--details", help="phantom preset: write each study's outputs as JSON lines")
-    ev.set_defaults(func=_cmd_eval)
+    ev.set_defaults(func=cmd_eval)

@@ -26,10 +26,9 @@ def _predictions(path: str, records, partial: bool) -> tuple[dict, dict[str, dic
     meta, predictions = read_predictions(path)
     missing = [r.id for r in records if r.id not in predictions]
     if missing and not partial:
-        raise ValueError(
-            f"{path}: {len(missing)} of {len(records)} studies have no prediction (first: {missing[0]}); "
-            "finish the run (radreport predict resumes) or pass --partial"
-        )
+        raise ValueError(f"{path}: {len(missing)} of {len(records)} studies have no prediction "
+                         f"(first: {missing[0]}); finish the run (radreport predict resumes) "
+                         "or pass --partial")
     return meta, predictions, [r for r in records if r.id in predictions]
 
 
@@ -39,9 +38,8 @@ def eval_predictions(args: argparse.Namespace) -> int:
     from napari_radreport.evaluation.scoring import BootstrapSettings, score_blocks
 
     if not args.predictions:
-        raise ValueError(
-            f"the {args.preset} preset scores a predictions file: give --predictions (radreport predict)"
-        )
+        raise ValueError(f"the {args.preset} preset scores a predictions file: "
+                         "give --predictions (radreport predict)")
     if args.sections and args.preset not in ("rrg24", "m3d"):
         raise ValueError(f"--sections applies to the rrg24 and m3d presets, not {args.preset}")
     if args.bootstrap < 0:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     from napari_radreport.batch_predict import RunPlace, run_meta, run_predictions
     from napari_radreport.data.manifest import read_manifest
     from napari_radreport.engine import Engine, GenerationSettings
@@ -87,4 +87,4 @@ def add_predict_commands(sub, common: argparse.ArgumentParser) -> None:
     pr.add_argument("--max-new-tokens", type=int, default=256)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
-    pr.set_defaults(func=_cmd_predict)
+    pr.set_defaults(func=cmd_predict)

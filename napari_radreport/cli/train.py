@@ -14,7 +14,7 @@ from napari_radreport.training.config import STAGES
 from napari_radreport.training.examples import TASKS
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from napari_radreport.modeling.recipes import load_recipe
     from napari_radreport.training.config import resolve
     from napari_radreport.training.run import run_training
@@ -48,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_phantoms(args: argparse.Namespace) -> int:
+def cmd_phantoms(args: argparse.Namespace) -> int:
     from napari_radreport.data.phantoms.generate import write_phantoms
 
     def progress(done: int, total: int) -> None:
@@ -113,7 +113,7 @@ def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     how.add_argument("--eval-every", type=int, help="optimizer steps between evaluations on the val split")
     how.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     how.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=cmd_train)
 
     phantoms = sub.add_parser(
         "phantoms", parents=[common], help="write synthetic chest CT phantoms + manifest"
@@ -125,4 +125,4 @@ def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     phantoms.add_argument("--test", type=float, default=0.1, help="fraction for the test split (held out)")
     phantoms.add_argument("--only", choices=["train", "val", "test"], help="write only this split's phantoms")
     phantoms.add_argument("--quiet", action="store_true")
-    phantoms.set_defaults(func=_cmd_phantoms)
+    phantoms.set_defaults(func=cmd_phantoms)

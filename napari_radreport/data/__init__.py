@@ -1,1 +1,2 @@
-"""The data floor: manifests, record studies, phantoms, dataset adapters and label scores; no torch, no Qt."""
+"""The data floor under training and evaluation: manifests, a record's study, label scores, report regions,
+phantoms and dataset adapters; no torch, no Qt."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from napari_radreport.data.manifest import ManifestError, ManifestRecord
+from napari_radreport.io.study import Study, StudyReadError
 
 
-def read_record_study(record: ManifestRecord):
+def read_record_study(record: ManifestRecord) -> Study:
     """The record's Study, HU-rescaled when the record says its stored values are not HU yet."""
     from napari_radreport.io import load_study
-    from napari_radreport.io.study import StudyReadError
 
     paths = record.existing_image_paths()
     try:

@@ -42,6 +42,7 @@ CHOICE_ANSWERS = ("letter", "text")
 # the diagnosis's.
 REPORT_GUIDANCE = ("none", "diagnosis")
 
+
 def task_prompts(config_prompt: dict | None) -> dict[str, str]:
     """The default task questions with a recipe's overrides (``prompt.tasks`` in the recipe) applied."""
     overrides = (config_prompt or {}).get("tasks", {})
