@@ -13,9 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     # --debug is accepted after the subcommand too (SUPPRESS keeps a value given before it).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
-    )
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from napari_radreport.cli.bench import add_bench_commands

@@ -41,44 +41,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   flush=True)
 
     try:
-        counts = run_predictions(
-            engine,
-            records,
-            args.out,
-            meta,
-            args.tasks,
-            settings,
-            overwrite=args.overwrite,
-            place=place,
-            on_done=progress,
-        )
+        counts = run_predictions(engine, records, args.out, meta, args.tasks, settings,
+                                 overwrite=args.overwrite, place=place, on_done=progress)
     finally:
         if main:
             print(file=sys.stderr)
         engine.shutdown()
-    print(
-        f"radreport: {counts['predicted']} predicted ({counts['failed']} failed, see their 'error'), "
-        f"{counts['skipped']} already in {args.out}"
-        + (f" [process {place.rank}/{place.world}]" if place.world > 1 else ""),
-        file=sys.stderr,
-    )
+    print(f"radreport: {counts['predicted']} predicted ({counts['failed']} failed, see their 'error'), "
+          f"{counts['skipped']} already in {args.out}"
+          + (f" [process {place.rank}/{place.world}]" if place.world > 1 else ""), file=sys.stderr)
     return 0
 
 
 def add_predict_commands(sub, common: argparse.ArgumentParser) -> None:
     from napari_radreport.batch_predict import TASKS
 
-    pr = sub.add_parser(
-        "predict",
-        parents=[common],
-        help="run a model over a manifest; resumable JSON lines",
-        description="Run reports, answers and/or diagnoses over a manifest's studies. Rerun the same "
-        "command to resume; run it under `accelerate launch` to spread it over processes or GPUs.",
-    )
+    pr = sub.add_parser("predict", parents=[common], help="run a model over a manifest; resumable JSON lines",
+                        description="Run reports, answers and/or diagnoses over a manifest's studies. Rerun "
+                                    "the same command to resume; run it under `accelerate launch` to spread "
+                                    "it over processes or GPUs.")
     pr.add_argument("--manifest", required=True)
-    pr.add_argument(
-        "--out", required=True, help="predictions file (JSON lines; first line records model and settings)"
-    )
+    pr.add_argument("--out", required=True,
+                    help="predictions file (JSON lines; first line records model and settings)")
     pr.add_argument("--model", help="model folder (default: the demo model)")
     pr.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     pr.add_argument("--split", default="test", help="manifest split ('all' for every record)")

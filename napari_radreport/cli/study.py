@@ -23,10 +23,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     for s in summary["series"]:
         mark = "*" if s["chosen"] else " "
-        print(
-            f" {mark} series {s['index']}: {s['modality']} {s['description']!r} {s['n_images']} images "
-            f"({s['role']})"
-        )
+        print(f" {mark} series {s['index']}: {s['modality']} {s['description']!r} {s['n_images']} images "
+              f"({s['role']})")
     for w in summary["warnings"]:
         print(f"warning: {w}")
     for n in summary["notes"]:
@@ -49,9 +47,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_study_commands(sub, common: argparse.ArgumentParser) -> None:
-    info = sub.add_parser(
-        "info", parents=[common], help="describe what a file, folder or set of files reads as"
-    )
+    info = sub.add_parser("info", parents=[common],
+                          help="describe what a file, folder or set of files reads as")
     info.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
@@ -62,8 +59,7 @@ def add_study_commands(sub, common: argparse.ArgumentParser) -> None:
     view.add_argument("--series")
     view.set_defaults(func=cmd_view)
 
-    demo = sub.add_parser(
-        "demo", parents=[common], help="open napari with the plugin's docks and a sample study"
-    )
+    demo = sub.add_parser("demo", parents=[common],
+                          help="open napari with the plugin's docks and a sample study")
     demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")
     demo.set_defaults(func=cmd_demo)

@@ -31,8 +31,8 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str]):
 
 
 def _stream(engine, task: str, *args: Any, **kwargs: Any):
-    """Run a task in the background, print its tokens; Ctrl-C asks it to stop. Returns (result,
-    interrupted)."""
+    """Run a task in the background, print its tokens; Ctrl-C asks it to stop. Returns
+    (result, interrupted)."""
     from napari_radreport.engine import SectionStarted, Token
 
     job = engine.start(task, *args, **kwargs)
@@ -75,17 +75,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         _refuse_overwrite(args.out, args.overwrite)
     engine, study = _engine_and_study(args, args.paths)
     settings = _generation(args)
-    result, interrupted = _stream(
-        engine, "report", study, sections=sections, regions=regions, settings=settings
-    )
+    result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions,
+                                  settings=settings)
     if args.out:
         provenance = report_provenance(engine.info, report_task(sections, regions), settings)
-        record = ReportRecord(
-            final_text=result.text,
-            ai_draft=result.text,
-            study=StudyReference.from_study(study),
-            provenance=provenance,
-        )
+        record = ReportRecord(final_text=result.text, ai_draft=result.text,
+                              study=StudyReference.from_study(study), provenance=provenance)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
         print(f"radreport: wrote {written}" + (" (stopped early)" if result.stop_reason == "stopped" else ""),
               file=sys.stderr)
@@ -131,18 +126,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     model = argparse.ArgumentParser(add_help=False, parents=[common])
     model.add_argument("--model", help="model folder (default: the demo model shipped with the package)")
-    model.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu"
-    )
+    model.add_argument("--device", default="auto",
+                       help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
     generation = argparse.ArgumentParser(add_help=False)
     generation.add_argument("--max-new-tokens", type=int, default=256)
     generation.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
     generation.add_argument("--seed", type=int, default=0, help="sampling seed")
 
-    report = sub.add_parser(
-        "report", parents=[model, generation], help="write a report draft (streams to stdout)"
-    )
+    report = sub.add_parser("report", parents=[model, generation],
+                            help="write a report draft (streams to stdout)")
     report.add_argument("paths", nargs="+", help="NIfTI file, DICOM folder/files, or radiographs")
     report.add_argument("--task", default="both", choices=["both", "findings", "impression"])
     report.add_argument("--region", help="CT findings per region: all, or a list such as chest,abdomen")
@@ -152,12 +145,10 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     report.set_defaults(func=cmd_report)
 
     ask = sub.add_parser("ask", parents=[model, generation], help="ask a question about a study")
-    ask.add_argument(
-        "items", nargs="+", metavar="PATH... QUESTION", help="the study's path(s), then the question"
-    )
-    ask.add_argument(
-        "--choices", nargs="+", help="options of a multiple-choice question (answered with a letter)"
-    )
+    ask.add_argument("items", nargs="+", metavar="PATH... QUESTION",
+                     help="the study's path(s), then the question")
+    ask.add_argument("--choices", nargs="+",
+                     help="options of a multiple-choice question (answered with a letter)")
     ask.set_defaults(func=cmd_ask)
 
     diagnose = sub.add_parser("diagnose", parents=[model], help="probability of each abnormality")
