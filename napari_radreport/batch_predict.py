@@ -74,9 +74,8 @@ def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, A
     try:
         study = read_record_study(record)
         if "report" in tasks:
-            sections = dict(
-                engine.report(study, sections=("findings", "impression"), settings=settings).sections
-            )
+            sections = dict(engine.report(study, sections=("findings", "impression"),
+                                          settings=settings).sections)
             out["findings"], out["impression"] = sections.get("Findings", ""), sections.get("Impression", "")
             if record.regions:
                 regional = dict(engine.report(study, sections=("findings",), regions=list(REGIONS),

@@ -14,18 +14,15 @@ import torch.nn.functional as F
 VIT = "model.vision_tower.vision_tower."
 
 
-def reference_vit3d(
-    sd: dict, pixels: torch.Tensor, patch: tuple, heads: int, prefix: str = ""
-) -> torch.Tensor:
+def reference_vit3d(sd: dict, pixels: torch.Tensor, patch: tuple, heads: int,
+                    prefix: str = "") -> torch.Tensor:
     """M3D-CLIP ViT: rearrange + Linear, + position, CLS in front, pre-norm blocks with explicit softmax."""
     b, c, s0, s1, s2 = pixels.shape
     p1, p2, p3 = patch
     x = pixels.reshape(b, c, s0 // p1, p1, s1 // p2, p2, s2 // p3, p3)
     x = torch.einsum("bchpwqdr->bhwdpqrc", x).reshape(b, -1, p1 * p2 * p3 * c)
-    x = (
-        x @ sd[prefix + "patch_embedding.patch_embeddings.1.weight"].T
-        + sd[prefix + "patch_embedding.patch_embeddings.1.bias"]
-    )
+    x = (x @ sd[prefix + "patch_embedding.patch_embeddings.1.weight"].T
+         + sd[prefix + "patch_embedding.patch_embeddings.1.bias"])
     x = x + sd[prefix + "patch_embedding.position_embeddings"]
     x = torch.cat([sd[prefix + "cls_token"].expand(b, -1, -1), x], dim=1)
     width = x.shape[-1]
@@ -63,9 +60,8 @@ def write_tiny_tokenizer(folder: Path, base_vocab: int) -> None:
     vocab.update({f"w{i}": i for i in range(3, base_vocab)})
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
+                                        eos_token="</s>")
     tokenizer.add_tokens(["<im_patch>", "<bx_start>", "<bx_end>", "[SEG]"], special_tokens=True)
     tokenizer.save_pretrained(str(folder))
 
@@ -88,25 +84,12 @@ def write_tiny_m3d_checkpoint(folder: Path, text_type: str, seed: int = 0) -> di
     lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(text_type, **text))
     config = {
         "architectures": [f"Lamed{'Llama' if text_type == 'llama' else 'Phi3'}ForCausalLM"],
-        "model_type": f"lamed_{text_type}",
-        **text,
-        "torch_dtype": "float32",
-        "transformers_version": "4.40.1",
-        "image_channel": 1,
-        "image_size": [8, 64, 64],
-        "patch_size": [4, 16, 16],
-        "vision_tower": "vit3d",
-        "vision_select_layer": -1,
-        "vision_select_feature": "patch",
-        "mm_projector_type": "spp",
-        "proj_layer_type": "mlp",
-        "proj_layer_num": 2,
-        "proj_pooling_type": "spatial",
-        "proj_pooling_size": 2,
-        "mm_hidden_size": 48,
-        "segmentation_module": "segvol",
-        "seg_token_id": base_vocab + 3,
-        "num_new_tokens": 4,
+        "model_type": f"lamed_{text_type}", **text, "torch_dtype": "float32",
+        "transformers_version": "4.40.1", "image_channel": 1, "image_size": [8, 64, 64],
+        "patch_size": [4, 16, 16], "vision_tower": "vit3d", "vision_select_layer": -1,
+        "vision_select_feature": "patch", "mm_projector_type": "spp", "proj_layer_type": "mlp",
+        "proj_layer_num": 2, "proj_pooling_type": "spatial", "proj_pooling_size": 2, "mm_hidden_size": 48,
+        "segmentation_module": "segvol", "seg_token_id": base_vocab + 3, "num_new_tokens": 4,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     vit = ViT3DEncoder(ViT3DConfig(image_size=[8, 64, 64], patch_size=[4, 16, 16], hidden_size=48,
@@ -124,10 +107,8 @@ def write_tiny_m3d_checkpoint(folder: Path, text_type: str, seed: int = 0) -> di
 
     half = len(state) // 2
     names = sorted(state)
-    shards = {
-        "model-00001-of-00002.safetensors": names[:half],
-        "model-00002-of-00002.safetensors": names[half:],
-    }
+    shards = {"model-00001-of-00002.safetensors": names[:half],
+              "model-00002-of-00002.safetensors": names[half:]}
     for shard, keys in shards.items():
         save_file({k: state[k].contiguous() for k in keys}, str(folder / shard), metadata={"format": "pt"})
     index = {"metadata": {}, "weight_map": {k: s for s, keys in shards.items() for k in keys}}
@@ -139,28 +120,14 @@ def reference_generate(state: dict, text_type: str, ids: torch.Tensor, pixels: t
     """Logits of the prompt and greedy ids, M3D style: features overwrite positions 1..N, no cache."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    lm_state = {
-        k: v
-        for k, v in state.items()
-        if k.startswith(("model.embed_tokens", "model.layers", "model.norm")) or k == "lm_head.weight"
-    }
+    lm_state = {k: v for k, v in state.items()
+                if k.startswith(("model.embed_tokens", "model.layers", "model.norm"))
+                or k == "lm_head.weight"}
     vocab = state["lm_head.weight"].shape[0]
-    text = AutoConfig.for_model(
-        text_type,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_hidden_layers=2,
-        vocab_size=vocab,
-        max_position_embeddings=512,
-        rms_norm_eps=1e-5,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        hidden_act="silu",
-        tie_word_embeddings=False,
-    )
+    text = AutoConfig.for_model(text_type, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                num_key_value_heads=4, num_hidden_layers=2, vocab_size=vocab,
+                                max_position_embeddings=512, rms_norm_eps=1e-5, bos_token_id=1,
+                                eos_token_id=2, pad_token_id=0, hidden_act="silu", tie_word_embeddings=False)
     lm = AutoModelForCausalLM.from_config(text).eval()
     lm.load_state_dict(lm_state, strict=True)
     features = reference_spp(state, reference_vit3d(state, pixels, (4, 16, 16), 12, prefix=VIT), (2, 4, 4))

@@ -59,22 +59,15 @@ def _ct_rate(root: Path, split: str = "train", volume_folder: str | None = None,
     names = names or [f"{prefix}_1_a_1.nii.gz", f"{prefix}_1_a_2.nii.gz", f"{prefix}_2_a_1.nii.gz"]
     base = root / "dataset"
     reports, labels, meta = (
-        ("train_reports.csv", "train_predicted_labels.csv", "train_metadata.csv")
-        if split == "train"
-        else ("validation_reports.csv", "valid_predicted_labels.csv", "validation_metadata.csv")
-    )
+        ("train_reports.csv", "train_predicted_labels.csv", "train_metadata.csv") if split == "train"
+        else ("validation_reports.csv", "valid_predicted_labels.csv", "validation_metadata.csv"))
     _csv(base / "radiology_text_reports" / reports,
          ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"],
          [[n, "Not given.", "Non-contrast chest CT.", CT_FINDINGS if i == 0 else "Lungs are clear.",
            "Pulmonary nodule." if i == 0 else ""] for i, n in enumerate(names)])
-    _csv(
-        base / "multi_abnormality_labels" / labels,
-        ["VolumeName", *CT_RATE_LABELS],
-        [
-            [n, *[int(label == "Lung nodule" and i == 0) for label in CT_RATE_LABELS]]
-            for i, n in enumerate(names)
-        ],
-    )
+    _csv(base / "multi_abnormality_labels" / labels, ["VolumeName", *CT_RATE_LABELS],
+         [[n, *[int(label == "Lung nodule" and i == 0) for label in CT_RATE_LABELS]]
+          for i, n in enumerate(names)])
     _csv(base / "metadata" / meta, ["VolumeName", "Manufacturer", "RescaleSlope", "RescaleIntercept"],
          [[n, "PHILIPS", "1", "-1024"] for n in names])
     folder = volume_folder or f"{prefix}_fixed"
@@ -161,9 +154,8 @@ def test_ct_rate_malformed_volume_name_and_missing_files(tmp_path):
     src = _ct_rate(tmp_path, names=["train_1_a_1.nii.gz", "scan.nii.gz"])
     with pytest.raises(DatasetFormatError, match=r"train_reports\.csv:3: VolumeName 'scan\.nii\.gz'"):
         convert_ct_rate(src, tmp_path / "m.jsonl", missing="skip")
-    with pytest.raises(
-        DatasetFormatError, match="no reports CSV found .*validation_reports.csv.*; pass --reports"
-    ):
+    with pytest.raises(DatasetFormatError,
+                       match="no reports CSV found .*validation_reports.csv.*; pass --reports"):
         convert_ct_rate(src, tmp_path / "m.jsonl", split="val")
     (src / "dataset" / "multi_abnormality_labels" / "train_predicted_labels.csv").unlink()
     with pytest.raises(DatasetFormatError, match="no labels CSV found"):
@@ -246,21 +238,13 @@ def test_amos_mm_questions_from_a_second_file_and_one_split(tmp_path):
     assert (qa.choices, qa.answer_index, qa.answer) == (["Yes", "No"], 1, "No")
 
 
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (
-            lambda d: d["training"][0]["labels"]["qa"][0].update(answer="E"),
-            "amos_0001 question 0: answer 'E'",
-        ),
-        (
-            lambda d: d["training"][0]["labels"]["report"]["findings"].update(neck="x"),
-            "unknown findings region 'neck'",
-        ),
-        (lambda d: d["training"][0].pop("image"), "training[0] has no 'image' path"),
-        (lambda d: d.clear() or d.update(cases=[]), "expected an object with 'training'/'validation'"),
-    ],
-)
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["training"][0]["labels"]["qa"][0].update(answer="E"), "amos_0001 question 0: answer 'E'"),
+    (lambda d: d["training"][0]["labels"]["report"]["findings"].update(neck="x"),
+     "unknown findings region 'neck'"),
+    (lambda d: d["training"][0].pop("image"), "training[0] has no 'image' path"),
+    (lambda d: d.clear() or d.update(cases=[]), "expected an object with 'training'/'validation'"),
+])
 def test_amos_mm_malformed_input_names_the_file_and_problem(tmp_path, edit, message):
     src = _amos(tmp_path)
     data = json.loads((src / "dataset.json").read_text())
@@ -297,17 +281,9 @@ def _rrg24(root: Path) -> Path:
          "images": [{"bytes": None, "path": None}], "findings": "", "impression": "Small left effusion."},
     ]
     (root / "train_mimic.json").write_text(json.dumps(train))
-    (root / "val_mimic.jsonl").write_text(
-        json.dumps(
-            {
-                "study_id": "s51111111",
-                "images": ["files/p11/p11000011/s51111111/frontal.jpg"],
-                "findings": "Clear.",
-                "impression": "Normal.",
-            }
-        )
-        + "\n"
-    )
+    (root / "val_mimic.jsonl").write_text(json.dumps(
+        {"study_id": "s51111111", "images": ["files/p11/p11000011/s51111111/frontal.jpg"],
+         "findings": "Clear.", "impression": "Normal."}) + "\n")
     return root
 
 
@@ -321,10 +297,8 @@ def test_rrg24_studies_with_several_images(tmp_path):
     first = records["train_mimic-000000"]
     assert first.modality == "xray" and first.split == "train" and first.source == "rrg24:MIMIC-CXR"
     assert first.images == [f"files/p10/p10000032/s50414267/view{i}.jpg" for i in range(4)]
-    assert (first.findings, first.impression) == (
-        "Heart size is normal. Lungs are clear.",
-        "No acute process.",
-    )
+    assert (first.findings, first.impression) == ("Heart size is normal. Lungs are clear.",
+                                                  "No acute process.")
     chexpert = records["train_mimic-000002"]
     assert chexpert.images == ["files/p11/p11000011/s51111111/frontal.jpg"]  # images_path wins over images
     assert (chexpert.findings, chexpert.impression) == ("", "Small left effusion.")
@@ -410,9 +384,8 @@ def test_bimcv_r_validation_share_keeps_patients_together(tmp_path):
 
 def test_bimcv_r_missing_column_and_report_sections(tmp_path):
     _csv(tmp_path / "meta" / "curated_ct_report_path_En.csv", ["path", "Report"], [["a.nii.gz", "x"]])
-    with pytest.raises(
-        DatasetFormatError, match=r"curated_ct_report_path_En\.csv: missing column\(s\) 'Report_en'"
-    ):
+    with pytest.raises(DatasetFormatError,
+                       match=r"curated_ct_report_path_En\.csv: missing column\(s\) 'Report_en'"):
         convert_bimcv_r(tmp_path, tmp_path / "m.jsonl")
     assert report_sections("Lungs clear.\nCONCLUSION: Normal study.") == ("Lungs clear.", "Normal study.")
     assert report_sections("No differential diagnosis: fine.") == ("No differential diagnosis: fine.", "")
@@ -470,11 +443,8 @@ def test_cli_convert_then_check(cli, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"wrote 2 record(s) to {out} (train 2)" in printed and "volume file missing: 1" in printed
     assert cli(["dataset", "convert", "ct-rate", str(src), "--out", str(out)]) == 1
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith("m.jsonl exists; pass --overwrite (overwrite=True) to replace it")
-    )
+    assert capsys.readouterr().err.strip().endswith(
+        "m.jsonl exists; pass --overwrite (overwrite=True) to replace it")
     assert cli(["dataset", "check", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "records: 2\nsplit: train 2\nmodality: ct 2\nsource: ct-rate 2" in printed

@@ -29,10 +29,8 @@ def test_interleaved_timing_runs_the_calls_round_by_round():
     results = timed_interleaved({"a": lambda: order.append("a") or 1, "b": lambda: order.append("b") or 2},
                                 repeats=3, warmup=1)
     assert order == ["a", "b"] * 4  # one warm-up round, then three timed rounds, never a-a-a then b-b-b
-    assert [len(results[k].runs) for k in "ab"] == [3, 3] and (results["a"].result, results["b"].result) == (
-        1,
-        2,
-    )
+    assert ([len(results[k].runs) for k in "ab"] == [3, 3]
+            and (results["a"].result, results["b"].result) == (1, 2))
 
 
 def test_explicit_attention_baseline_computes_the_same_encoder():

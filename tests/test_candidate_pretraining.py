@@ -83,17 +83,10 @@ def test_a_positive_counts_only_the_response_at_its_finding_a_negative_counts_an
             return maps
 
     objective = CandidateObjective(Fixed())
-    batch = collate_candidates(
-        [
-            {
-                "pixel_values": torch.zeros(1, 1, 4, 8, 8),
-                "label_index": torch.tensor([0]),
-                "target": torch.tensor([t]),
-                "where": torch.tensor([w]),
-            }
-            for t, w in ((1.0, [2, 4, 4]), (0.0, [2, 4, 4]))
-        ]
-    )
+    batch = collate_candidates([
+        {"pixel_values": torch.zeros(1, 1, 4, 8, 8), "label_index": torch.tensor([0]),
+         "target": torch.tensor([t]), "where": torch.tensor([w])}
+        for t, w in ((1.0, [2, 4, 4]), (0.0, [2, 4, 4]))])
     loss = objective(**batch)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     # the positive's logit is -3 (its finding's neighbourhood), the negative's is 3 (the patch's maximum)
@@ -127,14 +120,8 @@ def test_candidate_pretraining_learns_a_stem_that_a_labels_run_keeps(tmp_path, p
     scores = json.loads((out / "label_scores.json").read_text())
     assert list(scores) == [NODULE] and scores[NODULE]["studies"] == 4, scores
     stem = load_file(str(out / "stem.safetensors"))
-    assert sorted(stem) == [
-        "detector.bias",
-        "detector.weight",
-        "layers.0.bias",
-        "layers.0.weight",
-        "layers.2.bias",
-        "layers.2.weight",
-    ]
+    assert sorted(stem) == ["detector.bias", "detector.weight", "layers.0.bias", "layers.0.weight",
+                            "layers.2.bias", "layers.2.weight"]
     for freeze in (True, False):  # the recipe freezes the stem in the labels stage
         labels = tmp_path / f"labels-{freeze}"
         settings = {"max_steps": 2, "batch_size": 4, "lr": 1e-2, "freeze_conv_stem": freeze}

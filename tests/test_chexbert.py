@@ -53,23 +53,8 @@ def tiny_chexbert(tmp_path_factory):
     from transformers import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("chexbert")
-    words = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "no",
-        "pleural",
-        "effusion",
-        "heart",
-        "is",
-        "enlarged",
-        "mild",
-        "edema",
-        ".",
-        ",",
-    ]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "heart", "is",
+             "enlarged", "mild", "edema", ".", ","]
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=600)
@@ -126,13 +111,11 @@ def test_rrg24_preset_scores_chexbert_with_local_weights(tiny_chexbert):
                for i, t in enumerate(["No pleural effusion.", "Heart is enlarged.", "Mild edema."])]
     predictions = {r.id: {"findings": r.findings} for r in records}  # perfect copies
     paths = ModelPaths(chexbert=str(folder / "chexbert.pth"), chexbert_bert=str(folder), device="cpu")
-    [findings, _] = score_blocks(
-        build_blocks("rrg24", records, predictions, paths), BootstrapSettings(resamples=0)
-    )
+    [findings, _] = score_blocks(build_blocks("rrg24", records, predictions, paths),
+                                 BootstrapSettings(resamples=0))
     scores = {row["name"]: row["value"] for row in findings["scores"]}
     labels = CheXbertLabeler(folder / "chexbert.pth", folder, device="cpu").labels(
-        [r.findings for r in records]
-    )
+        [r.findings for r in records])
     expected = 1.0 if any(any(v) for v in labels) else 0.0  # copies: every predicted label is right
     assert scores["F1-CheXbert-14 micro"] == expected
     assert "F1-CheXbert" not in {row["metric"] for row in findings["not_computed"]}

@@ -57,9 +57,8 @@ def test_diagnose_prints_eighteen_probabilities_as_json(tiny_ct_model, abdomen_n
     (["report", "{ct}", "--model", "{model}", "--region", "head"], "unknown region(s) head"),
     (["ask", "Is there a nodule?", "--model", "{model}"], "give the study's path(s) then the question"),
 ])
-def test_errors_exit_non_zero_with_one_line(
-    args, message, tiny_ct_model, abdomen_nifti, shared_data, tmp_path, capsys
-):
+def test_errors_exit_non_zero_with_one_line(args, message, tiny_ct_model, abdomen_nifti, shared_data,
+                                            tmp_path, capsys):
     values = {"xray": shared_data / "xray" / "nih_00000001_000_cardiomegaly.png", "model": tiny_ct_model,
               "ct": abdomen_nifti, "missing": tmp_path / "no-such-model"}
     assert main([a.format(**values) for a in args]) == 1

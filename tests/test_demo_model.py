@@ -14,9 +14,8 @@ pytest.importorskip("torch")
 
 from napari_radreport.engine import Engine, default_model
 
-pytestmark = pytest.mark.skipif(
-    default_model() is None, reason="this checkout has no napari_radreport/demo_model"
-)
+pytestmark = pytest.mark.skipif(default_model() is None,
+                                reason="this checkout has no napari_radreport/demo_model")
 
 LARGE_FINDINGS = ("Pleural effusion", "Cardiomegaly", "Emphysema")
 

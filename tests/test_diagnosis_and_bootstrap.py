@@ -23,9 +23,8 @@ def _studies(seed: int = 3, n: int = 40):
         truth = {"Nodule": int(rng.random() < 0.4), "Effusion": int(rng.random() < 0.5),
                  "Emphysema": int(rng.random() < 0.3), "Rare": 0}
         # informative but noisy probabilities, rounded so that some scores tie
-        pred = {
-            k: float(np.round(np.clip(0.35 * v + rng.random() * 0.65, 0, 1), 1)) for k, v in truth.items()
-        }
+        pred = {k: float(np.round(np.clip(0.35 * v + rng.random() * 0.65, 0, 1), 1))
+                for k, v in truth.items()}
         if i % 7 == 0:
             del truth["Emphysema"]  # not every study has every label
         truths.append(truth)

@@ -90,9 +90,8 @@ def test_two_series_in_one_folder_are_never_merged(chest_series, j2k_series, tmp
 
 
 def test_images_at_the_same_positions_open_as_four_d(chest_series, tmp_path):
-    _copy_slices(
-        chest_series, tmp_path / "t0", range(20, 24), lambda ds, i: setattr(ds, "AcquisitionNumber", 1)
-    )
+    _copy_slices(chest_series, tmp_path / "t0", range(20, 24),
+                 lambda ds, i: setattr(ds, "AcquisitionNumber", 1))
 
     def second_phase(ds, i):
         ds.AcquisitionNumber = 2
@@ -107,13 +106,9 @@ def test_images_at_the_same_positions_open_as_four_d(chest_series, tmp_path):
 def test_non_image_objects_are_refused_by_name():
     from pydicom.data import get_testdata_file
 
-    for name, what in [
-        ("test-SR.dcm", "structured report"),
-        ("rtdose.dcm", "RT dose"),
-        ("waveform_ecg.dcm", "ECG"),
-        ("rtstruct.dcm", "RT structure set"),
-        ("liver_1frame.dcm", "segmentation"),
-    ]:
+    for name, what in [("test-SR.dcm", "structured report"), ("rtdose.dcm", "RT dose"),
+                       ("waveform_ecg.dcm", "ECG"), ("rtstruct.dcm", "RT structure set"),
+                       ("liver_1frame.dcm", "segmentation")]:
         with pytest.raises(StudyReadError) as info:
             load_study(get_testdata_file(name))
         message = str(info.value)
@@ -132,19 +127,9 @@ def _enhanced_from_slices(files: list[Path], out: Path) -> None:
     slices = [pydicom.dcmread(f) for f in files]
     first = slices[0]
     ds = Dataset()
-    for keyword in (
-        "PatientID",
-        "StudyInstanceUID",
-        "FrameOfReferenceUID",
-        "Rows",
-        "Columns",
-        "BitsAllocated",
-        "BitsStored",
-        "HighBit",
-        "PixelRepresentation",
-        "SamplesPerPixel",
-        "PhotometricInterpretation",
-    ):
+    for keyword in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Rows", "Columns",
+                    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+                    "PhotometricInterpretation"):
         setattr(ds, keyword, getattr(first, keyword))
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
     ds.SOPInstanceUID = generate_uid()

@@ -54,9 +54,8 @@ def test_hounsfield_units_at_named_voxels(chest_series, chest_study):
     ds = pydicom.dcmread(chest_series / "1-30.dcm")
     raw = ds.pixel_array
     z = float(ds.ImagePositionPatient[2])
-    slice_index = next(
-        k for k in range(64) if abs(chest_study.image.index_to_patient((k, 0, 0))[2] - z) < 1e-3
-    )
+    slice_index = next(k for k in range(64)
+                       if abs(chest_study.image.index_to_patient((k, 0, 0))[2] - z) < 1e-3)
     for row, col in [(256, 256), (100, 400), (300, 150)]:
         assert chest_study.array[slice_index, row, col] == int(raw[row, col]) - 1024
     # air outside the body and the dense spine: a sanity check on the HU scale
@@ -79,9 +78,8 @@ def test_tumour_box_centre_lands_at_the_same_world_point(shared_data, chest_seri
     """Left-lower-lobe adenocarcinoma: the annotated box centre maps to one LPS point in every frame."""
     boxes = sorted((shared_data / "ct" / "lung_dx_a0001_tumour_boxes").glob("*.xml"))
     assert boxes
-    by_uid = {
-        pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in chest_series.glob("*.dcm")
-    }
+    by_uid = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
+              for f in chest_series.glob("*.dcm")}
     # Some boxes belong to slices of other series of the study: keep those of this series.
     matched = [b for b in boxes if b.stem in by_uid]
     assert len(matched) >= 5

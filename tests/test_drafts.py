@@ -16,9 +16,8 @@ from napari_radreport.drafts import Draft, DraftCorrupted, DraftStore
 
 def test_a_draft_round_trips_with_its_ai_text_and_diff(tmp_path):
     store = DraftStore(tmp_path)
-    draft = Draft(
-        study_key="abc/1", ai_draft="Findings:\nNo effusion.", text="Findings:\nSmall left effusion."
-    )
+    draft = Draft(study_key="abc/1", ai_draft="Findings:\nNo effusion.",
+                  text="Findings:\nSmall left effusion.")
     path = store.save(draft)
     assert path.parent == tmp_path and "/" not in path.name
     again = store.load("abc/1")
@@ -32,26 +31,15 @@ def test_generating_again_keeps_the_edited_text_among_previous_versions():
     draft = Draft(study_key="k", ai_draft="AI one", text="AI one, corrected", reviewed=True)
     draft.start_new_ai_draft({"model_name": "m"})
     assert draft.previous == [{"ai_draft": "AI one", "text": "AI one, corrected"}]
-    assert (draft.text, draft.ai_draft, draft.reviewed, draft.provenance) == (
-        "",
-        "",
-        False,
-        {"model_name": "m"},
-    )
+    assert ((draft.text, draft.ai_draft, draft.reviewed, draft.provenance)
+            == ("", "", False, {"model_name": "m"}))
     draft.ai_draft = draft.text = "AI two"
     draft.start_new_ai_draft({})
     assert len(draft.previous) == 1  # an unedited AI draft is reproducible; nothing to keep
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        '{"version": 1, "study_key": "tru',
-        "\xff\xfe garbage",
-        '{"version": 99}',
-        '{"version": 1, "unknown": 1}',
-    ],
-)
+@pytest.mark.parametrize("content", ['{"version": 1, "study_key": "tru', "\xff\xfe garbage",
+                                     '{"version": 99}', '{"version": 1, "unknown": 1}'])
 def test_an_unreadable_draft_is_moved_aside_never_deleted(tmp_path, content):
     store = DraftStore(tmp_path)
     path = store.path_for("k")

@@ -18,28 +18,16 @@ NO_BOOTSTRAP = BootstrapSettings(resamples=0)
 def _records() -> list[ManifestRecord]:
     records = []
     for i, reference in enumerate(REFERENCES):
-        records.append(
-            ManifestRecord(
-                id=f"s{i}",
-                modality="ct",
-                images=["x.nii.gz"],
-                split="test",
-                findings=reference,
-                impression="" if i % 2 else "No acute cardiopulmonary abnormality is seen.",
-            )
-        )
+        records.append(ManifestRecord(
+            id=f"s{i}", modality="ct", images=["x.nii.gz"], split="test", findings=reference,
+            impression="" if i % 2 else "No acute cardiopulmonary abnormality is seen."))
     return records
 
 
 def _predictions(texts=PREDICTIONS) -> dict[str, dict]:
-    return {
-        f"s{i}": {
-            "id": f"s{i}",
-            "findings": text,
-            "impression": "No acute cardiopulmonary abnormality is seen.",
-        }
-        for i, text in enumerate(texts)
-    }
+    return {f"s{i}": {"id": f"s{i}", "findings": text,
+                      "impression": "No acute cardiopulmonary abnormality is seen."}
+            for i, text in enumerate(texts)}
 
 
 def _scores(block: dict) -> dict[str, float]:
@@ -53,21 +41,15 @@ def test_m3d_scores_findings_with_the_named_computations():
     scores = _scores(findings)
     bleu = lexical.SentenceBleu(1)
     assert scores["BLEU-1"] == pytest.approx(
-        bleu.aggregate(bleu.item_stats(PREDICTIONS, REFERENCES))["BLEU-1"]
-    )
+        bleu.aggregate(bleu.item_stats(PREDICTIONS, REFERENCES))["BLEU-1"])
     rouge = lexical.Rouge(1)
     assert scores["ROUGE-1"] == pytest.approx(
-        rouge.aggregate(rouge.item_stats(PREDICTIONS, REFERENCES))["ROUGE-1"]
-    )
+        rouge.aggregate(rouge.item_stats(PREDICTIONS, REFERENCES))["ROUGE-1"])
     reasons = {row["metric"]: row["reason"] for row in findings["not_computed"]}
     assert "--bertscore-model" in reasons["BERT-F1"] and "BERT-F1" not in scores  # no weights, no number
     table = format_table({"blocks": [findings], "bootstrap": {"resamples": 0, "seed": 0, "level": 0.95}})
-    assert (
-        "mteval 13a" in table
-        and "mean over reports" in table
-        and "BERT-F1" in table
-        and "not computed" in table
-    )
+    assert ("mteval 13a" in table and "mean over reports" in table and "BERT-F1" in table
+            and "not computed" in table)
 
 
 def test_rrg24_skips_empty_references_and_scores_both_sections():
@@ -94,12 +76,9 @@ def test_amos_mm_regions_and_letters():
     qa = [QAPair("Which lobe?", "B", ["Left", "Right", "Both", "None"], 1),
           QAPair("Effusion?", "yes"),  # free text: not a multiple-choice question
           QAPair("Side?", "A", ["Left", "Right"], 0)]
-    records = [
-        ManifestRecord(
-            id="a", modality="ct", images=["x"], regions={"chest": "Nodule.", "abdomen": ""}, qa=qa
-        ),
-        ManifestRecord(id="b", modality="ct", images=["x"], regions={"chest": "Clear."}, qa=qa),
-    ]
+    records = [ManifestRecord(id="a", modality="ct", images=["x"],
+                              regions={"chest": "Nodule.", "abdomen": ""}, qa=qa),
+               ManifestRecord(id="b", modality="ct", images=["x"], regions={"chest": "Clear."}, qa=qa)]
     predictions = {"a": {"answers": [{"question": "Which lobe?", "answer": "Right", "choice_index": 1},
                                      {"question": "Effusion?", "answer": "yes"},
                                      {"question": "Side?", "answer": "A."}]},  # "A." is not a bare letter
@@ -112,22 +91,15 @@ def test_amos_mm_regions_and_letters():
 
 
 def test_diagnosis_block_and_plot():
-    records = [
-        ManifestRecord(
-            id=f"d{i}", modality="ct", images=["x"], labels={"Nodule": i % 2, "Effusion": int(i < 2)}
-        )
-        for i in range(4)
-    ]
-    predictions = {
-        f"d{i}": {"diagnosis": {"Nodule": 0.9 if i % 2 else 0.1, "Effusion": 0.6}} for i in range(4)
-    }
+    records = [ManifestRecord(id=f"d{i}", modality="ct", images=["x"],
+                              labels={"Nodule": i % 2, "Effusion": int(i < 2)})
+               for i in range(4)]
+    predictions = {f"d{i}": {"diagnosis": {"Nodule": 0.9 if i % 2 else 0.1, "Effusion": 0.6}}
+                   for i in range(4)}
     [block] = score_blocks(build_blocks("diagnosis", records, predictions, ModelPaths()), NO_BOOTSTRAP)
     scores = _scores(block)
-    assert (
-        scores["Nodule: F1"] == 1.0
-        and scores["Effusion: precision"] == 0.5
-        and scores["Effusion: recall"] == 1.0
-    )
+    assert (scores["Nodule: F1"] == 1.0 and scores["Effusion: precision"] == 0.5
+            and scores["Effusion: recall"] == 1.0)
     assert scores["macro balanced accuracy"] == pytest.approx((1.0 + 0.5) / 2)
     svg = plot_svg({"blocks": [block]}, "diagnosis")
     assert svg.startswith("<svg") and "Nodule (F1)" in svg and "Effusion (AUROC)" in svg
@@ -138,6 +110,5 @@ def test_diagnosis_block_and_plot():
 def test_a_mismatched_answer_is_refused():
     records = [ManifestRecord(id="a", modality="ct", images=["x"], qa=[QAPair("Q1?", "A", ["x", "y"], 0)])]
     with pytest.raises(ValueError, match="not to 'Q1\\?'"):
-        build_blocks(
-            "amos-mm", records, {"a": {"answers": [{"question": "Q2?", "choice_index": 0}]}}, ModelPaths()
-        )
+        build_blocks("amos-mm", records, {"a": {"answers": [{"question": "Q2?", "choice_index": 0}]}},
+                     ModelPaths())

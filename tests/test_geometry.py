@@ -33,9 +33,8 @@ def test_reorient_reaches_canonical_and_keeps_every_voxel_in_place(perm, signs):
     assert orientation_codes(new_direction) == ("I", "P", "L")
     for index in itertools.product(*(range(n) for n in array.shape)):
         world = _index_to_lps(origin, spacing, direction, index)
-        new_index = np.rint(
-            (world - new_origin) @ np.linalg.inv(new_direction * np.array(new_spacing)[:, None])
-        )
+        new_index = np.rint((world - new_origin)
+                            @ np.linalg.inv(new_direction * np.array(new_spacing)[:, None]))
         assert out[tuple(new_index.astype(int))] == array[index]
 
 

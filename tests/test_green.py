@@ -45,10 +45,8 @@ def test_hand_written_edge_cases():
                 "[Matched Findings]:\n3. a; b; c.")
     assert parse_completion(numbered).significant == (2, 0, 0, 1, 0, 0)
     assert parse_completion(numbered).score == pytest.approx(3 / 6)
-    assert (
-        parse_completion("[Clinically Significant Errors]:\nNone.\n\n[Matched Findings]:\n2. a; b.").score
-        == 1.0
-    )
+    assert parse_completion("[Clinically Significant Errors]:\nNone.\n\n"
+                            "[Matched Findings]:\n2. a; b.").score == 1.0
     assert parse_completion("[Matched Findings]:\nTwo findings match.").score == 0.0
     assert parse_completion("gibberish with no categories at all").score == 0.0
     # a category ends at the first blank line: the insignificant (c) error is not a significant one
@@ -63,9 +61,8 @@ def test_hand_written_edge_cases():
 
 def test_prompt_holds_both_reports_in_place_and_cuts_them_at_300_words():
     prompt = green_prompt("REFERENCE " * 400, "Candidate finding.")
-    assert prompt.index("2. Reference Report:\n    REFERENCE") < prompt.index(
-        "3. Candidate Report:\n    Candidate finding."
-    )
+    assert (prompt.index("2. Reference Report:\n    REFERENCE")
+            < prompt.index("3. Candidate Report:\n    Candidate finding."))
     assert prompt.count("REFERENCE") == 300
     assert prompt.rstrip().endswith("```") and "[Matched Findings]:" in prompt
 
@@ -93,10 +90,8 @@ def test_runner_on_a_tiny_random_llama(tmp_path):
     model = GreenModel(tmp_path, device="cpu", batch_size=2)
     tokenizer = model._load()[0]
     assert tokenizer.chat_template == CHAT_TEMPLATE and tokenizer.padding_side == "left"
-    prompts = [
-        green_prompt("No effusion.", "Small effusion."),
-        green_prompt("Clear lungs.", "Clear lungs here."),
-    ] * 2
+    prompts = [green_prompt("No effusion.", "Small effusion."),
+               green_prompt("Clear lungs.", "Clear lungs here.")] * 2
     completions = model.generate(prompts[:3], max_tokens=1300)
     assert len(completions) == 3 and all(isinstance(c, str) for c in completions)
     metric = GreenMetric(lambda p: model.generate(p, max_tokens=1300))

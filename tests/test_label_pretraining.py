@@ -32,7 +32,7 @@ def _record(labels: dict) -> ManifestRecord:
 
 def test_labels_come_from_the_recipe_else_the_records_and_missing_ones_are_marked():
     records = [_record({"Emphysema": 1, "Lung nodule": 0})]
-    # prompt.labels order
+    # in the demo recipe's prompt.labels order
     assert label_names(load_recipe("radreport-demo-phantom"), records)[0] == "Lung nodule"
     assert label_names(load_recipe(RECIPE), records) == ["Emphysema", "Lung nodule"]
     assert label_vector(records[0], ["Lung nodule", "Cardiomegaly"]).tolist() == [0.0, MISSING]
@@ -49,8 +49,7 @@ def test_a_label_a_record_does_not_give_adds_no_loss():
     full = objective(None, torch.tensor([[1.0, 0.0, 1.0]]))
     partial = objective(None, torch.tensor([[1.0, MISSING, 1.0]]))
     two = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.tensor([2.0, 0.5]), torch.tensor([1.0, 1.0])
-    )
+        torch.tensor([2.0, 0.5]), torch.tensor([1.0, 1.0]))
     assert partial == pytest.approx(float(two)) and full != pytest.approx(float(partial))
 
 
@@ -69,21 +68,13 @@ def test_label_pretraining_lowers_the_loss_and_a_report_run_starts_from_it(tmp_p
     # are too few to show that it generalises, so the test asks only that it learns)
     curve = [e["loss"] for e in history.read(out / "history-labels.jsonl") if "loss" in e]
     assert len(curve) == 24 and sum(curve[-4:]) / 4 < sum(curve[:4]) / 4 - 0.05, curve
-    # what the vision side learned, on validation
-    scores = json.loads((out / "label_scores.json").read_text())
+    scores = json.loads((out / "label_scores.json").read_text())  # what the vision side learned (validation)
     assert len(scores) == 6 and all(row["studies"] == 2 for row in scores.values()), scores
     encoder, perceiver = (load_file(str(out / f"{part}.safetensors")) for part in ("encoder", "perceiver"))
     stage1 = tmp_path / "stage1"
-    run_training(
-        resolve("stage1", recipe, {"max_steps": 1, "batch_size": 2, "lr": 1e-3, "tasks": ["diagnosis"]}),
-        phantom_set,
-        stage1,
-        recipe=recipe,
-        tiny=True,
-        encoder=out,
-        quiet=True,
-        log=lambda m: None,
-    )
+    run_training(resolve("stage1", recipe, {"max_steps": 1, "batch_size": 2, "lr": 1e-3,
+                                            "tasks": ["diagnosis"]}),
+                 phantom_set, stage1, recipe=recipe, tiny=True, encoder=out, quiet=True, log=lambda m: None)
     model = load_model(stage1).model
     tower = model.vision_tower.state_dict()
     # frozen in stage 1: the pretrained weights
@@ -116,9 +107,8 @@ def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
 
     from napari_radreport.training.label_eval import classifier_scores, write_label_scores
 
-    logits = torch.tensor(
-        [[2.0, 0.1, 1.0], [-1.0, 0.3, 1.0], [0.5, -2.0, 1.0], [-0.2, 1.5, 1.0], [1.0, 0.0, 1.0]]
-    )
+    logits = torch.tensor([[2.0, 0.1, 1.0], [-1.0, 0.3, 1.0], [0.5, -2.0, 1.0], [-0.2, 1.5, 1.0],
+                           [1.0, 0.0, 1.0]])
 
     class Fixed(torch.nn.Module):  # logits by study index, read from the first voxel of its image
         def __init__(self):
@@ -129,9 +119,8 @@ def test_label_scores_rank_each_label_over_the_studies_that_give_it(tmp_path):
             return logits[pixel_values.flatten(1)[:, 0].long()]
 
     targets = torch.tensor([[1, 0, 1], [0, MISSING, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1]], dtype=torch.float32)
-    dataset = [
-        {"pixel_values": torch.full((1, 1, 2, 2, 2), float(i)), "labels": targets[i]} for i in range(5)
-    ]
+    dataset = [{"pixel_values": torch.full((1, 1, 2, 2, 2), float(i)), "labels": targets[i]}
+               for i in range(5)]
     scores = classifier_scores(Fixed(), dataset, ["a", "b", "c"], batch_size=2)
     assert scores["a"]["AUROC"] == pytest.approx(roc_auc_score([1, 0, 1, 0, 0], logits[:, 0]), abs=1e-4)
     given = [0, 2, 3, 4]  # study 1 does not give "b"

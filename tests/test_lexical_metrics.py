@@ -38,15 +38,13 @@ def test_sentence_bleu_matches_sacrebleu(order):
     from sacrebleu.metrics import BLEU
 
     bleu = BLEU(max_ngram_order=order, smooth_method="none", tokenize="13a")
-    expected = [
-        bleu.sentence_score(p.strip(), [r.strip()]).score / 100 for p, r in zip(PREDICTIONS, REFERENCES)
-    ]
+    expected = [bleu.sentence_score(p.strip(), [r.strip()]).score / 100
+                for p, r in zip(PREDICTIONS, REFERENCES)]
     metric = SentenceBleu(order)
     got = metric.item_stats(PREDICTIONS, REFERENCES)
     assert got == pytest.approx(expected, abs=TOLERANCE)
     assert metric.aggregate(got)[f"BLEU-{order}"] == pytest.approx(
-        sum(expected) / len(expected), abs=TOLERANCE
-    )
+        sum(expected) / len(expected), abs=TOLERANCE)
 
 
 def test_13a_tokens_match_sacrebleu():
@@ -90,9 +88,8 @@ def test_meteor_counts_a_wordnet_synonym_worked_by_hand():
     # "big" ~ "large" does not count in NLTK: its synonym stage compares against the Porter stems the stem
     # stage left behind ("larg"), so 3 of 4 match in one chunk: (1 - 0.5 / 27) * 0.75.
     metric = _meteor()
-    scores = metric.item_stats(
-        ["the patient is sick", "the patient is big"], ["the patient is ill", "the patient is large"]
-    )
+    scores = metric.item_stats(["the patient is sick", "the patient is big"],
+                               ["the patient is ill", "the patient is large"])
     assert scores == pytest.approx([0.9921875, (1 - 0.5 / 27) * 0.75], abs=1e-6)
 
 

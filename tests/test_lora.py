@@ -71,8 +71,7 @@ def test_a_recipe_that_trains_the_perceiver_saves_it_with_the_adapter(tmp_path):
     model.save_pretrained(tmp_path / "vqa")
     from safetensors.torch import load_file
 
-    # peft: one folder per name
-    saved = load_file(str(tmp_path / "vqa" / "vqa" / "adapter_model.safetensors"))
+    saved = load_file(str(tmp_path / "vqa" / "vqa" / "adapter_model.safetensors"))  # peft: a folder per name
     assert any("perceiver" in k for k in saved) and any("lora_A" in k for k in saved)
 
 

@@ -16,14 +16,8 @@ from napari_radreport.modeling import (  # noqa: E402
 )
 
 IMAGE_TOKEN = 99
-TINY_VISION = {
-    "image_size": [8, 64, 64],
-    "patch_size": [4, 16, 16],
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-}
+TINY_VISION = {"image_size": [8, 64, 64], "patch_size": [4, 16, 16], "hidden_size": 32,
+               "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 TINY_TEXT = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 100, "bos_token_id": 1,
              "eos_token_id": 2, "pad_token_id": 0}
@@ -31,12 +25,9 @@ TINY_TEXT = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "
 
 def tiny_model(perceiver: dict | None = None, text: dict | None = None, seed: int = 0):
     torch.manual_seed(seed)
-    config = RadReportConfig(
-        vision_config=TINY_VISION,
-        text_config={**TINY_TEXT, **(text or {})},
-        perceiver_config=perceiver or {"perceiver_type": "spp"},
-        image_token_id=IMAGE_TOKEN,
-    )
+    config = RadReportConfig(vision_config=TINY_VISION, text_config={**TINY_TEXT, **(text or {})},
+                             perceiver_config=perceiver or {"perceiver_type": "spp"},
+                             image_token_id=IMAGE_TOKEN)
     return RadReportForConditionalGeneration(config).eval()
 
 
@@ -115,12 +106,8 @@ def test_cached_image_features_give_the_same_tokens_as_pixels():
     model = tiny_model()
     pixels = torch.randn(1, 1, 8, 64, 64)
     a = model.generate(input_ids=prompt(model), pixel_values=pixels, max_new_tokens=6, do_sample=False)
-    b = model.generate(
-        input_ids=prompt(model),
-        image_features=model.get_image_features(pixels),
-        max_new_tokens=6,
-        do_sample=False,
-    )
+    b = model.generate(input_ids=prompt(model), image_features=model.get_image_features(pixels),
+                       max_new_tokens=6, do_sample=False)
     assert torch.equal(a, b)
 
 
@@ -151,18 +138,14 @@ def test_any_causal_lm_transformers_knows_can_be_the_text_model(text_type):
         (lambda: ViT3DConfig(image_size=[30, 256, 256]), "vision_config.image_size"),
         (lambda: ViT3DConfig(hidden_size=50, num_attention_heads=12), "vision_config.hidden_size"),
         (lambda: PerceiverConfig(perceiver_type="transformer"), "perceiver_config.perceiver_type"),
-        (
-            lambda: RadReportConfig(vision_config=TINY_VISION, text_config=TINY_TEXT, image_token_id=500),
-            "image_token_id",
-        ),
+        (lambda: RadReportConfig(vision_config=TINY_VISION, text_config=TINY_TEXT, image_token_id=500),
+         "image_token_id"),
         (lambda: tiny_model({"perceiver_type": "spp", "pooling_size": 3}), "perceiver_config.pooling_size"),
         (lambda: PerceiverConfig(feature_norm="layer"), "perceiver_config.feature_norm"),
         (lambda: PerceiverConfig(pooling_size=[2, 4]), "perceiver_config.pooling_size"),
         (lambda: PerceiverConfig(pooling_size=[2, 0, 4]), "perceiver_config.pooling_size"),
-        (
-            lambda: PerceiverConfig(perceiver_type="mlp2x", feature_norm="batch"),
-            "perceiver_config.feature_norm",
-        ),
+        (lambda: PerceiverConfig(perceiver_type="mlp2x", feature_norm="batch"),
+         "perceiver_config.feature_norm"),
     ],
 )
 def test_malformed_configs_fail_naming_the_field(factory, field):
@@ -173,9 +156,8 @@ def test_malformed_configs_fail_naming_the_field(factory, field):
 def test_pooling_sizes_can_differ_per_axis():
     from napari_radreport.modeling.perceivers import build_perceiver
 
-    perceiver = build_perceiver(
-        PerceiverConfig(perceiver_type="max_pool", pooling_size=[2, 4, 4]), 16, (8, 8, 8), 32
-    )
+    perceiver = build_perceiver(PerceiverConfig(perceiver_type="max_pool", pooling_size=[2, 4, 4]),
+                                16, (8, 8, 8), 32)
     assert perceiver.num_tokens == 16  # 4 x 2 x 2 windows
     tokens = torch.randn(2, 512, 16)
     volume = tokens.transpose(1, 2).reshape(2, 16, 4, 2, 2, 4, 2, 4)  # (B, C, D/2, 2, H/4, 4, W/4, 4)
@@ -264,12 +246,10 @@ def test_conv_stem_detectors_give_each_patch_its_highest_probability():
                                           sd["patch_embedding.stem.layers.0.bias"], padding=1))
         maps = torch.sigmoid(conv(h, sd["patch_embedding.stem.detector.weight"],
                                   sd["patch_embedding.stem.detector.bias"]))  # (2, 2, 8, 64, 64)
-        # (2, 32, 2)
+        # peaks: (2, 32, 2)
         peaks = maps.reshape(2, 2, 2, 4, 4, 16, 4, 16).amax(dim=(3, 5, 7)).flatten(2).transpose(1, 2)
-        added = (
-            peaks @ sd["patch_embedding.detector_embedding.weight"].T
-            + sd["patch_embedding.detector_embedding.bias"]
-        )
+        added = (peaks @ sd["patch_embedding.detector_embedding.weight"].T
+                 + sd["patch_embedding.detector_embedding.bias"])
         tokens = _reference_vit3d(encoder, torch.cat([pixels, h], dim=1), added)
         out = encoder(pixels)
         assert out.shape == (2, 32, 32 + 2) and encoder.output_dim == 34  # hidden features, then the 2 peaks
@@ -298,10 +278,7 @@ def test_each_detector_adds_a_token_from_its_strongest_patch_and_where_it_is(tmp
         torch.testing.assert_close(out[:, -2:], perceiver.summary(peaks) + perceiver.kind)
     config = RadReportConfig(
         vision_config={**TINY_VISION, "conv_stem_channels": [4], "conv_stem_detectors": 1},
-        text_config=TINY_TEXT,
-        perceiver_config={"perceiver_type": "spp"},
-        image_token_id=IMAGE_TOKEN,
-    )
+        text_config=TINY_TEXT, perceiver_config={"perceiver_type": "spp"}, image_token_id=IMAGE_TOKEN)
     model = RadReportForConditionalGeneration(config).eval()
     assert model.num_image_tokens == model.perceiver.pool.num_tokens + 1
     model.save_pretrained(tmp_path)

@@ -70,8 +70,7 @@ def test_any_stored_orientation_opens_as_the_same_canonical_volume(abdomen_nifti
 
 
 @pytest.mark.parametrize(
-    "dtype", ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
-)
+    "dtype", ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"])
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 def test_any_numeric_dtype_and_byte_order(tmp_path, dtype, byteorder):
     import nibabel
@@ -131,9 +130,8 @@ def test_four_d_volume_opens_with_a_note():
 def test_header_only_nifti_names_the_missing_image_file():
     from nibabel.testing import data_path
 
-    with pytest.raises(
-        StudyReadError, match=r"nifti1\.hdr: header only, its voxel data file nifti1\.img is missing"
-    ):
+    with pytest.raises(StudyReadError,
+                       match=r"nifti1\.hdr: header only, its voxel data file nifti1\.img is missing"):
         load_study(f"{data_path}/nifti1.hdr")
 
 

@@ -29,9 +29,8 @@ def test_every_python_name_in_the_manifest_imports():
 
 def test_npe2_validates_the_installed_plugin():
     npe2 = Path(sys.executable).with_name("npe2")
-    result = subprocess.run(
-        [str(npe2), "validate", "napari-radreport", "--imports"], capture_output=True, text=True
-    )
+    result = subprocess.run([str(npe2), "validate", "napari-radreport", "--imports"], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
@@ -49,8 +48,8 @@ def test_heavy_libraries_stay_out_of_import_time():
     code = (
         "import sys, napari_radreport, napari_radreport._reader, napari_radreport._sample_data, "
         "napari_radreport.cli, napari_radreport.viewer; "
-        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate', 'napari', 'qtpy') if m in "
-        "sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate', 'napari', 'qtpy') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

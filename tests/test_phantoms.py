@@ -44,9 +44,8 @@ def test_questions_have_right_answers_and_valid_choices():
     for truth, rng in _findings(100, seed=2):
         for qa in reports.questions(truth, rng):
             if qa.get("choices"):
-                assert qa["choices"][qa["answer_index"]] == qa["answer"] and len(set(qa["choices"])) == len(
-                    qa["choices"]
-                )
+                assert (qa["choices"][qa["answer_index"]] == qa["answer"]
+                        and len(set(qa["choices"])) == len(qa["choices"]))
             else:
                 kind, right = score_answer(qa["question"], qa["answer"], truth)
                 assert right, (qa, kind)
@@ -74,15 +73,12 @@ def test_findings_are_drawn_where_the_report_puts_them():
     assert abs(volume[index] - anatomy.HU["nodule"]) < 80  # soft tissue inside the lung
     assert centre[2] > 0  # patient's left: higher x index in the canonical display
     height = phantom.lung_bottom - phantom.lung_top
-    assert (
-        str(anatomy.lobe_of("left", (centre[0] - phantom.lung_top) / height, centre[1], phantom.lung_y))
-        == "lower"
-    )
+    assert str(anatomy.lobe_of("left", (centre[0] - phantom.lung_top) / height, centre[1],
+                               phantom.lung_y)) == "lower"
     # posterior and inferior, away from the heart
     dependent = (phantom.y > phantom.lung_y + 15) & (phantom.z > 0)
-    off_nodule = (phantom.z - centre[0]) ** 2 + (phantom.y - centre[1]) ** 2 + (
-        phantom.x - centre[2]
-    ) ** 2 > 15**2
+    off_nodule = ((phantom.z - centre[0]) ** 2 + (phantom.y - centre[1]) ** 2
+                  + (phantom.x - centre[2]) ** 2 > 15 ** 2)
     fluid = (np.abs(volume - anatomy.HU["fluid"]) < 60) & dependent & off_nodule
     assert (fluid & phantom.lung_mask("right")).sum() > 50 and (fluid & phantom.lung_mask("left")).sum() == 0
 
@@ -166,8 +162,7 @@ def test_manifest_positions_point_at_the_nodule_and_the_consolidation_in_the_wri
     with pytest.raises(ManifestError, match="positions of 'Lung nodule' must be a list of"):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(
-            '{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n'
-        )
+            '{"id": "b", "modality": "ct", "images": ["x"], "positions": {"Lung nodule": [1, 2, 3]}}\n')
         read_manifest(bad)
 
 
@@ -191,7 +186,6 @@ def test_manifest_errors_name_the_line_and_field(tmp_path):
     for line, message in cases.items():
         bad = tmp_path / "bad.jsonl"
         bad.write_text(path.read_text() + line + "\n")
-        with pytest.raises(
-            ManifestError, match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")
-        ):
+        with pytest.raises(ManifestError,
+                           match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")):
             read_manifest(bad)

@@ -129,25 +129,8 @@ def test_eval_scores_a_predictions_file_from_the_command_line(engine, manifest, 
     preds = tmp_path / "p.jsonl"
     _run(engine, manifest, preds)
     scores, plot = tmp_path / "scores.json", tmp_path / "labels.svg"
-    code = main(
-        [
-            "eval",
-            "--preset",
-            "diagnosis",
-            "--manifest",
-            str(manifest),
-            "--split",
-            "all",
-            "--predictions",
-            str(preds),
-            "--bootstrap",
-            "50",
-            "--out",
-            str(scores),
-            "--plot",
-            str(plot),
-        ]
-    )
+    code = main(["eval", "--preset", "diagnosis", "--manifest", str(manifest), "--split", "all",
+                 "--predictions", str(preds), "--bootstrap", "50", "--out", str(scores), "--plot", str(plot)])
     assert code == 0
     result = json.loads(scores.read_text())
     assert result["predictions_meta"]["weights_sha256"] == engine.info.weights_sha256

@@ -24,9 +24,8 @@ def _ramp_study(shape=(20, 8, 8), spacing=(2.0, 1.0, 1.0)):
     """Values equal the z position (mm) of each voxel centre: a linear ramp along the first axis."""
     z = np.arange(shape[0], dtype=np.float32) * spacing[0]
     array = np.broadcast_to(z[:, None, None], shape).copy()
-    image = ImageData(
-        array=array, spacing=spacing, modality="CT", origin=(0.0, 0.0, 0.0), direction=np.eye(3)
-    )
+    image = ImageData(array=array, spacing=spacing, modality="CT", origin=(0.0, 0.0, 0.0),
+                      direction=np.eye(3))
     return Study(kind="ct", images=[image])
 
 
@@ -44,9 +43,8 @@ def test_resampling_keeps_voxel_centres_on_a_linear_ramp():
 def test_preprocessing_works_on_its_own_copy_and_leaves_a_float32_study_untouched(intensity):
     study = _ramp_study()
     before = study.array.copy()
-    spec = Preprocess(
-        target_shape=(20, 8, 8), intensity=intensity, hu_window=(0.0, 100.0), resize="crop_or_pad"
-    )
+    spec = Preprocess(target_shape=(20, 8, 8), intensity=intensity, hu_window=(0.0, 100.0),
+                      resize="crop_or_pad")
     out = volume_to_pixels(study, spec)[0, 0]
     np.testing.assert_array_equal(study.array, before)
     expected = before / 100.0 if intensity == "hu_window" else before / before.max()
@@ -64,9 +62,8 @@ def test_hu_window_and_minmax_map_to_unit_range(chest_study):
     m3d = Preprocess.from_recipe(load_recipe("m3d-lamed-phi3-4b").preprocess)
     pixels = volume_to_pixels(chest_study, m3d)
     assert pixels.shape == (1, 1, 32, 256, 256)
-    assert float(pixels.min()) == pytest.approx(0.0, abs=1e-6) and float(pixels.max()) == pytest.approx(
-        1.0, abs=1e-3
-    )
+    assert (float(pixels.min()) == pytest.approx(0.0, abs=1e-6)
+            and float(pixels.max()) == pytest.approx(1.0, abs=1e-3))
 
 
 def test_radiographs_are_stitched_left_to_right(shared_data):
@@ -139,27 +136,21 @@ def test_separately_encoded_radiographs_concatenate_their_tokens_with_a_chat_tem
     pixels = radiographs_to_pixels(study, spec)
     ids = prompt_ids(tokenizer, "w5 w6", image_token="<image>", num_image_tokens=model.num_image_tokens,
                      n_images=pixels.shape[0], chat_template=True)
-    assert ids[0, 0] == tokenizer.convert_tokens_to_ids("w90") and ids[
-        0, -1
-    ] == tokenizer.convert_tokens_to_ids("w91")
+    assert (ids[0, 0] == tokenizer.convert_tokens_to_ids("w90")
+            and ids[0, -1] == tokenizer.convert_tokens_to_ids("w91"))
     assert int((ids == 100).sum()) == 2 * model.num_image_tokens
     out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 2
 
 
 def test_more_radiographs_than_the_model_takes_is_a_clear_error():
-    images = [
-        ImageData(array=np.zeros((20, 20), np.uint8), spacing=(None, None), modality="") for _ in range(5)
-    ]
+    images = [ImageData(array=np.zeros((20, 20), np.uint8), spacing=(None, None), modality="")
+              for _ in range(5)]
     study = Study(kind="xray_set", images=images)
     with pytest.raises(InputError, match="at most 4 radiographs; the study has 5"):
         radiographs_to_pixels(study, Preprocess(target_shape=(32, 32), max_images=4))
-    assert radiographs_to_pixels(study, Preprocess(target_shape=(32, 32), max_images=5)).shape == (
-        1,
-        3,
-        32,
-        32,
-    )
+    assert (radiographs_to_pixels(study, Preprocess(target_shape=(32, 32), max_images=5)).shape
+            == (1, 3, 32, 32))
 
 
 def test_a_follow_up_prompt_starts_with_the_previous_turns(tmp_path):
@@ -195,9 +186,8 @@ def test_a_patient_position_lands_where_preprocessing_puts_its_voxels(target, re
     image = ImageData(array=hu(positions).astype(np.float32), spacing=spacing, modality="CT", origin=origin,
                       direction=direction)
     study = Study(kind="ct", images=[image])
-    np.testing.assert_allclose(
-        image.patient_to_index(image.index_to_patient((3.2, 4.0, 7.5))), (3.2, 4.0, 7.5)
-    )
+    np.testing.assert_allclose(image.patient_to_index(image.index_to_patient((3.2, 4.0, 7.5))),
+                               (3.2, 4.0, 7.5))
     spec = Preprocess(target_shape=target, spacing_mm=(2.0, 1.25, 1.25), intensity="hu_window",
                       hu_window=(-1000.0, 2000.0), resize=resize)
     pixels = volume_to_pixels(study, spec)[0, 0].numpy()
@@ -206,9 +196,8 @@ def test_a_patient_position_lands_where_preprocessing_puts_its_voxels(target, re
     for position in inner:
         where = patient_to_pixel_index(study, spec, position)
         if np.all(where >= 0) and np.all(where <= np.asarray(target) - 1):
-            found.append(
-                (map_coordinates(pixels, where[:, None], order=1)[0], (hu(position) + 1000.0) / 3000.0)
-            )
+            found.append((map_coordinates(pixels, where[:, None], order=1)[0],
+                          (hu(position) + 1000.0) / 3000.0))
     assert len(found) > 20
     got, expected = np.array(found).T
     np.testing.assert_allclose(got, expected, atol=2e-5)  # half a voxel off would be 2.5e-4 here

@@ -9,13 +9,8 @@ from napari_radreport.evaluation.radgraph import F1RadGraph, radgraph_package_an
 
 
 def _entity(tokens, label, relations=()):
-    return {
-        "tokens": tokens,
-        "label": label,
-        "start_ix": 0,
-        "end_ix": 0,
-        "relations": [list(r) for r in relations],
-    }
+    return {"tokens": tokens, "label": label, "start_ix": 0, "end_ix": 0,
+            "relations": [list(r) for r in relations]}
 
 
 # Reference: "Small left pleural effusion." -> effusion (OBS-DP) located_at pleural; left, small modify.
@@ -50,25 +45,20 @@ def test_partial_level_marks_entities_that_have_relations():
 
 def test_complete_level_compares_relations_lowercased():
     # ref: (small,OBS,modify,effusion) (left,ANAT,modify,pleural) (pleural,ANAT)
-    # (effusion,OBS,located_at,pleural)
+    #      (effusion,OBS,located_at,pleural)
     # hyp: (large,...) (left,ANAT,modify,pleural) (pleural,ANAT) (effusion,OBS,located_at,pleural) -> 3 of 4
     assert reward(HYPOTHESIS, REFERENCE, "complete") == pytest.approx(0.75)
-    moved = {
-        "entities": {**HYPOTHESIS["entities"], "4": _entity("effusion", "OBS-DP", [("located_at", "2")])}
-    }
+    moved = {"entities": {**HYPOTHESIS["entities"],
+                          "4": _entity("effusion", "OBS-DP", [("located_at", "2")])}}
     # effusion now located at "left": 2 of 4 left
     assert reward(moved, REFERENCE, "complete") == pytest.approx(0.5)
 
 
 def test_uneven_sets_and_empty_annotations():
-    one = {
-        "entities": {
-            "1": _entity("effusion", "OBS-DP", [("located_at", "2")]),
-            "2": _entity("pleural", "ANAT-DP"),
-        }
-    }
+    one = {"entities": {"1": _entity("effusion", "OBS-DP", [("located_at", "2")]),
+                        "2": _entity("pleural", "ANAT-DP")}}
     # complete: hyp {(effusion,OBS,located_at,pleural), (pleural,ANAT)} both in ref
-    # -> P = 1, R = 2/4 -> F1 = 2/3
+    #           -> P = 1, R = 2/4 -> F1 = 2/3
     assert reward(one, REFERENCE, "complete") == pytest.approx(2 / 3)
     assert reward({"entities": {}}, REFERENCE, "simple") == 0.0
     with pytest.raises(ValueError, match="reward level"):

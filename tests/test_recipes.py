@@ -9,13 +9,8 @@ torch = pytest.importorskip("torch")
 from napari_radreport.modeling.configuration import ConfigError  # noqa: E402
 from napari_radreport.modeling.recipes import MODELS_DIR, RecipeError, available_recipes, load_recipe  # noqa: E402
 
-EXPECTED = {
-    "m3d-lamed-phi3-4b",
-    "m3d-lamed-llama2-7b",
-    "amosmm-vit3d-llama3-8b",
-    "rrg24-clip-vicuna-7b",
-    "e3d-gpt-vicuna-7b",
-}
+EXPECTED = {"m3d-lamed-phi3-4b", "m3d-lamed-llama2-7b", "amosmm-vit3d-llama3-8b", "rrg24-clip-vicuna-7b",
+            "e3d-gpt-vicuna-7b"}
 # parameters at full size (vision + perceiver + language model), in billions, and image tokens
 FULL_SIZE = {
     "m3d-lamed-phi3-4b": (3.9, 4.1, 256),

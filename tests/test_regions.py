@@ -82,11 +82,10 @@ def test_structures_spanning_regions_name_no_region(sentence):
 
 
 def test_sentences_are_not_cut_at_decimals_or_abbreviations():
-    text = (
-        "A 3.5 cm mass is seen in the liver, approx. 2 cm from the dome. Dr. Smith was informed on "
-        "12.03.2024. "
-        "Small nodules (e.g. in segment 6) are stable, i.e. benign. Density vs. prior study is unchanged"
-    )
+    text = ("A 3.5 cm mass is seen in the liver, approx. 2 cm from the dome. "
+            "Dr. Smith was informed on 12.03.2024. "
+            "Small nodules (e.g. in segment 6) are stable, i.e. benign. "
+            "Density vs. prior study is unchanged")
     assert split_sentences(text) == [
         "A 3.5 cm mass is seen in the liver, approx. 2 cm from the dome.",
         "Dr. Smith was informed on 12.03.2024.",

@@ -55,9 +55,8 @@ def test_stage1_trains_the_perceiver_only_and_lowers_the_loss(tmp_path, phantom_
     from napari_radreport.modeling.loading import load_model
 
     out = tmp_path / "stage1"
-    summary = run_training(
-        _config("stage1", lr=1e-2), phantom_set, out, init=tiny_start, quiet=True, log=lambda m: None
-    )
+    summary = run_training(_config("stage1", lr=1e-2), phantom_set, out, init=tiny_start, quiet=True,
+                           log=lambda m: None)
     before, after = _eval_losses(out, "stage1")
     # Only the image tokens can change under a frozen random LM: the loss falls by ~0.04 and stays there (12
     # steps or 10x the lr give the same); an untrained perceiver leaves it where it was.
@@ -77,14 +76,8 @@ def test_stage2_lora_adapters_save_and_the_engine_uses_them(tmp_path, phantom_se
 
     out = tmp_path / "stage2"
     for name in ("findings", "impression"):
-        run_training(
-            _config("stage2", adapter=name, tasks=[name]),
-            phantom_set,
-            out,
-            init=tiny_start,
-            quiet=True,
-            log=lambda m: None,
-        )
+        run_training(_config("stage2", adapter=name, tasks=[name]), phantom_set, out, init=tiny_start,
+                     quiet=True, log=lambda m: None)
         before, after = _eval_losses(out, f"stage2-{name}")
         assert after < before, (name, before, after)
     for name in ("findings", "impression"):
@@ -123,9 +116,8 @@ def test_mae_pretraining_lowers_the_masked_loss_and_feeds_stage1(tmp_path, phant
 @pytest.mark.slow
 def test_resume_continues_bit_for_bit(tmp_path, phantom_set, tiny_start):
     """Stage 2 with LoRA dropout: resuming must restore weights, optimizer, scheduler and random state."""
-    config = _config(
-        "stage2", adapter="vqa", tasks=["qa", "diagnosis"], save_every=2, max_steps=5, eval_every=0
-    )
+    config = _config("stage2", adapter="vqa", tasks=["qa", "diagnosis"], save_every=2, max_steps=5,
+                     eval_every=0)
     straight = tmp_path / "straight"
     run_training(config, phantom_set, straight, init=tiny_start, quiet=True, log=lambda m: None)
     resumed = tmp_path / "resumed"

@@ -11,24 +11,11 @@ from napari_radreport.training.examples import text_pairs
 
 
 def _record() -> ManifestRecord:
-    qa = [
-        QAPair(
-            "On which side is the pleural effusion?",
-            "left side",
-            ["right side", "left side", "both sides"],
-            1,
-        ),
-        QAPair("Is there a pleural effusion?", "Yes, a left pleural effusion."),
-    ]
-    return ManifestRecord(
-        id="r",
-        modality="ct",
-        images=["x.nii.gz"],
-        split="train",
-        findings="Left effusion.",
-        qa=qa,
-        labels={"Pleural effusion": 1},
-    )
+    qa = [QAPair("On which side is the pleural effusion?", "left side",
+                 ["right side", "left side", "both sides"], 1),
+          QAPair("Is there a pleural effusion?", "Yes, a left pleural effusion.")]
+    return ManifestRecord(id="r", modality="ct", images=["x.nii.gz"], split="train",
+                          findings="Left effusion.", qa=qa, labels={"Pleural effusion": 1})
 
 
 @pytest.mark.parametrize(("mode", "answer"), [("letter", "B"), ("text", "left side")])
@@ -52,15 +39,9 @@ def test_every_task_gives_its_pairs():
 
 def test_guided_report_prompts_name_the_records_positive_labels_in_the_models_order():
     tasks = prompt_spec.task_prompts(None)
-    record = ManifestRecord(
-        id="r",
-        modality="ct",
-        images=["x.nii.gz"],
-        split="train",
-        findings="F.",
-        impression="I.",
-        labels={"Pleural effusion": 1, "Cardiomegaly": 0, "Lung nodule": 1},
-    )
+    record = ManifestRecord(id="r", modality="ct", images=["x.nii.gz"], split="train", findings="F.",
+                            impression="I.",
+                            labels={"Pleural effusion": 1, "Cardiomegaly": 0, "Lung nodule": 1})
     order = ("Lung nodule", "Cardiomegaly", "Pleural effusion", "Emphysema")
     findings, impression = text_pairs(record, ["findings", "impression"], tasks, guide_labels=order)
     plain = prompts.section_prompt(tasks, "findings", "ct")
@@ -68,10 +49,8 @@ def test_guided_report_prompts_name_the_records_positive_labels_in_the_models_or
     assert impression.question.endswith("\nAbnormalities: Lung nodule, Pleural effusion.")
     normal = ManifestRecord(id="n", modality="ct", images=["x.nii.gz"], split="train", findings="F.",
                             labels={"Lung nodule": 0})
-    assert (
-        text_pairs(normal, ["findings"], tasks, guide_labels=order)[0].question
-        == plain + "\nAbnormalities: none."
-    )
+    assert (text_pairs(normal, ["findings"], tasks, guide_labels=order)[0].question
+            == plain + "\nAbnormalities: none.")
     assert text_pairs(record, ["findings"], tasks)[0].question == plain  # unguided: the plain request
     with pytest.raises(ValueError, match="report_guidance must be none or diagnosis"):
         prompt_spec.report_guidance({"report_guidance": "labels"})

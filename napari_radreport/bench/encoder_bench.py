@@ -61,11 +61,11 @@ def run(name: str, repeats: int, layers: int | None = None) -> dict[str, Any]:
         explicit = timed(lambda: explicit_forward(encoder, pixels), repeats)
     params = sum(p.numel() for p in encoder.parameters())
     return {
-        "size": f"{SIZES[name]} vision tower: width {config.hidden_size}, {config.num_hidden_layers} layers, "
-        f"{config.num_attention_heads} heads, {config.num_patches} patches ({params / 1e6:.0f} M parameters)",
+        "size": (f"{SIZES[name]} vision tower: width {config.hidden_size}, "
+                 f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
+                 f"{config.num_patches} patches ({params / 1e6:.0f} M parameters)"),
         "threads": torch.get_num_threads(),
-        "ours_sdpa": ours.as_dict(),
-        "explicit_attention": explicit.as_dict(),
+        "ours_sdpa": ours.as_dict(), "explicit_attention": explicit.as_dict(),
         "explicit_over_ours": ratio(explicit.seconds, ours.seconds),
         "max_abs_difference": float((ours.result - explicit.result).abs().max()),
     }

@@ -66,18 +66,14 @@ class LlmBench:
         config = self.model.config
         text, vision = config.text_config, config.vision_config
         params = sum(p.numel() for p in self.model.parameters())
-        return {
-            "parameters_m": round(params / 1e6, 1),
-            "weights_mib": round(self.weights_mib, 1),
-            "device": self.info.device,
-            "dtype": self.info.dtype,
-            "image_tokens": self.model.num_image_tokens,
-            "text": f"{text.model_type} width {text.hidden_size}, {text.num_hidden_layers} layers, "
-            f"vocabulary {text.vocab_size}",
-            "vision": f"ViT3D width {vision.hidden_size}, {vision.num_hidden_layers} layers, "
-            f"image {list(vision.image_size)}",
-            "weights": "random (sizes real, text meaningless)",
-        }
+        return {"parameters_m": round(params / 1e6, 1), "weights_mib": round(self.weights_mib, 1),
+                "device": self.info.device, "dtype": self.info.dtype,
+                "image_tokens": self.model.num_image_tokens,
+                "text": (f"{text.model_type} width {text.hidden_size}, {text.num_hidden_layers} layers, "
+                         f"vocabulary {text.vocab_size}"),
+                "vision": (f"ViT3D width {vision.hidden_size}, {vision.num_hidden_layers} layers, "
+                           f"image {list(vision.image_size)}"),
+                "weights": "random (sizes real, text meaningless)"}
 
     # -- generation ------------------------------------------------------------------------------------
     def first_token(self, tokens: int) -> dict[str, Any]:
@@ -197,9 +193,8 @@ class LlmBench:
         for label in labels:
             ids, _ = self.runner.prompt(self.study, diagnosis_prompt(tasks, label))
             image = {"pixel_values": pixels} if reencode else {"image_features": features}
-            logits = self.model(input_ids=torch.tensor([ids], device=self.runner.device), **image).logits[
-                0, -1
-            ]
+            logits = self.model(input_ids=torch.tensor([ids], device=self.runner.device),
+                                **image).logits[0, -1]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             p_yes, p_no = (float(torch.logsumexp(logprobs[i], 0).exp()) for i in (yes, no))
             result[label] = p_yes / (p_yes + p_no)

@@ -16,10 +16,8 @@ def pydicom_loop(folder: Path) -> np.ndarray:
     import pydicom
 
     slices = [pydicom.dcmread(path) for path in sorted(folder.glob("*.dcm"))]
-    row, col = (
-        np.array(slices[0].ImageOrientationPatient[:3], float),
-        np.array(slices[0].ImageOrientationPatient[3:], float),
-    )
+    row, col = (np.array(slices[0].ImageOrientationPatient[:3], float),
+                np.array(slices[0].ImageOrientationPatient[3:], float))
     normal = np.cross(row, col)
     slices.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, float), normal)))
     hu = [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in slices]
@@ -65,14 +63,10 @@ def run(series: Path, repeats: int) -> dict[str, Any]:
         "shape": list(volume.shape),
         "volume_mib": round(volume.nbytes / 2**20, 1),
         **{name: t.as_dict() for name, t in results.items()},
-        "same_voxels": {
-            name: _same_voxels(volume, t.result) for name, t in results.items() if name != "ours"
-        },
-        "ratios": {
-            f"{name}_over_ours": ratio(t.seconds, results["ours"].seconds)
-            for name, t in results.items()
-            if name != "ours"
-        },
+        "same_voxels": {name: _same_voxels(volume, t.result)
+                        for name, t in results.items() if name != "ours"},
+        "ratios": {f"{name}_over_ours": ratio(t.seconds, results["ours"].seconds)
+                   for name, t in results.items() if name != "ours"},
     }
     if "simpleitk" not in results:
         out["simpleitk"] = "skipped: SimpleITK is not installed (pip install SimpleITK)"

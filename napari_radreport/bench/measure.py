@@ -119,9 +119,8 @@ def timed(call: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timed:
     return Timed(statistics.median(runs), runs, result, memory)
 
 
-def timed_interleaved(
-    calls: dict[Any, Callable[[], Any]], repeats: int = 3, warmup: int = 1
-) -> dict[Any, Timed]:
+def timed_interleaved(calls: dict[Any, Callable[[], Any]], repeats: int = 3,
+                      warmup: int = 1) -> dict[Any, Timed]:
     """Like :func:`timed` for several calls whose times are to be compared: round by round, one run of each.
 
     A burst of load from elsewhere on the machine then slows every call of that round, not only the call that

@@ -25,8 +25,7 @@ def recipe_preprocess(name: str):
     from napari_radreport.modeling.processor import Preprocess
 
     return Preprocess.from_recipe(
-        json.loads((MODELS_DIR / RECIPES[name] / "recipe.json").read_text())["preprocess"]
-    )
+        json.loads((MODELS_DIR / RECIPES[name] / "recipe.json").read_text())["preprocess"])
 
 
 def monai_chain(spec):
@@ -104,10 +103,8 @@ def run(study, repeats: int) -> dict[str, Any]:
         }
         if entry["same_shape"]:
             diff = (a - b).abs()
-            entry["vs_monai_chain"] = {
-                "max_abs": round(float(diff.max()), 4),
-                "mean_abs": round(float(diff.mean()), 5),
-            }
+            entry["vs_monai_chain"] = {"max_abs": round(float(diff.max()), 4),
+                                       "mean_abs": round(float(diff.mean()), 5)}
         if spec.spacing_mm is not None:
             top, mean = resample_on_our_grid(study, spec.spacing_mm)
             entry["resample_vs_monai_on_our_grid_hu"] = {"max_abs": round(top, 4), "mean_abs": round(mean, 6)}

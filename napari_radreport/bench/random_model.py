@@ -18,27 +18,15 @@ from napari_radreport.modeling import prompt_spec
 IMAGE_TOKEN = "<im_patch>"
 EXTRA_WORDS = (
     "Yes No yes no A B C D There is a no the left right lung nodule pleural effusion heart normal size "
-    "mild small large findings impression unremarkable chest abdomen pelvis is present absent"
-)
+    "mild small large findings impression unremarkable chest abdomen pelvis is present absent")
 
 
 def prompt_words() -> list[str]:
     """Every word and punctuation mark of the task prompts, labels and a few answer
     words, in a fixed order."""
-    text = (
-        " ".join(
-            [
-                *prompt_spec.DEFAULT_TASKS.values(),
-                *prompts.MODALITY_WORDS.values(),
-                *prompts.REGIONS,
-                *prompt_spec.CT_RATE_LABELS,
-                *prompt_spec.CHEXPERT_LABELS,
-                EXTRA_WORDS,
-            ]
-        ).lower()
-        + " "
-        + EXTRA_WORDS
-    )
+    text = " ".join([*prompt_spec.DEFAULT_TASKS.values(), *prompts.MODALITY_WORDS.values(), *prompts.REGIONS,
+                     *prompt_spec.CT_RATE_LABELS, *prompt_spec.CHEXPERT_LABELS,
+                     EXTRA_WORDS]).lower() + " " + EXTRA_WORDS
     found = re.findall(r"\w+|[^\w\s]+", text.replace("{", " ").replace("}", " "))
     return list(dict.fromkeys(found))
 
@@ -134,13 +122,8 @@ def write_random_radreport(folder: Path, size: ModelSize, seed: int = 0, *, only
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = write_word_tokenizer(folder, IMAGE_TOKEN, size.vocab_size)
-    text = {
-        **size.text,
-        "vocab_size": len(tokenizer),
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "pad_token_id": 0,
-    }
+    text = {**size.text, "vocab_size": len(tokenizer),
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     config = RadReportConfig(vision_config=dict(size.vision), perceiver_config=dict(size.perceiver),
                              text_config=text, image_token=IMAGE_TOKEN,
                              image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),

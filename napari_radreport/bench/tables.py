@@ -21,18 +21,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
-    out = [
-        f"Measured {r['date_utc']} UTC with `{r['command']}` on {m['cpu']}, {m['cores']} cores "
-        f"({m['torch_threads']} torch threads), {m['memory_gib']} GiB, GPU: {m['gpu']}; {m['system']}, "
-        f"Python {m['python']}, torch {m['torch']}. Times are medians of repeats after a warm-up; memory is "
-        "the step's peak resident set (+ what it added). Each step ran in its own process.",
-        "",
-    ]
+    out = [f"Measured {r['date_utc']} UTC with `{r['command']}` on {m['cpu']}, {m['cores']} cores "
+           f"({m['torch_threads']} torch threads), {m['memory_gib']} GiB, GPU: {m['gpu']}; {m['system']}, "
+           f"Python {m['python']}, torch {m['torch']}. Times are medians of repeats after a warm-up; "
+           "memory is the step's peak resident set (+ what it added). Each step ran in its own process.", ""]
     d = r["dicom"]
-    out += [
-        f"### 1. Loading the DICOM series ({d['files']} files, {d['shape']}, {d['volume_mib']} MiB in HU)",
-        "",
-    ]
+    out += [f"### 1. Loading the DICOM series ({d['files']} files, {d['shape']}, "
+            f"{d['volume_mib']} MiB in HU)", ""]
     rows = [["ours (`load_study`)", _s(d["ours"]), "1.00", _mem(d["ours"])]]
     for name, label in (("pydicom_loop", "pydicom loop (read, sort, rescale, stack)"),
                         ("simpleitk", "SimpleITK ImageSeriesReader")):
@@ -43,10 +38,8 @@ def markdown(r: dict[str, Any]) -> str:
     if "skipped" in p:
         out += ["### 2. Preprocessing", "", p["skipped"], ""]
     else:
-        out += [
-            f"### 2. Preprocessing that volume (input {p['input_shape']} at {p['input_spacing_mm']} mm)",
-            "",
-        ]
+        out += [f"### 2. Preprocessing that volume (input {p['input_shape']} "
+                f"at {p['input_spacing_mm']} mm)", ""]
         rows = []
         for name in ("e3d-gpt", "m3d"):
             e = p[name]
@@ -70,19 +63,11 @@ def markdown(r: dict[str, Any]) -> str:
             f"({md['parameters_m']} M parameters, {md['weights']}, {md['device']} {md['dtype']})", ""]
     ft = llm["first_token"]
     out += ["Time from Generate to the first token of a Findings section (cold study, model loaded):", ""]
-    out += _table(
-        ["load model", "preprocess", "encode", "prefill", "first token (from the request)", "prompt tokens"],
-        [
-            [
-                f"{ft['load_s']:.2f} s",
-                f"{ft['preprocess_s'] * 1000:.0f} ms",
-                f"{ft['encode_s'] * 1000:.0f} ms",
-                f"{ft['prefill_s'] * 1000:.0f} ms",
-                f"{ft['first_token_s'] * 1000:.0f} ms",
-                ft["prompt_tokens"],
-            ]
-        ],
-    )
+    out += _table(["load model", "preprocess", "encode", "prefill", "first token (from the request)",
+                   "prompt tokens"],
+                  [[f"{ft['load_s']:.2f} s", f"{ft['preprocess_s'] * 1000:.0f} ms",
+                    f"{ft['encode_s'] * 1000:.0f} ms", f"{ft['prefill_s'] * 1000:.0f} ms",
+                    f"{ft['first_token_s'] * 1000:.0f} ms", ft["prompt_tokens"]]])
     st = llm["streaming"]
     out += [f"Decoding {st['tokens']} tokens, greedy, from the cached image:", ""]
     out += _table(["path", "tokens/s", "total", "peak memory"], [
@@ -101,12 +86,8 @@ def markdown(r: dict[str, Any]) -> str:
          fu[k]["prompt_tokens_run"]]
         for k, label in (("cached", "image + key/value prefix (ours)"), ("image_cached", "image only"),
                          ("recompute", "nothing (preprocess, encode, whole prompt)"))])
-    out += [
-        f"Recompute / cached: **{fu['first_token_ratio']:.1f}x** to the first token, "
-        f"{fu['answer_ratio']:.1f}x "
-        f"for the whole answer; same answer: {fu['same_answer']}.",
-        "",
-    ]
+    out += [f"Recompute / cached: **{fu['first_token_ratio']:.1f}x** to the first token, "
+            f"{fu['answer_ratio']:.1f}x for the whole answer; same answer: {fu['same_answer']}.", ""]
     dg = llm["diagnosis"]
     out += [f"Diagnosis of {dg['labels']} labels:", ""]
     out += _table(["way", "time", "time / ours", "peak memory"], [
@@ -123,12 +104,10 @@ def markdown(r: dict[str, Any]) -> str:
         if "skipped" in ui:
             out += [ui["skipped"], ""]
         else:
-            out += [
-                f"Longest Qt event-loop stall while a report streamed into the Report dock: "
-                f"**{ui['longest_stall_ms']} ms** (median tick {ui['median_tick_ms']} ms for a 5 ms timer, "
-                f"{ui['words_streamed']} words in {ui['stream_s']} s; peak memory {_mem(ui['memory'])}).",
-                "",
-            ]
+            out += [f"Longest Qt event-loop stall while a report streamed into the Report dock: "
+                    f"**{ui['longest_stall_ms']} ms** (median tick {ui['median_tick_ms']} ms "
+                    f"for a 5 ms timer, {ui['words_streamed']} words in {ui['stream_s']} s; "
+                    f"peak memory {_mem(ui['memory'])}).", ""]
     out += _train_table(r.get("train"))
     out += _startup_table(r.get("startup"))
     out += ["### Checks", ""]
@@ -143,13 +122,10 @@ def _train_table(t: dict[str, Any] | None) -> list[str]:
     if t is None:
         return []
     out = [f"### 8. A stage-1 training step ({t['model']}; {t['batch']}, forward and backward)", ""]
-    rows = [
-        [label, _s(t["fp32"][k]), _s(t["bf16"][k])]
-        for k, label in (
-            ("grouped", f"grouped by length (ours, {t['groups']} groups, {t['tokens_grouped']} tokens)"),
-            ("one_pass", f"one padded pass ({t['tokens_one_pass']} tokens)"),
-        )
-    ]
+    rows = [[label, _s(t["fp32"][k]), _s(t["bf16"][k])]
+            for k, label in (("grouped", f"grouped by length (ours, {t['groups']} groups, "
+                                         f"{t['tokens_grouped']} tokens)"),
+                             ("one_pass", f"one padded pass ({t['tokens_one_pass']} tokens)"))]
     out += _table(["texts through the language model", "fp32", "bf16 autocast"], rows)
     out += [f"One pass / grouped: **{t['one_pass_over_grouped']:.2f}x**; fp32 / bf16 (grouped): "
             f"{t['fp32_over_bf16']:.2f}x; loss difference grouped vs one pass: "

@@ -14,8 +14,8 @@ import torch
 from napari_radreport.bench.measure import ratio, timed_interleaved
 
 # Prompt + answer lengths of the texts of one demo-model stage-1 batch (8 phantoms x 8 texts, all tasks;
-# measured 2026-12-02 before the report prompts were guided), image tokens included: most are questions, a few
-# reports.
+# measured 2026-12-02 before the report prompts were guided), image tokens included: most are questions,
+# a few reports.
 DEMO_BATCH_LENGTHS = [29] * 11 + [30] * 12 + [31] * 6 + [32] * 4 + [33] * 7 + [34] * 6 + [35] * 3 + [
     37, 37, 38, 42, 42, 44, 44, 44, 44, 52, 60, 64, 65, 69, 70]
 STUDIES = 8

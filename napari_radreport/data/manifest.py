@@ -45,9 +45,8 @@ class QAPair:
             if not 2 <= len(self.choices) <= 4:
                 raise ValueError(f"a multiple-choice question needs 2 to 4 choices, got {len(self.choices)}")
             if self.answer_index is None or not 0 <= self.answer_index < len(self.choices):
-                raise ValueError(
-                    f"answer_index {self.answer_index!r} does not point into the {len(self.choices)} choices"
-                )
+                raise ValueError(f"answer_index {self.answer_index!r} does not point into the "
+                                 f"{len(self.choices)} choices")
 
 
 @dataclass
@@ -89,13 +88,11 @@ class ManifestRecord:
             if value not in (0, 1):
                 raise ValueError(f"label {label!r} must be 0 or 1, got {value!r}")
         for label, points in self.positions.items():
-            if not isinstance(points, list) or not all(
-                isinstance(p, (list, tuple)) and len(p) == 3 for p in points
-            ):
+            if not isinstance(points, list) or not all(isinstance(p, (list, tuple)) and len(p) == 3
+                                                       for p in points):
                 raise ValueError(f"positions of {label!r} must be a list of [L, P, S] points in mm")
-        self.positions = {
-            label: [[float(v) for v in p] for p in points] for label, points in self.positions.items()
-        }
+        self.positions = {label: [[float(v) for v in p] for p in points]
+                          for label, points in self.positions.items()}
         if self.hu_rescale is not None:
             self.hu_rescale = tuple(float(v) for v in self.hu_rescale)  # type: ignore[assignment]
             if len(self.hu_rescale) != 2:
@@ -116,9 +113,8 @@ class ManifestRecord:
         data = asdict(self)
         data.pop("root")
         data["qa"] = [{k: v for k, v in qa.items() if v not in ([], None)} for qa in data["qa"]]
-        return {
-            k: v for k, v in data.items() if v not in ("", [], {}, None) or k in ("id", "modality", "images")
-        }
+        return {k: v for k, v in data.items()
+                if v not in ("", [], {}, None) or k in ("id", "modality", "images")}
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRecord]:

@@ -68,10 +68,8 @@ def bootstrap(metric: Metric, stats: Sequence[Any], *, resamples: int = 1000, se
         scores = metric.aggregate([stats[i] for i in rows])
         for name in full:
             draws[name].append(scores.get(name, float("nan")))  # e.g. AUROC on a one-class resample
-    return {
-        name: Interval(full[name], *_percentiles(np.asarray(draws[name], dtype=float), level))
-        for name in full
-    }
+    return {name: Interval(full[name], *_percentiles(np.asarray(draws[name], dtype=float), level))
+            for name in full}
 
 
 def paired_bootstrap(metric: Metric, stats_a: Sequence[Any], stats_b: Sequence[Any], *, resamples: int = 1000,

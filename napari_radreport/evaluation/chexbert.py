@@ -20,22 +20,9 @@ import numpy as np
 
 from napari_radreport.evaluation.metric import MetricSpec, MetricUnavailable, check_pairs
 
-CONDITIONS = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-    "No Finding",
-)
+CONDITIONS = ("Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+              "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+              "Pleural Other", "Fracture", "Support Devices", "No Finding")
 FIVE = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
 _FIVE_INDEX = [CONDITIONS.index(c) for c in FIVE]
 POSITIVE_CLASSES = (1, 3)  # positive, uncertain
@@ -55,9 +42,8 @@ def f1_scores(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
 class CheXbertLabeler:
     """The CheXbert labeller from a local chexbert.pth and a bert-base-uncased folder."""
 
-    def __init__(
-        self, checkpoint: str | Path, bert_dir: str | Path, device: str = "auto", batch_size: int = 16
-    ):
+    def __init__(self, checkpoint: str | Path, bert_dir: str | Path, device: str = "auto",
+                 batch_size: int = 16):
         self.checkpoint, self.bert_dir = Path(checkpoint), Path(bert_dir)
         if not self.checkpoint.is_file():
             raise MetricUnavailable(
@@ -84,15 +70,13 @@ class CheXbertLabeler:
             saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             state = {k.removeprefix("module."): v for k, v in saved.get("model_state_dict", saved).items()}
             bert_state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
-            head_state = {
-                k.removeprefix("linear_heads."): v for k, v in state.items() if k.startswith("linear_heads.")
-            }
+            head_state = {k.removeprefix("linear_heads."): v for k, v in state.items()
+                          if k.startswith("linear_heads.")}
             missing = [k for k in bert.state_dict() if k not in bert_state and not k.endswith("position_ids")]
             if missing or len(head_state) != 28:
-                raise MetricUnavailable(
-                    f"F1-CheXbert: {self.checkpoint} is not a CheXbert checkpoint "
-                    f"({len(missing)} BERT weights missing, {len(head_state)} of 28 head weights)"
-                )
+                raise MetricUnavailable(f"F1-CheXbert: {self.checkpoint} is not a CheXbert checkpoint "
+                                        f"({len(missing)} BERT weights missing, "
+                                        f"{len(head_state)} of 28 head weights)")
             bert.load_state_dict(bert_state, strict=False)
             heads.load_state_dict(head_state)
             self._loaded = (tokenizer, bert.to(device).eval(), heads.to(device).eval(), device)
@@ -114,9 +98,8 @@ class CheXbertLabeler:
         for start in range(0, len(texts), self.batch_size):
             batch = [self._ids(tokenizer, t) for t in texts[start : start + self.batch_size]]
             width = max(len(ids) for ids in batch)
-            ids = torch.tensor(
-                [x + [tokenizer.pad_token_id] * (width - len(x)) for x in batch], device=device
-            )
+            ids = torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in batch],
+                               device=device)
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch], device=device)
             with torch.inference_mode():
                 cls = bert(ids, attention_mask=mask)[0][:, 0, :]
@@ -134,18 +117,14 @@ class F1CheXbert:
 
     def __init__(self, labeler) -> None:
         self.labeler = labeler
-        self.spec = MetricSpec(
-            "F1-CheXbert",
-            "f1chexbert 0.0.2 'rrg' rules (reimplemented): uncertain = positive",
-            "bert-base-uncased WordPiece, 512 tokens",
-            "lowercased (uncased BERT)",
-            "corpus level (labels of all reports), micro and macro",
-        )
+        self.spec = MetricSpec("F1-CheXbert",
+                               "f1chexbert 0.0.2 'rrg' rules (reimplemented): uncertain = positive",
+                               "bert-base-uncased WordPiece, 512 tokens", "lowercased (uncased BERT)",
+                               "corpus level (labels of all reports), micro and macro")
 
     @classmethod
-    def from_checkpoint(
-        cls, checkpoint: str | Path, bert_dir: str | Path, device: str = "auto"
-    ) -> F1CheXbert:
+    def from_checkpoint(cls, checkpoint: str | Path, bert_dir: str | Path,
+                        device: str = "auto") -> F1CheXbert:
         return cls(CheXbertLabeler(checkpoint, bert_dir, device=device))
 
     def item_stats(self, predictions: Sequence[str], references: Sequence[str]) -> list[tuple]:

@@ -32,20 +32,16 @@ SUB_CATEGORIES = (
     "(e) Mentioning a comparison that isn't in the reference",
     "(f) Omitting a comparison detailing a change from a prior study",
 )
-SIGNIFICANT, INSIGNIFICANT, MATCHED = (
-    "Clinically Significant Errors",
-    "Clinically Insignificant Errors",
-    "Matched Findings",
-)
+SIGNIFICANT, INSIGNIFICANT, MATCHED = ("Clinically Significant Errors", "Clinically Insignificant Errors",
+                                       "Matched Findings")
 MAX_TOKENS = 2048  # prompt + completion, as the authors' generate(max_length=2048)
 # The chat template the authors' green_score sets on the tokenizer (d72c1951): a human turn, then the answer.
 CHAT_TEMPLATE = (  # verbatim, newlines included (they survive after expressions)
-    "{% for message in messages %}\n{% if message['from'] == 'human' %}\n{{ '<|user|>\n' + "
-    "message['value'] + eos_token }}\n{% elif message['from'] == 'system' %}\n{{ '<|system|>\n' + "
-    "message['value'] + eos_token }}\n{% elif message['from'] == 'gpt' %}\n{{ '<|assistant|>\n'  + "
-    "message['value'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ "
-    "'<|assistant|>' }}\n{% endif %}\n{% endfor %}"
-)
+    "{% for message in messages %}\n{% if message['from'] == 'human' %}\n"
+    "{{ '<|user|>\n' + message['value'] + eos_token }}\n{% elif message['from'] == 'system' %}\n"
+    "{{ '<|system|>\n' + message['value'] + eos_token }}\n{% elif message['from'] == 'gpt' %}\n"
+    "{{ '<|assistant|>\n'  + message['value'] + eos_token }}\n{% endif %}\n"
+    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
 
 # Verbatim from green_score/utils.py make_prompt (Stanford-AIMI/GREEN, MIT licence): the models expect
 # exactly this text.
@@ -179,10 +175,8 @@ class GreenModel:
     def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 4) -> None:
         self.folder = Path(folder)
         if not (self.folder / "config.json").is_file():
-            raise MetricUnavailable(
-                f"GREEN: {self.folder} is not a model folder (no config.json); place a GREEN "
-                "model there, e.g. StanfordAIMI/GREEN-RadLlama2-7b"
-            )
+            raise MetricUnavailable(f"GREEN: {self.folder} is not a model folder (no config.json); "
+                                    "place a GREEN model there, e.g. StanfordAIMI/GREEN-RadLlama2-7b")
         if not any(self.folder.glob("*.safetensors")) and not any(self.folder.glob("*.bin")):
             raise MetricUnavailable(f"GREEN: {self.folder} has no weights (*.safetensors)")
         self.device, self.batch_size = device, batch_size
@@ -198,13 +192,8 @@ class GreenModel:
             tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True, padding_side="left")
             tokenizer.chat_template = CHAT_TEMPLATE
             tokenizer.pad_token = tokenizer.eos_token
-            model = (
-                AutoModelForCausalLM.from_pretrained(
-                    self.folder, local_files_only=True, dtype=resolve_dtype(device, "auto")
-                )
-                .to(device)
-                .eval()
-            )
+            model = AutoModelForCausalLM.from_pretrained(
+                self.folder, local_files_only=True, dtype=resolve_dtype(device, "auto")).to(device).eval()
             self._loaded = (tokenizer, model, device)
         return self._loaded
 
@@ -216,21 +205,11 @@ class GreenModel:
         completions: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             chats = [
-                tokenizer.apply_chat_template(  # as the authors
-                    [{"from": "human", "value": p}, {"from": "gpt", "value": ""}],
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-                for p in prompts[start : start + self.batch_size]
-            ]
-            batch = tokenizer(
-                chats,
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_tokens,
-                add_special_tokens=False,
-            ).to(device)
+                tokenizer.apply_chat_template([{"from": "human", "value": p}, {"from": "gpt", "value": ""}],
+                                              tokenize=False, add_generation_prompt=True)  # as the authors
+                for p in prompts[start : start + self.batch_size]]
+            batch = tokenizer(chats, return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_tokens, add_special_tokens=False).to(device)
             with torch.inference_mode():
                 out = model.generate(**batch, do_sample=False, max_length=max_tokens,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -68,9 +68,8 @@ class CocoBleu:
         ref_len = sum(s.ref_len for s in stats)
         score = 1.0
         for k in range(self.order):
-            score *= (sum(s.correct[k] for s in stats) + _COCO_TINY) / (
-                sum(s.guess[k] for s in stats) + _COCO_SMALL
-            )
+            score *= ((sum(s.correct[k] for s in stats) + _COCO_TINY)
+                      / (sum(s.guess[k] for s in stats) + _COCO_SMALL))
         score **= 1.0 / self.order
         ratio = (hyp_len + _COCO_TINY) / (ref_len + _COCO_SMALL)
         if ratio < 1:
@@ -95,22 +94,15 @@ class SentenceBleu:
 
     def __init__(self, order: int = 1) -> None:
         self.order = order
-        self.spec = MetricSpec(
-            f"BLEU-{order}",
-            "HF evaluate bleu per report (reimplemented; = sacrebleu sentence BLEU, smooth 'none')",
-            "mteval 13a",
-            "case kept",
-            "mean over reports",
-        )
+        self.spec = MetricSpec(f"BLEU-{order}", ("HF evaluate bleu per report (reimplemented; "
+                                                 "= sacrebleu sentence BLEU, smooth 'none')"),
+                               "mteval 13a", "case kept", "mean over reports")
 
     def item_stats(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
         check_pairs(predictions, references)
-        return [
-            sentence_bleu(
-                bleu_counts(tokenize.mteval_13a(p.strip()), tokenize.mteval_13a(r.strip()), self.order)
-            )
-            for p, r in zip(predictions, references)
-        ]
+        return [sentence_bleu(bleu_counts(tokenize.mteval_13a(p.strip()), tokenize.mteval_13a(r.strip()),
+                                          self.order))
+                for p, r in zip(predictions, references)]
 
     def aggregate(self, stats: Sequence[float]) -> dict[str, float]:
         return {self.spec.name: mean(stats)}
@@ -137,16 +129,10 @@ class Rouge:
 
     def __init__(self, kind: str | int = "L", stem: bool = False) -> None:
         self.kind, self.stem = kind, stem
-        tokens = "rouge-score default (lowercase alphanumeric runs)" + (
-            ", Porter stemmer" if stem else ", no stemming"
-        )
-        self.spec = MetricSpec(
-            f"ROUGE-{kind}",
-            "rouge-score 0.1.2 F-measure (reimplemented)",
-            tokens,
-            "lowercased",
-            "mean over reports",
-        )
+        tokens = ("rouge-score default (lowercase alphanumeric runs)"
+                  + (", Porter stemmer" if stem else ", no stemming"))
+        self.spec = MetricSpec(f"ROUGE-{kind}", "rouge-score 0.1.2 F-measure (reimplemented)", tokens,
+                               "lowercased", "mean over reports")
 
     def _score(self, prediction: str, reference: str) -> float:
         hyp, ref = tokenize.rouge_tokens(prediction, self.stem), tokenize.rouge_tokens(reference, self.stem)

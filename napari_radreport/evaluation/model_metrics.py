@@ -43,9 +43,8 @@ def radgraph(paths) -> Metric:
 def chexbert(paths) -> Metric:
     """F1-CheXbert with chexbert.pth (--chexbert-model) and a bert-base-uncased folder (--chexbert-bert)."""
     checkpoint = _need(paths.chexbert, "--chexbert-model", "CheXbert's chexbert.pth")
-    bert = _need(
-        paths.chexbert_bert, "--chexbert-bert", "bert-base-uncased (CheXbert's tokenizer and config)"
-    )
+    bert = _need(paths.chexbert_bert, "--chexbert-bert",
+                 "bert-base-uncased (CheXbert's tokenizer and config)")
     from napari_radreport.evaluation import chexbert as module
 
     return module.F1CheXbert.from_checkpoint(checkpoint, bert, device=paths.device)

@@ -51,9 +51,8 @@ class PhantomScores:
 
     def summary(self) -> dict[str, Any]:
         def table(tallies):
-            return {
-                name: {"accuracy": t.accuracy, "right": t.right, "n": t.total} for name, t in tallies.items()
-            }
+            return {name: {"accuracy": t.accuracy, "right": t.right, "n": t.total}
+                    for name, t in tallies.items()}
 
         out = {}
         for name in ("findings", "impression", "questions", "diagnosis"):
@@ -89,9 +88,8 @@ def score_answer(question: str, answer: str, truth: Findings) -> tuple[str, bool
         return "nodule location", truth.nodule is not None and (side, lobe) == truth.nodule[:2]
     if question == "How large is the nodule?":
         size = reports.size_mm(answer)
-        ok = (
-            truth.nodule is not None and size is not None and abs(size - truth.nodule[2]) <= SIZE_TOLERANCE_MM
-        )
+        ok = (truth.nodule is not None and size is not None
+              and abs(size - truth.nodule[2]) <= SIZE_TOLERANCE_MM)
         return "nodule size", ok
     return None
 

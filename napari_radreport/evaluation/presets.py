@@ -45,20 +45,16 @@ def text_metrics(preset: str, paths: ModelPaths) -> list[tuple[str, MetricFactor
     from napari_radreport.evaluation import lexical, model_metrics
 
     if preset == "rrg24":
-        factories = [
-            ("BLEU-4", lambda: lexical.CocoBleu(4)),
-            ("ROUGE-L", lambda: lexical.Rouge("L", stem=True)),
-            ("BERTScore", lambda: model_metrics.bertscore("rrg24", paths)),
-            ("F1-RadGraph", lambda: model_metrics.radgraph(paths)),
-            ("F1-CheXbert", lambda: model_metrics.chexbert(paths)),
-        ]
+        factories = [("BLEU-4", lambda: lexical.CocoBleu(4)),
+                     ("ROUGE-L", lambda: lexical.Rouge("L", stem=True)),
+                     ("BERTScore", lambda: model_metrics.bertscore("rrg24", paths)),
+                     ("F1-RadGraph", lambda: model_metrics.radgraph(paths)),
+                     ("F1-CheXbert", lambda: model_metrics.chexbert(paths))]
     elif preset == "m3d":
-        factories = [
-            ("BLEU-1", lambda: lexical.SentenceBleu(1)),
-            ("ROUGE-1", lambda: lexical.Rouge(1, stem=False)),
-            ("METEOR", lambda: lexical.Meteor(paths.wordnet)),
-            ("BERT-F1", lambda: model_metrics.bertscore("m3d", paths)),
-        ]
+        factories = [("BLEU-1", lambda: lexical.SentenceBleu(1)),
+                     ("ROUGE-1", lambda: lexical.Rouge(1, stem=False)),
+                     ("METEOR", lambda: lexical.Meteor(paths.wordnet)),
+                     ("BERT-F1", lambda: model_metrics.bertscore("m3d", paths))]
     else:
         raise ValueError(f"preset {preset!r} has no report metrics")
     if paths.minilm:
@@ -73,15 +69,9 @@ def _prediction_text(prediction: Mapping | None, key: str) -> str:
     return str(prediction.get(key) or "")
 
 
-def section_block(
-    title: str,
-    records: Sequence[ManifestRecord],
-    predictions: Mapping[str, dict],
-    get_reference,
-    get_prediction,
-    factories,
-    predictions_b: Mapping[str, dict] | None = None,
-) -> Block:
+def section_block(title: str, records: Sequence[ManifestRecord], predictions: Mapping[str, dict],
+                  get_reference, get_prediction, factories,
+                  predictions_b: Mapping[str, dict] | None = None) -> Block:
     """Pairs of one text section over the records whose reference is not empty."""
     block = Block(title, [], [], [], factories, [] if predictions_b is not None else None)
     for record in records:
@@ -97,14 +87,9 @@ def section_block(
     return block
 
 
-def build_blocks(
-    preset: str,
-    records: Sequence[ManifestRecord],
-    predictions: Mapping[str, dict],
-    paths: ModelPaths,
-    sections: Sequence[str] | None = None,
-    predictions_b: Mapping[str, dict] | None = None,
-) -> list[Block]:
+def build_blocks(preset: str, records: Sequence[ManifestRecord], predictions: Mapping[str, dict],
+                 paths: ModelPaths, sections: Sequence[str] | None = None,
+                 predictions_b: Mapping[str, dict] | None = None) -> list[Block]:
     """The blocks a preset scores, from manifest references and predictions keyed by study id."""
     from napari_radreport.evaluation import model_metrics
 
@@ -114,18 +99,11 @@ def build_blocks(
                               lambda p, s=section: _prediction_text(p, s), factories, predictions_b)
                 for section in (sections or DEFAULT_SECTIONS[preset])]
     if preset == "amos-mm":
-        blocks = [
-            section_block(
-                f"region {region}",
-                records,
-                predictions,
-                lambda r, g=region: r.regions.get(g, ""),
-                lambda p, g=region: _prediction_text((p or {}).get("regions"), g),
-                [("GREEN", lambda: model_metrics.green(paths))],
-                predictions_b,
-            )
-            for region in REGIONS
-        ]
+        blocks = [section_block(f"region {region}", records, predictions,
+                                lambda r, g=region: r.regions.get(g, ""),
+                                lambda p, g=region: _prediction_text((p or {}).get("regions"), g),
+                                [("GREEN", lambda: model_metrics.green(paths))], predictions_b)
+                  for region in REGIONS]
         return [*blocks, vqa_block(records, predictions, predictions_b)]
     if preset == "diagnosis":
         return [diagnosis_block(records, predictions, predictions_b)]
@@ -186,10 +164,8 @@ def diagnosis_block(records: Sequence[ManifestRecord], predictions: Mapping[str,
         for record in scored:
             prediction = source.get(record.id) or {}
             if "diagnosis" not in prediction:
-                raise ValueError(
-                    f"{record.id}: the predictions have no diagnosis (run radreport predict --tasks "
-                    "diagnosis)"
-                )
+                raise ValueError(f"{record.id}: the predictions have no diagnosis "
+                                 "(run radreport predict --tasks diagnosis)")
             target.append(prediction["diagnosis"])
     if len(labelled) < len(records):
         block.skipped["no labels"] = len(records) - len(labelled)

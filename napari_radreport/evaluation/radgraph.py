@@ -60,13 +60,10 @@ class F1RadGraph:
 
     def __init__(self, annotate: Annotator, model_label: str = "a RadGraph model") -> None:
         self.annotate = annotate
-        self.spec = MetricSpec(
-            "F1-RadGraph",
-            f"radgraph 0.1.18 reward rules (reimplemented) on {model_label}",
-            "RadGraph entities (the annotator's tokens)",
-            "case kept (complete level: lowercased)",
-            "mean over reports",
-        )
+        self.spec = MetricSpec("F1-RadGraph",
+                               f"radgraph 0.1.18 reward rules (reimplemented) on {model_label}",
+                               "RadGraph entities (the annotator's tokens)",
+                               "case kept (complete level: lowercased)", "mean over reports")
 
     @classmethod
     def from_model(cls, folder: str | Path, device: str = "auto") -> F1RadGraph:
@@ -96,10 +93,8 @@ def radgraph_package_annotator(folder: str | Path) -> Annotator:
     """Annotations by the ``radgraph`` package with its model files already in ``folder`` (offline)."""
     folder = Path(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
-        raise MetricUnavailable(
-            f"F1-RadGraph: {folder} holds no RadGraph model files (the radgraph package's "
-            "radgraph-xl download); place them there"
-        )
+        raise MetricUnavailable(f"F1-RadGraph: {folder} holds no RadGraph model files "
+                                "(the radgraph package's radgraph-xl download); place them there")
     try:
         import radgraph  # noqa: F401
     except ImportError:

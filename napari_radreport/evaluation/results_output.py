@@ -20,10 +20,8 @@ def format_table(result: dict[str, Any]) -> str:
     level = result.get("bootstrap", {}).get("level", 0.95)
     for block in result["blocks"]:
         skipped = ", ".join(f"{n} {why}" for why, n in block["skipped"].items())
-        lines.append(
-            f"== {block['title']}: {block['n']} {block.get('unit', 'studies')}"
-            + (f" ({skipped}, left out)" if skipped else "")
-        )
+        lines.append(f"== {block['title']}: {block['n']} {block.get('unit', 'studies')}"
+                     + (f" ({skipped}, left out)" if skipped else ""))
         for row in block["scores"]:
             if ":" in row["name"]:
                 continue  # per-label rows: in the JSON and the plot
@@ -34,18 +32,15 @@ def format_table(result: dict[str, Any]) -> str:
                          f"{spec['averaging']}")
         for row in block["comparison"]:
             d = row["difference"]
-            lines.append(
-                f"  {row['name']:<24} A {_number(row['a'])} - B {_number(row['b'])} = {d['value']:+.4f} "
-                f"[{d['low']:+.4f}, {d['high']:+.4f}], p = {row['p_value']:.4f} (paired bootstrap)"
-            )
+            lines.append(f"  {row['name']:<24} A {_number(row['a'])} - B {_number(row['b'])} "
+                         f"= {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+                         f"p = {row['p_value']:.4f} (paired bootstrap)")
         for row in block["not_computed"]:
             lines.append(f"  {row['metric']:<24} not computed: {row['reason']}")
     if any("low" in row for block in result["blocks"] for row in block["scores"]):
         settings = result["bootstrap"]
-        lines.append(
-            f"[low, high]: {100 * level:g} % percentile interval over {settings['resamples']} bootstrap "
-            f"resamples (seed {settings['seed']}), corpus-level scores recomputed on each"
-        )
+        lines.append(f"[low, high]: {100 * level:g} % percentile interval over {settings['resamples']} "
+                     f"bootstrap resamples (seed {settings['seed']}), corpus-level scores recomputed on each")
     return "\n".join(lines)
 
 
@@ -69,12 +64,10 @@ def plot_svg(result: dict[str, Any], title: str) -> str:
         raise ValueError("nothing to plot: this preset has no per-label scores (use the diagnosis preset)")
     bar, gap, label_width, plot_width = 16, 6, 300, 420
     height = 40 + len(rows) * (bar + gap) + 30
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + plot_width + 80}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
-    ]
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + plot_width + 80}" '
+              f'height="{height}" font-family="sans-serif" font-size="12">'),
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>']
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         x = label_width + tick * plot_width
         parts.append(f'<line x1="{x}" y1="30" x2="{x}" y2="{height - 25}" stroke="#ddd"/>')
@@ -84,12 +77,10 @@ def plot_svg(result: dict[str, Any], title: str) -> str:
         y = 35 + i * (bar + gap)
         kind = label[label.rindex("(") + 1 : -1]
         parts.append(
-            f'<text x="{label_width - 6}" y="{y + bar - 4}" text-anchor="end">{escape(label)}</text>'
-        )
+            f'<text x="{label_width - 6}" y="{y + bar - 4}" text-anchor="end">{escape(label)}</text>')
         parts.append(f'<rect x="{label_width}" y="{y}" width="{value * plot_width:.1f}" height="{bar}" '
                      f'fill="{palette.get(kind, "#888")}"/>')
         parts.append(
-            f'<text x="{label_width + value * plot_width + 4:.1f}" y="{y + bar - 4}">{value:.3f}</text>'
-        )
+            f'<text x="{label_width + value * plot_width + 4:.1f}" y="{y + bar - 4}">{value:.3f}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -46,24 +46,16 @@ def _metric_or_reason(name: str, factory: MetricFactory) -> tuple[Metric | None,
         return None, str(exc)
 
 
-def score_block(
-    block: Block, settings: BootstrapSettings, on_metric: Callable[[str], None] | None = None
-) -> dict:
+def score_block(block: Block, settings: BootstrapSettings,
+                on_metric: Callable[[str], None] | None = None) -> dict:
     """Scores of every metric of ``block`` (with intervals when ``settings.resamples`` >
     0) as JSON-ready dicts."""
-    result: dict[str, Any] = {
-        "title": block.title,
-        "n": len(block.ids),
-        "unit": block.unit,
-        "skipped": dict(block.skipped),
-        "scores": [],
-        "not_computed": [],
-        "comparison": [],
-    }
+    result: dict[str, Any] = {"title": block.title, "n": len(block.ids), "unit": block.unit,
+                              "skipped": dict(block.skipped), "scores": [], "not_computed": [],
+                              "comparison": []}
     if not block.ids:
-        result["not_computed"] = [
-            {"metric": name, "reason": "no studies to score"} for name, _ in block.factories
-        ]
+        result["not_computed"] = [{"metric": name, "reason": "no studies to score"}
+                                  for name, _ in block.factories]
         return result
     for name, factory in block.factories:
         if on_metric is not None:
@@ -78,9 +70,8 @@ def score_block(
             result["not_computed"].append({"metric": name, "reason": str(exc)})
             continue
         if settings.resamples > 0:
-            intervals = bootstrap(
-                metric, stats, resamples=settings.resamples, seed=settings.seed, level=settings.level
-            )
+            intervals = bootstrap(metric, stats, resamples=settings.resamples, seed=settings.seed,
+                                  level=settings.level)
             rows = [{"name": k, **v.to_json()} for k, v in intervals.items()]
         else:
             rows = [{"name": k, "value": v} for k, v in metric.aggregate(stats).items()]

@@ -25,13 +25,9 @@ def answer_letter(answer: dict) -> str:
 class ChoiceAccuracy:
     """Share of multiple-choice questions answered with exactly the right letter."""
 
-    spec = MetricSpec(
-        "VQA accuracy",
-        "AMOS-MM rule (this project)",
-        "the stripped answer must equal one letter A-D",
-        "case kept (upper-case letters only)",
-        "mean over questions",
-    )
+    spec = MetricSpec("VQA accuracy", "AMOS-MM rule (this project)",
+                      "the stripped answer must equal one letter A-D", "case kept (upper-case letters only)",
+                      "mean over questions")
 
     def item_stats(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
         if len(predictions) != len(references):

@@ -17,10 +17,8 @@ from pathlib import Path
 
 from napari_radreport.evaluation.metric import MetricUnavailable
 
-REQUIRED = (
-    "lexnames",
-    *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")),
-)
+REQUIRED = ("lexnames",
+            *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")))
 EXCEPTIONS = tuple(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv"))
 HOW_TO_GET = ("run scripts/get_wordnet.sh DIR (or point --wordnet / RADREPORT_WORDNET at a WordNet 3.0 "
               "dict folder)")
@@ -61,8 +59,7 @@ def _reader(folder: str):
         def map_wn(self, version: str = "wordnet") -> None:
             return None  # the mapping to NLTK's own WordNet serves only the multilingual data, unused here
 
-    # NLTK reads only below its data paths; this folder was chosen by the user
-    if folder not in nltk.data.path:
+    if folder not in nltk.data.path:  # NLTK reads only below its data paths; the user chose this folder
         nltk.data.path.append(folder)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The multilingual functions", UserWarning)
@@ -87,7 +84,5 @@ def load_wordnet(folder: str | Path | None = None):
         return wordnet, "WordNet from NLTK's data path"
     except LookupError:
         searched = ", ".join(str(p) for p in default_locations())
-        raise MetricUnavailable(
-            f"METEOR needs WordNet 3.0 and none was found (looked in {searched} and NLTK's "
-            f"data path); {HOW_TO_GET}"
-        ) from None
+        raise MetricUnavailable(f"METEOR needs WordNet 3.0 and none was found (looked in {searched} "
+                                f"and NLTK's data path); {HOW_TO_GET}") from None

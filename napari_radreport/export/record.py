@@ -20,8 +20,7 @@ class Provenance:
     adapter: str = ""
     recipe: str = ""
     task: str = ""  # e.g. "report:findings+impression", "report:region=chest"
-    # max_new_tokens, do_sample, temperature, seed...
-    generation: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings: max_new_tokens, seed...
     device: str = ""
     dtype: str = ""
     generated_at: str = ""  # ISO 8601, UTC
@@ -75,11 +74,6 @@ class ReportRecord:
     title: str = "Radiology report (draft)"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "final_text": self.final_text,
-            "ai_draft": self.ai_draft,
-            "reviewed": self.reviewed,
-            "study": self.study.as_dict(),
-            "provenance": self.provenance.as_dict(),
-        }
+        return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
+                "reviewed": self.reviewed, "study": self.study.as_dict(),
+                "provenance": self.provenance.as_dict()}

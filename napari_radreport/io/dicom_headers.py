@@ -96,19 +96,14 @@ class DicomHeader:
 
     @property
     def is_radiograph(self) -> bool:
-        return (self.modality in RADIOGRAPH_MODALITIES or self.sop_class_uid in RADIOGRAPH_SOP_CLASSES) and (
-            self.n_frames <= 1
-        )
+        return ((self.modality in RADIOGRAPH_MODALITIES or self.sop_class_uid in RADIOGRAPH_SOP_CLASSES)
+                and self.n_frames <= 1)
 
     @property
     def is_slice(self) -> bool:
         """A single-frame cross-sectional image with its position and orientation."""
-        return (
-            self.has_pixels
-            and self.n_frames <= 1
-            and self.position is not None
-            and self.orientation is not None
-        )
+        return (self.has_pixels and self.n_frames <= 1 and self.position is not None
+                and self.orientation is not None)
 
     @property
     def is_volume_slice(self) -> bool:
@@ -144,9 +139,8 @@ def _floats(ds, keyword: str, count: int) -> tuple[float, ...] | None:
         value = ds.get(keyword)
         if value is None or value == "":
             return None
-        values = tuple(
-            float(v) for v in (value if hasattr(value, "__len__") and not isinstance(value, str) else [value])
-        )
+        values = tuple(float(v) for v in (value if hasattr(value, "__len__") and not isinstance(value, str)
+                                          else [value]))
     except (TypeError, ValueError):
         return None
     if len(values) != count or not all(np.isfinite(values)):
@@ -172,17 +166,13 @@ def _valid_orientation(values: tuple[float, ...] | None) -> tuple[float, ...] | 
 
 def _header_from_dataset(path: str, ds) -> DicomHeader:
     meta = getattr(ds, "file_meta", None)
-    sop_class = _text(ds, "SOPClassUID") or (
-        _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
-    )
+    sop_class = (_text(ds, "SOPClassUID")
+                 or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else ""))
     image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or []))
     temporal = tuple(
         float(v) if isinstance(v, (int, float)) else 0.0
-        for v in (
-            _int(ds, "TemporalPositionIdentifier"),
-            _int(ds, "EchoNumbers"),
-            _int(ds, "AcquisitionNumber"),
-        )
+        for v in (_int(ds, "TemporalPositionIdentifier"), _int(ds, "EchoNumbers"),
+                  _int(ds, "AcquisitionNumber"))
         if v is not None
     )
     return DicomHeader(

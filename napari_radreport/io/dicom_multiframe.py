@@ -29,9 +29,9 @@ def read_enhanced(header: DicomHeader) -> Study:
     path = header.path
     if not header.has_per_frame_groups:
         raise StudyReadError(
-            f"{path}: multi-frame {header.modality or 'DICOM'} object ({header.n_frames} frames) without "
-            "per-frame "
-            "positions (cine, secondary capture or dose grid): not a volume napari-radreport can place"
+            f"{path}: multi-frame {header.modality or 'DICOM'} object ({header.n_frames} frames) "
+            "without per-frame positions (cine, secondary capture or dose grid): "
+            "not a volume napari-radreport can place"
         )
     pixels, ds = read_pixels(path)
     shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
@@ -39,9 +39,8 @@ def read_enhanced(header: DicomHeader) -> Study:
     if pixels.ndim == 2:
         pixels = pixels[None]
     if pixels.ndim != 3 or pixels.shape[0] != len(per_frame):
-        raise StudyReadError(
-            f"{path}: {len(per_frame)} frame descriptions for pixel data of shape {pixels.shape}"
-        )
+        raise StudyReadError(f"{path}: {len(per_frame)} frame descriptions for pixel data "
+                             f"of shape {pixels.shape}")
 
     frames: list[Frame] = []
     orientation = None
@@ -81,9 +80,8 @@ def read_enhanced(header: DicomHeader) -> Study:
         slice_thickness=float(thickness) if thickness not in (None, "") else None,
     )
     label = header.series_description or path
-    image, warnings, notes = assemble_volume(
-        frames, geometry, modality=header.modality, tags=header.tags, label=label
-    )
+    image, warnings, notes = assemble_volume(frames, geometry, modality=header.modality, tags=header.tags,
+                                             label=label)
     notes.insert(0, f"enhanced multi-frame object: {len(frames)} frames in one file")
     info = SeriesInfo(
         index=0,

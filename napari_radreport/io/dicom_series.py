@@ -33,16 +33,8 @@ class SeriesGroup:
 def _series_key(h: DicomHeader) -> tuple:
     orientation = tuple(np.round(h.orientation, 3)) if h.orientation else None
     spacing = tuple(np.round(h.pixel_spacing, 4)) if h.pixel_spacing else None
-    return (
-        h.series_uid,
-        h.frame_of_reference_uid,
-        h.modality,
-        orientation,
-        h.rows,
-        h.columns,
-        spacing,
-        h.is_localizer,
-    )
+    return (h.series_uid, h.frame_of_reference_uid, h.modality, orientation, h.rows, h.columns, spacing,
+            h.is_localizer)
 
 
 def group_slices(headers: list[DicomHeader]) -> list[SeriesGroup]:
@@ -58,8 +50,8 @@ def choose_main(groups: list[SeriesGroup]) -> int:
     candidates = [i for i, g in enumerate(groups) if g.role == "volume"]
     if not candidates:
         raise StudyReadError(
-            f"{groups[0].first.path}: only localizer/scout images found ({len(groups)} series); no volume to "
-            "open"
+            f"{groups[0].first.path}: only localizer/scout images found ({len(groups)} series); "
+            "no volume to open"
         )
     return max(candidates, key=lambda i: (groups[i].first.modality == "CT", len(groups[i].headers)))
 
@@ -126,9 +118,8 @@ def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = 
         slice_thickness=h.slice_thickness,
         gantry_tilt_tag=h.gantry_tilt,
     )
-    image, warnings, notes = assemble_volume(
-        [_frame_for_file(x) for x in group.headers], geometry, modality=h.modality, tags=h.tags, label=label
-    )
+    image, warnings, notes = assemble_volume([_frame_for_file(x) for x in group.headers], geometry,
+                                             modality=h.modality, tags=h.tags, label=label)
     if group.role == "localizer":
         warnings.append("this series is a localizer/scout, opened because it was asked for")
     others = len(groups) - 1

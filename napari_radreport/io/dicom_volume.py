@@ -61,8 +61,8 @@ def _slice_steps(distances: np.ndarray) -> tuple[float | None, list[str]]:
         )
     if irregular.any() and len(gaps) < irregular.sum():
         warnings.append(
-            f"variable slice spacing {steps.min():.2f}..{steps.max():.2f} mm (median {median:.2f} mm used "
-            "for display)"
+            f"variable slice spacing {steps.min():.2f}..{steps.max():.2f} mm "
+            f"(median {median:.2f} mm used for display)"
         )
     return median, warnings
 
@@ -107,8 +107,8 @@ def assemble_volume(
     if len(per_position) > 1:
         raise StudyReadError(
             f"{label}: {len(frames)} images at {len(groups)} positions with unequal counts per position "
-            f"({min(per_position)}..{max(per_position)}): mixed acquisitions in one series; open them "
-            "separately"
+            f"({min(per_position)}..{max(per_position)}): mixed acquisitions in one series; "
+            "open them separately"
         )
     n_time = per_position.pop()
     if n_time > 1:
@@ -124,9 +124,8 @@ def assemble_volume(
         )
     elif geometry.slice_thickness and abs(geometry.slice_thickness - spacing_z) > max(0.05, 0.02 * spacing_z):
         notes.append(
-            f"SliceThickness {geometry.slice_thickness:g} mm differs from the {spacing_z:.3g} mm between "
-            "slice "
-            "positions; the spacing between positions is used"
+            f"SliceThickness {geometry.slice_thickness:g} mm differs from the {spacing_z:.3g} mm "
+            "between slice positions; the spacing between positions is used"
         )
 
     if len(groups) > 1:
@@ -136,8 +135,8 @@ def assemble_volume(
         if tilt > TILT_TOLERANCE_DEG:
             tag = f" (GantryDetectorTilt {geometry.gantry_tilt_tag:g})" if geometry.gantry_tilt_tag else ""
             warnings.append(
-                f"gantry tilt of {tilt:.1f} deg{tag}: slices are sheared; napari stacks them without the "
-                "shear"
+                f"gantry tilt of {tilt:.1f} deg{tag}: slices are sheared; "
+                "napari stacks them without the shear"
             )
     if geometry.pixel_spacing is None:
         warnings.append("PixelSpacing missing or zero: in-plane spacing unknown, 1 mm assumed")
@@ -159,9 +158,8 @@ def assemble_volume(
         )
     slopes = np.array([f.slope for f in ordered])
     intercepts = np.array([f.intercept for f in ordered])
-    dtype = rescaled_dtype(
-        first_raw.dtype, slopes, intercepts, geometry.bits_stored or first_raw.itemsize * 8
-    )
+    dtype = rescaled_dtype(first_raw.dtype, slopes, intercepts,
+                           geometry.bits_stored or first_raw.itemsize * 8)
     volume = np.empty((len(groups), n_time, geometry.rows, geometry.columns), dtype=dtype)
     for z, group in enumerate(groups):
         for t, frame in enumerate(group):
@@ -185,9 +183,8 @@ def assemble_volume(
     oblique = obliquity_deg(direction)
     if oblique > OBLIQUE_TOLERANCE_DEG:
         warnings.append(
-            f"oblique slices: axes up to {oblique:.1f} deg from the patient axes; shown on the acquisition "
-            "grid "
-            "without resampling, so on-screen directions are approximate"
+            f"oblique slices: axes up to {oblique:.1f} deg from the patient axes; "
+            "shown on the acquisition grid without resampling, so on-screen directions are approximate"
         )
     image = ImageData(
         array=volume,

@@ -101,9 +101,8 @@ def _from_dicom(
     raise StudyReadError(f"{origin}: no image to open ({len(headers)} DICOM objects, e.g. {reasons[0]})")
 
 
-def _xray_set(
-    radiographs: list[DicomHeader], pictures: list[Path], order: Sequence[Path] | None = None
-) -> Study:
+def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
+              order: Sequence[Path] | None = None) -> Study:
     """A radiograph set in the order of ``order`` (the files as given), else in path order (folders)."""
     rank = {str(p): i for i, p in enumerate(order or [])}
 
@@ -163,9 +162,8 @@ def _load_single_dicom(path: Path, series) -> Study:
         # One file of a series: read its siblings and keep the series this file belongs to.
         from napari_radreport.io.dicom_series import group_slices
 
-        siblings = [
-            p for p in sorted(path.parent.iterdir()) if p != path and p.is_file() and looks_like_dicom(p)
-        ]
+        siblings = [p for p in sorted(path.parent.iterdir())
+                    if p != path and p.is_file() and looks_like_dicom(p)]
         headers, _ = _dicom_headers(siblings)
         # The opened file first, so that it wins over other copies of the same instance.
         slices, _ = unique_instances([header] + [h for h in headers if h.is_volume_slice])

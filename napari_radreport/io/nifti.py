@@ -31,9 +31,8 @@ def _load_image(path: Path):
         raise StudyReadError(f"{path}: missing file {Path(exc.filename or '').name or path.name}") from exc
     except Exception as exc:  # nibabel raises many types for malformed headers
         raise StudyReadError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
-    if not isinstance(
-        img, (nibabel.Nifti1Image, nibabel.Nifti2Image, nibabel.Nifti1Pair, nibabel.Nifti2Pair)
-    ):
+    if not isinstance(img, (nibabel.Nifti1Image, nibabel.Nifti2Image, nibabel.Nifti1Pair,
+                            nibabel.Nifti2Pair)):
         raise StudyReadError(f"{path}: {type(img).__name__.removesuffix('Image')} file, not a NIfTI volume")
     return img
 
@@ -79,10 +78,8 @@ def guess_modality(array: np.ndarray) -> tuple[str, str]:
     lo, hi = float(np.min(sample)), float(np.max(sample))
     looks_hu = -1200.0 <= np.percentile(sample, 1) <= -600.0 and lo >= -1500.0 and hi >= 300.0
     if looks_hu:
-        return (
-            "CT",
-            f"modality not stored in NIfTI; assumed CT because values span {lo:.0f}..{hi:.0f} (HU-like)",
-        )
+        return "CT", ("modality not stored in NIfTI; assumed CT "
+                      f"because values span {lo:.0f}..{hi:.0f} (HU-like)")
     return "", f"modality not stored in NIfTI and values ({lo:.4g}..{hi:.4g}) do not look like HU"
 
 

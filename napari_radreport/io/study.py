@@ -91,17 +91,15 @@ class ImageData:
         if self.direction is None or self.origin is None or None in self.spacing:
             raise ValueError(f"{self.label}: no patient geometry (radiograph or unknown spacing)")
         offset = np.asarray(position, dtype=float) - np.asarray(self.origin, dtype=float)
-        return np.linalg.solve(np.asarray(self.direction, dtype=float).T, offset) / np.asarray(
-            self.spacing, dtype=float
-        )
+        return (np.linalg.solve(np.asarray(self.direction, dtype=float).T, offset)
+                / np.asarray(self.spacing, dtype=float))
 
     def value_range(self) -> tuple[float, float]:
         """(min, max) of the array, computed once (the dock and the summary ask for it repeatedly)."""
         if self._value_range is None:
             empty = self.array.size == 0
-            self._value_range = (
-                (0.0, 0.0) if empty else (float(np.min(self.array)), float(np.max(self.array)))
-            )
+            self._value_range = ((0.0, 0.0) if empty
+                                 else (float(np.min(self.array)), float(np.max(self.array))))
         return self._value_range
 
 
@@ -177,16 +175,11 @@ class Study:
         if key is None:
             import hashlib
 
-            identity = [
-                *(im.tags.series_uid for im in self.images),
-                *map(str, self.extra.get("input", self.source)),
-            ]
+            identity = [*(im.tags.series_uid for im in self.images),
+                        *map(str, self.extra.get("input", self.source))]
             parts = [self.kind, *identity, *(str(im.array.shape) for im in self.images)]
-            key = (
-                hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
-                if any(identity)
-                else f"object-{id(self)}"
-            )
+            key = (hashlib.sha1("|".join(parts).encode()).hexdigest()[:16] if any(identity)
+                   else f"object-{id(self)}")
             self.extra["cache_key"] = key
         return key
 

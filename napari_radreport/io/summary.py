@@ -31,8 +31,8 @@ def study_summary(study: Study) -> dict[str, Any]:
     images = [image_summary(im, study.kind) for im in study.images]
     summary: dict[str, Any] = {
         "kind": study.kind,
-        "source": list(study.source[:3])
-        + ([f"... {len(study.source) - 3} more"] if len(study.source) > 3 else []),
+        "source": (list(study.source[:3])
+                   + ([f"... {len(study.source) - 3} more"] if len(study.source) > 3 else [])),
         "modality": study.modality,
         "tags": study.tags.as_dict(),
         "series": [s.as_dict() for s in study.series],
@@ -41,9 +41,8 @@ def study_summary(study: Study) -> dict[str, Any]:
         "notes": list(study.notes),
     }
     if study.is_volume and len(images) == 1:
-        summary.update(
-            {k: images[0][k] for k in ("shape", "spacing_mm", "orientation", "origin_mm_lps", "value_range")}
-        )
+        summary.update({k: images[0][k]
+                        for k in ("shape", "spacing_mm", "orientation", "origin_mm_lps", "value_range")})
         lead = len(images[0]["shape"]) - 3
         summary["axes"] = [f"axis {i}" for i in range(lead)] + ["S->I", "A->P", "R->L"]
         summary["value_unit"] = images[0]["value_unit"]

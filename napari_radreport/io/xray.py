@@ -12,14 +12,8 @@ from napari_radreport.io.study import ImageData, Study, StudyReadError
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_REPORT_IMAGES = 4  # the RRG24 seed stitched at most the first four radiographs
-_VIEW_NAMES = {
-    "PA": "PA",
-    "AP": "AP",
-    "LL": "LATERAL",
-    "RL": "LATERAL",
-    "LAT": "LATERAL",
-    "LATERAL": "LATERAL",
-}
+_VIEW_NAMES = {"PA": "PA", "AP": "AP", "LL": "LATERAL", "RL": "LATERAL", "LAT": "LATERAL",
+               "LATERAL": "LATERAL"}
 
 
 def is_picture_path(path: str | Path) -> bool:
@@ -140,7 +134,7 @@ def make_xray_set(images: list[ImageData], notes: list[str], source: tuple[str, 
     """A set of radiographs kept separate and in the given order."""
     if len(images) > MAX_REPORT_IMAGES:
         notes.append(
-            f"{len(images)} radiographs: report models use the first {MAX_REPORT_IMAGES} (as the RRG24 seed "
-            "did)"
+            f"{len(images)} radiographs: report models use the first {MAX_REPORT_IMAGES} "
+            "(as the RRG24 seed did)"
         )
     return Study(kind="xray_set", images=images, source=source, notes=notes)

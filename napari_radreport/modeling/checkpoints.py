@@ -19,14 +19,13 @@ def require_local_folder(path: str | Path) -> Path:
     folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
-    looks_like_hub_id = (
-        not folder.exists() and str(path).count("/") == 1 and not str(path).startswith((".", "/", "~"))
-    )
+    looks_like_hub_id = (not folder.exists() and str(path).count("/") == 1
+                         and not str(path).startswith((".", "/", "~")))
     if looks_like_hub_id:
         raise CheckpointError(
-            f"{path}: not a local folder; napari-radreport never downloads weights. Download the checkpoint "
-            "on a "
-            "machine with network access and pass its local folder (config.json + *.safetensors)"
+            f"{path}: not a local folder; napari-radreport never downloads weights. "
+            "Download the checkpoint on a machine with network access and pass its local folder "
+            "(config.json + *.safetensors)"
         )
     raise CheckpointError(f"{path}: no such checkpoint folder")
 
@@ -58,8 +57,8 @@ def weight_files(folder: Path, *, allow_pickle: bool = False) -> list[Path]:
     if pickles and not allow_pickle:
         raise CheckpointError(
             f"{folder}: only pickle weights ({pickles[0].name}); they can run arbitrary code when loaded. "
-            "Convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust their "
-            "source"
+            "Convert them to safetensors, "
+            "or pass allow_pickle=True (--allow-pickle) if you trust their source"
         )
     if pickles:
         warnings.warn(f"{folder}: loading pickle weights because allow_pickle was given", stacklevel=2)

@@ -89,10 +89,8 @@ class ViT3DConfig(PreTrainedConfig):
         self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
         if not isinstance(self.conv_stem_detectors, int) or self.conv_stem_detectors < 0 or (
                 self.conv_stem_detectors and not stem):
-            raise ConfigError(
-                "vision_config.conv_stem_detectors must be a count >= 0, and needs conv_stem_channels; "
-                f"got {self.conv_stem_detectors!r}"
-            )
+            raise ConfigError("vision_config.conv_stem_detectors must be a count >= 0, "
+                              f"and needs conv_stem_channels; got {self.conv_stem_detectors!r}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -144,15 +142,11 @@ class PerceiverConfig(PreTrainedConfig):
             raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} is unknown; one of "
                               f"{', '.join(FEATURE_NORMS)}")
         if self.feature_norm != "none" and self.perceiver_type not in POOLING_PERCEIVERS:
-            raise ConfigError(
-                f"perceiver_config.feature_norm={self.feature_norm!r} needs a pooling perceiver "
-                f"({', '.join(POOLING_PERCEIVERS)}), not {self.perceiver_type!r}"
-            )
+            raise ConfigError(f"perceiver_config.feature_norm={self.feature_norm!r} needs a pooling "
+                              f"perceiver ({', '.join(POOLING_PERCEIVERS)}), not {self.perceiver_type!r}")
         if self.perceiver_type not in PERCEIVER_TYPES:
-            raise ConfigError(
-                f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of "
-                f"{', '.join(PERCEIVER_TYPES)}"
-            )
+            raise ConfigError(f"perceiver_config.perceiver_type={self.perceiver_type!r} is unknown; one of "
+                              f"{', '.join(PERCEIVER_TYPES)}")
         size = self.pooling_size
         sizes = list(size) if isinstance(size, (list, tuple)) else [size]
         if len(sizes) not in (1, 3) or not all(isinstance(v, int) and v >= 1 for v in sizes):
@@ -195,12 +189,8 @@ class RadReportConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         vocab = getattr(self.text_config, "vocab_size", None)
         if vocab is not None and not 0 <= self.image_token_id < vocab:
-            raise ConfigError(
-                f"image_token_id={self.image_token_id} is outside text_config.vocab_size={vocab}"
-            )
-        if self.vision_config.model_type not in (
-            ViT3DConfig.model_type,
-            "clip_vision_model",
-            "siglip_vision_model",
-        ):
+            raise ConfigError(f"image_token_id={self.image_token_id} is outside "
+                              f"text_config.vocab_size={vocab}")
+        if self.vision_config.model_type not in (ViT3DConfig.model_type, "clip_vision_model",
+                                                 "siglip_vision_model"):
             raise ConfigError(f"vision_config.model_type={self.vision_config.model_type!r} is not supported")

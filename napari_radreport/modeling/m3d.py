@@ -22,30 +22,11 @@ from napari_radreport.modeling.checkpoints import (
 M3D_TEXT_TYPES = {"lamed_llama": "llama", "lamed_phi3": "phi3"}
 DROPPED_PREFIXES = ("model.seg_module.", "model.seg_projector.")
 M3D_ONLY_FIELDS = (
-    "image_channel",
-    "image_size",
-    "patch_size",
-    "vision_tower",
-    "vision_select_layer",
-    "vision_select_feature",
-    "mm_projector_type",
-    "proj_layer_type",
-    "proj_layer_num",
-    "proj_pooling_type",
-    "proj_pooling_size",
-    "mm_hidden_size",
-    "segmentation_module",
-    "pretrain_vision_model",
-    "pretrain_mm_mlp_adapter",
-    "pretrain_seg_module",
-    "seg_token_id",
-    "num_new_tokens",
-    "tune_mm_mlp_adapter",
-    "freeze_vision_tower",
-    "architectures",
-    "model_type",
-    "auto_map",
-    "transformers_version",
+    "image_channel", "image_size", "patch_size", "vision_tower", "vision_select_layer",
+    "vision_select_feature", "mm_projector_type", "proj_layer_type", "proj_layer_num", "proj_pooling_type",
+    "proj_pooling_size", "mm_hidden_size", "segmentation_module", "pretrain_vision_model",
+    "pretrain_mm_mlp_adapter", "pretrain_seg_module", "seg_token_id", "num_new_tokens", "tune_mm_mlp_adapter",
+    "freeze_vision_tower", "architectures", "model_type", "auto_map", "transformers_version",
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
@@ -89,11 +70,8 @@ def _vision_shape(names_and_shapes: dict[str, tuple]) -> dict:
         mlp = names_and_shapes[prefix + "blocks.0.mlp.linear1.weight"][0]
     except KeyError as exc:
         raise CheckpointError(f"checkpoint has no {exc.args[0]}: not an M3D-LaMed vision tower") from exc
-    blocks = {
-        int(m.group(1))
-        for k in names_and_shapes
-        if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))
-    }
+    blocks = {int(m.group(1)) for k in names_and_shapes
+              if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
     heads = M3D_VIT_HEADS if hidden % M3D_VIT_HEADS == 0 else 1
     return {"hidden_size": hidden, "intermediate_size": mlp, "num_hidden_layers": len(blocks),
             "num_attention_heads": heads, "qkv_bias": prefix + "blocks.0.attn.qkv.bias" in names_and_shapes}
@@ -188,28 +166,23 @@ def convert_m3d(src: str | Path, dst: str | Path, *, allow_pickle: bool = False)
     extra = sorted(k for k in mapped if k not in expected)
     wrong = sorted(k for k in mapped if k in expected and mapped[k] != expected[k])
     if missing or extra or wrong:
-        parts = [
-            f"missing: {', '.join(missing[:20])}" if missing else "",
-            f"unexpected: {', '.join(extra[:20])}" if extra else "",
-            f"wrong shape: {', '.join(f'{k} {mapped[k]} != {expected[k]}' for k in wrong[:10])}"
-            if wrong
-            else "",
-        ]
+        parts = [f"missing: {', '.join(missing[:20])}" if missing else "",
+                 f"unexpected: {', '.join(extra[:20])}" if extra else "",
+                 f"wrong shape: {', '.join(f'{k} {mapped[k]} != {expected[k]}' for k in wrong[:10])}"
+                 if wrong else ""]
         raise CheckpointError(f"{src}: weights do not fit the model ({'; '.join(p for p in parts if p)})")
 
     dst.mkdir(parents=True, exist_ok=True)
     weight_map = {}
     for i, (_file, tensors) in enumerate(iter_tensors(files)):
         renamed = {new_names[k]: v.contiguous() for k, v in tensors.items() if new_names[k] is not None}
-        name = (
-            "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
-        )
+        name = ("model.safetensors" if len(files) == 1
+                else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors")
         save_file(renamed, str(dst / name), metadata={"format": "pt", "converted_from": "m3d-lamed"})
         weight_map.update(dict.fromkeys(renamed, name))
     if len(files) > 1:
         (dst / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1)
-        )
+            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
     config.architectures = ["RadReportForConditionalGeneration"]
     config.save_pretrained(dst)
     for name in TOKENIZER_FILES:

@@ -32,9 +32,8 @@ class CLIPTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.vision_model(pixel_values=pixel_values, output_hidden_states=True)
         features = out.hidden_states[self.feature_layer]
-        return (
-            features[:, 1:] if self.drop_cls and features.shape[1] > self.grid[1] * self.grid[2] else features
-        )
+        return (features[:, 1:] if self.drop_cls and features.shape[1] > self.grid[1] * self.grid[2]
+                else features)
 
 
 class RadReportPreTrainedModel(PreTrainedModel):
@@ -104,13 +103,12 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         n_tokens, n_features = int(mask.sum()), image_features.shape[0] * image_features.shape[1]
         if n_tokens != n_features:
             raise ValueError(
-                f"the prompt has {n_tokens} image tokens ({self.config.image_token}) but the image gives "
-                f"{n_features} "
-                f"features ({image_features.shape[0]} image(s) x {image_features.shape[1]} tokens)"
+                f"the prompt has {n_tokens} image tokens ({self.config.image_token}) "
+                f"but the image gives {n_features} features "
+                f"({image_features.shape[0]} image(s) x {image_features.shape[1]} tokens)"
             )
-        features = image_features.to(inputs_embeds.device, inputs_embeds.dtype).reshape(
-            -1, inputs_embeds.shape[-1]
-        )
+        features = (image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+                    .reshape(-1, inputs_embeds.shape[-1]))
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
 
     def forward(

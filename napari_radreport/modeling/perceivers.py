@@ -58,15 +58,14 @@ class PoolingPerceiver(nn.Module):
         self.grid, self.mode = grid, mode
         self.kernel = _kernel(grid, config.pooling_size, config.perceiver_type)
         self.num_tokens = math.prod(g // k for g, k in zip(grid, self.kernel))
-        self.feature_norm = (
-            nn.BatchNorm1d(in_dim * self.num_tokens) if config.feature_norm == "batch" else None
-        )
+        self.feature_norm = (nn.BatchNorm1d(in_dim * self.num_tokens) if config.feature_norm == "batch"
+                             else None)
         self.projector = _mlp(in_dim, out_dim, config.projector_depth, config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.avg_pool3d if self.mode == "avg" else F.max_pool3d
-        # (B, C, tokens)
-        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel, stride=self.kernel).flatten(2)
+        x = pool(_to_volume(x, self.grid), kernel_size=self.kernel,
+                 stride=self.kernel).flatten(2)  # (B, C, tokens)
         if self.feature_norm is not None:
             if self.training and x.shape[0] < 2:
                 raise ValueError(
@@ -195,9 +194,8 @@ class MLPMixerPerceiver(nn.Module):
         return self.projector(x)
 
 
-def build_perceiver(
-    config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int, detectors: int = 0
-) -> nn.Module:
+def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int,
+                    detectors: int = 0) -> nn.Module:
     """The perceiver ``config`` names; with ``detectors`` (the encoder's last features are conv stem detector
     probabilities) one more token per detector follows its tokens (modeling/detector_tokens.py)."""
     if detectors:

@@ -158,10 +158,8 @@ def _square(image: torch.Tensor, side: int) -> torch.Tensor:
 def check_image_count(study, max_images: int) -> None:
     """A clear error when a radiograph set has more images than the model takes."""
     if len(study.images) > max_images:
-        raise InputError(
-            f"this model takes at most {max_images} radiographs; the study has {len(study.images)} "
-            f"(open at most {max_images} of them)"
-        )
+        raise InputError(f"this model takes at most {max_images} radiographs; the study has "
+                         f"{len(study.images)} (open at most {max_images} of them)")
 
 
 def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:

@@ -39,11 +39,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     stage: str = "stage1"
-    tasks: list[str] = field(
-        default_factory=lambda: ["findings", "impression", "region_findings", "qa", "diagnosis"]
-    )
-    # stage 2: the LoRA adapter's name (findings / impression / vqa are used per task)
-    adapter: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["findings", "impression", "region_findings", "qa",
+                                                      "diagnosis"])
+    adapter: str = "default"  # stage 2: the LoRA adapter's name (findings / impression / vqa used per task)
     trainable: list[str] = field(default_factory=list)
     train_encoder: bool = False
     lora: dict[str, Any] = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.1})
@@ -68,12 +66,9 @@ class TrainConfig:
     mae_mask_ratio: float = 0.75
     mae_decoder: dict[str, int] = field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2,
                                                                  "num_attention_heads": 4})
-    # empty: every label the records give positions for
-    candidate_labels: list[str] = field(default_factory=list)
-    # voxels of the preprocessed volume
-    candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])
-    # largest shift of a patch's centre
-    candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])
+    candidate_labels: list[str] = field(default_factory=list)  # empty: every label with positions in a record
+    candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])  # in preprocessed-volume voxels
+    candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])  # largest shift of a patch centre
     freeze_conv_stem: bool = False
 
     def __post_init__(self) -> None:

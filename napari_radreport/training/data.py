@@ -45,16 +45,8 @@ class StudyImages(torch.utils.data.Dataset):
 class StudyTextDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> {"pixel_values": (N, C, ...), "texts": [Encoded, ...]} for study ``i``."""
 
-    def __init__(
-        self,
-        records: list[ManifestRecord],
-        loaded,
-        tasks,
-        *,
-        texts_per_image: int = 4,
-        seed: int = 0,
-        max_length: int = 1024,
-    ):
+    def __init__(self, records: list[ManifestRecord], loaded, tasks, *, texts_per_image: int = 4,
+                 seed: int = 0, max_length: int = 1024):
         self.records, self.loaded, self.seed = records, loaded, seed
         self.texts_per_image, self.max_length, self.epoch = texts_per_image, max_length, 0
         spec = loaded.family.prompt_spec  # the model's prompt section, parsed when it loaded
@@ -112,10 +104,7 @@ def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     for row, (_, t) in enumerate(texts):
         n = len(t.input_ids)
         input_ids[row, :n], labels[row, :n], attention[row, :n] = (
-            torch.tensor(t.input_ids),
-            torch.tensor(t.labels),
-            1,
-        )
+            torch.tensor(t.input_ids), torch.tensor(t.labels), 1)
     rows = [r for i, _ in texts for r in range(offsets[i], offsets[i + 1])]
     return {"pixel_values": pixels, "input_ids": input_ids, "labels": labels, "attention_mask": attention,
             "image_rows": torch.tensor(rows, dtype=torch.long)}
@@ -136,8 +125,7 @@ class RankBatches:
         return self.per_device * self.world
 
     def batches_per_epoch(self) -> int:
-        # the last partial batch is dropped so every process steps together
-        return self.n // self.global_batch
+        return self.n // self.global_batch  # the last partial batch is dropped: every process steps together
 
     def iterate(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n)

@@ -29,9 +29,8 @@ class TextPair:
 def check_tasks(tasks) -> tuple[str, ...]:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
-        raise ValueError(
-            f"unknown task(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(TASKS)}"
-        )
+        raise ValueError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                         f"use some of {', '.join(TASKS)}")
     return tuple(tasks)
 
 
@@ -49,8 +48,7 @@ def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
         if guide_labels is None:
             return question
         return prompts.guided_section_prompt(
-            question, [label for label in guide_labels if record.labels.get(label)]
-        )
+            question, [label for label in guide_labels if record.labels.get(label)])
 
     for task in check_tasks(tasks):
         if task in ("findings", "impression"):
@@ -71,7 +69,6 @@ def text_pairs(record: ManifestRecord, tasks, task_questions: dict[str, str],
                     pairs.append(TextPair(task, qa.question, qa.answer))
         else:
             for label, value in record.labels.items():
-                pairs.append(
-                    TextPair(task, prompts.diagnosis_prompt(task_questions, label), "Yes" if value else "No")
-                )
+                pairs.append(TextPair(task, prompts.diagnosis_prompt(task_questions, label),
+                                      "Yes" if value else "No"))
     return pairs

@@ -31,17 +31,13 @@ class MaskedAutoencoder3D(nn.Module):
         self.decoder_embed = nn.Linear(encoder_config.hidden_size, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         self.decoder_position = nn.Parameter(torch.zeros(1, encoder_config.num_patches, width))
-        self.decoder_blocks = nn.ModuleList(
-            ViT3DBlock(dec_config) for _ in range(dec_config.num_hidden_layers)
-        )
+        self.decoder_blocks = nn.ModuleList(ViT3DBlock(dec_config)
+                                            for _ in range(dec_config.num_hidden_layers))
         self.decoder_norm = nn.LayerNorm(width)
         self.predict = nn.Linear(width, encoder_config.patch_dim)
         self.patchify = PatchRearrange(encoder_config.patch_size)
-        for param in (
-            self.mask_token,
-            self.decoder_position,
-            self.encoder.patch_embedding.position_embeddings,
-        ):
+        for param in (self.mask_token, self.decoder_position,
+                      self.encoder.patch_embedding.position_embeddings):
             nn.init.trunc_normal_(param, std=0.02)
 
     def random_keep(self, batch: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,9 +17,8 @@ def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     data-parallel runs follow the one-process loss curve.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    token_losses = F.cross_entropy(
-        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )
+    token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                   reduction="none")
     mask = labels != IGNORE_INDEX
     per_answer = (token_losses * mask).sum(1) / mask.sum(1).clamp(min=1)
     return per_answer[mask.any(1)]

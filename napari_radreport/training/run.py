@@ -74,20 +74,13 @@ def run_training(config: TrainConfig, manifest: Path, out: Path, *, init: Path |
         if trainer.accelerator.is_main_process:
             log(f"resumed at step {step}" if step else "no checkpoint to resume from; starting at step 0")
     if trainer.accelerator.is_main_process:
-        log(
-            f"{config.run_name}: {len(train)} training studies, {len(val)} validation, {parts.trainable:,} "
-            "trainable "
-            f"parameters, {trainer.total_steps} steps on {trainer.accelerator.num_processes} process(es), "
-            f"{trainer.accelerator.device}, mixed precision {trainer.accelerator.mixed_precision}"
-        )
-        settings = {
-            **config.to_dict(),
-            "manifest": str(manifest),
-            "init": str(init) if init else None,
-            "recipe": getattr(recipe, "name", None),
-            "tiny": tiny,
-            "encoder": str(encoder) if encoder else None,
-        }
+        log(f"{config.run_name}: {len(train)} training studies, {len(val)} validation, "
+            f"{parts.trainable:,} trainable parameters, {trainer.total_steps} steps on "
+            f"{trainer.accelerator.num_processes} process(es), {trainer.accelerator.device}, "
+            f"mixed precision {trainer.accelerator.mixed_precision}")
+        settings = {**config.to_dict(), "manifest": str(manifest), "init": str(init) if init else None,
+                    "recipe": getattr(recipe, "name", None), "tiny": tiny,
+                    "encoder": str(encoder) if encoder else None}
         (out / f"train_config-{config.run_name}.json").write_text(json.dumps(settings, indent=1))
     summary = trainer.train()
     if config.save_every and trainer.step % config.save_every:

@@ -67,12 +67,9 @@ def report_model(config: TrainConfig, records: list[ManifestRecord], out: Path, 
     else:
         lora = dict(config.lora)
         set_trainable(model, [])
-        peft_config = lora_config(
-            r=int(lora.get("r", 16)),
-            alpha=int(lora.get("alpha", 32)),
-            dropout=float(lora.get("dropout", 0.1)),
-            modules_to_save=config.modules_to_train(),
-        )
+        peft_config = lora_config(r=int(lora.get("r", 16)), alpha=int(lora.get("alpha", 32)),
+                                  dropout=float(lora.get("dropout", 0.1)),
+                                  modules_to_save=config.modules_to_train())
         model = add_adapter(model, config.adapter, peft_config)
         model.train()
         freeze_stem(model.get_base_model() if hasattr(model, "get_base_model") else model, config)
@@ -93,9 +90,8 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
                                      tokenizer=tokenizer, encoder=encoder, resume=resume)
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
     train_data = StudyTextDataset(train, loaded, config.tasks, **kwargs)
-    eval_data = (
-        StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64}) if val else None
-    )
+    eval_data = (StudyTextDataset(val, loaded, config.tasks, **{**kwargs, "texts_per_image": 64})
+                 if val else None)
     return RunParts(ReportObjective(loaded.model), train_data, eval_data, loaded=loaded, trainable=trainable)
 
 
@@ -121,8 +117,7 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
     from napari_radreport.training.objectives import MAEObjective
 
     name = {"mae": "MAE pretraining", "labels": "label pretraining"}.get(
-        config.stage, "candidate pretraining"
-    )
+        config.stage, "candidate pretraining")
     if recipe is None:
         raise ValueError(f"{name} builds the recipe's encoder: give --recipe")
     model_config = recipe.config(tiny=tiny)
@@ -132,9 +127,8 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
     to_pixels = functools.partial(volume_to_pixels, spec=spec)
     train_images, val_images = StudyImages(train, to_pixels), StudyImages(val, to_pixels)
     if encoder is not None and config.stage != "labels":
-        raise ValueError(
-            f"--encoder: {name} starts from fresh weights (only --stage labels and report runs take it)"
-        )
+        raise ValueError(f"--encoder: {name} starts from fresh weights "
+                         "(only --stage labels and report runs take it)")
     if config.stage == "candidates":
         return candidate_parts(config, train, val, model_config, spec, train_images, val_images)
     if config.stage == "labels":
@@ -160,9 +154,8 @@ def encoder_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Ma
 
     mae = MaskedAutoencoder3D(model_config.vision_config, config.mae_decoder, config.mae_mask_ratio)
     mae.train()
-    return RunParts(
-        MAEObjective(mae), train_images, val_images, trainable=sum(p.numel() for p in mae.parameters())
-    )
+    return RunParts(MAEObjective(mae), train_images, val_images,
+                    trainable=sum(p.numel() for p in mae.parameters()))
 
 
 def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], model_config,

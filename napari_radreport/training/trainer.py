@@ -33,9 +33,8 @@ def _lr_lambda(config: TrainConfig, total: int):
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, progress))
-        )
+        return (config.min_lr_ratio
+                + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
     return factor
 
@@ -61,10 +60,8 @@ def _accelerator(mixed_precision: str, cpu: bool):
         if "already been initialized" not in str(exc):
             raise
         if PartialState().num_processes != 1:
-            raise TrainingError(
-                f"this process already trained with another mixed precision; start a new process "
-                f"for mixed_precision {mixed_precision!r}"
-            ) from exc
+            raise TrainingError("this process already trained with another mixed precision; "
+                                f"start a new process for mixed_precision {mixed_precision!r}") from exc
         AcceleratorState._reset_state()
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
@@ -79,15 +76,14 @@ class Trainer:
         self.accelerator = _accelerator(training_precision(config.mixed_precision), training_on_cpu())
         set_seed(config.seed)
         acc = self.accelerator
-        self.batches = RankBatches(
-            len(parts.train_data), config.batch_size, acc.process_index, acc.num_processes, config.seed
-        )
+        self.batches = RankBatches(len(parts.train_data), config.batch_size, acc.process_index,
+                                   acc.num_processes, config.seed)
         self.steps_per_epoch = self.batches.batches_per_epoch() // config.grad_accum
         if self.steps_per_epoch < 1:
             raise TrainingError(
                 f"{len(parts.train_data)} training studies are fewer than one optimizer step needs "
-                f"({config.batch_size} per process x {acc.num_processes} process(es) x {config.grad_accum} "
-                "accumulation)"
+                f"({config.batch_size} per process x {acc.num_processes} process(es) "
+                f"x {config.grad_accum} accumulation)"
             )
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         params = [p for p in parts.objective.parameters() if p.requires_grad]
@@ -139,10 +135,8 @@ class Trainer:
             return 0
         state = json.loads((folder / "trainer_state.json").read_text())
         if state.get("processes") != self.accelerator.num_processes:
-            raise TrainingError(
-                f"{folder} was saved by {state.get('processes')} process(es); resume with as many "
-                f"(this run has {self.accelerator.num_processes})"
-            )
+            raise TrainingError(f"{folder} was saved by {state.get('processes')} process(es); "
+                                f"resume with as many (this run has {self.accelerator.num_processes})")
         self.accelerator.load_state(str(folder))
         self.step = int(state["step"])
         if self.accelerator.is_main_process:

@@ -72,9 +72,8 @@ def finish(out: Path, records: list, summary: ConversionSummary) -> ConversionSu
 
     summary.out = out
     if not records:
-        reasons = (
-            "; ".join(f"{r}: {n}" for r, n in sorted(summary.skipped.items())) or "the input holds no studies"
-        )
+        reasons = ("; ".join(f"{r}: {n}" for r, n in sorted(summary.skipped.items()))
+                   or "the input holds no studies")
         raise DatasetFormatError(f"{summary.source}: no records to write ({reasons})")
     repeated = next((i for i, n in Counter(r.id for r in records).items() if n > 1), None)
     if repeated is not None:
@@ -115,12 +114,8 @@ def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
             if missing:
                 raise DatasetFormatError(
                     f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}"
-                    + (
-                        f" (found {', '.join(header[:8])}{', ...' if len(header) > 8 else ''})"
-                        if header
-                        else " (the file is empty)"
-                    )
-                )
+                    + (f" (found {', '.join(header[:8])}{', ...' if len(header) > 8 else ''})" if header
+                       else " (the file is empty)"))
             return list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetFormatError(f"{path}: not a readable CSV file ({exc})") from exc
@@ -161,10 +156,8 @@ def read_json_records(path: Path) -> list[tuple[str | None, dict]]:
                 return _objects(path, ((key, item) for key, items in lists.items() for item in items))
             if not set(data) & set(SPLIT_WORDS):
                 return _objects(path, [(None, data)])  # one study
-            raise DatasetFormatError(
-                f"{path}: a JSON object must map splits ({', '.join(SPLIT_WORDS)}) to lists "
-                f"of studies; found {', '.join(sorted(data))}"
-            )
+            raise DatasetFormatError(f"{path}: a JSON object must map splits ({', '.join(SPLIT_WORDS)}) "
+                                     f"to lists of studies; found {', '.join(sorted(data))}")
     records = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():

@@ -135,16 +135,9 @@ def _qa(items: Any, where: str) -> list:
     return pairs
 
 
-def convert_amos_mm(
-    src: str | Path,
-    out: str | Path,
-    *,
-    vqa: str | Path | None = None,
-    split: str | None = None,
-    image_root: str | Path | None = None,
-    missing: str = "error",
-    overwrite: bool = False,
-) -> ConversionSummary:
+def convert_amos_mm(src: str | Path, out: str | Path, *, vqa: str | Path | None = None,
+                    split: str | None = None, image_root: str | Path | None = None, missing: str = "error",
+                    overwrite: bool = False) -> ConversionSummary:
     """Write the AMOS-MM studies of ``src`` (dataset.json or its folder) as a manifest at ``out``.
 
     ``split`` keeps one split (train/val/test); by default every list in the file is converted, training ->
@@ -200,17 +193,8 @@ def convert_amos_mm(
                 )
             summary.skip("volume file missing")
             continue
-        records.append(
-            ManifestRecord(
-                id=case,
-                modality="ct",
-                images=[image_ref(image, out.parent)],
-                split=entry["split"],
-                findings=" ".join(entry["regions"].values()),
-                impression=entry["impression"],
-                regions=entry["regions"],
-                qa=entry["qa"],
-                source="amos-mm",
-            )
-        )
+        records.append(ManifestRecord(
+            id=case, modality="ct", images=[image_ref(image, out.parent)], split=entry["split"],
+            findings=" ".join(entry["regions"].values()), impression=entry["impression"],
+            regions=entry["regions"], qa=entry["qa"], source="amos-mm"))
     return finish(out, records, summary)

@@ -37,8 +37,7 @@ from napari_radreport.data.adapters._common import (
 
 REPORTS = "meta/curated_ct_report_path_En.csv"
 _IMPRESSION = re.compile(
-    r"(?:^|\n|(?<=[.:;]) )\s*(?:diagnostic\s+)?(?:impressions?|conclusions?|diagnosis)\s*:\s*", re.IGNORECASE
-)
+    r"(?:^|\n|(?<=[.:;]) )\s*(?:diagnostic\s+)?(?:impressions?|conclusions?|diagnosis)\s*:\s*", re.IGNORECASE)
 _FINDINGS = re.compile(r"^\s*findings\s*:\s*", re.IGNORECASE)
 _PATIENT = re.compile(r"sub-[A-Za-z0-9]+")
 
@@ -54,16 +53,9 @@ def _fraction_of(key: str) -> float:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def convert_bimcv_r(
-    src: str | Path,
-    out: str | Path,
-    *,
-    reports: str | Path | None = None,
-    split: str = "train",
-    val_fraction: float = 0.0,
-    missing: str = "error",
-    overwrite: bool = False,
-) -> ConversionSummary:
+def convert_bimcv_r(src: str | Path, out: str | Path, *, reports: str | Path | None = None,
+                    split: str = "train", val_fraction: float = 0.0, missing: str = "error",
+                    overwrite: bool = False) -> ConversionSummary:
     """Write the BIMCV-R studies of the dataset folder ``src`` as a manifest at ``out``."""
     from napari_radreport.data.manifest import ManifestRecord
     from napari_radreport.data.regions import split_by_region
@@ -103,24 +95,14 @@ def convert_bimcv_r(
         volume = src / original if (src / original).is_file() else by_name.get(name)
         if volume is None:
             if missing == "error":
-                raise FileNotFoundError(
-                    f"{src}: no volume file {name} (from {reports}:{line}; --missing skip leaves "
-                    "such studies out)"
-                )
+                raise FileNotFoundError(f"{src}: no volume file {name} (from {reports}:{line}; "
+                                        "--missing skip leaves such studies out)")
             summary.skip("volume file missing")
             continue
         patient = _PATIENT.search(name)
         in_val = val_fraction and _fraction_of(patient.group(0) if patient else record_id) < val_fraction
-        records.append(
-            ManifestRecord(
-                id=record_id,
-                modality="ct",
-                images=[image_ref(volume, out.parent)],
-                split="val" if in_val else split,
-                findings=findings,
-                impression=impression,
-                regions=split_by_region(findings),
-                source="bimcv-r",
-            )
-        )
+        records.append(ManifestRecord(
+            id=record_id, modality="ct", images=[image_ref(volume, out.parent)],
+            split="val" if in_val else split, findings=findings, impression=impression,
+            regions=split_by_region(findings), source="bimcv-r"))
     return finish(out, records, summary)

@@ -41,18 +41,12 @@ from napari_radreport.data.adapters._common import (
 )
 
 _FILES = {  # split -> (reports, labels, metadata, volume folders in order of preference)
-    "train": (
-        "radiology_text_reports/train_reports.csv",
-        "multi_abnormality_labels/train_predicted_labels.csv",
-        "metadata/train_metadata.csv",
-        ("train_fixed", "train"),
-    ),
-    "val": (
-        "radiology_text_reports/validation_reports.csv",
-        "multi_abnormality_labels/valid_predicted_labels.csv",
-        "metadata/validation_metadata.csv",
-        ("valid_fixed", "valid"),
-    ),
+    "train": ("radiology_text_reports/train_reports.csv",
+              "multi_abnormality_labels/train_predicted_labels.csv",
+              "metadata/train_metadata.csv", ("train_fixed", "train")),
+    "val": ("radiology_text_reports/validation_reports.csv",
+            "multi_abnormality_labels/valid_predicted_labels.csv",
+            "metadata/validation_metadata.csv", ("valid_fixed", "valid")),
 }
 
 
@@ -117,19 +111,11 @@ def _rescale(path: Path) -> dict[str, tuple[float, float]]:
     return rescale
 
 
-def convert_ct_rate(
-    src: str | Path,
-    out: str | Path,
-    *,
-    split: str = "train",
-    reports: str | Path | None = None,
-    labels: str | Path | None = None,
-    metadata: str | Path | None = None,
-    volumes: str | Path | None = None,
-    raw_volumes: bool = False,
-    missing: str = "error",
-    overwrite: bool = False,
-) -> ConversionSummary:
+def convert_ct_rate(src: str | Path, out: str | Path, *, split: str = "train",
+                    reports: str | Path | None = None, labels: str | Path | None = None,
+                    metadata: str | Path | None = None, volumes: str | Path | None = None,
+                    raw_volumes: bool = False, missing: str = "error",
+                    overwrite: bool = False) -> ConversionSummary:
     """Write one CT-RATE split (``train`` or ``val``) of the dataset folder ``src`` as a manifest at ``out``.
 
     ``reports``, ``labels``, ``metadata`` and ``volumes`` override the files found in ``src``; ``metadata`` is
@@ -153,17 +139,14 @@ def convert_ct_rate(
     if not volumes.is_dir():
         raise DatasetFormatError(f"{volumes}: no such volume folder")
     if raw_volumes and volumes.name.endswith("_fixed"):
-        raise DatasetFormatError(
-            f"{volumes}: the *_fixed volumes are already in HU; raw_volumes (--raw-volumes) "
-            "would rescale them twice"
-        )
+        raise DatasetFormatError(f"{volumes}: the *_fixed volumes are already in HU; "
+                                 "raw_volumes (--raw-volumes) would rescale them twice")
     rows = read_csv(reports, ("VolumeName", "Findings_EN", "Impressions_EN"))
     label_rows = _labels(labels)
     rescale = None
     if raw_volumes:
-        rescale = _rescale(
-            Path(metadata) if metadata else _find(src, metadata_rel, "metadata CSV", "--metadata")
-        )
+        rescale = _rescale(Path(metadata) if metadata
+                           else _find(src, metadata_rel, "metadata CSV", "--metadata"))
 
     summary = ConversionSummary(source=str(src))
     records, seen = [], set()

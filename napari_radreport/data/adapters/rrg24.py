@@ -50,10 +50,8 @@ def _image_paths(study: dict, where: str) -> list[str]:
         if isinstance(item, dict):
             item = item.get("path")
         if not isinstance(item, str) or not item:
-            raise DatasetFormatError(
-                f"{where}: images must be file paths (found {type(item).__name__}); save "
-                "embedded images as files first"
-            )
+            raise DatasetFormatError(f"{where}: images must be file paths (found {type(item).__name__}); "
+                                     "save embedded images as files first")
         paths.append(item)
     return paths
 
@@ -63,9 +61,8 @@ def _inputs(src: Path | list) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl") and p.is_file()
-            )
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in (".json", ".jsonl") and p.is_file())
             if not found:
                 raise DatasetFormatError(f"{path}: no .json or .jsonl files in this folder")
             files += found
@@ -117,10 +114,8 @@ def convert_rrg24(src: str | Path | list, out: str | Path, *, split: str | None 
             absent = [p for p in resolved if not p.is_file()]
             if absent:
                 if missing == "error":
-                    raise FileNotFoundError(
-                        f"{absent[0]}: image of {record_id} does not exist (--missing skip "
-                        "leaves such studies out)"
-                    )
+                    raise FileNotFoundError(f"{absent[0]}: image of {record_id} does not exist "
+                                            "(--missing skip leaves such studies out)")
                 summary.skip("image file missing")
                 continue
             origin = text(study.get("source"))

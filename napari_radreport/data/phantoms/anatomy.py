@@ -14,20 +14,9 @@ import numpy as np
 
 SHAPE = (40, 80, 80)  # voxels (z, y, x)
 SPACING = (6.0, 4.2, 4.2)  # mm -> 240 x 336 x 336 mm
-HU = {
-    "air": -1000.0,
-    "fat": -100.0,
-    "soft": 40.0,
-    "lung": -860.0,
-    "emphysema": -950.0,
-    "blood": 150.0,
-    "myocardium": 50.0,
-    "fluid": 8.0,
-    "bone": 450.0,
-    "cortex": 800.0,
-    "nodule": 30.0,
-    "consolidation": -40.0,
-}
+HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "lung": -860.0, "emphysema": -950.0, "blood": 150.0,
+      "myocardium": 50.0, "fluid": 8.0, "bone": 450.0, "cortex": 800.0, "nodule": 30.0,
+      "consolidation": -40.0}
 LOBES = {"right": ("upper", "middle", "lower"), "left": ("upper", "lower")}
 NODULE_SIZES_MM = (8, 10, 12, 15, 18, 22, 26, 30)
 
@@ -69,20 +58,16 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _ellipsoid(z, y, x, centre, radii) -> np.ndarray:
-    return (
-        ((z - centre[0]) / radii[0]) ** 2
-        + ((y - centre[1]) / radii[1]) ** 2
-        + ((x - centre[2]) / radii[2]) ** 2
-    )
+    return (((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+            + ((x - centre[2]) / radii[2]) ** 2)
 
 
 def lobe_of(side: str, z_fraction, y_mm, y_centre: float) -> np.ndarray:
     """The lobe at lung positions: ``z_fraction`` 0 at the apex, 1 at the base; anterior is y < y_centre."""
     z_fraction, anterior = np.asarray(z_fraction), np.asarray(y_mm) < y_centre
     if side == "right":
-        return np.where(
-            z_fraction < 0.4, "upper", np.where(anterior & (z_fraction < 0.75), "middle", "lower")
-        )
+        return np.where(z_fraction < 0.4, "upper",
+                        np.where(anterior & (z_fraction < 0.75), "middle", "lower"))
     return np.where((z_fraction < 0.5) | (anterior & (z_fraction < 0.7)), "upper", "lower")
 
 
@@ -162,8 +147,7 @@ class Phantom:
         and the pleura, unlike a round nodule), crossed by air bronchograms that run out from its centre."""
         height = self.lung_bottom - self.lung_top
         in_lobe = lungs[side] & (
-            lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe
-        )
+            lobe_of(side, (self.z - self.lung_top) / height, self.y, self.lung_y) == lobe)
         if not in_lobe.any():
             in_lobe = lungs[side]
         centre = np.argwhere(in_lobe)[self.rng.integers(int(in_lobe.sum()))]
@@ -181,9 +165,8 @@ class Phantom:
         self.findings.extras.setdefault("centres_mm", {})["consolidation"] = [float(v) for v in c]
         return opacity
 
-    def _blob(
-        self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float, name: str
-    ) -> None:
+    def _blob(self, lungs: dict[str, np.ndarray], side: str, lobe: str, radius: float, hu: float,
+              name: str) -> None:
         """A sphere of ``radius`` mm centred inside ``lobe`` of the ``side`` lung (kept inside the lung); its
         centre goes to ``findings.extras["centres_mm"][name]``."""
         mask = lungs[side]

@@ -22,18 +22,10 @@ def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, n
     volume = anatomy.phantom_volume(findings, rng)
     findings_text = reports.findings_text(findings, rng)
     record = ManifestRecord(
-        id=f"phantom-{index:05d}",
-        modality="ct",
-        images=[f"volumes/phantom-{index:05d}.nii.gz"],
-        split=split,
-        findings=findings_text,
-        impression=reports.impression_text(findings, rng),
-        regions={"chest": findings_text},
-        qa=reports.questions(findings, rng),
-        labels=reports.labels(findings),
-        positions=_positions(findings),
-        source="phantom",
-    )
+        id=f"phantom-{index:05d}", modality="ct", images=[f"volumes/phantom-{index:05d}.nii.gz"],
+        split=split, findings=findings_text, impression=reports.impression_text(findings, rng),
+        regions={"chest": findings_text}, qa=reports.questions(findings, rng),
+        labels=reports.labels(findings), positions=_positions(findings), source="phantom")
     return record, volume
 
 

@@ -14,14 +14,9 @@ import numpy as np
 from napari_radreport.data.phantoms.anatomy import LOBES, Findings
 
 # CT-RATE label names of the six phantom findings (modeling.prompt_spec.CT_RATE_LABELS spelling).
-LABELS = {
-    "nodule": "Lung nodule",
-    "effusion": "Pleural effusion",
-    "cardiomegaly": "Cardiomegaly",
-    "emphysema": "Emphysema",
-    "consolidation": "Consolidation",
-    "pericardial_effusion": "Pericardial effusion",
-}
+LABELS = {"nodule": "Lung nodule", "effusion": "Pleural effusion", "cardiomegaly": "Cardiomegaly",
+          "emphysema": "Emphysema", "consolidation": "Consolidation",
+          "pericardial_effusion": "Pericardial effusion"}
 FINDING_NAMES = tuple(LABELS)
 
 _NODULE = ("There is a {size} mm nodule in the {side} {lobe} lobe.",
@@ -31,11 +26,8 @@ _NO_NODULE = ("No pulmonary nodule.", "No lung nodules are seen.", "There is no 
 _CONSOLIDATION = ("Consolidation in the {side} {lobe} lobe.",
                   "There is an area of consolidation in the {side} {lobe} lobe.",
                   "Airspace consolidation is seen in the {side} {lobe} lobe.")
-_NO_CONSOLIDATION = (
-    "No consolidation.",
-    "No focal consolidation is seen.",
-    "The lungs show no consolidation.",
-)
+_NO_CONSOLIDATION = ("No consolidation.", "No focal consolidation is seen.",
+                     "The lungs show no consolidation.")
 _EMPHYSEMA = ("Centrilobular emphysema with upper zone predominance.", "There is emphysema in both lungs.",
               "Emphysematous changes are present, predominantly in the upper lobes.")
 _NO_EMPHYSEMA = ("No emphysema.", "No emphysematous changes.", "The lung parenchyma shows no emphysema.")
@@ -46,11 +38,8 @@ _BILATERAL = ("Bilateral pleural effusions.", "There are bilateral pleural effus
 _NO_EFFUSION = ("No pleural effusion.", "There is no pleural effusion.", "No pleural fluid.")
 _CARDIOMEGALY = ("The heart is enlarged.", "Cardiomegaly.", "There is cardiomegaly.")
 _NO_CARDIOMEGALY = ("Heart size is normal.", "The heart is normal in size.", "No cardiomegaly.")
-_PERICARDIAL = (
-    "There is a pericardial effusion.",
-    "Small pericardial effusion.",
-    "Pericardial fluid is present.",
-)
+_PERICARDIAL = ("There is a pericardial effusion.", "Small pericardial effusion.",
+                "Pericardial fluid is present.")
 _NO_PERICARDIAL = ("No pericardial effusion.", "There is no pericardial effusion.", "No pericardial fluid.")
 _NORMAL_IMPRESSION = ("No acute abnormality.", "Normal chest CT.", "No significant abnormality in the chest.")
 
@@ -58,25 +47,21 @@ _NORMAL_IMPRESSION = ("No acute abnormality.", "Normal chest CT.", "No significa
 def _pick(rng: np.random.Generator, options: tuple[str, ...], **values) -> str:
     text = str(options[int(rng.integers(len(options)))])
     for key, value in values.items():
-        text = text.replace("{" + key + "}", str(value)).replace(
-            "{" + key.capitalize() + "}", str(value).capitalize()
-        )
+        text = (text.replace("{" + key + "}", str(value))
+                .replace("{" + key.capitalize() + "}", str(value).capitalize()))
     return text
 
 
 def findings_text(f: Findings, rng: np.random.Generator) -> str:
     """The Findings section: lungs, pleura, heart, pericardium, in that order."""
     parts = [
-        _pick(rng, _NODULE, side=f.nodule[0], lobe=f.nodule[1], size=f.nodule[2])
-        if f.nodule
+        _pick(rng, _NODULE, side=f.nodule[0], lobe=f.nodule[1], size=f.nodule[2]) if f.nodule
         else _pick(rng, _NO_NODULE),
-        _pick(rng, _CONSOLIDATION, side=f.consolidation[0], lobe=f.consolidation[1])
-        if f.consolidation
+        _pick(rng, _CONSOLIDATION, side=f.consolidation[0], lobe=f.consolidation[1]) if f.consolidation
         else _pick(rng, _NO_CONSOLIDATION),
         _pick(rng, _EMPHYSEMA) if f.emphysema else _pick(rng, _NO_EMPHYSEMA),
         (_pick(rng, _BILATERAL) if f.effusion == "bilateral" else _pick(rng, _EFFUSION, side=f.effusion))
-        if f.effusion
-        else _pick(rng, _NO_EFFUSION),
+        if f.effusion else _pick(rng, _NO_EFFUSION),
         _pick(rng, _CARDIOMEGALY) if f.cardiomegaly else _pick(rng, _NO_CARDIOMEGALY),
         _pick(rng, _PERICARDIAL) if f.pericardial_effusion else _pick(rng, _NO_PERICARDIAL),
     ]
@@ -127,11 +112,8 @@ def _yes_no_answer(name: str, f: Findings) -> str:
     if name == "consolidation":
         return f"Yes, consolidation in the {value[0]} {value[1]} lobe."
     if name == "effusion":
-        return (
-            "Yes, bilateral pleural effusions."
-            if value == "bilateral"
-            else f"Yes, a {value} pleural effusion."
-        )
+        return ("Yes, bilateral pleural effusions." if value == "bilateral"
+                else f"Yes, a {value} pleural effusion.")
     return {"emphysema": "Yes, there is emphysema.", "cardiomegaly": "Yes, the heart is enlarged.",
             "pericardial_effusion": "Yes, there is a pericardial effusion."}[name]
 
@@ -169,8 +151,7 @@ def questions(f: Findings, rng: np.random.Generator) -> list[dict]:
 # -- reading findings back ------------------------------------------------------------------------------
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _NEGATION = re.compile(
-    r"^(no|there is no|there are no)\b|\bshows? no\b|\bno,|\bnormal in size\b|\bsize is normal\b"
-)
+    r"^(no|there is no|there are no)\b|\bshows? no\b|\bno,|\bnormal in size\b|\bsize is normal\b")
 
 
 def side_and_lobe(sentence: str) -> tuple[str | None, str | None]:
