@@ -194,7 +194,9 @@ def _wait_for_everyone() -> None:
 
 
 def run_meta(info, tasks: Sequence[str], settings, manifest: str | Path, split: str) -> dict[str, Any]:
-    """What the output records about how it was made."""
+    """The predictions file's first line: how it was made, and what a resumed run must match
+    (``MATCHING_KEYS``). Its keys are a file format of their own (``read_predictions``, ``radreport eval``),
+    not the report ``Provenance`` fields, though both come from the same ``ModelInfo``."""
     from napari_radreport import __version__
     from napari_radreport.common import utc_now
     from napari_radreport.engine.provenance import file_sha256

@@ -410,29 +410,10 @@ def test_converters_refuse_to_overwrite_and_to_write_nothing(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 @pytest.fixture
-def cli(monkeypatch):
-    """``radreport`` as the console script runs it, with the dataset commands registered
-    if cli.py has not yet."""
-    import contextlib
-    import io
+def cli():
+    """``radreport`` as the console script runs it."""
+    from napari_radreport.cli import main
 
-    import napari_radreport.cli.tasks as cli_tasks
-    from napari_radreport.cli import build_parser, main
-    from napari_radreport.cli.datasets import add_dataset_commands
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["dataset", "check", "m.jsonl"])
-        return main  # cli.py registers them already
-    except SystemExit:
-        pass
-    original = cli_tasks.add_task_commands
-
-    def with_datasets(sub, common):
-        original(sub, common)
-        add_dataset_commands(sub, common)
-
-    monkeypatch.setattr(cli_tasks, "add_task_commands", with_datasets)
     return main
 
 

@@ -19,7 +19,7 @@ class Provenance:
     weights_sha256: str = ""  # over the weight files, in name order
     adapter: str = ""
     recipe: str = ""
-    task: str = ""  # e.g. "report:findings+impression", "report:region=chest"
+    task: str = ""  # report_task(): "report:findings+impression", "report:findings;regions=chest"
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings: max_new_tokens, seed...
     device: str = ""
     dtype: str = ""
