@@ -184,6 +184,8 @@ class RadReportConfig(PreTrainedConfig):
     # How a Study becomes input (a recipe's "preprocess" and "prompt" sections), kept with the weights.
     preprocess: dict | None = None
     prompt: dict | None = None
+    # What the model was made for (a recipe's "scope" section: modeling/scope.py), kept with the weights.
+    scope: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -27,6 +27,7 @@ class Recipe:
     image_token_id: int
     preprocess: dict[str, Any]
     prompt: dict[str, Any] = field(default_factory=dict)
+    scope: dict[str, Any] = field(default_factory=dict)  # modeling/scope.py: what the model is made for
     added_tokens: list[str] = field(default_factory=list)
     lora: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -52,7 +53,8 @@ class Recipe:
         return RadReportConfig(vision_config=vision, perceiver_config=dict(self.perceiver), text_config=text,
                                image_token=self.image_token, image_token_id=token_id,
                                tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
-                               preprocess=preprocess, prompt=dict(self.prompt))
+                               preprocess=preprocess, prompt=dict(self.prompt),
+                               scope=dict(self.scope) or None)
 
     def build(self, *, tiny: bool = False, device: str | None = None):
         """A randomly initialised model of this recipe (load real weights with from_pretrained instead)."""

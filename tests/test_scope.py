@@ -1,0 +1,79 @@
+"""A model's declared scope against the study on screen: the body regions a study covers (header, else image)
+and the verdict, on the real scans of ../shared/data, a synthetic phantom and a synthetic head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_radreport import load_study
+from napari_radreport.io.body_region import body_regions, regions_from_image, regions_from_text
+from napari_radreport.modeling.scope import ModelScope, scope_verdict
+
+CHEST_CT = {"modalities": ["ct"], "body_regions": ["chest"], "training_data": "chest CT"}
+DEMO = {**CHEST_CT, "synthetic_only": True, "training_data": "synthetic chest CT phantoms"}
+
+
+@pytest.mark.parametrize(("texts", "regions"), [
+    (("CT CHEST W/O CONTRAST",), ("chest",)), (("Thorax", "5mm"), ("chest",)),
+    (("CT ABD PELVIS",), ("abdomen", "pelvis")), (("CAP",), ("chest", "abdomen", "pelvis")),
+    (("HEAD",), ("head",)), (("CT Body 3.0",), ()), (("",), ()),
+])
+def test_header_words_name_regions(texts, regions):
+    assert regions_from_text(*texts) == regions
+
+
+def test_the_real_chest_ct_is_chest_by_its_header_and_by_its_image(chest_series):
+    study = load_study(chest_series)
+    assert body_regions(study).regions == ("chest",) and body_regions(study).source == "header"
+    regions, counts = regions_from_image(study)  # lung apices to upper abdomen (shared/data README)
+    assert regions == ("chest", "abdomen") and counts["chest"] >= 15
+
+
+def test_the_real_abdominal_cts_are_not_chest(abdomen_nifti, j2k_series):
+    for path in (abdomen_nifti, j2k_series):
+        found = body_regions(load_study(path))
+        assert found.source == "image" and "chest" not in found.regions and "abdomen" in found.regions, found
+
+
+def test_a_synthetic_phantom_is_chest_by_its_image(tmp_path):
+    from napari_radreport.data.phantoms.generate import write_phantoms
+
+    write_phantoms(tmp_path, 1, seed=3)
+    study = load_study(next(tmp_path.rglob("*.nii.gz")))
+    assert body_regions(study).regions[0] == "chest"
+
+
+def test_a_skull_around_brain_is_a_head(tmp_path):
+    import nibabel
+
+    z, y, x = np.mgrid[0:24, 0:128, 0:128]
+    r = np.hypot((y - 64) * 1.2, (x - 64) * 1.0)  # mm at 1.2 x 1.0 mm pixels
+    volume = np.full(z.shape, -1000, np.int16)
+    volume[r < 75] = 1000  # skull
+    volume[r < 68] = 35  # brain
+    nibabel.save(nibabel.Nifti1Image(volume.T.copy(), np.diag([1.0, 1.2, 5.0, 1.0])), str(tmp_path / "h.nii"))
+    assert regions_from_image(load_study(tmp_path / "h.nii"))[0] == ("head",)
+
+
+def test_verdicts_on_the_real_scans(chest_series, abdomen_nifti, shared_data):
+    chest, demo, undeclared = (ModelScope.parse(s, "ct") for s in (CHEST_CT, DEMO, None))
+    real_chest, abdomen = load_study(chest_series), load_study(abdomen_nifti)
+    xray = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
+    assert scope_verdict(chest, real_chest).in_scope and not scope_verdict(chest, real_chest).reasons
+    verdict = scope_verdict(chest, abdomen)
+    assert not verdict.in_scope and "made for the chest; this study shows the abdomen" in verdict.reasons[0]
+    assert verdict.warning().startswith("Out of this model's scope:")
+    radiographs = scope_verdict(chest, xray)
+    assert not radiographs.in_scope and "this study is radiographs" in radiographs.reasons[0]
+    meaningless = scope_verdict(demo, real_chest)
+    assert not meaningless.in_scope and "synthetic phantoms" in meaningless.reasons[-1]
+    unknown = scope_verdict(undeclared, abdomen)
+    assert unknown.in_scope and unknown.reasons == ["the model declares no scope beyond its modality"]
+
+
+def test_a_bad_scope_section_names_the_field():
+    with pytest.raises(ValueError, match="scope.body_regions has 'thorax'"):
+        ModelScope.parse({"body_regions": ["thorax"]}, "ct")
+    with pytest.raises(ValueError, match="scope has unknown field"):
+        ModelScope.parse({"regions": ["chest"]}, "ct")
