@@ -22,6 +22,9 @@ from typing import Any
 from napari_radreport.io.body_region import BODY_REGIONS, body_regions
 
 MODALITIES = ("ct", "xray")
+# The description the project's synthetic phantoms carry in their NIfTI header (``descrip``, which io/nifti.py
+# reads into ``Study.extra["description"]``): what a synthetic-only model may read.
+SYNTHETIC_PHANTOM = "napari-radreport synthetic phantom"
 _FIELDS = ("modalities", "body_regions", "synthetic_only", "training_data", "intended_use")
 
 
@@ -105,7 +108,7 @@ def scope_verdict(scope: ModelScope, study) -> ScopeVerdict:
     elif scope.body_regions and not set(found.regions) & set(scope.body_regions):
         against.append(f"the model was made for the {', '.join(scope.body_regions)}; this study shows the "
                        f"{', '.join(found.regions)} (from its {found.source})")
-    if scope.synthetic_only and not study.extra.get("synthetic"):
+    if scope.synthetic_only and study.extra.get("description") != SYNTHETIC_PHANTOM:
         against.append("the model was trained only on synthetic phantoms, so what it writes about a real "
                        "scan is meaningless")
     if not scope.declared:

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_radreport.data.manifest import ManifestRecord, write_manifest
 from napari_radreport.data.phantoms import anatomy, reports
+from napari_radreport.modeling.scope import SYNTHETIC_PHANTOM
 
 
 def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, np.ndarray]:
@@ -48,6 +49,7 @@ def _write_nifti(path: Path, volume: np.ndarray) -> None:
 
     image = nibabel.Nifti1Image(np.round(volume).astype(np.int16), anatomy.nifti_affine())
     image.header.set_xyzt_units("mm")
+    image.header["descrip"] = SYNTHETIC_PHANTOM.encode()  # what a synthetic-only model may read
     nibabel.save(image, str(path))
 
 
