@@ -4,6 +4,11 @@ A draft keeps the AI's text and the user's edited text side by side (and earlier
 the user generates again). Writes go to a temporary file in the same folder, are flushed to disk, then
 renamed over the old file, so a crash leaves either the previous draft or the new one, never half a file.
 A file that cannot be read is moved aside (``*.corrupt-<time>.json``) and reported, not deleted.
+
+Drafts are private: the folder is created 0700 and each draft written 0600, whatever the umask; a drafts
+folder that exists, belongs to this user and lets others in (a 0755 folder of an earlier version) is
+narrowed to 0700 on the next save. A folder of another owner (one shared on purpose) keeps its mode; the
+drafts in it are still 0600.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from napari_radreport.common import text_diff, write_atomic
 from napari_radreport.paths import drafts_dir
 
 DRAFT_VERSION = 1
+FOLDER_MODE, FILE_MODE = 0o700, 0o600
 
 
 class DraftCorrupted(Exception):
@@ -36,6 +42,9 @@ class Draft:
     provenance: dict[str, Any] = field(default_factory=dict)
     previous: list[dict[str, str]] = field(default_factory=list)  # earlier edited versions, newest last
     updated: float = 0.0
+    # how the last generation ended: "" (none yet, or an older draft), "generating" (still running, or the
+    # process was killed meanwhile), then the engine's "eos", "length" or "stopped", or "failed"
+    stop_reason: str = ""
 
     @property
     def edited(self) -> bool:
@@ -67,11 +76,23 @@ class DraftStore:
         return self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.json"
 
     def save(self, draft: Draft) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._private_folder()
         draft.updated = time.time()
         target = self.path_for(draft.study_key)
-        write_atomic(target, json.dumps(draft.as_dict(), ensure_ascii=False, indent=1).encode("utf-8"))
+        write_atomic(target, json.dumps(draft.as_dict(), ensure_ascii=False, indent=1).encode("utf-8"),
+                     mode=FILE_MODE)
         return target
+
+    def _private_folder(self) -> None:
+        """Create the folder 0700, or narrow it to 0700 when it is this user's and open to others."""
+        folder = self.folder
+        created = not folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+        if os.name != "posix":
+            return
+        info = folder.stat()
+        if created or (info.st_uid == os.getuid() and info.st_mode & 0o077):
+            os.chmod(folder, FOLDER_MODE)  # mkdir's mode is cut by the umask, never widened
 
     def load(self, key: str) -> Draft | None:
         """The saved draft, None when there is none; ``DraftCorrupted`` after moving a bad file aside."""

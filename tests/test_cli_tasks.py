@@ -1,4 +1,5 @@
-"""radreport report / ask / diagnose with a tiny random-weight model on real studies."""
+"""radreport report / ask / diagnose with a tiny random-weight model on real studies; --out refused before
+the model loads; Ctrl-C while loading or generating."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +31,11 @@ def test_report_streams_to_stdout_and_writes_the_file(tiny_ct_model, abdomen_nif
     assert record["provenance"]["task"] == "report:findings+impression;regions=chest,pelvis"
     assert record["provenance"]["generation"]["max_new_tokens"] == 6
     assert f"wrote {out}" in printed.err
+    assert "source" not in record["study"] and str(abdomen_nifti) not in out.read_text()
     assert main(args) == 1  # never overwrite without being told
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert main(args + ["--overwrite", "--format", "txt"]) == 0
+    assert main(args + ["--overwrite", "--include-paths"]) == 0
+    assert json.loads(out.read_text())["study"]["source"] == [str(abdomen_nifti)]
 
 
 def test_ask_and_multiple_choice(tiny_ct_model, abdomen_nifti, capsys):
@@ -85,4 +89,74 @@ def test_ctrl_c_stops_the_report_and_still_writes_the_partial_draft(tiny_ct_mode
     assert "stopping" in stderr and "(stopped early)" in stderr
     text = out.read_text()
     assert "Findings" in text and "Impression" not in text
+    assert "Status: AI draft, not reviewed; incomplete: generation was stopped" in text
     assert os.path.getsize(out) > 0
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A 0555 folder, or /sys for root (who ignores the mode bits)."""
+    from napari_radreport.export.writers import _cannot_create_in
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        if candidate.is_dir() and _cannot_create_in(candidate):
+            return candidate
+    pytest.skip("no folder that this user cannot write to")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "missing/r.txt: folder {tmp}/missing does not exist"),
+    ("read-only", "is not writable ("),
+    ("folder", "{tmp} is a folder, not a file"),
+    ("exists", "exists; pass --overwrite to replace it"),
+    ("sr-into-txt", "x.txt: the suffix .txt does not match the format sr (sr files end in .dcm"),
+])
+def test_out_is_refused_before_the_study_is_read_or_the_model_loaded(case, message, tiny_ct_model,
+                                                                      abdomen_nifti, tmp_path, capsys,
+                                                                      monkeypatch):
+    import napari_radreport.io
+    from napari_radreport.engine.engine import Engine
+
+    started = []
+
+    def refuse(*args, **kwargs):
+        started.append(args)
+        raise RuntimeError("started")
+
+    monkeypatch.setattr(napari_radreport.io, "load_study", refuse)
+    monkeypatch.setattr(Engine, "start", refuse)
+    (tmp_path / "exists.txt").write_text("kept")
+    out, fmt = {"missing": (tmp_path / "missing" / "r.txt", []), "folder": (tmp_path, ["--format", "txt"]),
+                "exists": (tmp_path / "exists.txt", []),
+                "sr-into-txt": (tmp_path / "x.txt", ["--format", "sr"])}.get(case, (None, []))
+    if case == "read-only":
+        out = _unwritable_folder(tmp_path) / "r.txt"
+    assert main(["report", str(abdomen_nifti), "--model", str(tiny_ct_model), "--out", str(out), *fmt]) == 1
+    err = capsys.readouterr().err
+    assert started == [] and err.count("\n") == 1 and err.startswith("radreport: error: ")
+    assert message.format(tmp=tmp_path) in err
+    assert (tmp_path / "exists.txt").read_text() == "kept"
+
+
+def test_ctrl_c_while_the_model_loads_exits_at_once_with_one_line(tiny_ct_model, abdomen_nifti, tmp_path):
+    script = ("import sys, time\nimport napari_radreport.modeling.loading as loading\n"
+              "real = loading.load_model\n"
+              "def slow(*a, **k):  # a large model: minutes; a load does not stop midway\n"
+              "    time.sleep(120)\n    return real(*a, **k)\n"
+              "loading.load_model = slow\n"
+              "from napari_radreport.cli.parser import main\nsys.exit(main(sys.argv[1:]))\n")
+    child = subprocess.Popen([sys.executable, "-c", script, "report", str(abdomen_nifti), "--model",
+                              str(tiny_ct_model), "--out", str(tmp_path / "r.txt")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    before = child.stderr.readline()
+    assert before.startswith("radreport: loading tiny-ct"), before
+    time.sleep(0.3)  # inside load_model
+    start = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    stdout, after = child.communicate(timeout=60)
+    assert child.returncode == 130 and time.monotonic() - start < 30  # the load was not waited for
+    assert after.splitlines() == ["radreport: interrupted"]  # one line, no traceback
+    assert stdout == "" and list(tmp_path.iterdir()) == []

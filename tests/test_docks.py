@@ -71,6 +71,29 @@ def test_generate_streams_tokens_into_the_editor_over_time_and_stop_stops(docks,
     assert report.editor.state.text() == "Reviewed"
 
 
+def test_the_draft_is_saved_while_it_streams_and_a_stopped_one_says_so(docks, qtbot):
+    report, session = docks["Report"], docks["session"]
+    session.update_settings(max_new_tokens=2000)
+    path = session.drafts.path_for(session.study.key)
+    hook = _slow(session)
+    report.generate()
+
+    def saved() -> dict:
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    # what a kill now would leave on disk: the text streamed so far, marked as unfinished
+    qtbot.waitUntil(lambda: len(saved().get("ai_draft", "")) > 40, timeout=WAIT_MS)
+    on_disk = saved()
+    assert session.busy and on_disk["stop_reason"] == "generating"
+    assert report.draft_for(session.study).ai_draft.startswith(on_disk["ai_draft"])
+    assert on_disk["ai_draft"].startswith("Findings:\n") and on_disk["text"] == on_disk["ai_draft"]
+    report.stop_button.click()
+    qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
+    hook.remove()
+    assert saved()["stop_reason"] == "stopped"
+    assert report.record().stop_reason == "stopped" and not report.record().complete
+
+
 def test_the_draft_keeps_exactly_the_text_that_streamed(docks, qtbot):
     from napari_radreport.engine.events import SectionStarted, Token
 

@@ -1,9 +1,11 @@
-"""Drafts on disk: atomic saves, the AI text kept beside the edit, corrupted files kept aside, kill safety."""
+"""Drafts on disk: atomic saves, the AI text kept beside the edit, corrupted files kept aside, kill safety,
+private modes, no temporary file left by a killed write."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from napari_radreport.common import write_atomic
 from napari_radreport.drafts import Draft, DraftCorrupted, DraftStore
 
 
@@ -102,3 +105,59 @@ def test_after_a_kill_mid_edit_the_last_autosaved_draft_is_restored(tmp_path, qt
     qtbot.addWidget(editor)
     editor.show_draft(draft)
     assert editor.editor.toPlainText() == draft.text and "(edited)" in editor.state.text()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+@pytest.mark.parametrize("umask", [0o002, 0o277])  # too open (group-writable, world-readable), too closed
+def test_drafts_are_private_whatever_the_umask(tmp_path, umask):
+    old_umask = os.umask(umask)
+    try:
+        store = DraftStore(tmp_path / "data" / "drafts")
+        path = store.save(Draft(study_key="k", text="Mr Smith, findings."))
+        assert _mode(store.folder) == 0o700 and _mode(path) == 0o600
+        store.save(Draft(study_key="k", text="again"))  # a replaced draft stays private too
+        assert _mode(path) == 0o600
+        legacy = DraftStore(tmp_path / "legacy")  # a folder an earlier version made 0755
+        legacy.folder.mkdir(mode=0o755)
+        legacy.folder.chmod(0o755)
+        legacy.save(Draft(study_key="k", text="x"))
+        assert _mode(legacy.folder) == 0o700
+    finally:
+        os.umask(old_umask)
+
+
+KILLED_WRITER = r"""
+import os, sys, time
+from napari_radreport.common import write_atomic
+
+def stall(fd):  # the data is in the temporary file; the rename has not happened
+    print("writing", flush=True)
+    time.sleep(600)
+
+os.fsync = stall
+write_atomic(sys.argv[1], b"x" * 20_000_000)
+"""
+
+
+def test_a_write_killed_midway_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "k.json"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline() == "writing\n"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    (left,) = tmp_path.glob(".k.json.*.tmp")
+    assert left.stat().st_size == 20_000_000 and not target.exists()
+    write_atomic(target, b"{}")  # a temporary this young may be another process's write in progress
+    assert left.exists() and target.read_bytes() == b"{}"
+    old = time.time() - 120
+    os.utime(left, (old, old))
+    other = tmp_path / ".other.json.0123abcd.tmp"  # another target's temporary is not ours to remove
+    other.write_bytes(b"")
+    os.utime(other, (old, old))
+    DraftStore(tmp_path).save(Draft(study_key="k", text="saved"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.0123abcd.tmp", "k.json"]

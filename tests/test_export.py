@@ -1,4 +1,5 @@
-"""Report export: every format written and read back, never-overwrite, atomic writes, one-line errors."""
+"""Report export: every format written and read back, never-overwrite, atomic writes, one-line errors, no
+source paths unless asked, incomplete reports marked as such."""
 
 from __future__ import annotations
 
@@ -161,12 +162,13 @@ def test_md_heading_table_text_and_provenance_list(tmp_path, chest_record):
 
 def test_json_round_trip_with_diff_and_provenance(tmp_path, chest_record):
     data = json.loads((export_report(chest_record, tmp_path / "report.json")).read_text(encoding="utf-8"))
-    assert data["format"] == "napari-radreport report" and data["format_version"] == 1
+    assert data["format"] == "napari-radreport report" and data["format_version"] == 2
     exported = datetime.fromisoformat(data["exported_at"])
     assert exported.utcoffset() == timedelta(0)
     assert {k: data[k] for k in chest_record.as_dict()} == chest_record.as_dict()
     assert data["provenance"]["weights_sha256"] == HASH
     assert data["study"]["patient_id"] == "Lung_Dx-A0001"
+    assert data["complete"] is True and data["status"] == "AI draft, not reviewed"
     diff = data["diff"].splitlines()
     assert diff[:2] == ["--- ai_draft", "+++ final_text"]
     assert "-Findings: 3 cm mass in the left lower lobe." in diff
@@ -377,3 +379,82 @@ def test_every_export_format_has_a_renderer_a_suffix_and_a_dialog_filter():
     assert len(filters) == len(EXPORT_FORMATS) and "DICOM SR (*.dcm)" in filters
     for row, text in zip(EXPORT_FORMATS, filters):
         assert text == f"{row.label} (*{row.suffix})" and format_for(f"report{row.suffix}") == row.name
+
+
+# -- privacy and completeness ----------------------------------------------------------------------
+
+def _rendered_text(path: Path) -> str:
+    data = path.read_bytes()
+    if path.suffix == ".pdf":
+        return pdf_text(data)
+    if path.suffix == ".dcm":
+        ds = pydicom.dcmread(path)
+        return " ".join([*(t for _, t in _text_items(ds)), str(ds.get("CompletionFlagDescription", ""))])
+    return data.decode("utf-8")
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".md", ".json", ".pdf", ".dcm"])
+def test_no_format_writes_the_source_paths_unless_asked(tmp_path, chest_record, chest_series, suffix):
+    out = export_report(chest_record, tmp_path / f"report{suffix}")
+    data = out.read_bytes()
+    assert chest_series.name.encode() not in data  # folder names often hold patient names
+    assert chest_series.name not in _rendered_text(out)
+    if suffix == ".dcm":  # the SR still references every source instance, by UID
+        ds = pydicom.dcmread(out)
+        assert len(ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                   .ReferencedSOPSequence) == 64
+    if suffix == ".json":
+        study = json.loads(data)["study"]
+        assert "source" not in study and "dicom_files" not in study and study["series_uids"]
+        chest_record.include_paths = True
+        kept = json.loads(export_report(chest_record, tmp_path / "kept.json").read_text(encoding="utf-8"))
+        assert kept["include_paths"] is True and kept["study"]["source"] == [str(chest_series)]
+        assert len(kept["study"]["dicom_files"]) == 64
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".md", ".json", ".pdf", ".dcm"])
+def test_a_stopped_report_says_it_is_incomplete_in_every_format(tmp_path, nifti_record, suffix):
+    nifti_record.stop_reason = "stopped"  # reviewed, yet cut short
+    out = export_report(nifti_record, tmp_path / f"report{suffix}")
+    assert "incomplete: generation was stopped" in _rendered_text(out)
+    if suffix == ".json":
+        data = json.loads(out.read_text(encoding="utf-8"))
+        assert data["complete"] is False and data["stop_reason"] == "stopped"
+        assert data["status"] == "Reviewed by the user; incomplete: generation was stopped"
+    if suffix == ".dcm":
+        ds = pydicom.dcmread(out)
+        assert ds.CompletionFlag == "PARTIAL"
+        assert ds.CompletionFlagDescription == "incomplete: generation was stopped"
+    nifti_record.stop_reason = "eos"
+    assert "incomplete" not in _rendered_text(export_report(nifti_record, tmp_path / f"done{suffix}"))
+
+
+def test_suffix_contradicting_the_format_is_refused_naming_both(tmp_path, chest_record):
+    with pytest.raises(ExportError) as err:
+        export_report(chest_record, tmp_path / "x.txt", fmt="sr")
+    message = str(err.value)
+    assert "\n" not in message and ".txt" in message and "sr" in message and ".dcm" in message
+    assert list(tmp_path.iterdir()) == []
+    assert writers.check_target(tmp_path / "X.DCM", "sr") == (tmp_path / "X.DCM", "sr")  # any case
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder no file can be created in: a 0555 folder, or /sys for root (who ignores the mode bits)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        if candidate.is_dir() and writers._cannot_create_in(candidate):
+            return candidate
+    pytest.skip("no folder that this user cannot write to")
+
+
+def test_an_unwritable_folder_or_a_folder_as_target_is_refused(tmp_path, chest_record):
+    folder = unwritable_folder(tmp_path)
+    with pytest.raises(ExportError, match=r"is not writable \(") as err:
+        writers.check_target(folder / "report.txt")
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ExportError, match="is a folder, not a file"):
+        writers.check_target(tmp_path, "txt", overwrite=True)
+    assert writers.check_target(tmp_path / "r.txt") == (tmp_path / "r.txt", "txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["read-only"]  # the probe file was removed

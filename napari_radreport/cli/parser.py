@@ -4,7 +4,11 @@ without torch (each command imports what it runs)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 
@@ -33,20 +37,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command: 0, or 1 after a one-line error (the traceback with ``--debug``), or 130 after
+    Ctrl-C (one line) whenever it comes once this function runs: building the parser (its imports), reading,
+    loading, generating or writing."""
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("radreport: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:  # one line by default; the traceback only with --debug
-        if args.debug:
+        if args is None or args.debug:
             raise
         from napari_radreport.common import one_line
+        from napari_radreport.export.content import ExportError
         from napari_radreport.io import StudyReadError
 
-        prefix = "" if isinstance(exc, StudyReadError) else f"{type(exc).__name__}: "
+        prefix = "" if isinstance(exc, StudyReadError | ExportError) else f"{type(exc).__name__}: "
         print(f"radreport: error: {prefix}{one_line(exc)}", file=sys.stderr)
         return 1
 
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Say so in one line, a second Ctrl-C meanwhile ignored. Work that cannot stop (a model load,
+    ``tasks.LoadAbandoned``) is not waited for: the process ends here, without Python's shutdown, which
+    would wait for it or trip over its thread."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    print("radreport: interrupted", file=sys.stderr, flush=True)
+    if getattr(exc, "exit_now", False):
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(130)
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    return 130

@@ -1,7 +1,9 @@
 """``radreport report | ask | diagnose``: the engine from the command line.
 
 Tokens stream to stdout as they are decoded; progress and warnings go to stderr. Ctrl-C stops the
-generation cleanly (the partial draft is still written) and exits with 130.
+generation cleanly (the partial draft is still written, marked incomplete) and exits with 130; Ctrl-C
+while the model loads ends the command at once (``LoadAbandoned``). ``--out`` is checked before anything
+is read or loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import FORMATS
 
 
+class LoadAbandoned(KeyboardInterrupt):
+    """Ctrl-C while the model loads. A load does not stop midway (``Engine.run`` would stop the job, then
+    wait minutes for a large model), so ``main`` ends the process at once instead of waiting for it."""
+
+    exit_now = True
+
+
 def _engine_and_study(args: argparse.Namespace, paths: list[str]):
     from napari_radreport.engine import Engine, Progress
     from napari_radreport.io import load_study
@@ -26,7 +35,15 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str]):
         if isinstance(event, Progress) and event.stage == "load":
             print(f"radreport: {event.message}", file=sys.stderr)
 
-    engine.load(args.model, device=args.device, on_event=progress)
+    try:  # engine.load, except that an interrupt does not wait for the load to end
+        job = engine.start("load", args.model, device=args.device, on_event=progress)
+        job.join()
+    except KeyboardInterrupt as exc:
+        if engine.thread_alive:  # the load runs on the engine's thread and cannot be stopped
+            engine.shutdown(timeout=0)
+            raise LoadAbandoned() from exc
+        raise
+    job.result()  # the load's error, if any
     return engine, study
 
 
@@ -72,7 +89,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown region(s) {', '.join(unknown)}; use {', '.join(REGIONS)} or all")
     if args.out:
-        _refuse_overwrite(args.out, args.overwrite)
+        _check_out(args)
     engine, study = _engine_and_study(args, args.paths)
     settings = _generation(args)
     result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions,
@@ -80,18 +97,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         provenance = report_provenance(engine.info, report_task(sections, regions), settings)
         record = ReportRecord(final_text=result.text, ai_draft=result.text,
-                              study=StudyReference.from_study(study), provenance=provenance)
+                              study=StudyReference.from_study(study), provenance=provenance,
+                              stop_reason=result.stop_reason, include_paths=args.include_paths)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
         print(f"radreport: wrote {written}" + (" (stopped early)" if result.stop_reason == "stopped" else ""),
               file=sys.stderr)
     return 130 if interrupted else 0
 
 
-def _refuse_overwrite(path: str, overwrite: bool) -> None:
-    from pathlib import Path
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse ``--out`` before the study is read and the model loaded: the export's own checks (format and
+    suffix agree, folder exists and is writable, not a folder, no file there unless ``--overwrite``)."""
+    from napari_radreport.export import ExportExists, check_target
 
-    if Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    try:
+        check_target(args.out, args.format, overwrite=args.overwrite)
+    except ExportExists as exc:
+        raise ExportExists(f"{args.out} exists; pass --overwrite to replace it") from exc
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -142,6 +164,9 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     report.add_argument("--format", choices=FORMATS, help="default: from --out's suffix")
     report.add_argument("--out", help="also write the report to this file")
     report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    report.add_argument("--include-paths", action="store_true",
+                        help="keep the study's source file and folder paths in a JSON --out (left out by "
+                             "default: folder names often hold patient names)")
     report.set_defaults(func=cmd_report)
 
     ask = sub.add_parser("ask", parents=[model, generation], help="ask a question about a study")

@@ -20,9 +20,15 @@ class ExportError(Exception):
     """A report could not be exported; the message is one line naming the path and the reason."""
 
 
+class ExportExists(ExportError):
+    """The export's file exists and replacing it was not asked for."""
+
+
 def status_line(record: ReportRecord) -> str:
-    """Whether a person reviewed the AI draft."""
-    return STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
+    """Whether a person reviewed the AI draft, and "; incomplete: generation was stopped" (or why else) when
+    the generation did not end by itself."""
+    status = STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
+    return status if record.complete else f"{status}; incomplete: {record.incomplete_reason}"
 
 
 def _dicom_date(value: str) -> str:

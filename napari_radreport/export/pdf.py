@@ -121,7 +121,8 @@ def render_pdf(record: ReportRecord, *, font: Path | bool | None = True, compres
 
     paragraph(record.title, 17, 9)
     pdf.ln(1)
-    paragraph(f"Status: {status}", 11, 6, color=(0, 0, 0) if record.reviewed else (170, 0, 0))
+    settled = record.reviewed and record.complete
+    paragraph(f"Status: {status}", 11, 6, color=(0, 0, 0) if settled else (170, 0, 0))
     pdf.ln(2)
     for label, value in identifiers(record):
         paragraph(f"{label}: {value}", 9.5, 5)

@@ -2,6 +2,10 @@
 
 No Qt, no torch. The docks and the command line build a ``ReportRecord``; each writer in this package
 turns one into a file.
+
+The record keeps the source paths (the DICOM SR reads the source headers for its references), but
+``as_dict`` (the JSON export) leaves them out unless ``include_paths``: folder and file names often hold
+patient names, and a report shared with someone else has no use for this machine's paths.
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ class StudyReference:
     source: list[str] = field(default_factory=list)  # the files or folders that were opened
     dicom_files: list[str] = field(default_factory=list)  # source DICOM instances (for SR references)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    PATH_FIELDS = ("source", "dicom_files")
+
+    def as_dict(self, *, include_paths: bool = True) -> dict[str, Any]:
+        """All fields; without ``include_paths`` the local paths (``PATH_FIELDS``) are left out."""
+        data = asdict(self)
+        return data if include_paths else {k: v for k, v in data.items() if k not in self.PATH_FIELDS}
 
     @classmethod
     def from_study(cls, study) -> StudyReference:
@@ -62,6 +70,11 @@ class StudyReference:
                    source=[str(s) for s in study.extra.get("input", study.source)], dicom_files=dicom)
 
 
+# How a generation can end without its whole text, and what the exported report then says.
+INCOMPLETE = {"stopped": "generation was stopped", "failed": "generation failed",
+              "generating": "generation did not finish"}
+
+
 @dataclass
 class ReportRecord:
     """A report ready to export."""
@@ -72,8 +85,21 @@ class ReportRecord:
     study: StudyReference = field(default_factory=StudyReference)
     provenance: Provenance = field(default_factory=Provenance)
     title: str = "Radiology report (draft)"
+    stop_reason: str = ""  # how the generation ended: "eos", "length", one of INCOMPLETE, "" unknown
+    include_paths: bool = False  # keep the source paths in the JSON export (radreport report --include-paths)
+
+    @property
+    def complete(self) -> bool:
+        """False when the generation was stopped, failed or never finished."""
+        return self.stop_reason not in INCOMPLETE
+
+    @property
+    def incomplete_reason(self) -> str:
+        """What an incomplete report says about itself ("generation was stopped"); '' when complete."""
+        return INCOMPLETE.get(self.stop_reason, "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
-                "reviewed": self.reviewed, "study": self.study.as_dict(),
-                "provenance": self.provenance.as_dict()}
+                "reviewed": self.reviewed, "complete": self.complete, "stop_reason": self.stop_reason,
+                "study": self.study.as_dict(include_paths=self.include_paths),
+                "provenance": self.provenance.as_dict(), "include_paths": self.include_paths}

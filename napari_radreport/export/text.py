@@ -1,4 +1,8 @@
-"""Plain-text, Markdown and JSON renderings of a ``ReportRecord`` (each returns the file's bytes)."""
+"""Plain-text, Markdown and JSON renderings of a ``ReportRecord`` (each returns the file's bytes).
+
+None of them writes a file path: text and Markdown show identifiers and provenance only, and the JSON leaves
+the study's source paths out unless the record's ``include_paths`` says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from napari_radreport.export.content import identifiers, provenance_items, statu
 from napari_radreport.export.record import ReportRecord
 
 JSON_FORMAT = "napari-radreport report"
-JSON_FORMAT_VERSION = 1
+JSON_FORMAT_VERSION = 2  # 2: status, complete, stop_reason; source paths only when asked
 
 
 def render_txt(record: ReportRecord) -> bytes:
@@ -51,7 +55,8 @@ def report_diff(record: ReportRecord) -> str:
 
 
 def render_json(record: ReportRecord) -> bytes:
-    """``record.as_dict()`` plus format tag, export time and the draft-to-final diff, UTF-8, indented."""
+    """``record.as_dict()`` (no source paths unless ``include_paths``) plus format tag, export time, the
+    status line and the draft-to-final diff, UTF-8, indented."""
     data = {"format": JSON_FORMAT, "format_version": JSON_FORMAT_VERSION, "exported_at": utc_now(),
-            **record.as_dict(), "diff": report_diff(record)}
+            "status": status_line(record), **record.as_dict(), "diff": report_diff(record)}
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -1,8 +1,14 @@
-"""The Report dock: choose study and model, Generate / Stop, watch the draft stream in, edit, export."""
+"""The Report dock: choose study and model, Generate / Stop, watch the draft stream in, edit, export.
+
+The draft is saved while it streams (at most once every ``STREAM_SAVE_S``), so a crash or a kill keeps the
+text written so far; its ``stop_reason`` says how the generation ended ("generating" until it does), and an
+export of a stopped or unfinished draft says it is incomplete.
+"""
 
 from __future__ import annotations
 
 import html
+import time
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
@@ -35,6 +41,7 @@ SECTION_CHOICES = {"Findings and impression": ("findings", "impression"), "Findi
                    "Impression": ("impression",)}
 NOTICE = ("Reports written here are machine-generated drafts. They can be wrong or miss findings and must be "
           "reviewed by a qualified reader before any use.")
+STREAM_SAVE_S = 1.0  # while a draft streams in, it is saved at most this often
 
 
 class ReportDock(QWidget):
@@ -44,6 +51,7 @@ class ReportDock(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)  # no stretch below
         self.drafts: dict[str, Draft] = {}
         self.job_study = None  # the study the running generation writes for
+        self._stream_saved_at = 0.0  # time.monotonic() of the last save while streaming
         self._generate_after_load = False
 
         self.notice = QWidget()
@@ -201,7 +209,9 @@ class ReportDock(QWidget):
         if watcher is None:  # busy: said why, nothing started
             return
         draft.start_new_ai_draft(report_provenance(info, report_task(sections, regions), settings).as_dict())
+        draft.stop_reason = "generating"  # until the job ends: a draft left so by a crash is incomplete
         self.job_study = study
+        self._stream_saved_at = 0.0  # the first streamed text is saved at once
         self.editor.show_draft(draft)
         self.status.setText("Starting…")
         self._busy_changed(True)
@@ -213,6 +223,16 @@ class ReportDock(QWidget):
         draft.text += text
         if self.editor.draft is draft:
             self.editor.append(text)
+        now = time.monotonic()
+        if now - self._stream_saved_at >= STREAM_SAVE_S:
+            self._stream_saved_at = now
+            self._save(draft)
+
+    def _save(self, draft: Draft) -> None:
+        try:
+            self.session.drafts.save(draft)
+        except OSError as exc:
+            self._show_error(f"could not save the draft: {one_line(exc)}")
 
     def _on_events(self, events: list[Any]) -> None:
         pieces: list[str] = []
@@ -234,6 +254,8 @@ class ReportDock(QWidget):
     def _generated(self, result) -> None:
         """The draft keeps the text it streamed (the engine's ``result.text`` is the same text)."""
         stopped = " (stopped)" if result.stop_reason == "stopped" else ""
+        if self.job_study is not None:
+            self.drafts[self.job_study.key].stop_reason = result.stop_reason
         self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
 
     def _generation_ended(self) -> None:
@@ -242,10 +264,12 @@ class ReportDock(QWidget):
         if study is None:
             return
         draft = self.drafts[study.key]
+        if draft.stop_reason == "generating":  # no result: the job failed
+            draft.stop_reason = "failed"
         if self.editor.draft is draft:
             self.editor.refresh()
         self.editor.set_streaming(False)
-        self.session.drafts.save(draft)
+        self._save(draft)
 
     # -- export -----------------------------------------------------------------------------
     def _ask_export(self) -> None:
@@ -260,11 +284,12 @@ class ReportDock(QWidget):
         draft = self.draft_for(study)
         known = {k: v for k, v in draft.provenance.items() if k in Provenance.__dataclass_fields__}
         return ReportRecord(final_text=draft.text, ai_draft=draft.ai_draft, reviewed=draft.reviewed,
-                            study=StudyReference.from_study(study), provenance=Provenance(**known))
+                            study=StudyReference.from_study(study), provenance=Provenance(**known),
+                            stop_reason=draft.stop_reason)
 
     def export_to(self, path: str, overwrite: bool = False, ask=None) -> str | None:
         """Write the current draft; asks before replacing a file (``ask`` answers in tests)."""
-        from napari_radreport.export import ExportError, export_report
+        from napari_radreport.export import ExportError, ExportExists, export_report
 
         if self.session.study is None:
             self._show_error("Open a study first.")
@@ -272,10 +297,7 @@ class ReportDock(QWidget):
         self.editor.save_now()
         try:
             written = export_report(self.record(), path, overwrite=overwrite)
-        except ExportError as exc:
-            if "exists" not in str(exc) or overwrite:
-                self._show_error(f"Export failed: {one_line(exc)}")
-                return None
+        except ExportExists:  # only without overwrite
             if ask is not None:
                 answer = ask(path)
             else:
@@ -284,7 +306,7 @@ class ReportDock(QWidget):
                 self.status.setText("Export cancelled; the existing file was kept.")
                 return None
             return self.export_to(path, overwrite=True)
-        except OSError as exc:
+        except (ExportError, OSError) as exc:
             self._show_error(f"Export failed: {one_line(exc)}")
             return None
         self.status.setText(f"Exported {html.escape(str(written))}")
