@@ -146,6 +146,34 @@ def test_diagnosis_on_the_shared_prefix_equals_eighteen_separate_passes(engine, 
         assert probabilities[label] == pytest.approx(float(p_yes / (p_yes + p_no)), abs=1e-5)
 
 
+def test_diagnosis_answers_only_the_labels_the_model_declares_in_its_own_spelling(engine, abdomen):
+    with pytest.raises(EngineError) as refused:
+        engine.diagnose(abdomen, ["Lung nodule", "Pneumothorax", "Fracture"])  # CheXpert's, not CT-RATE's
+    message = str(refused.value)
+    assert "does not declare the label(s) Pneumothorax, Fracture;" in message and "\n" not in message
+    assert message.endswith(", ".join(CT_RATE_LABELS)) and "Lung nodule," not in message.split(";")[0]
+    every = engine.diagnose(abdomen)
+    asked = engine.diagnose(abdomen, ["lung NODULE", " pleural effusion", "Lung nodule"])
+    assert list(asked) == ["Lung nodule", "Pleural effusion"]
+    assert asked == pytest.approx({label: every[label] for label in asked}, abs=1e-6)
+
+
+def test_diagnose_on_the_command_line_refuses_an_undeclared_label_in_one_line(tiny_ct_model, abdomen_nifti,
+                                                                              capsys):
+    from napari_radreport.cli import main
+
+    assert main(["diagnose", str(abdomen_nifti), "--model", str(tiny_ct_model),
+                 "--labels", "Hiatal hernia,Pneumothorax"]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    last = printed.err.strip().splitlines()[-1]
+    assert last.startswith("radreport: error: ")
+    assert "tiny-ct does not declare the label(s) Pneumothorax; it answers only for its own: Medical" in last
+    assert main(["diagnose", str(abdomen_nifti), "--model", str(tiny_ct_model),
+                 "--labels", "hiatal hernia"]) == 0
+    assert capsys.readouterr().out.startswith("Hiatal hernia")
+
+
 def test_multiple_choice_answers_with_one_of_the_offered_letters(engine, abdomen):
     choice = engine.choose(abdomen, "Where is the nodule?", ["left lung", "right lung", "both lungs"])
     assert set(choice.probabilities) == {"A", "B", "C"} and choice.letter in "ABC"

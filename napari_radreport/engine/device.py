@@ -80,18 +80,16 @@ def free_bytes(device: str) -> int | None:
 
 
 def weights_bytes(folder: Path, dtype) -> int:
-    """Bytes the weights in ``folder`` will take once loaded in ``dtype`` (from the safetensors headers)."""
-    import json
-    import struct
-
+    """Bytes the weights in ``folder`` will take once loaded in ``dtype`` (from the safetensors headers; a cut
+    or garbled file is a CheckpointError naming it, never a MemoryError from a garbage header length)."""
     import torch
+
+    from napari_radreport.modeling.checkpoints import safetensors_header
 
     itemsize = torch.tensor([], dtype=dtype).element_size()
     n_params = 0
     for file in sorted(Path(folder).glob("*.safetensors")):
-        with open(file, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
+        header = safetensors_header(file)
         for name, entry in header.items():
             if name != "__metadata__":
                 count = 1

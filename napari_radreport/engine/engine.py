@@ -47,8 +47,11 @@ class ModelInfo:
     dtype: str
     adapters: list[str] = field(default_factory=list)
     weights_sha256: str = ""
-    labels: tuple[str, ...] = ()  # what diagnosis asks about
+    labels: tuple[str, ...] = ()  # what diagnosis asks about, and all it answers
     warnings: list[str] = field(default_factory=list)
+    # What was wrong with the weights of a model loaded with allow_partial (one line per kind: missing,
+    # unexpected, wrong shape); empty when they fit the model. Whatever such a model writes is unreliable.
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Engine:
 
     def _load(self, source: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
               adapters: dict[str, str | Path] | None = None, allow_pickle: bool = False,
-              on_event: EventCallback = ignore, stop=None) -> ModelInfo:
+              allow_partial: bool = False, on_event: EventCallback = ignore, stop=None) -> ModelInfo:
         from napari_radreport.engine import device as dev
         from napari_radreport.engine.provenance import weights_sha256
         from napari_radreport.engine.runner import ModelRunner
@@ -107,7 +110,12 @@ class Engine:
         for w in warnings:
             on_event(Progress("load", w))
         on_event(Progress("load", f"loading {folder.name} on {device_name}"))
-        loaded = load_model(folder, allow_pickle=allow_pickle, dtype=torch_dtype, device=device_name)
+        loaded = load_model(folder, allow_pickle=allow_pickle, allow_partial=allow_partial, dtype=torch_dtype,
+                            device=device_name)
+        if loaded.incomplete:
+            warnings.append(f"{folder.name} was loaded with weights that do not fit it "
+                            f"({'; '.join(loaded.incomplete)}): whatever it writes is unreliable")
+            on_event(Progress("load", warnings[-1]))
         found = {p.parent.name: p.parent for p in sorted(folder.glob("adapters/*/adapter_config.json"))}
         for name, path in {**found, **(adapters or {})}.items():
             loaded.model = load_adapter(loaded.model, path, name)
@@ -120,7 +128,7 @@ class Engine:
                               device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
                               weights_sha256=weights_sha256(folder), labels=family.prompt_spec.labels,
-                              warnings=warnings)
+                              warnings=warnings, incomplete=list(loaded.incomplete))
         return self.info
 
     def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
@@ -217,11 +225,27 @@ class Engine:
             probabilities = {k: v / total for k, v in scores.items()}
         return Choice(max(probabilities, key=probabilities.get), probabilities)
 
+    def _declared(self, labels) -> list[str]:
+        """The model's own spelling of each asked label (case and surrounding spaces aside); an EngineError
+        names the labels it does not declare: it was never taught them, and its answer would be noise."""
+        declared = self.info.labels
+        known = {label.strip().casefold(): label for label in declared}
+        asked = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        unknown = [label for label in asked if label.strip().casefold() not in known]
+        if unknown:
+            raise EngineError(f"{self.info.name} does not declare the label(s) {', '.join(unknown)}; "
+                              f"it answers only for its own: {', '.join(declared) or '(none)'}")
+        return list(dict.fromkeys(known[label.strip().casefold()] for label in asked))
+
     def _diagnose(self, study, labels=None, *, on_event: EventCallback = ignore,
                   stop=None) -> dict[str, float]:
-        """P(yes) for each label from the model's answer to "Does this image show signs of {label}?"."""
+        """P(yes) for each label from the model's answer to "Does this image show signs of {label}?".
+
+        Only labels the model declares (``ModelInfo.labels``, from its prompt spec) are answered, keyed by
+        the model's spelling; asking for another is an EngineError naming it."""
+        self._runner()
+        labels = self._declared(labels) if labels else list(self.info.labels)
         self._adapter_for("vqa")
-        labels = list(labels or self.info.labels)
         tasks = self._spec().tasks
         logprobs = self._runner().next_token_logprobs(
             study, [prompts.diagnosis_prompt(tasks, label) for label in labels], on_event=on_event, stop=stop)

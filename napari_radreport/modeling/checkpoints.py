@@ -1,13 +1,30 @@
-"""Reading checkpoint folders safely: safetensors by default, pickles only when asked, no hub access."""
+"""Reading checkpoint folders safely: safetensors by default, pickles only when asked, no hub access, and
+only weights that fit the model.
+
+``from_pretrained_checked`` loads a model with transformers' own account of what it did
+(``output_loading_info``) and refuses weights that lack tensors the architecture needs, carry tensors it does
+not have, or have tensors of the wrong shape, unless ``allow_partial`` (then it says what was wrong, one line
+per kind). A cut or garbled safetensors file, or a tokenizer that cannot be read, is one line naming the file.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import struct
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+SAFETENSORS_HEADER_LIMIT = 100_000_000  # bytes; the safetensors library refuses a longer header too
+SHOWN_KEYS = 3  # how many tensor names a refusal names of each kind
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                  "processor_config.json", "preprocessor_config.json", "chat_template.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class CheckpointError(ValueError):
@@ -41,7 +58,8 @@ def read_config(folder: Path) -> dict:
 
 
 def weight_files(folder: Path, *, allow_pickle: bool = False) -> list[Path]:
-    """The safetensors shards of a folder (via the index when present); pickles only with allow_pickle."""
+    """The safetensors shards of a folder (via the index when present), each one's header checked
+    (``safetensors_header``); pickles only with allow_pickle."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -49,9 +67,13 @@ def weight_files(folder: Path, *, allow_pickle: bool = False) -> list[Path]:
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise CheckpointError(f"{folder}: shards named in the index are missing: {', '.join(missing)}")
+        for f in files:
+            safetensors_header(f)
         return files
     files = sorted(folder.glob("*.safetensors"))
     if files:
+        for f in files:
+            safetensors_header(f)
         return files
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not allow_pickle:
@@ -76,3 +98,156 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[Path, dict]]:
             yield f, load_file(str(f))
         else:
             yield f, torch.load(str(f), map_location="cpu", weights_only=True)
+
+
+def safetensors_header(path: Path) -> dict:
+    """The header of a safetensors file ({tensor name: dtype, shape, data_offsets}), checked against the
+    file's size without reading a tensor: a cut or garbled file is a CheckpointError naming it (never a
+    MemoryError from a garbage header length)."""
+    def unreadable(reason: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a readable safetensors file ({reason}); "
+                               "copy or convert the weights again")
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+        if len(start) < 8:
+            raise unreadable(f"{size} bytes, too short for the 8-byte header length")
+        (length,) = struct.unpack("<Q", start)
+        if length > min(size - 8, SAFETENSORS_HEADER_LIMIT):
+            raise unreadable(f"the header says it is {length} bytes long, the file has {size - 8} after it")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise unreadable("its header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise unreadable("its header is not a table of tensors")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            first, last = (int(n) for n in entry["data_offsets"])
+            shape = [int(n) for n in entry["shape"]]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise unreadable(f"tensor {name} has no valid shape and offsets") from exc
+        if not 0 <= first <= last or min(shape, default=0) < 0:
+            raise unreadable(f"tensor {name} has an invalid shape or offsets")
+        end = max(end, last)
+    data = size - 8 - length
+    if end != data:
+        state = "cut short" if end > data else "longer than its tensors"
+        raise unreadable(f"{state}: its tensors take {end} bytes of data, the file holds {data}")
+    return header
+
+
+def _first(keys: list[str]) -> str:
+    more = ", ..." if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+@dataclass
+class WeightReport:
+    """What transformers did with a folder's weights (``from_pretrained(..., output_loading_info=True)``):
+    tensors the model needs that the files lack (left randomly initialised), tensors in the files the model
+    does not have (ignored), and tensors of the wrong shape (left randomly initialised, as
+    ``ignore_mismatched_sizes=True`` lets transformers go on and report them). Weights a model ties
+    (``lm_head.weight`` to the embeddings) or regenerates (non-persistent buffers such as rotary frequencies,
+    the class's ``_keys_to_ignore_on_load_missing``) are never missing: transformers leaves them out."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (name, in the file, in the model)
+
+    @classmethod
+    def from_loading_info(cls, info: dict, model: Any = None) -> WeightReport:
+        tied = set(getattr(model, "all_tied_weights_keys", None) or {})  # set from their source tensors
+        return cls(missing=sorted(set(info.get("missing_keys") or ()) - tied),
+                   unexpected=sorted(info.get("unexpected_keys") or ()),
+                   mismatched=sorted((str(name), tuple(stored), tuple(wanted))
+                                     for name, stored, wanted in info.get("mismatched_keys") or ()))
+
+    @property
+    def intact(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def notes(self) -> list[str]:
+        """One line per kind of problem, each with its count and first few tensor names; [] when intact."""
+        notes = []
+        if self.missing:
+            notes.append(f"{len(self.missing)} missing tensor(s) ({_first(self.missing)})")
+        if self.unexpected:
+            notes.append(f"{len(self.unexpected)} unexpected tensor(s) ({_first(self.unexpected)})")
+        if self.mismatched:
+            shown = [f"{name} {list(stored)} in the file, {list(wanted)} in the model"
+                     for name, stored, wanted in self.mismatched]
+            notes.append(f"{len(self.mismatched)} tensor(s) of the wrong shape ({_first(shown)})")
+        return notes
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' load-report table: ``WeightReport`` says the same in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    logger, drop = logging.getLogger("transformers.modeling_utils"), _DropLoadReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+TRANSFORMERS_LOAD_ERRORS = ("Error(s) in loading state_dict", "We encountered some issues during automatic")
+
+
+def from_pretrained_checked(model_class: Any, folder: Path, pretrained: dict[str, Any], *,
+                            allow_partial: bool = False) -> tuple[Any, list[str]]:
+    """``model_class.from_pretrained(folder, **pretrained)`` that refuses weights that do not fit the model
+    (a CheckpointError naming the folder, the count of each kind of problem and the first few tensors) unless
+    ``allow_partial``; returns the model and ``WeightReport.notes`` (empty for intact weights)."""
+    from safetensors import SafetensorError
+
+    try:
+        with _quiet_load_report():
+            model, info = model_class.from_pretrained(str(folder), output_loading_info=True,
+                                                      ignore_mismatched_sizes=True, **pretrained)
+    except SafetensorError as exc:
+        names = ", ".join(p.name for p in sorted(folder.glob("*.safetensors")))
+        raise CheckpointError(f"{folder}: a weight file ({names}) cannot be read ({exc}); "
+                              "copy or convert the weights again") from exc
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if not lines or not lines[0].startswith(TRANSFORMERS_LOAD_ERRORS):
+            raise
+        raise CheckpointError(f"{folder}: the weights could not be loaded into the model "
+                              f"({' '.join(lines[:2])})") from exc
+    report = WeightReport.from_loading_info(info, model)
+    if not report.intact and not allow_partial:
+        raise CheckpointError(f"{folder}: the weights do not fit the model: {'; '.join(report.notes())}. "
+                              "Refusing to load it, as it would write text that reads as real "
+                              "(allow_partial=True loads it anyway)")
+    return model, report.notes()
+
+
+def tokenizer_error(folder: Path, exc: BaseException, what: str = "tokenizer") -> CheckpointError:
+    """One line naming the tokenizer file of ``folder`` that could not be read (``exc``: what transformers or
+    tokenizers raised), in place of their traceback; ``what``: how the message calls it."""
+    for name in TOKENIZER_JSON:
+        path = folder / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+                where = f": {bad.msg} at line {bad.lineno}" if isinstance(bad, json.JSONDecodeError) else ""
+                return CheckpointError(f"{path}: the {what} cannot be read (not valid JSON{where})")
+    present = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not present:
+        return CheckpointError(f"{folder}: no {what} ({' or '.join(TOKENIZER_FILES[:2])})")
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return CheckpointError(f"{present[0]}: the {what} cannot be read ({reason})")

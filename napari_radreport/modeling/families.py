@@ -7,6 +7,8 @@ or processor, preprocessing, modality, image token id, prompt spec) and builds p
 the runner, which never asks which family it has. ``FAMILIES`` lists them in the order ``load_model`` tries
 them: a new family (MedGemma, CT-CHAT) is one more class, placed before the broad image-text-to-text one.
 A family never holds the model itself: adapters replace ``LoadedModel.model`` and unloading drops it.
+``load`` reads weights only through ``checkpoints.from_pretrained_checked``: a folder whose weights do not fit
+the model is refused unless ``allow_partial``, and then the notes it returns say what was wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from napari_radreport.modeling.checkpoints import CheckpointError
+from napari_radreport.modeling.checkpoints import CheckpointError, from_pretrained_checked, tokenizer_error
 from napari_radreport.modeling.prompt_spec import PromptSpec
 
 if TYPE_CHECKING:
@@ -50,8 +52,11 @@ class ModelFamily(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, ModelFamily]:
-        """(model, family) from a local folder; ``pretrained``: the model's ``from_pretrained`` keywords."""
+    def load(cls, folder: Path, pretrained: dict[str, Any], *,
+             allow_partial: bool = False) -> tuple[Any, ModelFamily, list[str]]:
+        """(model, family, notes) from a local folder; ``pretrained``: the model's ``from_pretrained``
+        keywords. Weights that do not fit the model are a CheckpointError unless ``allow_partial``; ``notes``
+        says what was wrong with them, one line per kind ([] for intact weights)."""
 
     @classmethod
     @abstractmethod
@@ -112,14 +117,21 @@ class RadReportFamily(ModelFamily):
         return config.get("model_type") == "radreport"
 
     @classmethod
-    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, RadReportFamily]:
+    def load(cls, folder: Path, pretrained: dict[str, Any], *,
+             allow_partial: bool = False) -> tuple[Any, RadReportFamily, list[str]]:
         from transformers import AutoTokenizer
 
         from napari_radreport.modeling.modeling_radreport import RadReportForConditionalGeneration
 
-        model = RadReportForConditionalGeneration.from_pretrained(str(folder), **pretrained)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, **LOCAL_ONLY)
-        return model, cls.from_model(model, tokenizer)
+        model, notes = from_pretrained_checked(RadReportForConditionalGeneration, folder, pretrained,
+                                               allow_partial=allow_partial)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, **LOCAL_ONLY)
+        except MemoryError:
+            raise
+        except Exception as exc:  # tokenizers raises plain Exceptions for a broken tokenizer.json
+            raise tokenizer_error(folder, exc) from exc
+        return model, cls.from_model(model, tokenizer), notes
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, processor: Any = None) -> RadReportFamily:
@@ -175,16 +187,25 @@ class ImageTextToTextFamily(ModelFamily):
         return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     @classmethod
-    def load(cls, folder: Path, pretrained: dict[str, Any]) -> tuple[Any, ImageTextToTextFamily]:
+    def load(cls, folder: Path, pretrained: dict[str, Any], *,
+             allow_partial: bool = False) -> tuple[Any, ImageTextToTextFamily, list[str]]:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
-            model = AutoModelForImageTextToText.from_pretrained(str(folder), **pretrained)
-            processor = AutoProcessor.from_pretrained(str(folder), **LOCAL_ONLY)
+            model, notes = from_pretrained_checked(AutoModelForImageTextToText, folder, pretrained,
+                                                   allow_partial=allow_partial)
+        except CheckpointError:
+            raise
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{folder}: not a model napari-radreport can load "
                                   f"({str(exc).splitlines()[0]})") from exc
-        return model, cls.from_model(model, processor.tokenizer, processor)
+        try:
+            processor = AutoProcessor.from_pretrained(str(folder), **LOCAL_ONLY)
+        except MemoryError:
+            raise
+        except Exception as exc:  # tokenizers raises plain Exceptions for a broken tokenizer.json
+            raise tokenizer_error(folder, exc, "tokenizer or processor") from exc
+        return model, cls.from_model(model, processor.tokenizer, processor), notes
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, processor: Any = None) -> ImageTextToTextFamily:

@@ -2,13 +2,15 @@
 
 ``load_model(folder)`` picks the folder's family (``modeling/families.py``) and returns a ``LoadedModel``
 whose ``inputs(study, question)`` builds the model's inputs from a Study and whose ``generate`` returns the
-new token ids. Local folders only; never ``trust_remote_code``; safetensors only unless ``allow_pickle``.
+new token ids. Local folders only; never ``trust_remote_code``; safetensors only unless ``allow_pickle``;
+only weights that fit the model unless ``allow_partial`` (``LoadedModel.incomplete`` then says what did not).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +35,14 @@ class LoadedModel:
 
     ``model`` may be replaced (a peft wrapper) or dropped (unloading); the family keeps what was parsed at
     load. Built by ``load_model``, or around a model in memory with ``Family.from_model(model, tokenizer)``.
+    ``incomplete``: what was wrong with the weights of a model loaded with ``allow_partial``, one line per
+    kind (missing, unexpected, wrong shape); empty when they fit the model.
     """
 
-    def __init__(self, model: Any, *, family: ModelFamily) -> None:
+    def __init__(self, model: Any, *, family: ModelFamily, incomplete: Sequence[str] = ()) -> None:
         self.model = model
         self.family = family
+        self.incomplete = list(incomplete)
 
     @property
     def kind(self) -> str:
@@ -97,27 +102,32 @@ def _converted_m3d(folder: Path, allow_pickle: bool) -> Path:
     return target
 
 
-def load_model(path: str | Path, *, allow_pickle: bool = False, dtype: Any = None,
-               device: str | None = None) -> LoadedModel:
+def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: bool = False,
+               dtype: Any = None, device: str | None = None) -> LoadedModel:
     """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or one of another
-    family in ``families.FAMILIES`` (LLaVA-family image-text-to-text models)."""
+    family in ``families.FAMILIES`` (LLaVA-family image-text-to-text models).
+
+    Weights that lack tensors the model needs, carry ones it does not have, or have tensors of the wrong shape
+    are a CheckpointError naming the folder, the count of each kind and the first few tensors;
+    ``allow_partial`` loads them anyway (the missing and wrong-shape tensors random) and records what was
+    wrong in ``LoadedModel.incomplete``."""
     from napari_radreport.modeling.m3d import is_m3d_folder
 
     folder = require_local_folder(path)
     if is_m3d_folder(folder):
         folder = _converted_m3d(folder, allow_pickle)
     config = read_config(folder)
-    weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles early, with the reason
     family_class = family_for(config)
     if family_class is None:
         known = ", ".join(f.name for f in FAMILIES)
         raise CheckpointError(f"{folder}: not a model napari-radreport can load (model_type "
                               f"{config.get('model_type')!r} belongs to no known family: {known})")
+    weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles and damaged safetensors early
     pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}
     if dtype is not None:
         pretrained["dtype"] = dtype
-    model, family = family_class.load(folder, pretrained)
-    loaded = LoadedModel(model, family=family)
+    model, family, incomplete = family_class.load(folder, pretrained, allow_partial=allow_partial)
+    loaded = LoadedModel(model, family=family, incomplete=incomplete)
     if device is not None:
         loaded.model.to(device)
     loaded.model.eval()
