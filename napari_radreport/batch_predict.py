@@ -92,7 +92,9 @@ def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, A
                     answer = engine.ask(study, qa.question, settings=settings).text.strip()
                     out["answers"].append({"question": qa.question, "answer": answer})
         if "diagnosis" in tasks:
-            out["diagnosis"] = engine.diagnose(study, list(record.labels) or None)
+            declared = {label.lower() for label in engine.info.labels}  # the model answers only its own
+            labels = [label for label in record.labels if label.lower() in declared]
+            out["diagnosis"] = engine.diagnose(study, labels or None)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # recorded for this study; the run goes on

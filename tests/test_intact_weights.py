@@ -162,3 +162,16 @@ def test_a_tokenizer_that_cannot_be_read_is_named(which, request, tmp_path):
     (broken / "tokenizer.json").write_text(valid_but_wrong)
     with pytest.raises(CheckpointError, match="tokenizer.json: the tokenizer"):
         load_model(broken)
+
+
+def test_the_command_line_refuses_a_partial_model_and_marks_the_report_of_one_it_was_allowed(
+        tiny_ct_model, abdomen_nifti, tmp_path, capsys):
+    from napari_radreport.cli import main
+
+    partial = _edited(tiny_ct_model, tmp_path / "partial", _drop_vision_tower)
+    args = ["report", str(abdomen_nifti), "--model", str(partial), "--max-new-tokens", "3",
+            "--task", "impression"]
+    assert main(args) == 1 and "missing tensor(s)" in capsys.readouterr().err
+    out = tmp_path / "r.txt"
+    assert main([*args, "--allow-partial", "--out", str(out)]) == 0
+    assert "written by a model with incomplete weights (unreliable)" in out.read_text()

@@ -36,7 +36,8 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str]):
             print(f"radreport: {event.message}", file=sys.stderr)
 
     try:  # engine.load, except that an interrupt does not wait for the load to end
-        job = engine.start("load", args.model, device=args.device, on_event=progress)
+        job = engine.start("load", args.model, device=args.device, allow_partial=args.allow_partial,
+                           on_event=progress)
         job.join()
     except KeyboardInterrupt as exc:
         if engine.thread_alive:  # the load runs on the engine's thread and cannot be stopped
@@ -151,6 +152,8 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default="auto",
                        help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
+    model.add_argument("--allow-partial", action="store_true",
+                       help="load a model whose weights miss tensors (every output is marked incomplete)")
     generation = argparse.ArgumentParser(add_help=False)
     generation.add_argument("--max-new-tokens", type=int, default=256)
     generation.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")

@@ -29,19 +29,11 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) 
     from napari_radreport import __version__
     from napari_radreport.export import Provenance
 
-    return Provenance(
-        model_name=info.name,
-        model_path=info.path,
-        weights_sha256=info.weights_sha256,
-        adapter=",".join(info.adapters),
-        recipe=info.name,
-        task=task,
-        generation=settings.as_dict(),
-        device=info.device,
-        dtype=info.dtype,
-        generated_at=utc_now(),
-        software_version=__version__,
-    )
+    return Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
+                      adapter=",".join(info.adapters), recipe=info.name, task=task,
+                      generation=settings.as_dict(), device=info.device, dtype=info.dtype,
+                      generated_at=utc_now(), software_version=__version__,
+                      model_incomplete=list(info.incomplete))
 
 
 def file_sha256(path: str | Path) -> str:
