@@ -118,7 +118,9 @@ def test_non_image_objects_are_refused_by_name():
 def test_truncated_pixel_data_names_the_file():
     from pydicom.data import get_testdata_file
 
-    with pytest.raises(StudyReadError, match=r"MR_truncated\.dcm: pixel data could not be decoded"):
+    # The header's PixelData length runs past the end of the file: refused before decoding.
+    with pytest.raises(StudyReadError, match=r"MR_truncated\.dcm: truncated: PixelData claims 8,192 bytes "
+                                             r"from byte 1,500 but the file ends 62 bytes short"):
         load_study([get_testdata_file("MR_truncated.dcm")])
 
 

@@ -11,15 +11,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     study = load_study(args.paths if len(args.paths) > 1 else args.paths[0], series=args.series)
     summary = study.summary()
-    if args.json:
-        print(json.dumps(summary, indent=2))
+    if args.json:  # strict JSON: the summary holds null, never NaN or Infinity
+        print(json.dumps(summary, indent=2, allow_nan=False))
         return 0
     print(f"kind: {summary['kind']}  modality: {summary['modality'] or '?'}")
     for image in summary["images"]:
-        lo, hi = image["value_range"]
+        lo, hi = ("?" if v is None else f"{v:g}" for v in image["value_range"])
         print(
             f"  {image['label']}: shape {tuple(image['shape'])} spacing {image['spacing_mm']} mm "
-            f"orientation {image['orientation']} values {lo:g}..{hi:g} {image['value_unit']}"
+            f"orientation {image['orientation']} values {lo}..{hi} {image['value_unit']}"
         )
     for s in summary["series"]:
         mark = "*" if s["chosen"] else " "

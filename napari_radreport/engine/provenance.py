@@ -33,7 +33,7 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) 
                       adapter=",".join(info.adapters), recipe=info.name, task=task,
                       generation=settings.as_dict(), device=info.device, dtype=info.dtype,
                       generated_at=utc_now(), software_version=__version__,
-                      model_incomplete=list(info.incomplete))
+                      weight_problems=list(info.incomplete))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -28,7 +28,7 @@ def status_line(record: ReportRecord) -> str:
     """Whether a person reviewed the AI draft, and "; incomplete: generation was stopped" (or why else) when
     the generation did not end by itself."""
     status = STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
-    if record.provenance.model_incomplete:
+    if record.provenance.weight_problems:
         status += "; written by a model with incomplete weights (unreliable)"
     return status if record.complete else f"{status}; incomplete: {record.incomplete_reason}"
 

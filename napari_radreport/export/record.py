@@ -29,7 +29,7 @@ class Provenance:
     dtype: str = ""
     generated_at: str = ""  # ISO 8601, UTC
     software_version: str = ""
-    model_incomplete: list[str] = field(default_factory=list)  # loaded with allow_partial: what was missing
+    weight_problems: list[str] = field(default_factory=list)  # loaded with allow_partial: tensors missing...
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

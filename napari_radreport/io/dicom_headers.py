@@ -85,6 +85,16 @@ class DicomHeader:
     rescale_intercept: float
     has_per_frame_groups: bool
     tags: StudyTags
+    # What the header claims about the pixel data, checked against the file before decoding.
+    bits_allocated: int = 0
+    pixel_representation: int = 0
+    float_pixels: int = 0  # 32 or 64 for FloatPixelData/DoubleFloatPixelData, else 0
+    pixel_data_length: int | None = None  # bytes of native (uncompressed) pixel data; None when encapsulated
+    pixel_data_start: int | None = None  # file offset of that data when its read was deferred
+    file_size: int = 0
+    # Values that were present but invalid: a refused geometry and rescale values replaced by 1/0.
+    geometry_problem: str | None = None
+    rescale_problems: tuple[str, ...] = ()
 
     @property
     def is_dicomdir(self) -> bool:
@@ -109,6 +119,38 @@ class DicomHeader:
     def is_volume_slice(self) -> bool:
         """One slice of a CT/MR/PET-like volume (not a radiograph, not a non-image object)."""
         return self.is_slice and not self.is_radiograph and self.non_image_reason() is None
+
+    @property
+    def stored_dtype(self) -> np.dtype | None:
+        """The dtype the decoder will give (per sample), from BitsAllocated and PixelRepresentation."""
+        if self.float_pixels:
+            return np.dtype(np.float32 if self.float_pixels == 32 else np.float64)
+        if self.bits_allocated not in (8, 16, 32, 64):
+            return None
+        return np.dtype(f"{'i' if self.pixel_representation else 'u'}{self.bits_allocated // 8}")
+
+    def expected_pixel_bytes(self) -> int:
+        """Bytes of native pixel data that Rows x Columns x frames x samples x BitsAllocated claim."""
+        bits = self.float_pixels or self.bits_allocated
+        count = self.rows * self.columns * max(1, self.n_frames) * max(1, self.samples_per_pixel)
+        if self.photometric == "YBR_FULL_422":  # two of every three samples are stored
+            count = count * 2 // 3
+        return (count * bits + 7) // 8
+
+    def pixel_data_problem(self) -> str | None:
+        """Why the pixel data cannot be what the header claims (short or truncated), or None."""
+        if self.pixel_data_length is None:
+            return None
+        expected = self.expected_pixel_bytes()
+        if expected and self.pixel_data_length < expected:
+            return (f"PixelData holds {self.pixel_data_length:,} bytes but {self.rows} x {self.columns} x "
+                    f"{max(1, self.n_frames)} frame(s) x {max(1, self.samples_per_pixel)} sample(s) at "
+                    f"{self.float_pixels or self.bits_allocated} bits claim {expected:,}")
+        end = (self.pixel_data_start or 0) + self.pixel_data_length
+        if self.pixel_data_start is not None and self.file_size and end > self.file_size:
+            return (f"truncated: PixelData claims {self.pixel_data_length:,} bytes from byte "
+                    f"{self.pixel_data_start:,} but the file ends {end - self.file_size:,} bytes short")
+        return None
 
     def non_image_reason(self) -> str | None:
         """Why this object is not an image we can show, or None when it is one."""
@@ -148,6 +190,74 @@ def _floats(ds, keyword: str, count: int) -> tuple[float, ...] | None:
     return values
 
 
+def _present(ds, keyword: str) -> str | None:
+    """The raw text of a tag that is present and not empty (for messages), else None."""
+    try:
+        value = ds.get_item(keyword, keep_deferred=True)
+    except Exception:  # an element too broken to fetch is there all the same
+        return "?"
+    value = None if value is None else value.value
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("latin-1", "replace")
+    elif value is None or isinstance(value, str):
+        text = value or ""
+    else:
+        try:
+            text = "\\".join(str(v) for v in value)
+        except TypeError:
+            text = str(value)
+    text = text.strip(" \x00")
+    return (text[:40] + "...") if len(text) > 40 else (text or None)
+
+
+def _rescale(ds, keyword: str, default: float, problems: list[str]) -> float:
+    """RescaleSlope/RescaleIntercept; a value that is present but unusable becomes ``default`` and a
+    problem naming the tag (a slope must also be nonzero)."""
+    text = _present(ds, keyword)
+    if text is None:
+        return default
+    value = (_floats(ds, keyword, 1) or (None,))[0]
+    if value is None or (keyword == "RescaleSlope" and value == 0):
+        problems.append(f"{keyword} '{text}' is not a valid {'nonzero ' if default else ''}number: "
+                        f"{default:g} used")
+        return default
+    return value
+
+
+def _geometry_problem(ds, position, orientation) -> str | None:
+    """A present ImagePositionPatient/ImageOrientationPatient that cannot place the image."""
+    if position is None and (text := _present(ds, "ImagePositionPatient")) is not None:
+        return f"ImagePositionPatient '{text}' is not three finite numbers"
+    if orientation is None and (text := _present(ds, "ImageOrientationPatient")) is not None:
+        return f"ImageOrientationPatient '{text}' is not two perpendicular unit vectors"
+    return None
+
+
+def _pixel_claim(ds) -> dict:
+    """What the header says about the pixel data: dtype tags, native length and where it starts."""
+    out: dict = {"bits_allocated": _int(ds, "BitsAllocated") or 0,
+                 "pixel_representation": _int(ds, "PixelRepresentation") or 0}
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    compressed = bool(getattr(syntax, "is_compressed", False))
+    deflated = bool(getattr(syntax, "is_deflated", False))
+    for keyword, bits in (("PixelData", 0), ("FloatPixelData", 32), ("DoubleFloatPixelData", 64)):
+        if keyword not in ds:
+            continue
+        out["float_pixels"] = bits
+        elem = ds.get_item(keyword, keep_deferred=True)
+        length = getattr(elem, "length", None)
+        if length is None and isinstance(getattr(elem, "value", None), (bytes, bytearray)):
+            length = len(elem.value)
+        if compressed or length is None or length == 0xFFFFFFFF:
+            return out  # encapsulated: its decoded size is checked against the memory budget only
+        out["pixel_data_length"] = int(length)
+        if getattr(elem, "value", b"") is None and not deflated:  # deferred: its offset is in the file
+            out["pixel_data_start"] = int(elem.value_tell)
+        return out
+    return out
+
+
 def _positive_pair(values: tuple[float, ...] | None) -> tuple[float, float] | None:
     """A pixel spacing is only valid when both entries are positive; 0\\0 means unknown."""
     if values is None or values[0] <= 0 or values[1] <= 0:
@@ -155,7 +265,7 @@ def _positive_pair(values: tuple[float, ...] | None) -> tuple[float, float] | No
     return (values[0], values[1])
 
 
-def _valid_orientation(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
+def valid_orientation(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
     if values is None:
         return None
     row, col = np.asarray(values[:3]), np.asarray(values[3:])
@@ -164,8 +274,13 @@ def _valid_orientation(values: tuple[float, ...] | None) -> tuple[float, ...] | 
     return values
 
 
-def _header_from_dataset(path: str, ds) -> DicomHeader:
+def _header_from_dataset(path: str, ds, file_size: int = 0) -> DicomHeader:
     meta = getattr(ds, "file_meta", None)
+    position = _floats(ds, "ImagePositionPatient", 3)
+    orientation = valid_orientation(_floats(ds, "ImageOrientationPatient", 6))
+    problems: list[str] = []
+    slope = _rescale(ds, "RescaleSlope", 1.0, problems)
+    intercept = _rescale(ds, "RescaleIntercept", 0.0, problems)
     sop_class = (_text(ds, "SOPClassUID")
                  or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else ""))
     image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or []))
@@ -189,8 +304,8 @@ def _header_from_dataset(path: str, ds) -> DicomHeader:
         columns=_int(ds, "Columns") or 0,
         n_frames=_int(ds, "NumberOfFrames") or 1,
         has_pixels=any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")),
-        position=_floats(ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
-        orientation=_valid_orientation(_floats(ds, "ImageOrientationPatient", 6)),
+        position=position,  # type: ignore[arg-type]
+        orientation=orientation,
         pixel_spacing=_positive_pair(_floats(ds, "PixelSpacing", 2)),
         imager_pixel_spacing=_positive_pair(_floats(ds, "ImagerPixelSpacing", 2)),
         slice_thickness=(_floats(ds, "SliceThickness", 1) or (None,))[0],
@@ -200,9 +315,9 @@ def _header_from_dataset(path: str, ds) -> DicomHeader:
         view_position=_text(ds, "ViewPosition").upper(),
         series_description=_text(ds, "SeriesDescription"),
         temporal_key=temporal,
-        rescale_slope=(_floats(ds, "RescaleSlope", 1) or (1.0,))[0] or 1.0,
+        rescale_slope=slope,
         bits_stored=_int(ds, "BitsStored") or 0,
-        rescale_intercept=(_floats(ds, "RescaleIntercept", 1) or (0.0,))[0],
+        rescale_intercept=intercept,
         has_per_frame_groups="PerFrameFunctionalGroupsSequence" in ds,
         tags=StudyTags(
             patient_id=_text(ds, "PatientID"),
@@ -216,6 +331,10 @@ def _header_from_dataset(path: str, ds) -> DicomHeader:
             study_description=_text(ds, "StudyDescription"),
             series_description=_text(ds, "SeriesDescription"),
         ),
+        file_size=file_size,
+        geometry_problem=_geometry_problem(ds, position, orientation),
+        rescale_problems=tuple(problems),
+        **_pixel_claim(ds),
     )
 
 
@@ -243,7 +362,7 @@ def _cached_header(path: str, mtime_ns: int, size: int) -> DicomHeader:
     if len(ds) == 0 and not getattr(ds, "file_meta", None):
         raise StudyReadError(f"{path}: no DICOM elements found (not a DICOM file)")
     try:
-        return _header_from_dataset(path, ds)
+        return _header_from_dataset(path, ds, size)
     except StudyReadError:
         raise
     except Exception as exc:  # a malformed value deep in the header

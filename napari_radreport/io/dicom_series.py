@@ -9,7 +9,8 @@ import numpy as np
 
 from napari_radreport.io.dicom_headers import DicomHeader
 from napari_radreport.io.dicom_pixels import read_pixels
-from napari_radreport.io.dicom_volume import Frame, VolumeGeometry, assemble_volume
+from napari_radreport.io.dicom_volume import Frame, VolumeGeometry, assemble_volume, rescale_warnings
+from napari_radreport.io.limits import MemoryBudget
 from napari_radreport.io.study import SeriesInfo, Study, StudyReadError, kind_for_modality
 
 
@@ -102,12 +103,20 @@ def _series_infos(groups: list[SeriesGroup], chosen: int) -> list[SeriesInfo]:
     ]
 
 
-def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = None) -> Study:
-    """Read the main (or the requested) series among single-frame slices; others are listed, never merged."""
+def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = None,
+                      budget: MemoryBudget | None = None) -> Study:
+    """Read the main (or the requested) series among single-frame slices; others are listed, never merged.
+
+    Each file's pixel data length is checked against its header, and the whole volume against ``budget``,
+    before any pixel is decoded."""
     groups = group_slices(headers)
     chosen = _pick_series(groups, series)
     group = groups[chosen]
     h = group.first
+    for x in group.headers:
+        problem = x.pixel_data_problem()
+        if problem:
+            raise StudyReadError(f"{x.path}: {problem}")
     label = f"{h.modality} {h.series_description or Path(h.path).parent.name or Path(h.path).name}".strip()
     geometry = VolumeGeometry(
         orientation=h.orientation,  # type: ignore[arg-type]
@@ -117,9 +126,15 @@ def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = 
         bits_stored=h.bits_stored,
         slice_thickness=h.slice_thickness,
         gantry_tilt_tag=h.gantry_tilt,
+        stored_dtype=h.stored_dtype,
     )
+    folder = Path(h.path).parent
+    name = h.path if len(group.headers) == 1 else f"{folder} ({len(group.headers)} files of series {chosen})"
     image, warnings, notes = assemble_volume([_frame_for_file(x) for x in group.headers], geometry,
-                                             modality=h.modality, tags=h.tags, label=label)
+                                             modality=h.modality, tags=h.tags, label=label, budget=budget,
+                                             name=name)
+    invalid = [(x.path, problem) for x in group.headers for problem in x.rescale_problems]
+    warnings[:0] = rescale_warnings(invalid, len(group.headers), h.modality)
     if group.role == "localizer":
         warnings.append("this series is a localizer/scout, opened because it was asked for")
     others = len(groups) - 1

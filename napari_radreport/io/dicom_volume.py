@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from napari_radreport.io.dicom_pixels import apply_rescale, rescaled_dtype
 from napari_radreport.io.geometry import OBLIQUE_TOLERANCE_DEG, obliquity_deg, plan_reorientation, reorient
-from napari_radreport.io.study import ImageData, StudyReadError, StudyTags
+from napari_radreport.io.limits import MemoryBudget, budget_or_default
+from napari_radreport.io.study import ImageData, StudyReadError, StudyTags, nonfinite_warning
 
 POSITION_TOLERANCE_MM = 0.01
 TILT_TOLERANCE_DEG = 0.5
@@ -36,6 +39,16 @@ class VolumeGeometry:
     bits_stored: int
     slice_thickness: float | None = None
     gantry_tilt_tag: float | None = None
+    stored_dtype: np.dtype | None = None  # from BitsAllocated/PixelRepresentation, for the memory budget
+
+
+def rescale_warnings(problems: list[tuple[str, str]], total: int, modality: str) -> list[str]:
+    """One warning per invalid rescale value, counting the images (``problems``: (file, problem))."""
+    counts = Counter(problem for _, problem in problems)
+    example = {problem: source for source, problem in reversed(problems)}
+    unit = "; values may not be in HU" if modality == "CT" else ""
+    return [f"{problem} in {n} of {total} image(s) (e.g. {Path(example[problem]).name}){unit}"
+            for problem, n in counts.items()]
 
 
 def _fits(raw: np.ndarray, intercept: float, dtype: np.dtype) -> bool:
@@ -91,8 +104,13 @@ def assemble_volume(
     modality: str,
     tags: StudyTags,
     label: str,
+    budget: MemoryBudget | None = None,
+    name: str | None = None,
 ) -> tuple[ImageData, list[str], list[str]]:
-    """Sort frames along the slice normal, apply rescale (HU for CT) and reorient for display."""
+    """Sort frames along the slice normal, apply rescale (HU for CT) and reorient for display.
+
+    The volume the headers describe is counted against ``budget`` before any pixel is decoded; ``name``
+    (the file or folder) heads that refusal."""
     if not frames:
         raise StudyReadError(f"{label}: no slices to assemble")
     warnings: list[str] = []
@@ -139,7 +157,7 @@ def assemble_volume(
                 "napari stacks them without the shear"
             )
     if geometry.pixel_spacing is None:
-        warnings.append("PixelSpacing missing or zero: in-plane spacing unknown, 1 mm assumed")
+        warnings.append("PixelSpacing missing, zero or invalid: in-plane spacing unknown, 1 mm assumed")
     row_mm, col_mm = geometry.pixel_spacing or (1.0, 1.0)
 
     direction = np.stack([normal, col_cos, row_cos])
@@ -150,14 +168,19 @@ def assemble_volume(
         plan = plan_reorientation(direction)
 
     ordered = [frame for group in groups for frame in group]
+    slopes = np.array([f.slope for f in ordered])
+    intercepts = np.array([f.intercept for f in ordered])
+    planned = (np.dtype(np.float32) if geometry.stored_dtype is None
+               else rescaled_dtype(geometry.stored_dtype, slopes, intercepts,
+                                   geometry.bits_stored or geometry.stored_dtype.itemsize * 8))
+    shape = ((n_time,) if n_time > 1 else ()) + (len(groups), geometry.rows, geometry.columns)
+    budget_or_default(budget).claim(name or label, shape, planned)
     first_raw = ordered[0].load()
     if first_raw.shape != (geometry.rows, geometry.columns):
         raise StudyReadError(
             f"{ordered[0].source}: pixel array shape {first_raw.shape} is not a single grayscale "
             f"{geometry.rows}x{geometry.columns} image"
         )
-    slopes = np.array([f.slope for f in ordered])
-    intercepts = np.array([f.intercept for f in ordered])
     dtype = rescaled_dtype(first_raw.dtype, slopes, intercepts,
                            geometry.bits_stored or first_raw.itemsize * 8)
     volume = np.empty((len(groups), n_time, geometry.rows, geometry.columns), dtype=dtype)
@@ -180,6 +203,9 @@ def assemble_volume(
     volume, spacing, origin, direction = reorient(volume, spacing, origin, direction, plan)
     if not plan.is_identity:
         volume = np.ascontiguousarray(volume)
+    nonfinite = nonfinite_warning(volume, name or label)
+    if nonfinite:
+        warnings.append(nonfinite)
     oblique = obliquity_deg(direction)
     if oblique > OBLIQUE_TOLERANCE_DEG:
         warnings.append(

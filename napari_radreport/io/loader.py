@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_radreport.common import one_line
 from napari_radreport.io.dicom_headers import (
     RADIOGRAPH_MODALITIES,
     DicomHeader,
@@ -13,12 +17,20 @@ from napari_radreport.io.dicom_headers import (
     read_header,
     unique_instances,
 )
+from napari_radreport.io.limits import MemoryBudget, megabytes
 from napari_radreport.io.nifti import is_nifti_path, read_nifti
 from napari_radreport.io.study import ImageData, Study, StudyReadError
 from napari_radreport.io.xray import is_picture_path, make_xray_set, read_dicom_radiograph, read_picture
 
 MAX_FOLDER_FILES = 20000
+# Opening one DICOM file reads the headers of at most this many files beside it (the nearest by name),
+# enough for a thin-slice whole-body series; a larger folder is opened as a folder.
+MAX_SIBLING_HEADERS = 5000
 PathLike = str | os.PathLike
+# Errors a library raises on a malformed file; anything else (TypeError, AttributeError...) is a bug and
+# propagates as it is.
+_DATA_ERRORS = (ValueError, KeyError, IndexError, EOFError, OSError, OverflowError, struct.error, zlib.error)
+_READER_LIBRARIES = {"pydicom", "nibabel", "PIL", "pylibjpeg", "openjpeg", "libjpeg", "rle"}
 
 
 def _normalise(source: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -59,9 +71,8 @@ def _dicom_headers(paths: list[Path]) -> tuple[list[DicomHeader], list[str]]:
     return headers, skipped
 
 
-def _from_dicom(
-    headers: list[DicomHeader], pictures: list[Path], origin: str, series, order: Sequence[Path] | None = None
-) -> Study:
+def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, series,
+                order: Sequence[Path] | None = None, budget: MemoryBudget | None = None) -> Study:
     """Decide between a volume and a radiograph set among DICOM objects (and pictures)."""
     from napari_radreport.io.dicom_multiframe import read_enhanced
     from napari_radreport.io.dicom_series import read_slice_series
@@ -71,16 +82,25 @@ def _from_dicom(
     images = [h for h, reason in refused if reason is None]
     slices = [h for h in images if h.is_volume_slice]
     enhanced = [h for h in images if h.n_frames > 1 and not h.is_radiograph]
-    taken = {id(h) for h in slices} | {id(h) for h in enhanced}
+    # Slices whose position or orientation is present but unusable (text, NaN, a zero orientation)
+    # are never placed, nor shown as flat pictures.
+    misplaced = [h for h in images if h.geometry_problem and h.n_frames <= 1 and not h.is_radiograph]
+    taken = {id(h) for h in slices} | {id(h) for h in enhanced} | {id(h) for h in misplaced}
     radiographs = [h for h in images if id(h) not in taken]
+    if misplaced and not (slices or enhanced or radiographs or pictures):
+        first = misplaced[0]
+        others = f" (and {len(misplaced) - 1} more image(s) like it)" if len(misplaced) > 1 else ""
+        raise StudyReadError(f"{first.path}: {first.geometry_problem}; the image cannot be placed{others}")
+    left_out = (f"{len(misplaced)} image(s) with an invalid position or orientation not opened (e.g. "
+                f"{Path(misplaced[0].path).name}: {misplaced[0].geometry_problem})") if misplaced else None
 
     if slices or enhanced:
         if pictures:
             raise StudyReadError(f"{origin}: mixes CT/MR slices with PNG/JPEG pictures; open them separately")
         if slices:
-            study = read_slice_series(slices, series=series)
+            study = read_slice_series(slices, series=series, budget=budget)
         elif len(enhanced) == 1:
-            study = read_enhanced(enhanced[0])
+            study = read_enhanced(enhanced[0], budget=budget)
         else:
             raise StudyReadError(f"{origin}: {len(enhanced)} multi-frame objects; open one file at a time")
         if enhanced and slices:
@@ -90,9 +110,14 @@ def _from_dicom(
             study.notes.append(f"{skipped_other} non-volume DICOM object(s) in the input were not opened")
         if duplicates:
             study.notes.append(f"{duplicates} duplicate file(s) of the same SOP instance ignored")
+        if left_out:
+            study.warnings.append(left_out)
         return study
     if radiographs or pictures:
-        return _xray_set(radiographs, pictures, order)
+        study = _xray_set(radiographs, pictures, order, budget)
+        if left_out:
+            study.warnings.append(left_out)
+        return study
     reasons = sorted({f"{Path(h.path).name}: {reason}" for h, reason in refused if reason})
     if len(headers) == 1:
         raise StudyReadError(
@@ -102,7 +127,7 @@ def _from_dicom(
 
 
 def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
-              order: Sequence[Path] | None = None) -> Study:
+              order: Sequence[Path] | None = None, budget: MemoryBudget | None = None) -> Study:
     """A radiograph set in the order of ``order`` (the files as given), else in path order (folders)."""
     rank = {str(p): i for i, p in enumerate(order or [])}
 
@@ -113,13 +138,17 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
     items: list[DicomHeader | Path] = sorted([*radiographs, *pictures], key=position)
     images: list[ImageData] = []
     notes: list[str] = []
+    warnings: list[str] = []
+    budget = budget if budget is not None else MemoryBudget.resolve()
     for item in items:
-        image, image_notes = read_picture(item) if isinstance(item, Path) else read_dicom_radiograph(item)
+        image, image_notes, image_warnings = (read_picture(item, budget=budget) if isinstance(item, Path)
+                                              else read_dicom_radiograph(item, budget=budget))
         images.append(image)
         notes.extend(image_notes)
+        warnings.extend(image_warnings)
     source = tuple(im.source_files[0] for im in images)
     non_xray = {im.modality for im in images if im.modality and im.modality not in RADIOGRAPH_MODALITIES}
-    study = make_xray_set(images, notes, source)
+    study = make_xray_set(images, notes, source, warnings)
     if non_xray:
         study.kind = "image"
         study.notes.append(
@@ -128,7 +157,7 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
     return study
 
 
-def _load_folder(folder: Path, series) -> Study:
+def _load_folder(folder: Path, series, budget: MemoryBudget) -> Study:
     files = _folder_files(folder)
     niftis = [p for p in files if is_nifti_path(p)]
     pictures = [p for p in files if is_picture_path(p)]
@@ -138,66 +167,104 @@ def _load_folder(folder: Path, series) -> Study:
         headers, skipped = _dicom_headers(candidates)
         headers = [h for h in headers if not h.is_dicomdir]
         if headers:
-            study = _from_dicom(headers, pictures, str(folder), series)
+            study = _from_dicom(headers, pictures, str(folder), series, budget=budget)
             if skipped:
                 study.notes.append(f"{len(skipped)} unreadable file(s) skipped, e.g. {skipped[0]}")
             return study
     if pictures:
-        return _xray_set([], pictures)
+        return _xray_set([], pictures, budget=budget)
     if len(niftis) == 1:
-        return read_nifti(niftis[0])
+        return read_nifti(niftis[0], budget=budget)
     if niftis:
         raise StudyReadError(f"{folder}: holds {len(niftis)} NIfTI files; open one of them")
     raise StudyReadError(f"{folder}: no DICOM, NIfTI, PNG or JPEG images found ({len(files)} files)")
 
 
-def _load_single_dicom(path: Path, series) -> Study:
+def _siblings(path: Path) -> tuple[list[Path], int]:
+    """DICOM files beside ``path``: of the other files in its folder, the MAX_SIBLING_HEADERS nearest to it in
+    name order (a series is usually named in order); and how many other files the folder holds."""
+    names = []
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            try:
+                if entry.name != path.name and entry.is_file():
+                    names.append(entry.name)
+            except OSError:
+                continue
+    names.sort()
+    start = max(0, min(bisect.bisect_left(names, path.name) - MAX_SIBLING_HEADERS // 2,
+                       len(names) - MAX_SIBLING_HEADERS))
+    nearest = [path.parent / name for name in names[start:start + MAX_SIBLING_HEADERS]]
+    return [p for p in nearest if looks_like_dicom(p)], len(names)
+
+
+def _load_single_dicom(path: Path, series, budget: MemoryBudget) -> Study:
     header = read_header(path)
     if header.is_dicomdir:
-        return _load_folder(path.parent, series)
+        return _load_folder(path.parent, series, budget)
     reason = header.non_image_reason()
     if reason is not None:
         raise StudyReadError(f"{path}: {reason}; napari-radreport opens CT series and radiographs")
     if header.is_volume_slice:
-        # One file of a series: read its siblings and keep the series this file belongs to.
+        # One file of a series: read its siblings (a bounded number) and keep the series it belongs to.
         from napari_radreport.io.dicom_series import group_slices
 
-        siblings = [p for p in sorted(path.parent.iterdir())
-                    if p != path and p.is_file() and looks_like_dicom(p)]
+        siblings, in_folder = _siblings(path)
         headers, _ = _dicom_headers(siblings)
         # The opened file first, so that it wins over other copies of the same instance.
         slices, _ = unique_instances([header] + [h for h in headers if h.is_volume_slice])
         groups = group_slices(slices)
         mine = next(i for i, g in enumerate(groups) if any(h.path == header.path for h in g.headers))
-        return _from_dicom(slices, [], str(path), series if series is not None else mine)
-    return _from_dicom([header], [], str(path), series)
+        study = _from_dicom(slices, [], str(path), series if series is not None else mine, budget=budget)
+        if in_folder > MAX_SIBLING_HEADERS:
+            study.notes.append(
+                f"the folder holds {in_folder + 1:,} files: only the {MAX_SIBLING_HEADERS:,} nearest to "
+                f"{path.name} by name were read; open the folder to read them all"
+            )
+        return study
+    return _from_dicom([header], [], str(path), series, budget=budget)
 
 
-def load_study(
-    source: PathLike | Sequence[PathLike], *, series: str | int | None = None, modality: str | None = None
-) -> Study:
+def load_study(source: PathLike | Sequence[PathLike], *, series: str | int | None = None,
+               modality: str | None = None, max_bytes: int | None = None) -> Study:
     """Open a NIfTI file, a DICOM series (folder, files or one file of it) or a radiograph set.
 
-    ``series`` picks another series than the main one (index or SeriesInstanceUID);
-    ``modality`` overrides the NIfTI modality guess. Raises StudyReadError with a one-line reason.
+    ``series`` picks another series than the main one (index or SeriesInstanceUID); ``modality`` overrides
+    the NIfTI modality guess; ``max_bytes`` caps the pixel arrays built (default $RADREPORT_MAX_VOLUME_MB,
+    else half of the available memory). Raises StudyReadError with a one-line reason naming the file;
+    a library's error on a malformed file becomes one too (the original as its ``__cause__``).
     """
     paths = _normalise(source)
-    study = _load(paths, series, modality)
+    budget = MemoryBudget.resolve(max_bytes)
+    origin = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
+    try:
+        study = _load(paths, series, modality, budget)
+    except StudyReadError:
+        raise
+    except MemoryError as exc:
+        raise StudyReadError(
+            f"{origin}: out of memory while reading it (memory budget {megabytes(budget.limit)}, "
+            f"{budget.source}); free memory or lower the budget"
+        ) from exc
+    except Exception as exc:
+        if not (isinstance(exc, _DATA_ERRORS) or type(exc).__module__.split(".")[0] in _READER_LIBRARIES):
+            raise
+        raise StudyReadError(f"{origin}: could not be read ({type(exc).__name__}: {one_line(exc)})") from exc
     study.extra["input"] = [str(p) for p in paths]
     return study
 
 
-def _load(paths: list[Path], series: str | int | None, modality: str | None) -> Study:
+def _load(paths: list[Path], series: str | int | None, modality: str | None, budget: MemoryBudget) -> Study:
     if len(paths) == 1:
         path = paths[0]
         if path.is_dir():
-            return _load_folder(path, series)
+            return _load_folder(path, series, budget)
         if is_nifti_path(path):
-            return read_nifti(path, modality=modality)
+            return read_nifti(path, modality=modality, budget=budget)
         if is_picture_path(path):
-            return _xray_set([], [path])
+            return _xray_set([], [path], budget=budget)
         if looks_like_dicom(path):
-            return _load_single_dicom(path, series)
+            return _load_single_dicom(path, series, budget)
         raise StudyReadError(
             f"{path}: unsupported file type (expected DICOM, NIfTI .nii/.nii.gz, PNG or JPEG)"
         )
@@ -211,4 +278,5 @@ def _load(paths: list[Path], series: str | int | None, modality: str | None) -> 
     if unknown:
         raise StudyReadError(f"{unknown[0]}: unsupported file type (expected DICOM, PNG or JPEG)")
     headers = [read_header(p) for p in others]
-    return _from_dicom(headers, pictures, f"{paths[0]} (+{len(paths) - 1} files)", series, order=paths)
+    return _from_dicom(headers, pictures, f"{paths[0]} (+{len(paths) - 1} files)", series, order=paths,
+                       budget=budget)

@@ -32,6 +32,51 @@ class StudyReadError(Exception):
     """An input could not be opened; the message is one line naming the file and the reason."""
 
 
+_CHUNK_ELEMENTS = 1 << 24  # value scans go through big volumes in blocks of this many elements
+
+
+def _blocks(array: np.ndarray):
+    """``array`` in slabs along its first axis, so that a scan's temporaries stay small."""
+    if array.ndim == 0:
+        yield array.reshape(1)
+        return
+    step = max(1, _CHUNK_ELEMENTS // max(1, array[0].size))
+    for start in range(0, array.shape[0], step):
+        yield array[start:start + step]
+
+
+def count_nonfinite(array: np.ndarray) -> int:
+    """How many values are NaN or infinite (0 for integer arrays; one min/max pass when there are none)."""
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return 0
+    if np.isfinite(np.min(array)) and np.isfinite(np.max(array)):
+        return 0
+    return int(sum(block.size - np.count_nonzero(np.isfinite(block)) for block in _blocks(array)))
+
+
+def finite_range(array: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) over the finite values; None when there is none."""
+    if array.size == 0:
+        return None
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
+    ranges = [(float(f.min()), float(f.max())) for f in (b[np.isfinite(b)] for b in _blocks(array)) if f.size]
+    return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+
+
+def nonfinite_warning(array: np.ndarray, what: str, unit: str = "voxels") -> str | None:
+    """A warning counting the NaN/inf values of a float array; StudyReadError when no value is finite."""
+    bad = count_nonfinite(array)
+    if not bad:
+        return None
+    if bad == array.size:
+        raise StudyReadError(f"{what}: all {array.size:,} {unit} are NaN or infinite; nothing to show")
+    share = 100 * bad / array.size
+    return (f"{bad:,} of {array.size:,} {unit} ({f'{share:.2f}%' if share >= 0.01 else 'under 0.01%'}) "
+            "are NaN or infinite (no value): kept as they are, left out of the value range and contrast")
+
+
 @dataclass(frozen=True)
 class StudyTags:
     """Identifying tags, kept apart from the pixel data (may be empty for anonymised data)."""
@@ -95,11 +140,9 @@ class ImageData:
                 / np.asarray(self.spacing, dtype=float))
 
     def value_range(self) -> tuple[float, float]:
-        """(min, max) of the array, computed once (the dock and the summary ask for it repeatedly)."""
+        """(min, max) of the finite values, computed once (the dock and the summary ask for it repeatedly)."""
         if self._value_range is None:
-            empty = self.array.size == 0
-            self._value_range = ((0.0, 0.0) if empty
-                                 else (float(np.min(self.array)), float(np.max(self.array))))
+            self._value_range = finite_range(self.array) or (0.0, 0.0)
         return self._value_range
 
 

@@ -1,10 +1,29 @@
-"""A JSON-ready description of a Study (used by `radreport info` and the Study dock)."""
+"""A JSON-ready description of a Study (used by `radreport info` and the Study dock); NaN/inf become null."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
 from napari_radreport.io.study import ImageData, Study
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats as None and numpy scalars and tuples as plain JSON types, so that
+    ``json.dumps(..., allow_nan=False)`` holds."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _round(values, digits: int = 4):
@@ -49,4 +68,4 @@ def study_summary(study: Study) -> dict[str, Any]:
     summary["images"] = images
     if "original_affine_ras" in study.extra:
         summary["original_affine_ras"] = study.extra["original_affine_ras"]
-    return summary
+    return json_safe(summary)

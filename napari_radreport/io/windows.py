@@ -44,5 +44,10 @@ def default_contrast_limits(kind: str, array: np.ndarray, file_window: tuple[flo
     if array.size == 0:
         return (0.0, 1.0)
     step = max(1, array.size // 1_000_000)
-    lo, hi = np.percentile(array.reshape(-1)[::step], [0.5, 99.5])
+    sample = array.reshape(-1)[::step]
+    if sample.dtype.kind == "f":  # NaN/inf voxels (warned about when read) do not set the contrast
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return (0.0, 1.0)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
     return (float(lo), float(hi if hi > lo else lo + 1))

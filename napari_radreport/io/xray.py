@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from napari_radreport.io.dicom_headers import DicomHeader
 from napari_radreport.io.dicom_pixels import read_pixels
-from napari_radreport.io.study import ImageData, Study, StudyReadError
+from napari_radreport.io.limits import DEFLATE_MAX_RATIO, MemoryBudget, budget_or_default
+from napari_radreport.io.study import ImageData, Study, StudyReadError, nonfinite_warning
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The 2-D array each Pillow mode becomes (colour and palette images become 8-bit luminance).
+_MODE_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.int32, "F": np.float32}
 MAX_REPORT_IMAGES = 4  # the RRG24 seed stitched at most the first four radiographs
 _VIEW_NAMES = {"PA": "PA", "AP": "AP", "LL": "LATERAL", "RL": "LATERAL", "LAT": "LATERAL",
                "LATERAL": "LATERAL"}
@@ -25,13 +29,47 @@ def normalise_view(view: str) -> str | None:
     return _VIEW_NAMES.get(view.strip().upper()) if view else None
 
 
-def read_picture(path: str | Path) -> tuple[ImageData, list[str]]:
-    """A PNG/JPEG radiograph as a grayscale array (colour converted, EXIF rotation applied)."""
+def _pixel_limit_error(path, pixels: int, limit: int) -> StudyReadError:
+    return StudyReadError(
+        f"{path}: {pixels:,} pixels, over the {limit:,}-pixel limit for one picture (Pillow's "
+        "decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS): refused as a possible decompression bomb"
+    )
+
+
+def _check_png_size(path, image_format: str | None, width: int, height: int) -> None:
+    """A PNG's rows are deflate-compressed: at 1 bit per pixel they need at least height x (1 + width / 8)
+    bytes, which a file of N bytes can only hold when that is at most DEFLATE_MAX_RATIO x N."""
+    if image_format != "PNG":
+        return  # JPEG has no such bound: a blank JPEG can be smaller still
+    least = height * (1 + (width + 7) // 8)
+    size = os.path.getsize(path)
+    if least > DEFLATE_MAX_RATIO * size:
+        raise StudyReadError(
+            f"{path}: the header claims {width} x {height} pixels ({least:,} bytes of rows at least) but "
+            f"{size:,} bytes of PNG unpack to at most {DEFLATE_MAX_RATIO * size:,}: corrupt or forged header"
+        )
+
+
+def read_picture(path: str | Path, *, budget: MemoryBudget | None = None
+                 ) -> tuple[ImageData, list[str], list[str]]:
+    """A PNG/JPEG radiograph as a grayscale array (colour converted, EXIF rotation applied).
+
+    The size in the file's header is checked against Pillow's pixel limit and the memory budget before
+    the image is decoded."""
+    import re
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     notes: list[str] = []
+    limit = Image.MAX_IMAGE_PIXELS
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if limit and width * height > limit:
+                raise _pixel_limit_error(path, width * height, limit)
+            _check_png_size(path, im.format, width, height)
+            built = _MODE_DTYPES.get(im.mode, np.uint8)
+            budget_or_default(budget).claim(path, (height, width), built, "image")
             im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L"):
@@ -42,12 +80,16 @@ def read_picture(path: str | Path) -> tuple[ImageData, list[str]]:
                 if mode not in ("1", "P", "LA", "PA") and _is_coloured(im):
                     notes.append(f"{Path(path).name}: colour image ({mode}) converted to grayscale")
                 array = np.asarray(im.convert("L"))
+    except Image.DecompressionBombError as exc:  # over twice the limit: Pillow refuses in Image.open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _pixel_limit_error(path, int(found.group(1)) if found else 0, limit or 0) from exc
     except UnidentifiedImageError as exc:
         raise StudyReadError(f"{path}: not a readable PNG/JPEG image") from exc
     except OSError as exc:  # truncated or corrupt data
         raise StudyReadError(f"{path}: image data could not be decoded ({exc})") from exc
     if array.ndim != 2 or min(array.shape) < 2:
         raise StudyReadError(f"{path}: image of shape {array.shape} is not a 2-D radiograph")
+    nonfinite = nonfinite_warning(array, str(path), "pixels")
     image = ImageData(
         array=array,
         spacing=(None, None),
@@ -55,7 +97,7 @@ def read_picture(path: str | Path) -> tuple[ImageData, list[str]]:
         label=Path(path).name,
         source_files=(str(path),),
     )
-    return image, notes
+    return image, notes, [nonfinite] if nonfinite else []
 
 
 def _is_coloured(im) -> bool:
@@ -70,13 +112,24 @@ def _to_grayscale(pixels: np.ndarray, photometric: str, path: str, notes: list[s
     return pixels[..., :3].astype(np.float32) @ weights
 
 
-def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
-    """A CR/DX (or other single 2-D) DICOM image; MONOCHROME1 is inverted so bone is bright."""
+def read_dicom_radiograph(header: DicomHeader, *, budget: MemoryBudget | None = None
+                          ) -> tuple[ImageData, list[str], list[str]]:
+    """A CR/DX (or other single 2-D) DICOM image; MONOCHROME1 is inverted so bone is bright.
+
+    The pixel data length and the image size are checked against the header and the memory budget
+    before decoding. Returns the image, notes and warnings."""
     notes: list[str] = []
+    warnings = [f"{Path(header.path).name}: {problem}" for problem in header.rescale_problems]
     if header.n_frames > 1:
         raise StudyReadError(
             f"{header.path}: multi-frame radiograph ({header.n_frames} frames) is not supported"
         )
+    problem = header.pixel_data_problem()
+    if problem:
+        raise StudyReadError(f"{header.path}: {problem}")
+    rescaled = (header.rescale_slope, header.rescale_intercept) != (1.0, 0.0) or header.samples_per_pixel > 1
+    built = np.float32 if rescaled or header.stored_dtype is None else header.stored_dtype
+    budget_or_default(budget).claim(header.path, (header.rows, header.columns), built, "image")
     pixels, ds = read_pixels(header.path)
     if header.samples_per_pixel > 1 or pixels.ndim == 3:
         pixels = _to_grayscale(pixels, header.photometric, header.path, notes)
@@ -109,7 +162,8 @@ def read_dicom_radiograph(header: DicomHeader) -> tuple[ImageData, list[str]]:
         source_files=(header.path,),
         file_window=window,
     )
-    return image, notes
+    nonfinite = nonfinite_warning(pixels, header.path, "pixels")
+    return image, notes, warnings + ([nonfinite] if nonfinite else [])
 
 
 def _invert(pixels: np.ndarray, bottom: float, top: float) -> np.ndarray:
@@ -130,11 +184,12 @@ def _file_window(ds) -> tuple[float, float] | None:
     return (centre, width) if width > 0 else None
 
 
-def make_xray_set(images: list[ImageData], notes: list[str], source: tuple[str, ...]) -> Study:
+def make_xray_set(images: list[ImageData], notes: list[str], source: tuple[str, ...],
+                  warnings: list[str] | None = None) -> Study:
     """A set of radiographs kept separate and in the given order."""
     if len(images) > MAX_REPORT_IMAGES:
         notes.append(
             f"{len(images)} radiographs: report models use the first {MAX_REPORT_IMAGES} "
             "(as the RRG24 seed did)"
         )
-    return Study(kind="xray_set", images=images, source=source, notes=notes)
+    return Study(kind="xray_set", images=images, source=source, notes=notes, warnings=list(warnings or []))
