@@ -127,7 +127,9 @@ class MemoryBudget:
     def resolve(cls, max_bytes: int | None = None) -> MemoryBudget:
         """``max_bytes`` if given, else $RADREPORT_MAX_VOLUME_MB, else half of the available memory."""
         if max_bytes is not None:
-            if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+            real = (int, float, np.integer, np.floating)
+            number = isinstance(max_bytes, real) and not isinstance(max_bytes, bool)
+            if not number or not math.isfinite(max_bytes) or max_bytes < 1:
                 raise StudyReadError(f"max_bytes={max_bytes!r}: give a positive number of bytes")
             return cls(int(max_bytes), f"max_bytes={int(max_bytes)}")
         text = os.environ.get(MAX_VOLUME_ENV, "").strip()
