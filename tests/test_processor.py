@@ -51,6 +51,16 @@ def test_preprocessing_works_on_its_own_copy_and_leaves_a_float32_study_untouche
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("intensity", ["hu_window", "minmax"])
+def test_nan_and_inf_voxels_never_reach_the_model(intensity):
+    study = _ramp_study()
+    study.images[0].array[3, 2, 2], study.images[0].array[5, 1, 1] = np.nan, np.inf
+    spec = Preprocess(target_shape=(40, 8, 8), spacing_mm=(1.0, 1.0, 1.0), intensity=intensity,
+                      hu_window=(0.0, 100.0), resize="crop_or_pad")
+    out = volume_to_pixels(study, spec)
+    assert bool(out.isfinite().all()) and np.isnan(study.array[3, 2, 2])  # the study keeps its values
+
+
 def test_hu_window_and_minmax_map_to_unit_range(chest_study):
     e3d = Preprocess.from_recipe(load_recipe("e3d-gpt-vicuna-7b").preprocess)
     pixels = volume_to_pixels(chest_study, e3d)

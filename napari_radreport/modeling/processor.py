@@ -88,7 +88,7 @@ def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     if spec.spacing_mm is not None and None in study.spacing:
         raise InputError("the study's voxel spacing is unknown; the recipe resamples to a spacing in mm")
     # our own float32 copy (np.array copies even a float32 array), so every step below may work in place
-    volume = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
+    volume = _finite(torch.from_numpy(np.array(array, dtype=np.float32, order="C")))
     if spec.spacing_mm is not None:
         volume = _resample(volume, study.spacing, spec.spacing_mm)
     if spec.intensity == "hu_window":
@@ -127,12 +127,23 @@ def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
     return (index + 0.5) * np.asarray(target) / np.asarray(shape) - 0.5
 
 
+def _finite(data: torch.Tensor) -> torch.Tensor:
+    """``data`` with NaN and -inf set to its lowest finite value and +inf to its highest, in place (the
+    readers warn about such voxels; a model must never see them: clamps and min-max keep NaN)."""
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        values = data[finite]
+        low, high = (values.min().item(), values.max().item()) if values.numel() else (0.0, 0.0)
+        torch.nan_to_num_(data, nan=low, posinf=high, neginf=low)
+    return data
+
+
 def _unit_range(image) -> torch.Tensor:
     """A radiograph to [0, 1] through its display window (or its own range)."""
     from napari_radreport.io.windows import default_contrast_limits
 
     lo, hi = default_contrast_limits("xray_set", image.array, image.file_window)
-    data = torch.from_numpy(np.asarray(image.array, dtype=np.float32))
+    data = _finite(torch.from_numpy(np.array(image.array, dtype=np.float32)))
     return ((data - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
 
 
