@@ -36,12 +36,14 @@ def test_the_real_abdominal_cts_are_not_chest(abdomen_nifti, j2k_series):
         assert found.source == "image" and "chest" not in found.regions and "abdomen" in found.regions, found
 
 
-def test_a_synthetic_phantom_is_chest_by_its_image(tmp_path):
+def test_a_synthetic_phantom_is_chest_by_its_image_and_within_the_demo_models_scope(tmp_path):
     from napari_radreport.data.phantoms.generate import write_phantoms
 
     write_phantoms(tmp_path, 1, seed=3)
     study = load_study(next(tmp_path.rglob("*.nii.gz")))
     assert body_regions(study).regions[0] == "chest"
+    verdict = scope_verdict(ModelScope.parse(DEMO, "ct"), study)  # the phantom's header carries its mark
+    assert verdict.in_scope and verdict.reasons == [] and verdict.model_data.endswith("synthetic chest CT phantoms")
 
 
 def test_a_skull_around_brain_is_a_head(tmp_path):

@@ -207,6 +207,15 @@ def guess_modality(array: np.ndarray) -> tuple[str, str]:
     return "", f"modality not stored in NIfTI and values ({lo:.4g}..{hi:.4g}) do not look like HU"
 
 
+def _description(header) -> str:
+    """The header's free-text ``descrip`` field, decoded ("" when absent or unreadable)."""
+    try:
+        raw = header["descrip"].item() if "descrip" in header else b""
+    except (KeyError, ValueError):
+        return ""
+    return (raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)).strip("\x00 ")
+
+
 def read_nifti(path: str | Path, modality: str | None = None, *, budget: MemoryBudget | None = None) -> Study:
     """A NIfTI volume, its header checked against the file and the memory budget before any voxel is read."""
     path = Path(path)
@@ -257,6 +266,7 @@ def read_nifti(path: str | Path, modality: str | None = None, *, budget: MemoryB
         "qform_code": qform_code,
         "reorientation": {"perm": list(plan.perm), "flip": list(plan.flip)},
         "obliquity_deg": tilt,
+        "description": _description(header),  # the header's descrip text (e.g. the phantoms' mark)
     }
     if tilt > OBLIQUE_TOLERANCE_DEG:
         warnings.append(
