@@ -18,6 +18,7 @@ from napari_radreport.engine import (  # noqa: E402
     EngineError,
     Finished,
     GenerationSettings,
+    OutOfScope,
     SectionStarted,
     Token,
 )
@@ -277,8 +278,12 @@ def test_a_second_job_while_one_runs_is_refused(engine, abdomen):
 
 def test_a_model_that_cannot_take_the_input_says_so(engine, tiny_xray_model, shared_data):
     xrays = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
+    with pytest.raises(OutOfScope, match="the model reads CT volumes; this study is radiographs"):
+        engine.ask(xrays, "Is there a nodule?")
+    engine.allow_out_of_scope = True  # an engineer's override cannot make a CT model read radiographs
     with pytest.raises(InputError, match="reads CT volumes; the study is a xray_set"):
         engine.ask(xrays, "Is there a nodule?")
+    engine.allow_out_of_scope = False
     engine.load(tiny_xray_model)
     answer = engine.ask(xrays, "Is there a nodule?", settings=GenerationSettings(max_new_tokens=2))
     assert answer.n_tokens >= 1

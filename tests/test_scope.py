@@ -79,3 +79,27 @@ def test_a_bad_scope_section_names_the_field():
         ModelScope.parse({"body_regions": ["thorax"]}, "ct")
     with pytest.raises(ValueError, match="scope has unknown field"):
         ModelScope.parse({"regions": ["chest"]}, "ct")
+
+
+def test_the_engine_refuses_a_real_scan_for_the_demo_model_unless_allowed(chest_series, tmp_path):
+    pytest.importorskip("torch")
+    from napari_radreport.data.phantoms.generate import write_phantoms
+    from napari_radreport.engine import Engine, GenerationSettings, OutOfScope, ScopeChecked
+
+    write_phantoms(tmp_path, 1, seed=4)
+    phantom, real = load_study(next(tmp_path.rglob("*.nii.gz"))), load_study(chest_series)
+    engine, events = Engine(), []
+    settings = GenerationSettings(max_new_tokens=4)
+    try:
+        engine.load()  # the demo model: synthetic chest CT phantoms only
+        with pytest.raises(OutOfScope, match="trained only on synthetic phantoms.*--allow-out-of-scope"):
+            engine.report(real, settings=settings, on_event=events.append)
+        [checked] = [e for e in events if isinstance(e, ScopeChecked)]
+        assert not checked.verdict.in_scope
+        assert engine.report(phantom, settings=settings).scope.in_scope
+        engine.allow_out_of_scope = True
+        result = engine.report(real, settings=settings)
+        assert result.text and not result.scope.in_scope and "meaningless" in result.scope.warning()
+        assert not engine.ask(real, "Is there a nodule?", settings=settings).scope.in_scope
+    finally:
+        engine.shutdown()

@@ -12,10 +12,12 @@ _EXPORTS = {  # name -> the module that defines it
     "Choice": "engine", "Engine": "engine", "EngineBusy": "engine", "EngineError": "engine",
     "ModelInfo": "engine", "ReportResult": "engine", "default_model": "engine",
     "GenerationSettings": "decoding",
-    "Finished": "events", "Progress": "events", "SectionStarted": "events", "Token": "events", "Job": "jobs",
+    "Finished": "events", "Progress": "events", "ScopeChecked": "events", "SectionStarted": "events",
+    "Token": "events", "Job": "jobs", "OutOfScope": "engine",
 }
 __all__ = ["Choice", "Engine", "EngineBusy", "EngineError", "Finished", "GenerationSettings", "Job",
-           "ModelInfo", "Progress", "ReportResult", "SectionStarted", "Token", "default_model"]
+           "ModelInfo", "OutOfScope", "Progress", "ReportResult", "ScopeChecked", "SectionStarted", "Token",
+           "default_model"]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
         EngineBusy,
         EngineError,
         ModelInfo,
+        OutOfScope,
         ReportResult,
         default_model,
     )
-    from napari_radreport.engine.events import Finished, Progress, SectionStarted, Token
+    from napari_radreport.engine.events import Finished, Progress, ScopeChecked, SectionStarted, Token
     from napari_radreport.engine.jobs import Job

@@ -9,23 +9,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_radreport.engine import prompts
 from napari_radreport.engine.decoding import GenerationSettings
-from napari_radreport.engine.events import EventCallback, Finished, Progress, SectionStarted, ignore
+from napari_radreport.engine.events import (
+    EventCallback,
+    Finished,
+    Progress,
+    ScopeChecked,
+    SectionStarted,
+    ignore,
+)
 from napari_radreport.engine.jobs import Job, WorkerThread
 
 if TYPE_CHECKING:
     from napari_radreport.modeling.prompt_spec import PromptSpec
+    from napari_radreport.modeling.scope import ScopeVerdict
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo_model"
 
 
 class EngineBusy(RuntimeError):
     """Another job is running on this engine."""
+
+
+STUDY_TASKS = ("report", "ask", "choose", "diagnose")  # tasks on a study: its scope is checked first
 
 
 class EngineError(RuntimeError):
@@ -60,12 +71,18 @@ class ReportResult:
     sections: list[tuple[str, str]]  # (title, text stripped of surrounding white space)
     stop_reason: str  # "eos", "length" or "stopped" (of the last section run)
     timings: dict[str, float] = field(default_factory=dict)
+    scope: ScopeVerdict | None = None  # the study against the model's scope
 
 
 @dataclass
 class Choice:
     letter: str
     probabilities: dict[str, float]
+    scope: ScopeVerdict | None = None
+
+
+class OutOfScope(EngineError):
+    """The study is outside what the model was made for (``Engine.allow_out_of_scope`` runs it anyway)."""
 
 
 class Engine:
@@ -77,6 +94,9 @@ class Engine:
         self.info: ModelInfo | None = None
         self.job: Job | None = None
         self._worker = WorkerThread()  # every task runs on this one thread (see jobs.py for why)
+        # A study outside the model's scope is refused (OutOfScope) unless this is set; its verdict is then
+        # reported (a ScopeChecked event) and attached to the result either way.
+        self.allow_out_of_scope = False
 
     # -- model ----------------------------------------------------------------------------
     @property
@@ -142,6 +162,12 @@ class Engine:
             release_memory()
 
     # -- tasks ----------------------------------------------------------------------------
+    def scope_of(self, study) -> ScopeVerdict:
+        """The loaded model's verdict on ``study``: is it what the model was made for (modeling/scope.py)?"""
+        from napari_radreport.modeling.scope import scope_verdict
+
+        return scope_verdict(self._runner().family.scope, study)
+
     def _runner(self):
         if self.runner is None:
             raise EngineError("no model is loaded; load one first")
@@ -278,7 +304,14 @@ class Engine:
             from napari_radreport.engine.device import is_out_of_memory, release_memory
 
             try:
-                return method(*args, **kwargs)
+                if name not in STUDY_TASKS:
+                    return method(*args, **kwargs)
+                verdict = self.scope_of(args[0])
+                kwargs["on_event"](ScopeChecked(verdict))
+                if not verdict.in_scope and not self.allow_out_of_scope:
+                    raise OutOfScope(f"{verdict.warning()} To run it anyway: --allow-out-of-scope, or "
+                                     f"\"Allow studies outside the model's scope\" in Settings")
+                return _with_scope(method(*args, **kwargs), verdict)
             except BaseException as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -361,6 +394,12 @@ class Engine:
         if self.job is not None:
             self.job.stop()
         return self._worker.close(timeout)
+
+
+def _with_scope(result: Any, verdict: ScopeVerdict) -> Any:
+    """``result`` carrying ``verdict`` where it has a ``scope`` field (a report, an answer, a choice)."""
+    has_scope = hasattr(result, "__dataclass_fields__") and "scope" in {f.name for f in fields(result)}
+    return replace(result, scope=verdict) if has_scope else result
 
 
 def _mass(logprobs, ids: list[int]) -> float:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_radreport.modeling.scope import ScopeVerdict
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,13 @@ class Token:
 
 
 @dataclass(frozen=True)
+class ScopeChecked:
+    """Before a task on a study: whether the study is within the model's scope, and why not."""
+
+    verdict: ScopeVerdict
+
+
+@dataclass(frozen=True)
 class Finished:
     """A generation ended: why ('eos', 'length', 'stopped'), its text, and where the time went."""
 
@@ -50,9 +60,10 @@ class Finished:
     stop_reason: str
     n_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    scope: ScopeVerdict | None = None  # the study against the model's scope (ScopeChecked's verdict)
 
 
-Event = Progress | SectionStarted | Token | Finished
+Event = Progress | ScopeChecked | SectionStarted | Token | Finished
 EventCallback = Callable[[Any], None]
 
 

@@ -3,7 +3,7 @@ into the model's inputs.
 
 A family is one class. ``matches(config)`` says whether a folder's config.json is one of its models; ``load``
 builds the model and the family object from a local folder; the object holds the facts parsed then (tokenizer
-or processor, preprocessing, modality, image token id, prompt spec) and builds prompts and image inputs for
+or processor, preprocessing, modality, image token id, prompt spec, scope) and builds prompts and image inputs
 the runner, which never asks which family it has. ``FAMILIES`` lists them in the order ``load_model`` tries
 them: a new family (MedGemma, CT-CHAT) is one more class, placed before the broad image-text-to-text one.
 A family never holds the model itself: adapters replace ``LoadedModel.model`` and unloading drops it.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from napari_radreport.modeling.checkpoints import CheckpointError, from_pretrained_checked, tokenizer_error
 from napari_radreport.modeling.prompt_spec import PromptSpec
+from napari_radreport.modeling.scope import ModelScope
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +38,14 @@ class ModelFamily(ABC):
     name: ClassVar[str]  # stable and readable: LoadedModel.kind, ModelInfo.kind
 
     def __init__(self, *, tokenizer: Any, modality: str, image_token_id: int, prompt_spec: PromptSpec,
-                 processor: Any = None, preprocess: Preprocess | None = None) -> None:
+                 scope: ModelScope | None = None, processor: Any = None,
+                 preprocess: Preprocess | None = None) -> None:
         self.tokenizer = tokenizer
         self.processor = processor  # the transformers processor, for families that use one
         self.modality = modality  # "ct" or "xray": what the model reads
         self.image_token_id = image_token_id  # the placeholder the image's features replace
         self.prompt_spec = prompt_spec
+        self.scope = scope or ModelScope.parse(None, modality)  # what the model was made for
         self.preprocess = preprocess  # our processor's recipe, for families that encode images apart
 
     @classmethod
@@ -143,6 +146,7 @@ class RadReportFamily(ModelFamily):
         modality = "ct" if config.vision_config.model_type == "radreport_vit3d" else "xray"
         return cls(tokenizer=tokenizer, modality=modality, image_token_id=int(config.image_token_id),
                    prompt_spec=PromptSpec.parse(config.prompt, modality),
+                   scope=ModelScope.parse(getattr(config, "scope", None), modality),
                    preprocess=Preprocess.from_recipe(config.preprocess), image_token=config.image_token,
                    num_image_tokens=int(model.num_image_tokens))
 
@@ -215,7 +219,8 @@ class ImageTextToTextFamily(ModelFamily):
         if token is None:
             raise CheckpointError(f"config.json ({config.model_type}) names no image token id")
         return cls(tokenizer=tokenizer, processor=processor, modality="xray", image_token_id=int(token),
-                   prompt_spec=PromptSpec.parse(getattr(config, "prompt", None), "xray"))
+                   prompt_spec=PromptSpec.parse(getattr(config, "prompt", None), "xray"),
+                   scope=ModelScope.parse(getattr(config, "scope", None), "xray"))
 
     def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
         from napari_radreport.modeling.processor import stitched_picture

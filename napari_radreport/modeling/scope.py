@@ -111,7 +111,7 @@ def scope_verdict(scope: ModelScope, study) -> ScopeVerdict:
     if scope.synthetic_only and study.extra.get("description") != SYNTHETIC_PHANTOM:
         against.append("the model was trained only on synthetic phantoms, so what it writes about a real "
                        "scan is meaningless")
-    if not scope.declared:
+    if not scope.declared and not against:
         notes.append("the model declares no scope beyond its modality")
     return ScopeVerdict(in_scope=not against, reasons=against + notes, model_data=scope.describe(),
                         study_regions=list(found.regions), region_source=found.source)
