@@ -65,7 +65,8 @@ def _rewrite_complete(path: Path, meta: dict, predictions: dict[str, dict]) -> N
 
 
 def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, Any]:
-    """One study's predictions; a study that cannot be read or run gets ``error`` instead."""
+    """One study's predictions, with the study's verdict against the model's scope (``scope``: scoring runs
+    every study, in scope or not); a study that cannot be read or run gets ``error`` instead."""
     from napari_radreport.common import one_line
     from napari_radreport.data.studies import read_record_study
     from napari_radreport.engine.prompts import LETTERS, REGIONS
@@ -73,6 +74,7 @@ def predict_study(engine, record, tasks: Sequence[str], settings) -> dict[str, A
     out: dict[str, Any] = {"id": record.id}
     try:
         study = read_record_study(record)
+        out["scope"] = engine.scope_of(study).as_dict()
         if "report" in tasks:
             sections = dict(engine.report(study, sections=("findings", "impression"),
                                           settings=settings).sections)

@@ -26,6 +26,7 @@ class UserSettings:
     top_p: float = 0.9
     drafts_folder: str = ""  # empty: the default drafts folder
     notice_acknowledged: bool = False
+    allow_out_of_scope: bool = False  # run studies a model was not made for (outputs say so)
 
     def generation(self):
         from napari_radreport.engine.decoding import GenerationSettings

@@ -42,6 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.manifest}: no records in split {args.split!r}")
     records = records[: args.limit] if args.limit else records
     engine = Engine()
+    engine.allow_out_of_scope = True  # scoring runs every phantom, also those written before they were marked
     info = engine.load(model, device=args.device)
     started, done = time.perf_counter(), []
     with (Path(args.details).open("w", encoding="utf-8") if args.details else nullcontext()) as details:

@@ -30,6 +30,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         device = f"cuda:{place.local_rank}" if torch.cuda.is_available() else "cpu"
     engine = Engine()
+    engine.allow_out_of_scope = True  # scoring runs every study; each prediction records its scope verdict
     info = engine.load(model, device=device)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     meta = run_meta(info, args.tasks, settings, manifest, args.split)

@@ -30,6 +30,7 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str]):
 
     study = load_study(paths if len(paths) > 1 else paths[0], series=args.series)
     engine = Engine()
+    engine.allow_out_of_scope = args.allow_out_of_scope
 
     def progress(event: Any) -> None:
         if isinstance(event, Progress) and event.stage == "load":
@@ -62,6 +63,8 @@ def _stream(engine, task: str, *args: Any, **kwargs: Any):
                     print(event.text, end="", flush=True)
                 elif isinstance(event, SectionStarted):
                     print(event.heading, end="", flush=True)
+                else:
+                    _warn_scope(event)
             break
         except KeyboardInterrupt:
             interrupted = True
@@ -69,6 +72,14 @@ def _stream(engine, task: str, *args: Any, **kwargs: Any):
             print("\nradreport: stopping…", file=sys.stderr)
     print(flush=True)
     return job.result(), interrupted
+
+
+def _warn_scope(event: Any) -> None:
+    """A scope verdict's warning on stderr, before anything is written about the study."""
+    from napari_radreport.engine import ScopeChecked
+
+    if isinstance(event, ScopeChecked) and event.verdict.warning():
+        print(f"radreport: {event.verdict.warning()}", file=sys.stderr, flush=True)
 
 
 def _generation(args: argparse.Namespace):
@@ -96,7 +107,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions,
                                   settings=settings)
     if args.out:
-        provenance = report_provenance(engine.info, report_task(sections, regions), settings)
+        provenance = report_provenance(engine.info, report_task(sections, regions), settings, result.scope)
         record = ReportRecord(final_text=result.text, ai_draft=result.text,
                               study=StudyReference.from_study(study), provenance=provenance,
                               stop_reason=result.stop_reason, include_paths=args.include_paths)
@@ -123,7 +134,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise ValueError("give the study's path(s) then the question in quotes")
     engine, study = _engine_and_study(args, paths)
     if args.choices:
-        choice = engine.choose(study, question, args.choices)
+        choice = engine.choose(study, question, args.choices, on_event=_warn_scope)
         print(choice.letter)
         probabilities = ", ".join(f"{k} {v:.1%}" for k, v in choice.probabilities.items())
         print(f"radreport: {probabilities}", file=sys.stderr)
@@ -135,10 +146,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     engine, study = _engine_and_study(args, args.paths)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    result = engine.diagnose(study, labels)
+    checked = []
+    result = engine.diagnose(study, labels, on_event=lambda e: (_warn_scope(e), checked.append(e)))
     if args.json:
+        scope = next((e.verdict.as_dict() for e in checked if hasattr(e, "verdict")), None)
         print(json.dumps({"model": engine.info.name, "weights_sha256": engine.info.weights_sha256,
-                          "probabilities": result}, indent=2))
+                          "scope": scope, "probabilities": result}, indent=2))
         return 0
     width = max(map(len, result))
     for label, p in sorted(result.items(), key=lambda kv: -kv[1]):
@@ -152,6 +165,8 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default="auto",
                        help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
+    model.add_argument("--allow-out-of-scope", action="store_true",
+                       help="run a study the model was not made for (its outputs say so) instead of refusing")
     model.add_argument("--allow-partial", action="store_true",
                        help="load a model whose weights miss tensors (every output is marked incomplete)")
     generation = argparse.ArgumentParser(add_help=False)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from napari_radreport.engine.decoding import GenerationSettings
     from napari_radreport.engine.engine import ModelInfo
     from napari_radreport.export import Provenance
+    from napari_radreport.modeling.scope import ScopeVerdict
 
 
 def report_task(sections: Sequence[str], regions: Sequence[str] | None = None) -> str:
@@ -24,8 +25,10 @@ def report_task(sections: Sequence[str], regions: Sequence[str] | None = None) -
     return "report:" + "+".join(sections) + (f";regions={','.join(regions)}" if regions else "")
 
 
-def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) -> Provenance:
-    """The provenance of a draft that the loaded model ``info`` writes now for ``task`` with ``settings``."""
+def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings,
+                      scope: ScopeVerdict | None = None) -> Provenance:
+    """The provenance of a draft that the loaded model ``info`` writes now for ``task`` with ``settings``,
+    with the study's scope verdict when it is known."""
     from napari_radreport import __version__
     from napari_radreport.export import Provenance
 
@@ -33,7 +36,7 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings) 
                       adapter=",".join(info.adapters), recipe=info.name, task=task,
                       generation=settings.as_dict(), device=info.device, dtype=info.dtype,
                       generated_at=utc_now(), software_version=__version__,
-                      weight_problems=list(info.incomplete))
+                      weight_problems=list(info.incomplete), scope=scope.as_dict() if scope else {})
 
 
 def file_sha256(path: str | Path) -> str:

@@ -30,6 +30,8 @@ def status_line(record: ReportRecord) -> str:
     status = STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
     if record.provenance.weight_problems:
         status += "; written by a model with incomplete weights (unreliable)"
+    if record.out_of_scope_reason:
+        status += f"; OUT OF THE MODEL'S SCOPE: {record.out_of_scope_reason}"
     return status if record.complete else f"{status}; incomplete: {record.incomplete_reason}"
 
 

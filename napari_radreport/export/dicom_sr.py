@@ -5,8 +5,9 @@ headers, and its evidence (Current Requested Procedure Evidence Sequence) lists 
 under its series. A study that did not come from DICOM (NIfTI, PNG) gets a new Study Instance UID and empty
 patient fields. Content: Findings and Impressions containers (TID 2000 section codes) holding the text,
 then a comment saying it is an AI draft and whether it was reviewed, and a comment with the provenance.
-Completion Flag: COMPLETE only for a reviewed report whose generation ended by itself; PARTIAL otherwise,
-with the Completion Flag Description "incomplete: generation was stopped" (or why else) when it did not.
+Completion Flag: COMPLETE only for a reviewed report whose generation ended by itself, about a study within
+the model's scope; PARTIAL otherwise, with the Completion Flag Description "incomplete: generation was
+stopped" (or why else), or "out of the model's scope" (the status comment says why).
 The SR holds no file paths: the source files are read for their UIDs, which the evidence references.
 """
 
@@ -165,7 +166,7 @@ def build_sr(record: ReportRecord) -> Any:
             sop_instance_uid=UID(),
             instance_number=INSTANCE_NUMBER,
             manufacturer=MANUFACTURER,
-            is_complete=record.reviewed and record.complete,
+            is_complete=record.reviewed and record.complete and not record.out_of_scope_reason,
             is_final=False,
             is_verified=False,
             series_description=SERIES_DESCRIPTION,
@@ -173,7 +174,9 @@ def build_sr(record: ReportRecord) -> Any:
         )
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: report text and names may hold any character
     if not record.complete:
-        sr.CompletionFlagDescription = f"incomplete: {record.incomplete_reason}"
+        sr.CompletionFlagDescription = f"incomplete: {record.incomplete_reason}"[:64]  # LO: 64 characters
+    elif record.out_of_scope_reason:
+        sr.CompletionFlagDescription = "out of the model's scope (see the report's status)"
     for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
         if keyword in sr:
             delattr(sr, keyword)  # only the identity stub is in there

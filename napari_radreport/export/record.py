@@ -30,6 +30,7 @@ class Provenance:
     generated_at: str = ""  # ISO 8601, UTC
     software_version: str = ""
     weight_problems: list[str] = field(default_factory=list)  # loaded with allow_partial: tensors missing...
+    scope: dict[str, Any] = field(default_factory=dict)  # the study against the model's scope (ScopeVerdict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +96,12 @@ class ReportRecord:
         return self.stop_reason not in INCOMPLETE
 
     @property
+    def out_of_scope_reason(self) -> str:
+        """Why the study is outside what the model was made for; '' when it is within (or was not checked)."""
+        scope = self.provenance.scope
+        return "; ".join(scope.get("reasons", [])) if scope and not scope.get("in_scope", True) else ""
+
+    @property
     def incomplete_reason(self) -> str:
         """What an incomplete report says about itself ("generation was stopped"); '' when complete."""
         return INCOMPLETE.get(self.stop_reason, "")
@@ -103,4 +110,5 @@ class ReportRecord:
         return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
                 "reviewed": self.reviewed, "complete": self.complete, "stop_reason": self.stop_reason,
                 "study": self.study.as_dict(include_paths=self.include_paths),
-                "provenance": self.provenance.as_dict(), "include_paths": self.include_paths}
+                "provenance": self.provenance.as_dict(), "include_paths": self.include_paths,
+                "scope": self.provenance.scope or None}

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.engine.events import Progress, Token
 from napari_radreport.engine.prompts import LETTERS, parse_choices
+from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -69,6 +70,7 @@ class ChatDock(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(ScopeNote(session))  # why the study is outside the model's scope, if it is
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
         self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.engine.events import Progress
 from napari_radreport.engine.prompts import DIAGNOSIS_THRESHOLD
+from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -89,6 +90,7 @@ class FindingsDock(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
+        layout.addWidget(ScopeNote(session))  # why the study is outside the model's scope, if it is
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
         session.model_changed.connect(self.render)

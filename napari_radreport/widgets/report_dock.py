@@ -7,6 +7,7 @@ export of a stopped or unfinished draft says it is incomplete.
 
 from __future__ import annotations
 
+import copy
 import html
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,11 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.common import one_line
 from napari_radreport.drafts import Draft, DraftCorrupted
-from napari_radreport.engine.events import Progress, SectionStarted, Token
+from napari_radreport.engine.events import Progress, ScopeChecked, SectionStarted, Token
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import dialog_filters
 from napari_radreport.widgets.draft_editor import DraftEditor
+from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.study_picker import StudyPicker
 
@@ -89,6 +91,8 @@ class ReportDock(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.scope_note = ScopeNote(session)
+        self._kept: Draft | None = None  # the draft as it was before a generation that has not written yet
         self.speed = QLabel("")
         self._section = ""  # the section being written, for the speed line
         self.editor = DraftEditor(lambda: self.session.drafts)
@@ -117,6 +121,7 @@ class ReportDock(QWidget):
         self.editor.actions.addWidget(self.export_button)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.scope_note)
         layout.addLayout(progress_row)
         layout.addWidget(self.editor, 1)
 
@@ -204,10 +209,11 @@ class ReportDock(QWidget):
         draft = self.draft_for(study)
         watcher = self.session.run(self, "report", study, sections=sections, regions=regions or None,
                                    settings=settings, on_events=self._on_events, on_result=self._generated,
-                                   on_error=self._show_error, on_end=self._generation_ended,
+                                   on_error=self._generation_failed, on_end=self._generation_ended,
                                    progress=self.progress, error_prefix="Generation failed")
         if watcher is None:  # busy: said why, nothing started
             return
+        self._kept = copy.deepcopy(draft)
         draft.start_new_ai_draft(report_provenance(info, report_task(sections, regions), settings).as_dict())
         draft.stop_reason = "generating"  # until the job ends: a draft left so by a crash is incomplete
         self.job_study = study
@@ -248,6 +254,8 @@ class ReportDock(QWidget):
                 self.status.setText(f"Writing {event.title}…")
             elif isinstance(event, Progress):
                 self.status.setText(html.escape(event.message or event.stage))
+            elif isinstance(event, ScopeChecked) and self.job_study is not None:  # exported with the draft
+                self.drafts[self.job_study.key].provenance["scope"] = event.verdict.as_dict()
         if pieces and self.job_study is not None:
             self._write("".join(pieces))
 
@@ -258,12 +266,22 @@ class ReportDock(QWidget):
             self.drafts[self.job_study.key].stop_reason = result.stop_reason
         self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
 
+    def _generation_failed(self, text: str) -> None:
+        """One line; a draft the failed job had not written to yet is put back as it was (a refused study,
+        e.g. outside the model's scope, keeps its earlier draft)."""
+        draft = self.drafts.get(self.job_study.key) if self.job_study is not None else None
+        if draft is not None and self._kept is not None and not draft.ai_draft:
+            self.drafts[self.job_study.key] = draft = self._kept
+            if self.editor.draft is not draft and self.job_study is self.session.study:
+                self.editor.show_draft(draft)
+        self._show_error(text)
+
     def _generation_ended(self) -> None:
         """After the result or the error: the draft is saved and editable again."""
         study, self.job_study = self.job_study, None
         if study is None:
             return
-        draft = self.drafts[study.key]
+        draft, self._kept = self.drafts[study.key], None
         if draft.stop_reason == "generating":  # no result: the job failed
             draft.stop_reason = "failed"
         if self.editor.draft is draft:

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QProgressBar
 from napari_radreport.common import one_line
 from napari_radreport.drafts import DraftStore
 from napari_radreport.engine.engine import Engine, EngineBusy
-from napari_radreport.engine.events import Progress
+from napari_radreport.engine.events import Progress, ScopeChecked
 from napari_radreport.user_settings import UserSettings
 
 if TYPE_CHECKING:
@@ -57,7 +57,16 @@ class JobWatcher(QObject):
 
 def error_html(text: str) -> str:
     """One line of error text, escaped, in the docks' error colour (for a status label's rich text)."""
-    return f"<span style='color:#e05050'>{html.escape(text)}</span>"
+    return f"<span style='color:#e05050'>{html.escape(text, quote=False)}</span>"
+
+
+def scope_html(scope: dict | None) -> str:
+    """A study's scope verdict (``ScopeVerdict.as_dict()``) as a dock's orange rich text; "" when the study is
+    within the model's scope with nothing to say."""
+    from napari_radreport.modeling.scope import ScopeVerdict
+
+    text = ScopeVerdict(**scope).warning() if scope else ""
+    return f"<span style='color:#f0a040'><b>{html.escape(text, quote=False)}</b></span>" if text else ""
 
 
 def show_fraction(bar: QProgressBar, fraction: float | None) -> None:
@@ -121,6 +130,7 @@ class ViewerSession(QObject):
     model_changed = Signal(object)  # ModelInfo or None
     busy_changed = Signal(bool)
     settings_changed = Signal(object)  # UserSettings
+    scope_changed = Signal()  # a study's verdict against the model's scope arrived (``scopes``)
 
     def __init__(self, viewer: napari.Viewer):
         super().__init__()
@@ -130,6 +140,7 @@ class ViewerSession(QObject):
         self.drafts = DraftStore(self.settings.drafts_folder or None)
         self.study: Study | None = None
         self.chats: dict[str, list[tuple[str, str, str]]] = {}  # study key -> (question, answer, note)
+        self.scopes: dict[str, dict] = {}  # study key -> the loaded model's ScopeVerdict.as_dict()
         self.watcher: JobWatcher | None = None
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
@@ -178,6 +189,7 @@ class ViewerSession(QObject):
         shows while the job runs: determinate at a ``Progress`` event's fraction, indeterminate otherwise.
         The buttons are back (``busy_changed(False)``) before the handlers run; a closed dock gets no calls.
         """
+        self.engine.allow_out_of_scope = self.settings.allow_out_of_scope  # refused unless the user allows it
         try:
             job = self.engine.start(task, *args, **kwargs)
         except EngineBusy as exc:
@@ -189,6 +201,8 @@ class ViewerSession(QObject):
         relay = _Relay(getattr(owner, "native", owner), on_result, on_error, on_events, on_end, progress,
                        f"{error_prefix}: " if error_prefix else "")
         watcher.events.connect(relay.events)
+        if args and hasattr(args[0], "key"):  # a task on a study: keep its scope verdict for every dock
+            watcher.events.connect(lambda events, key=args[0].key: self._keep_scope(key, events))
         watcher.finished.connect(relay.finished)
         if progress is not None:
             show_fraction(progress, None)
@@ -196,10 +210,17 @@ class ViewerSession(QObject):
         self.busy_changed.emit(True)
         return watcher
 
+    def _keep_scope(self, key: str, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, ScopeChecked):
+                self.scopes[key] = event.verdict.as_dict()
+                self.scope_changed.emit()
+
     def _job_finished(self, result: Any, error: BaseException | None) -> None:
         task = self.job_task
         self.watcher, self.job_owner, self.job_task = None, None, ""
         if task in ("load", "unload"):
+            self.scopes.clear()  # a verdict is the loaded model's
             self.model_changed.emit(self.engine.info)
         self.busy_changed.emit(False)
 

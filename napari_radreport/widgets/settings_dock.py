@@ -55,14 +55,18 @@ class SettingsDock(Container):
                                    value=_within(s.temperature, TEMPERATURE))
         top_p = FloatSpinBox(min=TOP_P[0], max=TOP_P[1], step=0.05, label="Top-p",
                              value=_within(s.top_p, TOP_P))
+        out_of_scope = CheckBox(text="Allow studies outside the model's scope", value=s.allow_out_of_scope,
+                                tooltip="Run a study the model was not made for (wrong body region, a real "
+                                        "scan for a synthetic-only model); its outputs say so. Off: refused.")
         form = Container()
-        form.extend([folder, device, dtype, max_new, sample, temperature, top_p])  # added: labels aligned
+        form.extend([folder, device, dtype, max_new, sample, temperature, top_p, out_of_scope])  # aligned
         load = PushButton(text="Load model with these settings")
         progress = ProgressBar(min=0, max=100)
         status = Label(value="")
         super().__init__(widgets=[form, load, progress, status], labels=False)
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
+        self.allow_out_of_scope = out_of_scope
         self.load_button, self.progress, self.status = load, progress, status
         progress.native.setVisible(False)
         status.native.setWordWrap(True)
@@ -76,6 +80,7 @@ class SettingsDock(Container):
         sample.changed.connect(lambda v: self._set(do_sample=bool(v)))
         temperature.changed.connect(lambda v: self._set(temperature=float(v)))
         top_p.changed.connect(lambda v: self._set(top_p=float(v)))
+        out_of_scope.changed.connect(lambda v: self._set(allow_out_of_scope=bool(v)))
         sample.changed.connect(self._sampling_enabled)
         load.changed.connect(self.load)
         self._sampling_enabled(s.do_sample)
