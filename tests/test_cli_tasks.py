@@ -56,7 +56,7 @@ def test_diagnose_prints_eighteen_probabilities_as_json(tiny_ct_model, abdomen_n
 
 
 @pytest.mark.parametrize("args, message", [
-    (["report", "{xray}", "--model", "{model}"], "reads CT volumes; the study is a xray_set"),
+    (["report", "{xray}", "--model", "{model}"], "the model reads CT volumes; this study is radiographs"),
     (["report", "{ct}", "--model", "{missing}"], "no-such-model"),
     (["report", "{ct}", "--model", "{model}", "--region", "head"], "unknown region(s) head"),
     (["ask", "Is there a nodule?", "--model", "{model}"], "give the study's path(s) then the question"),

@@ -308,6 +308,8 @@ class Engine:
                     return method(*args, **kwargs)
                 verdict = self.scope_of(args[0])
                 kwargs["on_event"](ScopeChecked(verdict))
+                if not verdict.readable:
+                    raise OutOfScope(verdict.warning())
                 if not verdict.in_scope and not self.allow_out_of_scope:
                     raise OutOfScope(f"{verdict.warning()} To run it anyway: --allow-out-of-scope, or "
                                      f"\"Allow studies outside the model's scope\" in Settings")

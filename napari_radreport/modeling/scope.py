@@ -75,6 +75,7 @@ class ScopeVerdict:
     model_data: str = ""  # ModelScope.describe()
     study_regions: list[str] = field(default_factory=list)
     region_source: str = ""  # "header", "image", "modality" or "none"
+    readable: bool = True  # False: the model cannot read this kind of study at all (no override helps)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,4 +115,5 @@ def scope_verdict(scope: ModelScope, study) -> ScopeVerdict:
     if not scope.declared and not against:
         notes.append("the model declares no scope beyond its modality")
     return ScopeVerdict(in_scope=not against, reasons=against + notes, model_data=scope.describe(),
-                        study_regions=list(found.regions), region_source=found.source)
+                        study_regions=list(found.regions), region_source=found.source,
+                        readable=kind in scope.modalities)
