@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 PLUGIN = "napari-radreport"
 DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
 TABBED = ("Chat", "Findings", "Settings")
-SAMPLES = {"ct": "abdomen_ct", "xray": "chest_xray"}
+SAMPLES = {"phantom": "chest_phantom", "ct": "abdomen_ct", "xray": "chest_xray"}
 
 
 def widen_contrast_range(layer) -> None:
@@ -52,7 +52,7 @@ def add_docks(viewer: napari.Viewer) -> dict:
 
 
 def open_viewer(
-    paths: Sequence[str] | None, *, sample: str = "ct", series: str | None = None, run: bool = True
+    paths: Sequence[str] | None, *, sample: str = "phantom", series: str | None = None, run: bool = True
 ):
     """A napari window with the plugin's docks and a study (a sample when no paths are given)."""
     import napari

@@ -100,3 +100,5 @@ def test_sample_data_opens(make_napari_viewer):
     assert layers[0].metadata["study"].extra["attribution"].startswith("TotalSegmentator")
     layers = viewer.open_sample("napari-radreport", "chest_xray")
     assert layers[0].metadata["study"].kind == "xray_set"
+    phantom = viewer.open_sample("napari-radreport", "chest_phantom")[0].metadata["study"]  # made, cached
+    assert phantom.kind == "ct" and phantom.extra["description"] == "napari-radreport synthetic phantom"

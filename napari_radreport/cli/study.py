@@ -61,5 +61,7 @@ def add_study_commands(sub, common: argparse.ArgumentParser) -> None:
 
     demo = sub.add_parser("demo", parents=[common],
                           help="open napari with the plugin's docks and a sample study")
-    demo.add_argument("--sample", default="ct", choices=["ct", "xray"], help="which sample to open")
+    demo.add_argument("--sample", default="phantom", choices=["phantom", "ct", "xray"],
+                      help="phantom: a synthetic chest CT (what the demo model reads; default); ct, xray: "
+                           "the real abdominal CT or chest radiograph (which the demo model refuses)")
     demo.set_defaults(func=cmd_demo)

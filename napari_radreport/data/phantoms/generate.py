@@ -44,7 +44,7 @@ def _split_of(index: int, count: int, val: float, test: float) -> str:
     return "val" if index >= count - n_test - n_val else "train"
 
 
-def _write_nifti(path: Path, volume: np.ndarray) -> None:
+def write_nifti(path: Path, volume: np.ndarray) -> None:
     import nibabel
 
     image = nibabel.Nifti1Image(np.round(volume).astype(np.int16), anatomy.nifti_affine())
@@ -68,7 +68,7 @@ def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0
     indices = [i for i in range(count) if only is None or _split_of(i, count, val, test) == only]
     for done, index in enumerate(indices, start=1):
         record, volume = phantom_record(index, seed, _split_of(index, count, val, test))
-        _write_nifti(out / record.images[0], volume)
+        write_nifti(out / record.images[0], volume)
         records.append(record)
         if progress is not None:
             progress(done, len(indices))
