@@ -41,7 +41,8 @@ def test_a_real_scan_is_refused_for_the_demo_model_and_every_dock_says_why(demo_
     draft.ai_draft = draft.text = "An earlier draft."
     report.generate()
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
-    assert "synthetic phantoms" in report.status.text() and "Allow studies outside" in report.status.text()
+    assert "outside this model's scope (below)" in report.status.text()
+    assert "Allow studies outside" in report.status.text()
     assert report.draft_for(session.study).text == "An earlier draft."  # a refusal wipes nothing
     for dock in ("Report", "Chat", "Findings"):
         notes = [w for w in demo_docks[dock].findChildren(type(report.scope_note)) if w.isVisible()]

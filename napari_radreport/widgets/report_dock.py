@@ -274,6 +274,11 @@ class ReportDock(QWidget):
             self.drafts[self.job_study.key] = draft = self._kept
             if self.editor.draft is not draft and self.job_study is self.session.study:
                 self.editor.show_draft(draft)
+        scope = self.session.scopes.get(self.job_study.key) if self.job_study is not None else None
+        if scope and not scope["in_scope"] and draft is self._kept:  # refused: the note below says why
+            text = ("Not generated: the study is outside this model's scope (below). Settings → \"Allow "
+                    "studies outside the model's scope\" runs it anyway." if scope.get("readable", True) else
+                    "Not generated: this model cannot read this kind of study (below).")
         self._show_error(text)
 
     def _generation_ended(self) -> None:
