@@ -36,6 +36,17 @@ def test_the_real_abdominal_cts_are_not_chest(abdomen_nifti, j2k_series):
         assert found.source == "image" and "chest" not in found.regions and "abdomen" in found.regions, found
 
 
+def test_the_image_of_a_study_is_read_for_its_regions_once(abdomen_nifti, monkeypatch):
+    from napari_radreport.io import body_region
+
+    calls = []
+    real = body_region.regions_from_image
+    monkeypatch.setattr(body_region, "regions_from_image", lambda study: calls.append(study) or real(study))
+    study = load_study(abdomen_nifti)
+    first = body_regions(study)
+    assert body_regions(study) is first and len(calls) == 1  # every task's scope check asks again
+
+
 def test_a_synthetic_phantom_is_chest_by_its_image_and_within_the_demo_models_scope(tmp_path):
     from napari_radreport.data.phantoms.generate import write_phantoms
 

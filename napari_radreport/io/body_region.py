@@ -118,7 +118,17 @@ def regions_from_image(study) -> tuple[tuple[str, ...], dict[str, int]]:
 
 
 def body_regions(study) -> BodyRegions:
-    """What the header names, else what the CT image shows, else nothing (radiographs: chest unless named)."""
+    """What the header names, else what the CT image shows, else nothing (radiographs: chest unless named).
+
+    Found once per study and kept in ``study.extra`` (as ``Study.key`` keeps its key): every task on the study
+    checks its scope, and the image is not sampled again for each."""
+    found = study.extra.get("body_regions")
+    if found is None:
+        found = study.extra["body_regions"] = _find_body_regions(study)
+    return found
+
+
+def _find_body_regions(study) -> BodyRegions:
     texts = [getattr(study.tags, name, "") for name in ("body_part", "protocol_name", "study_description",
                                                         "series_description")]
     named = regions_from_text(*texts)
