@@ -62,20 +62,17 @@ def resolve_dtype(device: str, choice: str = "auto"):
 
 
 def free_bytes(device: str) -> int | None:
-    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU:
-    MemAvailable); None if unknown."""
+    """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if
+    unknown."""
     import torch
 
     if device.startswith("cuda"):
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
     if device == "cpu":
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
+        from napari_radreport.io.limits import meminfo_available
+
+        return meminfo_available()
     return None
 
 
@@ -105,10 +102,9 @@ def memory_warning(folder: Path, device: str, dtype, margin: float = 1.2) -> str
     free = free_bytes(device)
     if free is None or need <= free:
         return None
-    return (
-        f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only {free / 2**30:.1f} GiB "
-        f"is free; loading may fail (close other programs, or choose a smaller model or another device)"
-    )
+    return (f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only "
+            f"{free / 2**30:.1f} GiB is free; loading may fail (close other programs, or choose a smaller "
+            "model or another device)")
 
 
 def release_memory() -> None:
@@ -119,11 +115,8 @@ def release_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
-    if (
-        mps is not None
-        and getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
+    backend = getattr(torch.backends, "mps", None)
+    if mps is not None and backend is not None and backend.is_available():
         mps.empty_cache()
 
 

@@ -38,7 +38,8 @@ def nbytes(shape, dtype) -> int:
     return math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
 
 
-def _meminfo_available() -> int | None:
+def meminfo_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (what Linux can hand out without swapping); None elsewhere."""
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -104,7 +105,7 @@ def _other_platforms() -> int | None:
 
 def available_memory() -> tuple[int | None, str]:
     """Bytes this process may still fill, and what bounds it (the smallest of the limits that apply)."""
-    found = [(v, what) for v, what in ((_meminfo_available(), "available memory"),
+    found = [(v, what) for v, what in ((meminfo_available(), "available memory"),
                                        (_cgroup_room(), "memory left under the cgroup limit"),
                                        (_address_space_room(), "address space left under RLIMIT_AS"))
              if v is not None]

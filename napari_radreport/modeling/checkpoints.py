@@ -13,7 +13,7 @@ import json
 import logging
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +235,19 @@ def from_pretrained_checked(model_class: Any, folder: Path, pretrained: dict[str
     return model, report.notes()
 
 
-def tokenizer_error(folder: Path, exc: BaseException, what: str = "tokenizer") -> CheckpointError:
+def read_tokenizer(folder: Path, load: Callable[[], Any], what: str = "tokenizer") -> Any:
+    """``load()`` (a tokenizer's or processor's ``from_pretrained``), or one line naming the file of
+    ``folder`` that could not be read in place of the traceback (tokenizers raises plain Exceptions for a
+    broken tokenizer.json)."""
+    try:
+        return load()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _tokenizer_error(folder, exc, what) from exc
+
+
+def _tokenizer_error(folder: Path, exc: BaseException, what: str = "tokenizer") -> CheckpointError:
     """One line naming the tokenizer file of ``folder`` that could not be read (``exc``: what transformers or
     tokenizers raised), in place of their traceback; ``what``: how the message calls it."""
     for name in TOKENIZER_JSON:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from napari_radreport.modeling.checkpoints import CheckpointError, from_pretrained_checked, tokenizer_error
+from napari_radreport.modeling.checkpoints import CheckpointError, from_pretrained_checked, read_tokenizer
 from napari_radreport.modeling.prompt_spec import PromptSpec
 from napari_radreport.modeling.scope import ModelScope
 
@@ -128,12 +128,8 @@ class RadReportFamily(ModelFamily):
 
         model, notes = from_pretrained_checked(RadReportForConditionalGeneration, folder, pretrained,
                                                allow_partial=allow_partial)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), config=model.config, **LOCAL_ONLY)
-        except MemoryError:
-            raise
-        except Exception as exc:  # tokenizers raises plain Exceptions for a broken tokenizer.json
-            raise tokenizer_error(folder, exc) from exc
+        tokenizer = read_tokenizer(
+            folder, lambda: AutoTokenizer.from_pretrained(str(folder), config=model.config, **LOCAL_ONLY))
         return model, cls.from_model(model, tokenizer), notes
 
     @classmethod
@@ -203,12 +199,8 @@ class ImageTextToTextFamily(ModelFamily):
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{folder}: not a model napari-radreport can load "
                                   f"({str(exc).splitlines()[0]})") from exc
-        try:
-            processor = AutoProcessor.from_pretrained(str(folder), **LOCAL_ONLY)
-        except MemoryError:
-            raise
-        except Exception as exc:  # tokenizers raises plain Exceptions for a broken tokenizer.json
-            raise tokenizer_error(folder, exc, "tokenizer or processor") from exc
+        processor = read_tokenizer(folder, lambda: AutoProcessor.from_pretrained(str(folder), **LOCAL_ONLY),
+                                   "tokenizer or processor")
         return model, cls.from_model(model, processor.tokenizer, processor), notes
 
     @classmethod
