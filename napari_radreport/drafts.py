@@ -45,6 +45,9 @@ class Draft:
     # how the last generation ended: "" (none yet, or an older draft), "generating" (still running, or the
     # process was killed meanwhile), then the engine's "eos", "length" or "stopped", or "failed"
     stop_reason: str = ""
+    # the model's diagnosis of the study when it wrote the draft (label -> P(yes)): what the Report dock and
+    # the exports check the text against (napari_radreport/consistency.py)
+    diagnosis: dict[str, float] = field(default_factory=dict)
 
     @property
     def edited(self) -> bool:
@@ -61,6 +64,7 @@ class Draft:
         self.ai_draft = self.text = ""
         self.reviewed = False
         self.provenance = dict(provenance)
+        self.diagnosis = {}
 
     def as_dict(self) -> dict[str, Any]:
         return {"version": DRAFT_VERSION, **asdict(self)}

@@ -106,6 +106,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = _generation(args)
     result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions,
                                   settings=settings)
+    for conflict in result.conflicts:
+        print(f"radreport: conflict in the report: {conflict.message}", file=sys.stderr)
     if args.out:
         provenance = report_provenance(engine.info, report_task(sections, regions), settings, result.scope)
         record = ReportRecord(final_text=result.text, ai_draft=result.text,

@@ -26,6 +26,7 @@ from napari_radreport.engine.events import (
 from napari_radreport.engine.jobs import Job, WorkerThread
 
 if TYPE_CHECKING:
+    from napari_radreport.consistency import Conflict
     from napari_radreport.modeling.prompt_spec import PromptSpec
     from napari_radreport.modeling.scope import ScopeVerdict
 
@@ -72,6 +73,10 @@ class ReportResult:
     stop_reason: str  # "eos", "length" or "stopped" (of the last section run)
     timings: dict[str, float] = field(default_factory=dict)
     scope: ScopeVerdict | None = None  # the study against the model's scope
+    # The model's own diagnosis of the study (label -> P(yes); empty for a model without labels or a stopped
+    # report) and where the text contradicts itself or that diagnosis (napari_radreport/consistency.py).
+    diagnosis: dict[str, float] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 @dataclass
@@ -190,7 +195,7 @@ class Engine:
                 stop=None) -> ReportResult:
         runner, spec = self._runner(), self._spec()
         settings = settings or GenerationSettings()
-        positives = None
+        positives, found = None, {}
         if spec.report_guidance == "diagnosis":
             try:
                 found = self._diagnose(study, on_event=on_event, stop=stop)
@@ -223,7 +228,23 @@ class Engine:
             timings = {**(timings or finished.timings), "total_s": total}  # first section's split, total sum
             if reason == "stopped":
                 break
-        return ReportResult(text, done, reason, timings)
+        return self._checked(ReportResult(text, done, reason, timings), study, found, on_event, stop)
+
+    def _checked(self, result: ReportResult, study, found: dict[str, float], on_event: EventCallback,
+                 stop) -> ReportResult:
+        """``result`` with the model's diagnosis of ``study`` (run now unless the report was guided by it)
+        and the report's conflicts with itself and with it; a stopped report is not checked."""
+        from napari_radreport.consistency import find_conflicts
+
+        if result.stop_reason == "stopped":
+            return result
+        if not found and self.info.labels:
+            on_event(Progress("check", "checking the report against the model's diagnosis"))
+            try:
+                found = self._diagnose(study, on_event=on_event, stop=stop)
+            except InterruptedError:
+                return result
+        return replace(result, diagnosis=dict(found), conflicts=find_conflicts(result.text, found))
 
     def _ask(self, study, question: str, *, history=(), settings: GenerationSettings | None = None,
              on_event: EventCallback = ignore, stop=None) -> Finished:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Progress:
-    """A stage started: 'load', 'preprocess', 'encode', 'prefill', 'decode', 'diagnose'."""
+    """A stage started: 'load', 'preprocess', 'encode', 'prefill', 'decode', 'diagnose', 'check'."""
 
     stage: str
     message: str = ""

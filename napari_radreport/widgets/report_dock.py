@@ -263,8 +263,12 @@ class ReportDock(QWidget):
         """The draft keeps the text it streamed (the engine's ``result.text`` is the same text)."""
         stopped = " (stopped)" if result.stop_reason == "stopped" else ""
         if self.job_study is not None:
-            self.drafts[self.job_study.key].stop_reason = result.stop_reason
-        self.status.setText(f"Draft ready{stopped}. Review and edit it before use.")
+            draft = self.drafts[self.job_study.key]
+            draft.stop_reason, draft.diagnosis = result.stop_reason, dict(result.diagnosis)
+        found = len(result.conflicts)
+        conflicts = f" It contradicts itself or the model's diagnosis in {found} place{'s' * (found != 1)} " \
+                    f"(highlighted)." if found else ""
+        self.status.setText(f"Draft ready{stopped}.{conflicts} Review and edit it before use.")
 
     def _generation_failed(self, text: str) -> None:
         """One line; a draft the failed job had not written to yet is put back as it was (a refused study,
