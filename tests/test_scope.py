@@ -114,3 +114,42 @@ def test_the_engine_refuses_a_real_scan_for_the_demo_model_unless_allowed(chest_
         assert not engine.ask(real, "Is there a nodule?", settings=settings).scope.in_scope
     finally:
         engine.shutdown()
+
+
+PRELOAD_PROBE = """
+import sys
+from napari_radreport.cli.parser import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("torch imported:", "torch" in sys.modules, "exit:", code)
+"""
+
+
+@pytest.mark.parametrize("which", ["ct", "xray"])
+def test_a_study_the_model_cannot_read_is_refused_from_its_config_before_torch_loads(
+        which, tiny_ct_model, tiny_xray_model, cr_monochrome1, abdomen_nifti):
+    """A CT model given a radiograph (and the reverse) is refused from config.json: torch never loads."""
+    import subprocess
+    import sys
+
+    model, study = (tiny_ct_model, cr_monochrome1) if which == "ct" else (tiny_xray_model, abdomen_nifti)
+    done = subprocess.run([sys.executable, "-c", PRELOAD_PROBE, "report", "--model", str(model), str(study)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().endswith("torch imported: False exit: 1"), done.stdout + done.stderr
+    line, = done.stderr.strip().splitlines()
+    reads = ("CT volumes; this study is radiographs" if which == "ct"
+             else "chest radiographs; this study is a ct")
+    assert f"{model.name}: the model reads {reads}; the model was not loaded" in line
+
+
+def test_declared_scope_reads_the_config_alone(tiny_ct_model, tiny_xray_model, tmp_path):
+    from napari_radreport.modeling.checkpoints import CheckpointError
+    from napari_radreport.modeling.families import declared_scope
+
+    assert declared_scope(tiny_ct_model).modalities == ("ct",)
+    assert declared_scope(tiny_xray_model).modalities == ("xray",)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="model_type 'bert' belongs to no known family"):
+        declared_scope(tmp_path)

@@ -54,3 +54,33 @@ def test_a_real_scan_is_refused_for_the_demo_model_and_every_dock_says_why(demo_
     assert report.draft_for(session.study).text.startswith("Findings:") and report.scope_note.isVisible()
     written = Path(report.export_to(str(tmp_path / "r.txt"))).read_text()
     assert "OUT OF THE MODEL'S SCOPE: the model was trained only on synthetic phantoms" in written
+
+
+def test_generate_is_off_with_the_reason_for_a_study_the_model_cannot_read(make_napari_viewer, qtbot,
+                                                                            cr_monochrome1, chest_series,
+                                                                            tmp_path, monkeypatch):
+    """The demo model (CT) and a radiograph on screen: Generate is disabled with a tooltip saying why, from
+    the model's config alone; nothing loads. The chest CT on screen again: Generate is back."""
+    from napari_radreport.viewer import add_docks, add_study
+    from napari_radreport.widgets.session import session_for
+
+    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
+    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
+    viewer = make_napari_viewer(show=True)
+    session = session_for(viewer)
+    session.update_settings(model_folder="")
+    report = add_docks(viewer)["Report"]
+    add_study(viewer, load_study(cr_monochrome1))
+    button = report.generate_button
+    qtbot.waitUntil(lambda: "cannot read" in button.toolTip(), timeout=WAIT_MS)
+    assert not button.isEnabled()
+    assert button.toolTip() == ("This model cannot read this study: demo_model: the model reads CT volumes; "
+                                "this study is radiographs")
+    report.generate()  # e.g. from a shortcut: refused at once, the model not loaded
+    assert "Not generated: this model cannot read this study" in report.status.text()
+    assert not session.engine.loaded and not session.busy
+    chest = load_study(chest_series)
+    add_study(viewer, chest)
+    session.set_study(chest)  # as the Study picker does
+    qtbot.waitUntil(button.isEnabled, timeout=WAIT_MS)
+    assert button.toolTip() == ""

@@ -25,10 +25,14 @@ class LoadAbandoned(KeyboardInterrupt):
 
 
 def _engine_and_study(args: argparse.Namespace, paths: list[str]):
-    from napari_radreport.engine import Engine, Progress
+    from napari_radreport.engine import Engine, OutOfScope, Progress
+    from napari_radreport.engine.engine import cannot_read
     from napari_radreport.io import load_study
 
     study = load_study(paths if len(paths) > 1 else paths[0], series=args.series)
+    refusal = cannot_read(args.model, study)  # from config.json: nothing loads for a study it cannot read
+    if refusal:
+        raise OutOfScope(f"{refusal}; the model was not loaded")
     engine = Engine()
     engine.allow_out_of_scope = args.allow_out_of_scope
 

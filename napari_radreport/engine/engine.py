@@ -49,6 +49,24 @@ def default_model() -> Path | None:
     return DEMO_MODEL_DIR if (DEMO_MODEL_DIR / "config.json").is_file() else None
 
 
+def cannot_read(source: str | Path | None, study) -> str:
+    """Why the model at ``source`` (None: the demo model) cannot read ``study`` at all, from its config.json
+    alone, before any weights load (a CT model given radiographs, or the reverse); "" when it can, or when
+    the folder is not a model (its load says why). Always refused, whatever ``allow_out_of_scope`` says."""
+    from napari_radreport.modeling.checkpoints import CheckpointError
+    from napari_radreport.modeling.families import declared_scope
+    from napari_radreport.modeling.scope import modality_mismatch
+
+    folder = Path(source) if source is not None else default_model()
+    if folder is None:
+        return ""
+    try:
+        mismatch = modality_mismatch(declared_scope(folder), study)
+    except (CheckpointError, ValueError, OSError):
+        return ""
+    return f"{folder.name}: {mismatch}" if mismatch else ""
+
+
 @dataclass
 class ModelInfo:
     name: str

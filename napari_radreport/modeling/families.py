@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from napari_radreport.modeling.checkpoints import CheckpointError, from_pretrained_checked, read_tokenizer
+from napari_radreport.modeling.checkpoints import (
+    CheckpointError,
+    from_pretrained_checked,
+    read_config,
+    read_tokenizer,
+)
 from napari_radreport.modeling.prompt_spec import PromptSpec
 from napari_radreport.modeling.scope import ModelScope
 
@@ -52,6 +57,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def matches(cls, config: dict) -> bool:
         """Whether a folder's config.json (as read) describes a model of this family."""
+
+    @classmethod
+    @abstractmethod
+    def config_modality(cls, config: dict) -> str:
+        """What a model of this family with this config.json reads: "ct" or "xray" (no weights needed)."""
 
     @classmethod
     @abstractmethod
@@ -120,6 +130,10 @@ class RadReportFamily(ModelFamily):
         return config.get("model_type") == "radreport"
 
     @classmethod
+    def config_modality(cls, config: dict) -> str:
+        return "ct" if (config.get("vision_config") or {}).get("model_type") == "radreport_vit3d" else "xray"
+
+    @classmethod
     def load(cls, folder: Path, pretrained: dict[str, Any], *,
              allow_partial: bool = False) -> tuple[Any, RadReportFamily, list[str]]:
         from transformers import AutoTokenizer
@@ -139,7 +153,7 @@ class RadReportFamily(ModelFamily):
         config = model.config
         if not (config.preprocess or {}).get("target_shape"):
             raise CheckpointError("config.json has no preprocess.target_shape: the model cannot read a study")
-        modality = "ct" if config.vision_config.model_type == "radreport_vit3d" else "xray"
+        modality = cls.config_modality(config.to_dict())
         return cls(tokenizer=tokenizer, modality=modality, image_token_id=int(config.image_token_id),
                    prompt_spec=PromptSpec.parse(config.prompt, modality),
                    scope=ModelScope.parse(getattr(config, "scope", None), modality),
@@ -187,6 +201,10 @@ class ImageTextToTextFamily(ModelFamily):
         return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     @classmethod
+    def config_modality(cls, config: dict) -> str:
+        return "xray"
+
+    @classmethod
     def load(cls, folder: Path, pretrained: dict[str, Any], *,
              allow_partial: bool = False) -> tuple[Any, ImageTextToTextFamily, list[str]]:
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -210,9 +228,10 @@ class ImageTextToTextFamily(ModelFamily):
         token = getattr(config, "image_token_index", None) if token is None else token
         if token is None:
             raise CheckpointError(f"config.json ({config.model_type}) names no image token id")
-        return cls(tokenizer=tokenizer, processor=processor, modality="xray", image_token_id=int(token),
-                   prompt_spec=PromptSpec.parse(getattr(config, "prompt", None), "xray"),
-                   scope=ModelScope.parse(getattr(config, "scope", None), "xray"))
+        modality = cls.config_modality(config.to_dict())
+        return cls(tokenizer=tokenizer, processor=processor, modality=modality, image_token_id=int(token),
+                   prompt_spec=PromptSpec.parse(getattr(config, "prompt", None), modality),
+                   scope=ModelScope.parse(getattr(config, "scope", None), modality))
 
     def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
         from napari_radreport.modeling.processor import stitched_picture
@@ -243,3 +262,27 @@ FAMILIES: tuple[type[ModelFamily], ...] = (RadReportFamily, ImageTextToTextFamil
 def family_for(config: dict) -> type[ModelFamily] | None:
     """The first family whose ``matches`` takes this config.json, or None."""
     return next((family for family in FAMILIES if family.matches(config)), None)
+
+
+def family_of(folder: Path, config: dict) -> type[ModelFamily]:
+    """The family of the model whose config.json ``config`` lies in ``folder``; a CheckpointError when none
+    takes it."""
+    family = family_for(config)
+    if family is None:
+        known = ", ".join(f.name for f in FAMILIES)
+        raise CheckpointError(f"{folder}: not a model napari-radreport can load (model_type "
+                              f"{config.get('model_type')!r} belongs to no known family: {known})")
+    return family
+
+
+def declared_scope(folder: Path) -> ModelScope:
+    """What the model in ``folder`` was made for, from its config.json alone (no weights, no tokenizer): what
+    lets a study the model cannot read be refused before anything loads. An M3D-LaMed folder reads CT (its
+    conversion declares no more). A CheckpointError names a folder that holds no model napari-radreport
+    loads."""
+    from napari_radreport.modeling.m3d import is_m3d_folder
+
+    if is_m3d_folder(folder):
+        return ModelScope.parse(None, "ct")
+    config = read_config(folder)
+    return ModelScope.parse(config.get("scope"), family_of(folder, config).config_modality(config))

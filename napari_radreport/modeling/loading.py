@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_radreport.modeling.checkpoints import (
-    CheckpointError,
     read_config,
     require_local_folder,
     weight_files,
 )
-from napari_radreport.modeling.families import FAMILIES, LOCAL_ONLY, History, ModelFamily, family_for
+from napari_radreport.modeling.families import LOCAL_ONLY, History, ModelFamily, family_of
 from napari_radreport.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -116,12 +115,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: b
     folder = require_local_folder(path)
     if is_m3d_folder(folder):
         folder = _converted_m3d(folder, allow_pickle)
-    config = read_config(folder)
-    family_class = family_for(config)
-    if family_class is None:
-        known = ", ".join(f.name for f in FAMILIES)
-        raise CheckpointError(f"{folder}: not a model napari-radreport can load (model_type "
-                              f"{config.get('model_type')!r} belongs to no known family: {known})")
+    family_class = family_of(folder, read_config(folder))
     weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles and damaged safetensors early
     pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}
     if dtype is not None:

@@ -93,15 +93,24 @@ def study_modality(study) -> str:
     return "xray" if study.kind == "xray_set" else ("ct" if study.kind == "ct" else study.kind)
 
 
+def modality_mismatch(scope: ModelScope, study) -> str:
+    """Why a model of ``scope`` cannot read ``study`` at all (its kind is not one of the model's
+    modalities); "" when it can. No override runs such a study."""
+    kind = study_modality(study)
+    if kind in scope.modalities:
+        return ""
+    reads = " or ".join("CT volumes" if m == "ct" else "chest radiographs" for m in scope.modalities)
+    shown = "radiographs" if kind == "xray" else f"a {kind}"
+    return f"the model reads {reads}; this study is {shown}"
+
+
 def scope_verdict(scope: ModelScope, study) -> ScopeVerdict:
     """The verdict for ``study`` under ``scope``: out of scope for any definite mismatch; in scope, with
     notes, where something could not be checked (see the module docstring)."""
     against, notes = [], []
-    kind = study_modality(study)
-    if kind not in scope.modalities:
-        reads = " or ".join("CT volumes" if m == "ct" else "chest radiographs" for m in scope.modalities)
-        shown = "radiographs" if kind == "xray" else f"a {kind}"
-        against.append(f"the model reads {reads}; this study is {shown}")
+    unreadable = modality_mismatch(scope, study)
+    if unreadable:
+        against.append(unreadable)
     found = body_regions(study)
     if scope.body_regions and not found.regions:
         notes.append(f"the body region could not be told ({found.evidence}); the model was made for the "
@@ -116,4 +125,4 @@ def scope_verdict(scope: ModelScope, study) -> ScopeVerdict:
         notes.append("the model declares no scope beyond its modality")
     return ScopeVerdict(in_scope=not against, reasons=against + notes, model_data=scope.describe(),
                         study_regions=list(found.regions), region_source=found.source,
-                        readable=kind in scope.modalities)
+                        readable=not unreadable)

@@ -128,6 +128,8 @@ class ReportDock(QWidget):
         session.study_changed.connect(self._study_changed)
         session.model_changed.connect(self._model_changed)
         session.busy_changed.connect(self._busy_changed)
+        for signal in (session.readability_known, session.settings_changed, session.model_changed):
+            signal.connect(self._recheck)
         self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._model_changed(session.engine.info)
         self._busy_changed(session.busy)
@@ -147,9 +149,16 @@ class ReportDock(QWidget):
             self.model_label.setText(
                 f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.dtype}{adapters})")
 
+    def _recheck(self, *_args: Any) -> None:
+        """The buttons again, after the model, the settings or what the model can read changed."""
+        self._busy_changed(self.session.busy)
+
     def _busy_changed(self, busy: bool) -> None:
         mine = busy and self.session.job_owner is self
-        self.generate_button.setEnabled(not busy and self.session.study is not None)
+        study = self.session.study
+        refusal = self.session.cannot_read(study) if study is not None else ""
+        self.generate_button.setEnabled(not busy and study is not None and not refusal)
+        self.generate_button.setToolTip(f"This model cannot read this study: {refusal}" if refusal else "")
         self.load_button.setEnabled(not busy)
         self.stop_button.setEnabled(mine)
         self.editor.set_streaming(mine and self.job_study is self.session.study)
@@ -198,6 +207,10 @@ class ReportDock(QWidget):
         study = self.session.study
         if study is None:
             self._show_error("Open a study first.")
+            return
+        refusal = self.session.cannot_read(study)
+        if refusal:  # from the model's config: nothing loads for a study it cannot read
+            self._show_error(f"Not generated: this model cannot read this study ({refusal}).")
             return
         if not self.session.engine.loaded:
             self._generate_after_load = True

@@ -8,6 +8,7 @@ thread, so widgets are only ever touched from the GUI thread. Docks start work w
 from __future__ import annotations
 
 import html
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,7 @@ class ViewerSession(QObject):
     busy_changed = Signal(bool)
     settings_changed = Signal(object)  # UserSettings
     scope_changed = Signal()  # a study's verdict against the model's scope arrived (``scopes``)
+    readability_known = Signal()  # ``cannot_read`` has an answer it did not have before
 
     def __init__(self, viewer: napari.Viewer):
         super().__init__()
@@ -141,6 +143,7 @@ class ViewerSession(QObject):
         self.study: Study | None = None
         self.chats: dict[str, list[tuple[str, str, str]]] = {}  # study key -> (question, answer, note)
         self.scopes: dict[str, dict] = {}  # study key -> the loaded model's ScopeVerdict.as_dict()
+        self._unreadable: dict[tuple[str, str], str | None] = {}  # (model folder, study key) -> cannot_read
         self.watcher: JobWatcher | None = None
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
@@ -227,6 +230,27 @@ class ViewerSession(QObject):
     def stop(self) -> None:
         if self.engine.job is not None:
             self.engine.job.stop()
+
+    def cannot_read(self, study: Study) -> str | None:
+        """Why the chosen model cannot read ``study`` at all ("" when it can; None while its config is still
+        being read, on a thread: a family's check may import transformers, which must not stall the UI).
+        ``readability_known`` fires when an answer arrives."""
+        from napari_radreport.engine.engine import cannot_read
+
+        if self.engine.loaded:
+            from napari_radreport.modeling.scope import modality_mismatch
+
+            return modality_mismatch(self.engine.runner.family.scope, study)
+        key = (self.settings.model_folder, study.key)
+        if key not in self._unreadable:
+            self._unreadable[key] = None  # asked: the thread fills it in
+
+            def read() -> None:
+                self._unreadable[key] = cannot_read(key[0] or None, study)
+                self.readability_known.emit()  # queued to the GUI thread
+
+            threading.Thread(target=read, name="radreport-model-config", daemon=True).start()
+        return self._unreadable[key]
 
     def load_args(self) -> dict[str, Any]:
         """Arguments of engine.load from the settings."""
