@@ -2,7 +2,7 @@
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
-        [--tab Chat]
+        [--tab Chat] [--allow-out-of-scope]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
     parser.add_argument("--tab", default="Report", help="dock tab to show in front")
     parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT, e.g. 1366x768")
+    parser.add_argument("--allow-out-of-scope", action="store_true",
+                        help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
 
     from qtpy.QtWidgets import QApplication
@@ -53,6 +55,7 @@ def main() -> None:
     session.settings.notice_acknowledged = True
     if args.model:
         session.settings.model_folder = args.model
+    session.settings.allow_out_of_scope = args.allow_out_of_scope
     report = docks["Report (napari-radreport)"]
     if args.generate or args.ask or args.diagnose:
         report.load_model()
