@@ -62,21 +62,52 @@ def write_tiny_tokenizer(folder: Path, base_vocab: int) -> None:
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
                                         eos_token="</s>")
-    tokenizer.add_tokens(["<im_patch>", "<bx_start>", "<bx_end>", "[SEG]"], special_tokens=True)
+    tokenizer.add_tokens(M3D_TOKENS, special_tokens=True)
     tokenizer.save_pretrained(str(folder))
 
 
-def write_tiny_m3d_checkpoint(folder: Path, text_type: str, seed: int = 0) -> dict:
-    """A tiny M3D-LaMed folder: released config keys, random weights under M3D's names (seg_* included)."""
+M3D_TOKENS = ["<im_patch>", "<bx_start>", "<bx_end>", "[SEG]"]
+
+
+def write_sentencepiece_tokenizer(folder: Path, base_vocab: int) -> None:
+    """Only ``tokenizer.model`` (a SentencePiece BPE model trained here on report words, ``base_vocab``
+    pieces) and ``tokenizer_config.json`` naming LlamaTokenizer with M3D's four added tokens: how the released
+    Llama-2 M3D-LaMed folder ships its tokenizer."""
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    words = ("there is a small nodule in the right upper lower lobe no pleural effusion heart size normal "
+             "lungs are clear consolidation emphysema").split()
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(2000)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=base_vocab,
+                                   model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   byte_fallback=True, character_coverage=1.0, minloglevel=2)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+    added = {str(base_vocab + i): {"content": token, **flags} for i, token in enumerate(M3D_TOKENS)}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "legacy": False, "added_tokens_decoder": added}))
+
+
+def write_tiny_m3d_checkpoint(folder: Path, text_type: str, seed: int = 0, *, base_vocab: int | None = None,
+                              tokenizer=None) -> dict:
+    """A tiny M3D-LaMed folder: released config keys, random weights under M3D's names (seg_* included).
+    ``base_vocab`` (default: the released text model's) and ``tokenizer(folder, base_vocab)`` (default: a
+    word-level tokenizer.json) stand in for another tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from napari_radreport.modeling.configuration import ViT3DConfig
     from napari_radreport.modeling.vit3d import ViT3DEncoder
 
     torch.manual_seed(seed)
-    base_vocab = {"llama": 32000, "phi3": 32011}[text_type]
+    base_vocab = base_vocab or {"llama": 32000, "phi3": 32011}[text_type]
     folder.mkdir(parents=True, exist_ok=True)
-    write_tiny_tokenizer(folder, base_vocab)
+    (tokenizer or write_tiny_tokenizer)(folder, base_vocab)
     text = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4,
             "num_hidden_layers": 2, "vocab_size": base_vocab + 4, "max_position_embeddings": 512,
             "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,

@@ -17,6 +17,7 @@ from m3d_reference import (  # noqa: E402
     reference_generate,
     reference_spp,
     reference_vit3d,
+    write_sentencepiece_tokenizer,
     write_tiny_m3d_checkpoint,
 )
 
@@ -50,6 +51,36 @@ def test_converted_m3d_model_equals_the_reference(tmp_path, text_type, image_tok
     assert generated[:, ids.shape[1]:].tolist() == ref_ids.tolist()
     # the tokenizer travels with the converted model
     assert (out / "tokenizer.json").exists()
+
+
+def test_an_m3d_folder_with_only_a_sentencepiece_tokenizer_loads_and_equals_the_reference(tmp_path):
+    """The released Llama-2 M3D-LaMed folder ships tokenizer.model + tokenizer_config.json, no tokenizer.json:
+    it loads (sentencepiece and protobuf are dependencies), encodes text as SentencePiece itself does, and the
+    converted model's logits and greedy ids equal M3D's equations."""
+    import sentencepiece as spm
+
+    from napari_radreport.modeling.loading import load_model
+
+    source = tmp_path / "m3d"
+    state = write_tiny_m3d_checkpoint(source, "llama", base_vocab=400,
+                                      tokenizer=write_sentencepiece_tokenizer)
+    assert not (source / "tokenizer.json").exists() and (source / "tokenizer.model").exists()
+    loaded = load_model(source)
+    tokenizer, model = loaded.family.tokenizer, loaded.model
+    assert loaded.family.image_token_id == 400 == tokenizer.convert_tokens_to_ids("<im_patch>")
+    question = "Is there a small nodule in the right upper lobe?"
+    text_ids = spm.SentencePieceProcessor(model_file=str(source / "tokenizer.model")).encode(question)
+    assert tokenizer(question)["input_ids"] == [1, *text_ids]
+    ids = torch.tensor([[1] + [400] * model.num_image_tokens + text_ids])
+    torch.manual_seed(4)
+    pixels = torch.rand(1, 1, 8, 64, 64)
+    _features, ref_logits, ref_ids = reference_generate(state, "llama", ids, pixels, steps=6)
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids, pixel_values=pixels).logits, ref_logits,
+                                   atol=1e-5, rtol=1e-5)
+        generated = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+    assert generated[:, ids.shape[1]:].tolist() == ref_ids.tolist()
 
 
 def test_unknown_tensor_names_are_refused_with_their_names(tmp_path):
