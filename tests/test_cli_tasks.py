@@ -48,6 +48,23 @@ def test_ask_and_multiple_choice(tiny_ct_model, abdomen_nifti, capsys):
     assert printed.out.strip() in ("A", "B", "C") and "A " in printed.err
 
 
+def test_ask_json_is_one_object_with_the_answer_its_token_ids_and_provenance(tiny_ct_model, abdomen_nifti,
+                                                                             capsys):
+    from transformers import AutoTokenizer
+
+    question = ["ask", str(abdomen_nifti), "Is there a pleural effusion?", "--model", str(tiny_ct_model)]
+    assert main([*question, "--max-new-tokens", "6", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert 1 <= len(answer["token_ids"]) <= 6 and answer["stop_reason"] in ("eos", "length")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_ct_model))
+    assert tokenizer.decode(answer["token_ids"], skip_special_tokens=True).strip() == answer["answer"]
+    assert answer["model"] == tiny_ct_model.name and answer["provenance"]["task"] == "ask"
+    assert answer["provenance"]["generation"]["max_new_tokens"] == 6 and "in_scope" in answer["scope"]
+    assert main([*question[:2], "Which side?", *question[3:], "--choices", "left", "right", "--json"]) == 0
+    choice = json.loads(capsys.readouterr().out)
+    assert choice["letter"] in ("A", "B") and sum(choice["probabilities"].values()) == pytest.approx(1)
+
+
 def test_diagnose_prints_eighteen_probabilities_as_json(tiny_ct_model, abdomen_nifti, capsys):
     assert main(["diagnose", str(abdomen_nifti), "--model", str(tiny_ct_model), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

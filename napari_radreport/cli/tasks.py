@@ -139,14 +139,33 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError("give the study's path(s) then the question in quotes")
     engine, study = _engine_and_study(args, paths)
+    settings = _generation(args)
     if args.choices:
         choice = engine.choose(study, question, args.choices, on_event=_warn_scope)
+        if args.json:
+            _print_answer(engine, "choose", settings, choice.scope, letter=choice.letter,
+                          probabilities=choice.probabilities)
+            return 0
         print(choice.letter)
         probabilities = ", ".join(f"{k} {v:.1%}" for k, v in choice.probabilities.items())
         print(f"radreport: {probabilities}", file=sys.stderr)
         return 0
-    _result, interrupted = _stream(engine, "ask", study, question, settings=_generation(args))
+    if args.json:  # one object on stdout, nothing streamed; Ctrl-C ends with 130 as anywhere
+        answer = engine.ask(study, question, settings=settings, on_event=_warn_scope)
+        _print_answer(engine, "ask", settings, answer.scope, answer=answer.text.strip(),
+                      token_ids=answer.token_ids, stop_reason=answer.stop_reason)
+        return 0
+    _result, interrupted = _stream(engine, "ask", study, question, settings=settings)
     return 130 if interrupted else 0
+
+
+def _print_answer(engine, task: str, settings, scope, **answer: Any) -> None:
+    """``radreport ask --json``: the answer, then the model, the scope verdict and the provenance."""
+    from napari_radreport.engine.provenance import report_provenance
+
+    provenance = report_provenance(engine.info, task, settings, scope).as_dict()
+    print(json.dumps({**answer, "model": engine.info.name, "scope": provenance["scope"] or None,
+                      "provenance": provenance}, indent=2))
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -198,6 +217,9 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
                      help="the study's path(s), then the question")
     ask.add_argument("--choices", nargs="+",
                      help="options of a multiple-choice question (answered with a letter)")
+    ask.add_argument("--json", action="store_true",
+                     help="print one JSON object: the answer, its token ids (or the letter and each option's "
+                          "probability), the model, the scope verdict and the provenance")
     ask.set_defaults(func=cmd_ask)
 
     diagnose = sub.add_parser("diagnose", parents=[model], help="probability of each abnormality")

@@ -61,6 +61,7 @@ class Finished:
     n_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
     scope: ScopeVerdict | None = None  # the study against the model's scope (ScopeChecked's verdict)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids, end of text not included
 
 
 Event = Progress | ScopeChecked | SectionStarted | Token | Finished

@@ -207,7 +207,7 @@ class ModelRunner:
         timings["decode_s"] = time.perf_counter() - t_decode
         timings["tokens_per_s"] = steps / timings["decode_s"] if steps else 0.0
         timings["total_s"] = time.perf_counter() - t_start
-        return Finished(stream.text(), reason, len(generated), timings)
+        return Finished(stream.text(), reason, len(generated), timings, token_ids=list(generated))
 
     def next_token_logprobs(self, study, questions: list[str], *, batch_size: int = 18,
                             on_event: EventCallback = ignore, stop=None) -> torch.Tensor:
