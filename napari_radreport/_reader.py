@@ -46,8 +46,18 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list] | None:
 
 
 def read_study_layers(path: str | Sequence[str]) -> list:
-    """Read with ``load_study``; errors reach napari as a one-line StudyReadError."""
+    """Read with ``load_study``; errors reach napari as a one-line StudyReadError.
+
+    The reader cannot ask: files of more than one patient are refused (``MixedPatients``, naming the Settings
+    switch) unless the user's setting ``allow_mixed_patients`` is on."""
     from napari_radreport.io import load_study
+    from napari_radreport.io.study import MixedPatients
+    from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH, UserSettings
 
     source = path if isinstance(path, (str, os.PathLike)) else list(path)
-    return load_study(source).to_layer_data()
+    try:
+        study = load_study(source, allow_mixed_patients=UserSettings.load().allow_mixed_patients)
+    except MixedPatients as exc:
+        raise exc.with_hint(f"to open them as one study, switch on '{MIXED_PATIENTS_SWITCH}' in the "
+                            "napari-radreport Settings dock") from exc
+    return study.to_layer_data()

@@ -14,6 +14,9 @@ from pathlib import Path
 from napari_radreport.common import write_atomic
 from napari_radreport.paths import settings_file
 
+# The Settings dock's switch for ``allow_mixed_patients``; the napari reader's refusal names it.
+MIXED_PATIENTS_SWITCH = "Open files from different patients as one study"
+
 
 @dataclass
 class UserSettings:
@@ -27,6 +30,7 @@ class UserSettings:
     drafts_folder: str = ""  # empty: the default drafts folder
     notice_acknowledged: bool = False
     allow_out_of_scope: bool = False  # run studies a model was not made for (outputs say so)
+    allow_mixed_patients: bool = False  # open files of several patients as one study (reports say so)
 
     def generation(self):
         from napari_radreport.engine.decoding import GenerationSettings

@@ -52,17 +52,23 @@ def add_docks(viewer: napari.Viewer) -> dict:
 
 
 def open_viewer(
-    paths: Sequence[str] | None, *, sample: str = "phantom", series: str | None = None, run: bool = True
+    paths: Sequence[str] | None, *, sample: str = "phantom", series: str | None = None,
+    allow_mixed_patients: bool = False, run: bool = True
 ):
-    """A napari window with the plugin's docks and a study (a sample when no paths are given)."""
+    """A napari window with the plugin's docks and a study (a sample when no paths are given). The study is
+    read before the window opens, so a refusal (e.g. files of two patients) opens nothing."""
     import napari
 
     from napari_radreport.io import load_study
 
+    study = None
+    if paths:
+        study = load_study(list(paths) if len(paths) > 1 else paths[0], series=series,
+                           allow_mixed_patients=allow_mixed_patients)
     viewer = napari.Viewer(title="napari-radreport")
     add_docks(viewer)
-    if paths:
-        add_study(viewer, load_study(list(paths) if len(paths) > 1 else paths[0], series=series))
+    if study is not None:
+        add_study(viewer, study)
     else:
         viewer.open_sample(PLUGIN, SAMPLES[sample])
     if run:

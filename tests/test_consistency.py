@@ -148,3 +148,23 @@ def test_the_engine_checks_each_report_against_the_models_diagnosis(tiny_ct_mode
         assert stopped.stop_reason == "stopped" and stopped.diagnosis == {} and stopped.conflicts == []
     finally:
         engine.shutdown()
+
+
+def test_exports_list_the_final_texts_conflicts(tmp_path):
+    import json
+
+    from napari_radreport.export import ReportRecord, export_report
+
+    record = ReportRecord(final_text=REAL_CT_REPORT, ai_draft=REAL_CT_REPORT,
+                          diagnosis={"Pericardial effusion": 0.1, "Lung nodule": 0.7})
+    data = json.loads(export_report(record, tmp_path / "r.json").read_text())
+    assert [(c["kind"], c["finding"]) for c in data["conflicts"]] == [
+        ("size", "nodule"), ("diagnosis", "pericardial effusion"), ("diagnosis", "pericardial effusion")]
+    assert data["conflicts"][0]["sentences"] == ["There is a 30 mm nodule in the right lower lobe.",
+                                                 "12 mm right lower lobe nodule."]
+    assert data["diagnosis"] == {"Pericardial effusion": 0.1, "Lung nodule": 0.7}
+    text = export_report(record, tmp_path / "r.txt").read_text()
+    assert "3 conflicts in the text: nodule: size 30 mm in Findings, 12 mm in the Impression" in text
+    mended = ReportRecord(final_text=REAL_CT_REPORT.replace("12 mm", "30 mm"), diagnosis={})
+    assert json.loads(export_report(mended, tmp_path / "m.json").read_text())["conflicts"] == []
+    assert "conflict" not in export_report(mended, tmp_path / "m.txt").read_text()

@@ -357,10 +357,14 @@ def test_failed_render_leaves_no_file(tmp_path, chest_record, monkeypatch):
 
 
 def test_sr_lists_another_study_as_other_evidence(tmp_path, chest_series, cr_monochrome1):
-    files = [*sorted(str(p) for p in chest_series.glob("*.dcm")), str(cr_monochrome1)]
+    ct = pydicom.dcmread(chest_series / "1-01.dcm", stop_before_pixels=True)
+    prior = pydicom.dcmread(cr_monochrome1)  # a prior radiograph of the CT's patient: an SR is one patient's
+    prior.PatientID, prior.PatientName = ct.PatientID, ct.PatientName
+    prior.save_as(tmp_path / "prior_cr.dcm")
+    files = [*sorted(str(p) for p in chest_series.glob("*.dcm")), str(tmp_path / "prior_cr.dcm")]
     record = ReportRecord(final_text="Normal.", study=StudyReference(dicom_files=files))
     ds = pydicom.dcmread(export_report(record, tmp_path / "r.dcm"))
-    cr = pydicom.dcmread(cr_monochrome1, stop_before_pixels=True)
+    cr = pydicom.dcmread(tmp_path / "prior_cr.dcm", stop_before_pixels=True)
     assert ds.PatientID == "Lung_Dx-A0001"  # identity from the first file
     (current,) = ds.CurrentRequestedProcedureEvidenceSequence
     assert len(current.ReferencedSeriesSequence[0].ReferencedSOPSequence) == 64

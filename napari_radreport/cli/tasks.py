@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from napari_radreport.cli.study import add_mixed_patients_flag
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import FORMATS
 
@@ -25,11 +26,11 @@ class LoadAbandoned(KeyboardInterrupt):
 
 
 def _engine_and_study(args: argparse.Namespace, paths: list[str]):
+    from napari_radreport.cli.study import load_paths
     from napari_radreport.engine import Engine, OutOfScope, Progress
     from napari_radreport.engine.engine import cannot_read
-    from napari_radreport.io import load_study
 
-    study = load_study(paths if len(paths) > 1 else paths[0], series=args.series)
+    study = load_paths(paths, series=args.series, allow_mixed_patients=args.allow_mixed_patients)
     refusal = cannot_read(args.model, study)  # from config.json: nothing loads for a study it cannot read
     if refusal:
         raise OutOfScope(f"{refusal}; the model was not loaded")
@@ -116,7 +117,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         provenance = report_provenance(engine.info, report_task(sections, regions), settings, result.scope)
         record = ReportRecord(final_text=result.text, ai_draft=result.text,
                               study=StudyReference.from_study(study), provenance=provenance,
-                              stop_reason=result.stop_reason, include_paths=args.include_paths)
+                              stop_reason=result.stop_reason, include_paths=args.include_paths,
+                              diagnosis=result.diagnosis)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
         print(f"radreport: wrote {written}" + (" (stopped early)" if result.stop_reason == "stopped" else ""),
               file=sys.stderr)
@@ -194,6 +196,7 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
                        help="run a study the model was not made for (its outputs say so) instead of refusing")
     model.add_argument("--allow-partial", action="store_true",
                        help="load a model whose weights miss tensors (every output is marked incomplete)")
+    add_mixed_patients_flag(model)
     generation = argparse.ArgumentParser(add_help=False)
     generation.add_argument("--max-new-tokens", type=int, default=256)
     generation.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")

@@ -26,12 +26,20 @@ class ExportExists(ExportError):
 
 def status_line(record: ReportRecord) -> str:
     """Whether a person reviewed the AI draft, and "; incomplete: generation was stopped" (or why else) when
-    the generation did not end by itself."""
+    the generation did not end by itself; out of scope, mixed patients and the text's conflicts (with itself
+    or the model's diagnosis) are said here too."""
     status = STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
     if record.provenance.weight_problems:
         status += "; written by a model with incomplete weights (unreliable)"
     if record.out_of_scope_reason:
         status += f"; OUT OF THE MODEL'S SCOPE: {record.out_of_scope_reason}"
+    if record.study.mixed_patients:
+        status += (f"; MIXED PATIENTS: the images come from {record.study.mixed_patients} patients "
+                   "(no patient identity given)")
+    conflicts = record.conflicts
+    if conflicts:
+        noun = "conflict" if len(conflicts) == 1 else "conflicts"
+        status += f"; {len(conflicts)} {noun} in the text: {'; '.join(c.message for c in conflicts)}"
     return status if record.complete else f"{status}; incomplete: {record.incomplete_reason}"
 
 

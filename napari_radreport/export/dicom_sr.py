@@ -9,6 +9,9 @@ Completion Flag: COMPLETE only for a reviewed report whose generation ended by i
 the model's scope; PARTIAL otherwise, with the Completion Flag Description "incomplete: generation was
 stopped" (or why else), or "out of the model's scope" (the status comment says why).
 The SR holds no file paths: the source files are read for their UIDs, which the evidence references.
+A report about the images of more than one patient (a study opened with ``allow_mixed_patients``, or source
+files whose PatientID, PatientName or PatientBirthDate differ) gets no SR: an SR joins one patient's record,
+and any identity it carried would be put on the other patients' images (``one_patient``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,28 @@ def referable(headers: list[Any]) -> list[Any]:
             seen.add(uid)
             kept.append(ds)
     return kept
+
+
+def one_patient(record: ReportRecord, headers: list[Any] | None = None) -> None:
+    """An ExportError when the report is about more than one patient's images: the study says so, or the
+    source ``headers`` (in ``record.study.dicom_files`` order) differ (``io.dicom_headers.patient_mix``).
+
+    Refused rather than written without a patient: a PACS files an SR by its patient and study, so one with
+    blank ones would be filed apart or matched by hand, its evidence still pointing at two patients'
+    images."""
+    from napari_radreport.io.dicom_headers import PatientIdentity, patient_mix
+
+    mix = None
+    if headers is not None:
+        mix = patient_mix([(path, PatientIdentity.from_dataset(ds))
+                           for path, ds in zip(record.study.dicom_files, headers)])
+    count = len(mix.patients) if mix is not None else record.study.mixed_patients
+    if count > 1:
+        detail = f" ({mix.describe()})" if mix is not None else ""
+        said = " (they say MIXED PATIENTS)" if record.study.mixed_patients else ""
+        raise ExportError(f"DICOM SR not written: the report is about the images of {count} patients{detail} "
+                          "and an SR belongs to one patient; export text, Markdown, JSON or PDF instead"
+                          f"{said}")
 
 
 def _identity(record: ReportRecord, headers: list[Any], evidence: list[Any]) -> Any:
@@ -152,7 +177,9 @@ def build_sr(record: ReportRecord) -> Any:
     from highdicom import UID
     from highdicom.sr import ComprehensiveSR
 
+    one_patient(record)  # before reading the sources: the study already says it mixes patients
     headers = source_headers(record.study.dicom_files)
+    one_patient(record, headers)
     evidence = referable(headers)
     identity = _identity(record, headers, evidence)
     with warnings.catch_warnings():  # names are copied as the source wrote them ("Lung_Dx-A0001")

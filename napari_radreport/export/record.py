@@ -11,7 +11,10 @@ patient names, and a report shared with someone else has no use for this machine
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_radreport.consistency import Conflict
 
 
 @dataclass
@@ -49,6 +52,7 @@ class StudyReference:
     modality: str = ""
     source: list[str] = field(default_factory=list)  # the files or folders that were opened
     dicom_files: list[str] = field(default_factory=list)  # source DICOM instances (for SR references)
+    mixed_patients: int = 0  # how many patients the images come from when more than one (opened as allowed)
 
     PATH_FIELDS = ("source", "dicom_files")
 
@@ -59,17 +63,24 @@ class StudyReference:
 
     @classmethod
     def from_study(cls, study) -> StudyReference:
-        """From a ``napari_radreport.io.Study``; source files are sniffed to tell DICOM from NIfTI or PNG."""
+        """From a ``napari_radreport.io.Study``; source files are sniffed to tell DICOM from NIfTI or PNG.
+
+        A study of several patients (``study.extra["patients"]``, opened as allowed) keeps no patient ID,
+        study UID, accession number or study date: those of its first image are one patient's, and would be
+        put on the other patients' images."""
         from napari_radreport.io.dicom_headers import looks_like_dicom
 
         tags = study.tags
         series = sorted({im.tags.series_uid for im in study.images if im.tags.series_uid})
         files = dict.fromkeys(str(f) for im in study.images for f in im.source_files)  # ordered, unique
         dicom = [f for f in files if looks_like_dicom(f)]
-        return cls(study_uid=tags.study_uid, series_uids=series, patient_id=tags.patient_id,
-                   accession_number=tags.accession_number, study_date=tags.study_date,
-                   study_description=tags.study_description, modality=study.modality,
-                   source=[str(s) for s in study.extra.get("input", study.source)], dicom_files=dicom)
+        mixed = len(study.extra.get("patients") or [])
+        mixed = mixed if mixed > 1 else 0
+        own = {} if mixed else {"study_uid": tags.study_uid, "patient_id": tags.patient_id,
+                                "accession_number": tags.accession_number, "study_date": tags.study_date}
+        return cls(series_uids=series, study_description=tags.study_description, modality=study.modality,
+                   source=[str(s) for s in study.extra.get("input", study.source)], dicom_files=dicom,
+                   mixed_patients=mixed, **own)
 
 
 # How a generation can end without its whole text, and what the exported report then says.
@@ -89,6 +100,14 @@ class ReportRecord:
     title: str = "Radiology report (draft)"
     stop_reason: str = ""  # how the generation ended: "eos", "length", one of INCOMPLETE, "" unknown
     include_paths: bool = False  # keep the source paths in the JSON export (radreport report --include-paths)
+    diagnosis: dict[str, float] = field(default_factory=dict)  # the model's own, label -> P(yes)
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        """Where the final text contradicts itself or the model's diagnosis (napari_radreport/consistency.py)."""
+        from napari_radreport.consistency import find_conflicts
+
+        return find_conflicts(self.final_text, self.diagnosis)
 
     @property
     def complete(self) -> bool:
@@ -111,4 +130,5 @@ class ReportRecord:
                 "reviewed": self.reviewed, "complete": self.complete, "stop_reason": self.stop_reason,
                 "study": self.study.as_dict(include_paths=self.include_paths),
                 "provenance": self.provenance.as_dict(), "include_paths": self.include_paths,
-                "scope": self.provenance.scope or None}
+                "scope": self.provenance.scope or None, "diagnosis": self.diagnosis,
+                "conflicts": [c.as_dict() for c in self.conflicts]}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from napari_radreport.io.study import StudyReadError, StudyTags
+from napari_radreport.io.study import MixedPatients, StudyReadError, StudyTags
 
 RADIOGRAPH_MODALITIES = {"CR", "DX", "RG"}
 RADIOGRAPH_SOP_CLASSES = {
@@ -50,6 +53,132 @@ def looks_like_dicom(path: str | Path) -> bool:
     group_le = int.from_bytes(head[0:2], "little")
     group_be = int.from_bytes(head[0:2], "big")
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate")
+
+
+def person_name(value: Any) -> str:
+    """A PatientName as words, so that spellings of one name compare equal: the first non-empty component
+    group (the alphabetic one, before '='), split at '^' and spaces, case-folded, empty components dropped.
+    "Doe^John", "DOE^JOHN  ", "Doe^John^^^" and "doe john" are all "doe john"; a middle name or a prefix is
+    a word more, so "Doe^John^A" is another name."""
+    text = "" if value is None else str(value)
+    group = next((g for g in text.split("=") if g.strip(" ^\x00")), "")
+    return " ".join(group.replace("^", " ").replace("\x00", " ").casefold().split())
+
+
+def birth_date(value: str) -> str:
+    """A PatientBirthDate as YYYYMMDD when it holds 8 digits (ACR-NEMA wrote 1940.03.05), else as written."""
+    digits = re.sub(r"\D", "", value)
+    return digits if len(digits) == 8 else value.strip()
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    """Whose one DICOM object is: PatientID (as written, spaces trimmed, case kept), PatientName
+    (``person_name``) and PatientBirthDate (``birth_date``). An empty field is unknown, not a difference."""
+
+    patient_id: str = ""
+    name: str = ""
+    birth_date: str = ""
+
+    @classmethod
+    def from_dataset(cls, ds: Any) -> PatientIdentity:
+        try:
+            name = person_name(ds.get("PatientName"))
+        except Exception:  # a name too broken to decode is unknown, not a reason to refuse the file
+            name = ""
+        return cls(patient_id=_text(ds, "PatientID").strip(" \x00"), name=name,
+                   birth_date=birth_date(_text(ds, "PatientBirthDate")))
+
+    @property
+    def values(self) -> tuple[str, str, str]:
+        return (self.patient_id, self.name, self.birth_date)
+
+    @property
+    def known(self) -> bool:
+        return any(self.values)
+
+
+@dataclass
+class PatientMix:
+    """Files of more than one patient: the tags that differ, and each patient's files in order."""
+
+    differs: tuple[str, ...]
+    patients: list[tuple[str, list[str]]]  # (PatientID as written or "", file paths)
+
+    def describe(self, most: int = 4) -> str:
+        """What differs and each patient's ID and first file ("PatientID differs: 'A1' in a.dcm (+2 more);
+        'B2' in b.dcm"); names and birth dates are never shown."""
+        parts = [f"{repr(pid) if pid else 'no PatientID'} in {Path(files[0]).name}"
+                 + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+                 for pid, files in self.patients[:most]]
+        if len(self.patients) > most:
+            parts.append(f"{len(self.patients) - most} more patient(s)")
+        verb = "differs" if len(self.differs) == 1 else "differ"
+        return f"{', '.join(self.differs)} {verb}: {'; '.join(parts)}"
+
+    def as_extra(self) -> list[dict[str, Any]]:
+        """What ``Study.extra["patients"]`` holds: each patient's PatientID and files (no names, no dates)."""
+        return [{"patient_id": pid, "files": list(files)} for pid, files in self.patients]
+
+
+def patient_mix(files: Sequence[tuple[str, PatientIdentity | None]]) -> PatientMix | None:
+    """The patients among ``files`` ((path, identity); None for a PNG/JPEG), or None when they can be one.
+
+    Two files are of different patients when any of PatientID, PatientName and PatientBirthDate holds two
+    different non-empty values; an empty value matches anything. Files are grouped by the tags that differ;
+    a file that leaves some of them empty joins the one group it agrees with (it stays apart when it agrees
+    with several), and a file that leaves all of them empty belongs to no group."""
+    known = [(path, who) for path, who in files if who is not None and who.known]
+    differs = tuple(tag for i, tag in enumerate(PATIENT_TAGS)
+                    if len({who.values[i] for _, who in known} - {""}) > 1)
+    if not differs:
+        return None
+    index = [PATIENT_TAGS.index(tag) for tag in differs]
+    groups: dict[tuple[str, ...], list[tuple[str, PatientIdentity]]] = {}
+    for path, who in known:
+        key = tuple(who.values[i] for i in index)
+        if any(key):
+            groups.setdefault(key, []).append((path, who))
+    for key in sorted(groups, key=lambda k: sum(map(bool, k))):  # the least known first
+        fuller = [other for other in groups
+                  if other != key and all(not a or a == b for a, b in zip(key, other))]
+        if len(fuller) == 1:
+            groups[fuller[0]].extend(groups.pop(key))
+    patients = []
+    for members in groups.values():
+        shown = next((who.patient_id for _, who in members if who.patient_id), "")
+        patients.append((shown, [path for path, _ in members]))
+    return PatientMix(differs=differs, patients=patients)
+
+
+def check_one_patient(files: Sequence[tuple[str, PatientIdentity | None]], origin: str, *,
+                      allow: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Refuse the files of several patients as one study (``MixedPatients``) unless ``allow``.
+
+    Returns (``Study.extra["patients"]``, empty unless the files mix patients; warnings): a warning says so
+    when mixed patients are allowed, and when some files carry no identity (PNG/JPEG, or all three tags
+    empty) beside files that do, since those cannot be checked."""
+    warnings: list[str] = []
+    unknown = [(path, who) for path, who in files if who is None or not who.known]
+    if unknown and len(unknown) < len(files):
+        path, who = unknown[0]
+        why = "PNG/JPEG files carry none" if who is None else "no PatientID, PatientName or PatientBirthDate"
+        warnings.append(f"patient identity unknown for {len(unknown)} of {len(files)} files (e.g. "
+                        f"{Path(path).name}: {why}): not checked to be the same patient as the others")
+    mix = patient_mix(files)
+    if mix is None:
+        return [], warnings
+    count = len(mix.patients)
+    if not allow:
+        raise MixedPatients(f"{origin}: the files come from {count} patients ({mix.describe()}); not opened "
+                            "as one study: open each patient's files separately",
+                            differs=mix.differs, patients=count, files=tuple(path for path, _ in files))
+    warnings.insert(0, f"MIXED PATIENTS: the files come from {count} patients ({mix.describe()}), opened as "
+                       "one study as asked; its reports say so and no DICOM SR is written")
+    return mix.as_extra(), warnings
 
 
 @dataclass(frozen=True)
@@ -95,6 +224,7 @@ class DicomHeader:
     # Values that were present but invalid: a refused geometry and rescale values replaced by 1/0.
     geometry_problem: str | None = None
     rescale_problems: tuple[str, ...] = ()
+    patient: PatientIdentity = PatientIdentity()  # whose image it is (check_one_patient)
 
     @property
     def is_dicomdir(self) -> bool:
@@ -334,6 +464,7 @@ def _header_from_dataset(path: str, ds, file_size: int = 0) -> DicomHeader:
         file_size=file_size,
         geometry_problem=_geometry_problem(ds, position, orientation),
         rescale_problems=tuple(problems),
+        patient=PatientIdentity.from_dataset(ds),
         **_pixel_claim(ds),
     )
 
@@ -343,6 +474,9 @@ def read_dataset(path: str | Path, *, pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from napari_radreport.io.limits import check_deflated_dicom
+
+    check_deflated_dicom(path)  # pydicom inflates a deflated data set whole, even for its header
     try:
         if pixels:
             return pydicom.dcmread(str(path), force=True)

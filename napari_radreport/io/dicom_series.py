@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_radreport.io.dicom_headers import DicomHeader
+from napari_radreport.io.dicom_headers import DicomHeader, check_one_patient
 from napari_radreport.io.dicom_pixels import read_pixels
 from napari_radreport.io.dicom_volume import Frame, VolumeGeometry, assemble_volume, rescale_warnings
 from napari_radreport.io.limits import MemoryBudget
@@ -104,15 +104,20 @@ def _series_infos(groups: list[SeriesGroup], chosen: int) -> list[SeriesInfo]:
 
 
 def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = None,
-                      budget: MemoryBudget | None = None) -> Study:
+                      budget: MemoryBudget | None = None, allow_mixed_patients: bool = False) -> Study:
     """Read the main (or the requested) series among single-frame slices; others are listed, never merged.
 
     Each file's pixel data length is checked against its header, and the whole volume against ``budget``,
-    before any pixel is decoded."""
+    before any pixel is decoded; so is that its slices are of one patient (``check_one_patient``: a slice of
+    another patient is refused unless ``allow_mixed_patients``)."""
     groups = group_slices(headers)
     chosen = _pick_series(groups, series)
     group = groups[chosen]
     h = group.first
+    folder = Path(h.path).parent
+    name = h.path if len(group.headers) == 1 else f"{folder} ({len(group.headers)} files of series {chosen})"
+    patients, patient_warnings = check_one_patient([(x.path, x.patient) for x in group.headers], name,
+                                                   allow=allow_mixed_patients)
     for x in group.headers:
         problem = x.pixel_data_problem()
         if problem:
@@ -128,13 +133,11 @@ def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = 
         gantry_tilt_tag=h.gantry_tilt,
         stored_dtype=h.stored_dtype,
     )
-    folder = Path(h.path).parent
-    name = h.path if len(group.headers) == 1 else f"{folder} ({len(group.headers)} files of series {chosen})"
     image, warnings, notes = assemble_volume([_frame_for_file(x) for x in group.headers], geometry,
                                              modality=h.modality, tags=h.tags, label=label, budget=budget,
                                              name=name)
     invalid = [(x.path, problem) for x in group.headers for problem in x.rescale_problems]
-    warnings[:0] = rescale_warnings(invalid, len(group.headers), h.modality)
+    warnings[:0] = patient_warnings + rescale_warnings(invalid, len(group.headers), h.modality)
     if group.role == "localizer":
         warnings.append("this series is a localizer/scout, opened because it was asked for")
     others = len(groups) - 1
@@ -155,5 +158,6 @@ def read_slice_series(headers: list[DicomHeader], *, series: str | int | None = 
         warnings=warnings,
         notes=notes,
         series=_series_infos(groups, chosen),
+        extra={"patients": patients} if patients else {},
     )
 

@@ -1,11 +1,13 @@
 """Input limits: the memory budget a reader may fill, checked against what a header claims before any
-voxel is read."""
+voxel is read (and against what a deflated DICOM file unpacks to before pydicom unpacks it)."""
 
 from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +21,9 @@ FALLBACK_BUDGET_BYTES = 4096 * 2**20  # where the available memory cannot be rea
 # notes): a .gz file of N bytes cannot hold more than 1032 * N bytes, whatever its header says.
 DEFLATE_MAX_RATIO = 1032
 MB = 2**20
+DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+# Explicit VR elements whose length takes 4 bytes (after 2 reserved ones) instead of 2 (PS3.5 7.1.2).
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 
 
 def describe(shape, dtype) -> str:
@@ -164,3 +169,62 @@ class MemoryBudget:
 
 def budget_or_default(budget: MemoryBudget | None) -> MemoryBudget:
     return budget if budget is not None else MemoryBudget.resolve()
+
+
+def deflated_dicom_start(handle) -> int | None:
+    """Where the deflated data set of an open DICOM file begins, or None when its file meta (group 0002)
+    does not name Deflated Explicit VR Little Endian. As pydicom reads it: the meta starts after the preamble
+    when there is one and ends at the first tag of another group; explicit VR, read as implicit where a VR
+    is not two capitals (pydicom's fallback for such files)."""
+    handle.seek(128)
+    handle.seek(132 if handle.read(4) == b"DICM" else 0)
+    deflated = False
+    while len(element := handle.read(8)) == 8 and element[:2] == b"\x02\x00":
+        vr = element[4:6]
+        if vr in _LONG_VRS:
+            length = int.from_bytes(handle.read(4), "little")
+        elif vr.isalpha() and vr.isupper():
+            length = int.from_bytes(element[6:8], "little")
+        else:
+            length = int.from_bytes(element[4:8], "little")
+        if element[2:4] == b"\x10\x00":  # (0002,0010) TransferSyntaxUID
+            deflated = handle.read(length).rstrip(b"\x00 ") == DEFLATED_SYNTAX
+        else:
+            handle.seek(length, os.SEEK_CUR)
+    return handle.tell() - len(element) if deflated else None
+
+
+def inflated_size(handle, cap: int, chunk: int = MB) -> int:
+    """Bytes the raw deflate stream from the handle's position unpacks to, counted ``chunk`` at a time and
+    only up to just past ``cap``: a bomb costs two chunks of memory and the time to unpack ``cap`` bytes."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while total <= cap and not inflater.eof and (data := handle.read(chunk)):
+        while data and total <= cap:
+            total += len(inflater.decompress(data, chunk))
+            data = inflater.unconsumed_tail
+    return total
+
+
+def check_deflated_dicom(path: str | Path, budget: MemoryBudget | None = None) -> None:
+    """Refuse, in one line, a deflate-compressed DICOM file whose data set unpacks to more than the memory
+    budget: pydicom inflates the whole data set in memory before it reads a tag, even the header. Other files
+    cost one short read of their file meta; a broken file is left for pydicom to name."""
+    try:
+        with open(path, "rb") as handle:
+            start = deflated_dicom_start(handle)
+            if start is None:
+                return
+            budget = budget_or_default(budget)
+            room = budget.limit - budget.used
+            handle.seek(start)
+            size = inflated_size(handle, room)
+    except (OSError, zlib.error):
+        return
+    if size > room:
+        packed, left = megabytes(os.path.getsize(path)), megabytes(room)
+        raise StudyReadError(
+            f"{path}: this deflate-compressed DICOM file ({packed}) unpacks to more than the {left} left of "
+            f"the memory budget ({budget.source}), and pydicom unpacks it whole: refused as a possible "
+            f"decompression bomb; raise the budget with {MAX_VOLUME_ENV}=<MB>"
+        )

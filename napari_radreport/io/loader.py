@@ -13,6 +13,7 @@ from napari_radreport.common import one_line
 from napari_radreport.io.dicom_headers import (
     RADIOGRAPH_MODALITIES,
     DicomHeader,
+    check_one_patient,
     looks_like_dicom,
     read_header,
     unique_instances,
@@ -72,7 +73,8 @@ def _dicom_headers(paths: list[Path]) -> tuple[list[DicomHeader], list[str]]:
 
 
 def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, series,
-                order: Sequence[Path] | None = None, budget: MemoryBudget | None = None) -> Study:
+                order: Sequence[Path] | None = None, budget: MemoryBudget | None = None,
+                allow_mixed_patients: bool = False) -> Study:
     """Decide between a volume and a radiograph set among DICOM objects (and pictures)."""
     from napari_radreport.io.dicom_multiframe import read_enhanced
     from napari_radreport.io.dicom_series import read_slice_series
@@ -98,7 +100,8 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
         if pictures:
             raise StudyReadError(f"{origin}: mixes CT/MR slices with PNG/JPEG pictures; open them separately")
         if slices:
-            study = read_slice_series(slices, series=series, budget=budget)
+            study = read_slice_series(slices, series=series, budget=budget,
+                                      allow_mixed_patients=allow_mixed_patients)
         elif len(enhanced) == 1:
             study = read_enhanced(enhanced[0], budget=budget)
         else:
@@ -114,7 +117,8 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
             study.warnings.append(left_out)
         return study
     if radiographs or pictures:
-        study = _xray_set(radiographs, pictures, order, budget)
+        study = _xray_set(radiographs, pictures, order, budget, origin=origin,
+                          allow_mixed_patients=allow_mixed_patients)
         if left_out:
             study.warnings.append(left_out)
         return study
@@ -127,8 +131,12 @@ def _from_dicom(headers: list[DicomHeader], pictures: list[Path], origin: str, s
 
 
 def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
-              order: Sequence[Path] | None = None, budget: MemoryBudget | None = None) -> Study:
-    """A radiograph set in the order of ``order`` (the files as given), else in path order (folders)."""
+              order: Sequence[Path] | None = None, budget: MemoryBudget | None = None, *, origin: str = "",
+              allow_mixed_patients: bool = False) -> Study:
+    """A radiograph set in the order of ``order`` (the files as given), else in path order (folders).
+
+    Its files must be of one patient (``check_one_patient``), checked on the headers before any pixel is
+    read."""
     rank = {str(p): i for i, p in enumerate(order or [])}
 
     def position(item: DicomHeader | Path) -> tuple[int, str]:
@@ -136,6 +144,8 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
         return (rank.get(path, -1), path)
 
     items: list[DicomHeader | Path] = sorted([*radiographs, *pictures], key=position)
+    who = [(str(item), None) if isinstance(item, Path) else (item.path, item.patient) for item in items]
+    patients, patient_warnings = check_one_patient(who, origin or who[0][0], allow=allow_mixed_patients)
     images: list[ImageData] = []
     notes: list[str] = []
     warnings: list[str] = []
@@ -148,7 +158,9 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
         warnings.extend(image_warnings)
     source = tuple(im.source_files[0] for im in images)
     non_xray = {im.modality for im in images if im.modality and im.modality not in RADIOGRAPH_MODALITIES}
-    study = make_xray_set(images, notes, source, warnings)
+    study = make_xray_set(images, notes, source, patient_warnings + warnings)
+    if patients:
+        study.extra["patients"] = patients
     if non_xray:
         study.kind = "image"
         study.notes.append(
@@ -157,7 +169,7 @@ def _xray_set(radiographs: list[DicomHeader], pictures: list[Path],
     return study
 
 
-def _load_folder(folder: Path, series, budget: MemoryBudget) -> Study:
+def _load_folder(folder: Path, series, budget: MemoryBudget, allow_mixed_patients: bool = False) -> Study:
     files = _folder_files(folder)
     niftis = [p for p in files if is_nifti_path(p)]
     pictures = [p for p in files if is_picture_path(p)]
@@ -167,7 +179,8 @@ def _load_folder(folder: Path, series, budget: MemoryBudget) -> Study:
         headers, skipped = _dicom_headers(candidates)
         headers = [h for h in headers if not h.is_dicomdir]
         if headers:
-            study = _from_dicom(headers, pictures, str(folder), series, budget=budget)
+            study = _from_dicom(headers, pictures, str(folder), series, budget=budget,
+                                allow_mixed_patients=allow_mixed_patients)
             if skipped:
                 study.notes.append(f"{len(skipped)} unreadable file(s) skipped, e.g. {skipped[0]}")
             return study
@@ -198,10 +211,10 @@ def _siblings(path: Path) -> tuple[list[Path], int]:
     return [p for p in nearest if looks_like_dicom(p)], len(names)
 
 
-def _load_single_dicom(path: Path, series, budget: MemoryBudget) -> Study:
+def _load_single_dicom(path: Path, series, budget: MemoryBudget, allow_mixed_patients: bool = False) -> Study:
     header = read_header(path)
     if header.is_dicomdir:
-        return _load_folder(path.parent, series, budget)
+        return _load_folder(path.parent, series, budget, allow_mixed_patients)
     reason = header.non_image_reason()
     if reason is not None:
         raise StudyReadError(f"{path}: {reason}; napari-radreport opens CT series and radiographs")
@@ -215,7 +228,8 @@ def _load_single_dicom(path: Path, series, budget: MemoryBudget) -> Study:
         slices, _ = unique_instances([header] + [h for h in headers if h.is_volume_slice])
         groups = group_slices(slices)
         mine = next(i for i, g in enumerate(groups) if any(h.path == header.path for h in g.headers))
-        study = _from_dicom(slices, [], str(path), series if series is not None else mine, budget=budget)
+        study = _from_dicom(slices, [], str(path), series if series is not None else mine, budget=budget,
+                            allow_mixed_patients=allow_mixed_patients)
         if in_folder > MAX_SIBLING_HEADERS:
             study.notes.append(
                 f"the folder holds {in_folder + 1:,} files: only the {MAX_SIBLING_HEADERS:,} nearest to "
@@ -226,19 +240,23 @@ def _load_single_dicom(path: Path, series, budget: MemoryBudget) -> Study:
 
 
 def load_study(source: PathLike | Sequence[PathLike], *, series: str | int | None = None,
-               modality: str | None = None, max_bytes: int | None = None) -> Study:
+               modality: str | None = None, max_bytes: int | None = None,
+               allow_mixed_patients: bool = False) -> Study:
     """Open a NIfTI file, a DICOM series (folder, files or one file of it) or a radiograph set.
 
     ``series`` picks another series than the main one (index or SeriesInstanceUID); ``modality`` overrides
     the NIfTI modality guess; ``max_bytes`` caps the pixel arrays built (default $RADREPORT_MAX_VOLUME_MB,
     else half of the available memory). Raises StudyReadError with a one-line reason naming the file;
     a library's error on a malformed file becomes one too (the original as its ``__cause__``).
+    A radiograph set or series whose DICOM files are of more than one patient raises ``MixedPatients`` (a
+    StudyReadError) unless ``allow_mixed_patients``, which opens it with a warning and the patients' IDs and
+    files in ``study.extra["patients"]`` (docs/inputs.md, One patient).
     """
     paths = _normalise(source)
     budget = MemoryBudget.resolve(max_bytes)
     origin = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
     try:
-        study = _load(paths, series, modality, budget)
+        study = _load(paths, series, modality, budget, allow_mixed_patients)
     except StudyReadError:
         raise
     except MemoryError as exc:
@@ -254,17 +272,18 @@ def load_study(source: PathLike | Sequence[PathLike], *, series: str | int | Non
     return study
 
 
-def _load(paths: list[Path], series: str | int | None, modality: str | None, budget: MemoryBudget) -> Study:
+def _load(paths: list[Path], series: str | int | None, modality: str | None, budget: MemoryBudget,
+          allow_mixed_patients: bool = False) -> Study:
     if len(paths) == 1:
         path = paths[0]
         if path.is_dir():
-            return _load_folder(path, series, budget)
+            return _load_folder(path, series, budget, allow_mixed_patients)
         if is_nifti_path(path):
             return read_nifti(path, modality=modality, budget=budget)
         if is_picture_path(path):
             return _xray_set([], [path], budget=budget)
         if looks_like_dicom(path):
-            return _load_single_dicom(path, series, budget)
+            return _load_single_dicom(path, series, budget, allow_mixed_patients)
         raise StudyReadError(
             f"{path}: unsupported file type (expected DICOM, NIfTI .nii/.nii.gz, PNG or JPEG)"
         )
@@ -279,4 +298,4 @@ def _load(paths: list[Path], series: str | int | None, modality: str | None, bud
         raise StudyReadError(f"{unknown[0]}: unsupported file type (expected DICOM, PNG or JPEG)")
     headers = [read_header(p) for p in others]
     return _from_dicom(headers, pictures, f"{paths[0]} (+{len(paths) - 1} files)", series, order=paths,
-                       budget=budget)
+                       budget=budget, allow_mixed_patients=allow_mixed_patients)

@@ -32,6 +32,23 @@ class StudyReadError(Exception):
     """An input could not be opened; the message is one line naming the file and the reason."""
 
 
+class MixedPatients(StudyReadError):
+    """The files of one study come from more than one patient (docs/inputs.md, One patient).
+
+    ``load_study(..., allow_mixed_patients=True)`` opens them anyway. ``differs`` names the tags that differ
+    (PatientID, PatientName, PatientBirthDate), ``patients`` counts the patients, ``files`` are the files."""
+
+    def __init__(self, message: str, *, differs: tuple[str, ...] = (), patients: int = 0,
+                 files: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.differs, self.patients, self.files = differs, patients, files
+
+    def with_hint(self, hint: str) -> MixedPatients:
+        """The same refusal with how to open the files anyway appended (each front end has its own way)."""
+        return MixedPatients(f"{self}; {hint}", differs=self.differs, patients=self.patients,
+                             files=self.files)
+
+
 _CHUNK_ELEMENTS = 1 << 24  # value scans go through big volumes in blocks of this many elements
 
 

@@ -325,7 +325,7 @@ class ReportDock(QWidget):
         known = {k: v for k, v in draft.provenance.items() if k in Provenance.__dataclass_fields__}
         return ReportRecord(final_text=draft.text, ai_draft=draft.ai_draft, reviewed=draft.reviewed,
                             study=StudyReference.from_study(study), provenance=Provenance(**known),
-                            stop_reason=draft.stop_reason)
+                            stop_reason=draft.stop_reason, diagnosis=dict(draft.diagnosis))
 
     def export_to(self, path: str, overwrite: bool = False, ask=None) -> str | None:
         """Write the current draft; asks before replacing a file (``ask`` answers in tests)."""

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
 from napari_radreport.engine.events import Progress
+from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
 from napari_radreport.widgets.session import error_html, session_for
 
 if TYPE_CHECKING:
@@ -58,15 +59,20 @@ class SettingsDock(Container):
         out_of_scope = CheckBox(text="Allow studies outside the model's scope", value=s.allow_out_of_scope,
                                 tooltip="Run a study the model was not made for (wrong body region, a real "
                                         "scan for a synthetic-only model); its outputs say so. Off: refused.")
+        mixed = CheckBox(text=MIXED_PATIENTS_SWITCH, value=s.allow_mixed_patients,
+                         tooltip="Open files whose PatientID, PatientName or birth date differ as one study "
+                                 "(File > Open); its reports say MIXED PATIENTS and no DICOM SR is written. "
+                                 "Off: refused (the Study dock asks).")
         form = Container()
-        form.extend([folder, device, dtype, max_new, sample, temperature, top_p, out_of_scope])  # aligned
+        form.extend([folder, device, dtype, max_new, sample, temperature, top_p,  # aligned labels
+                     out_of_scope, mixed])
         load = PushButton(text="Load model with these settings")
         progress = ProgressBar(min=0, max=100)
         status = Label(value="")
         super().__init__(widgets=[form, load, progress, status], labels=False)
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
-        self.allow_out_of_scope = out_of_scope
+        self.allow_out_of_scope, self.allow_mixed_patients = out_of_scope, mixed
         self.load_button, self.progress, self.status = load, progress, status
         progress.native.setVisible(False)
         status.native.setWordWrap(True)
@@ -81,6 +87,7 @@ class SettingsDock(Container):
         temperature.changed.connect(lambda v: self._set(temperature=float(v)))
         top_p.changed.connect(lambda v: self._set(top_p=float(v)))
         out_of_scope.changed.connect(lambda v: self._set(allow_out_of_scope=bool(v)))
+        mixed.changed.connect(lambda v: self._set(allow_mixed_patients=bool(v)))
         sample.changed.connect(self._sampling_enabled)
         load.changed.connect(self.load)
         self._sampling_enabled(s.do_sample)

@@ -1,8 +1,12 @@
-"""The Study dock: open a study, see what was read, switch CT windows, open another series."""
+"""The Study dock: open a study, see what was read, switch CT windows, open another series.
+
+Files of more than one patient are opened as one study only when the user says so: the Settings switch, or
+Yes to the question this dock asks (default No)."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,19 +19,22 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_radreport.io.windows import CT_WINDOWS
-from napari_radreport.widgets.session import error_html
+from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
+from napari_radreport.widgets.session import error_html, session_for
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
     from napari_radreport.io import Study
+    from napari_radreport.io.study import MixedPatients
 
 
 def _study_of(layer) -> Study | None:
@@ -42,6 +49,8 @@ class StudyDock(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._layers: list[Image] = []
+        # Asked when the files mix patients and the Settings switch is off; True opens them as one study.
+        self.ask_mixed_patients: Callable[[MixedPatients], bool] = self._ask_mixed_patients
 
         open_files = QPushButton("Open files…")
         open_files.setToolTip("DICOM files, a NIfTI file, or chest radiographs (PNG, JPEG, DICOM)")
@@ -192,19 +201,26 @@ class StudyDock(QWidget):
         if folder:
             self.open_study(folder)
 
-    def open_study(self, source, series: int | str | None = None):
-        """Read in a background thread, then add the layers; errors show as one line here."""
+    def open_study(self, source, series: int | str | None = None, *,
+                   allow_mixed_patients: bool | None = None):
+        """Read in a background thread, then add the layers; errors show as one line here.
+
+        Files of several patients: opened when ``allow_mixed_patients`` (default: the Settings switch),
+        else ``ask_mixed_patients`` decides after the refusal."""
         from napari.qt.threading import create_worker
 
         from napari_radreport.io import load_study
 
+        if allow_mixed_patients is None:
+            allow_mixed_patients = session_for(self.viewer).settings.allow_mixed_patients
         first = source if isinstance(source, (str, Path)) else source[0]
         self.status.setText(f"Reading {html.escape(Path(str(first)).name)}…")
         # The dock shows read errors itself; napari need not relay them as notifications.
-        worker = create_worker(load_study, source, series=series, _ignore_errors=True)
+        worker = create_worker(load_study, source, series=series, allow_mixed_patients=allow_mixed_patients,
+                               _ignore_errors=True)
         worker.returned.connect(self._on_loaded)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
+        worker.errored.connect(lambda exc: self._on_error(exc, source, series))
+        worker.finished.connect(lambda: self._on_finished(worker))
         self._worker = worker
         worker.start()
         return worker
@@ -215,10 +231,38 @@ class StudyDock(QWidget):
         add_study(self.viewer, study)
         self.status.setText("")
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _on_error(self, exc: BaseException, source=None, series: int | str | None = None) -> None:
+        """One line in the status; files of several patients are opened again when the user agrees."""
         from napari_radreport.common import one_line
+        from napari_radreport.io.study import MixedPatients
 
+        if isinstance(exc, MixedPatients) and source is not None and self.ask_mixed_patients(exc):
+            self.open_study(source, series, allow_mixed_patients=True)
+            return
         self.status.setText(error_html(f"Could not open: {one_line(exc)}"))
 
-    def _on_finished(self) -> None:
-        self._worker = None
+    def mixed_patients_box(self, exc: MixedPatients) -> QMessageBox:
+        """The question: what differs, the IDs and files in the details; No is the default."""
+        from napari_radreport.common import one_line
+
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Files of different patients")
+        verb = "differs" if len(exc.differs) == 1 else "differ"
+        box.setText(f"These files come from {exc.patients or 'several'} patients: "
+                    f"{', '.join(exc.differs)} {verb}.")
+        box.setInformativeText("Open them as one study anyway? Its reports will say MIXED PATIENTS and no "
+                               f"DICOM SR can be exported. (Settings: '{MIXED_PATIENTS_SWITCH}' opens such "
+                               "files without asking.)")
+        box.setDetailedText(one_line(exc))
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setEscapeButton(QMessageBox.StandardButton.No)
+        return box
+
+    def _ask_mixed_patients(self, exc: MixedPatients) -> bool:
+        return self.mixed_patients_box(exc).exec() == QMessageBox.StandardButton.Yes
+
+    def _on_finished(self, worker) -> None:
+        if self._worker is worker:  # not the read started after it (mixed patients, opened when agreed)
+            self._worker = None
