@@ -54,9 +54,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from napari_radreport.viewer import open_viewer
-
     from napari_radreport.io.study import MixedPatients
+    from napari_radreport.viewer import open_viewer
 
     try:
         open_viewer(args.paths, series=args.series, allow_mixed_patients=args.allow_mixed_patients)

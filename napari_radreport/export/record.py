@@ -104,7 +104,7 @@ class ReportRecord:
 
     @property
     def conflicts(self) -> list[Conflict]:
-        """Where the final text contradicts itself or the model's diagnosis (napari_radreport/consistency.py)."""
+        """Where the final text contradicts itself or the model's diagnosis (consistency.py)."""
         from napari_radreport.consistency import find_conflicts
 
         return find_conflicts(self.final_text, self.diagnosis)
