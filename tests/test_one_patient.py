@@ -215,6 +215,26 @@ def test_radreport_info_refuses_two_patients_in_one_line_unless_allowed(two_pati
     assert "warning: MIXED PATIENTS: the files come from 2 patients" in capsys.readouterr().out
 
 
+def test_model_commands_refuse_two_patients_and_their_sr_before_the_model_loads(two_patients, tiny_xray_model,
+                                                                              tmp_path, capsys, monkeypatch):
+    from napari_radreport.cli import main
+    from napari_radreport.engine.engine import Engine
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Engine, "start", no_load)
+    report = ["report", *map(str, two_patients), "--model", str(tiny_xray_model)]
+    assert main(report) == 1
+    assert "--allow-mixed-patients opens them" in capsys.readouterr().err
+    out = tmp_path / "r.dcm"
+    assert main([*report, "--allow-mixed-patients", "--format", "sr", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "DICOM SR not written: the report is about the images of 2 patients" in err
+    assert not out.exists()
+
+
 def test_the_napari_reader_refuses_unless_the_setting_allows(two_patients, tmp_path, monkeypatch):
     from napari_radreport._reader import get_reader
     from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH, UserSettings

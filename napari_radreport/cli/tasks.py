@@ -25,7 +25,7 @@ class LoadAbandoned(KeyboardInterrupt):
     exit_now = True
 
 
-def _engine_and_study(args: argparse.Namespace, paths: list[str]):
+def _engine_and_study(args: argparse.Namespace, paths: list[str], check_study=None):
     from napari_radreport.cli.study import load_paths
     from napari_radreport.engine import Engine, OutOfScope, Progress
     from napari_radreport.engine.engine import cannot_read
@@ -34,6 +34,8 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str]):
     refusal = cannot_read(args.model, study)  # from config.json: nothing loads for a study it cannot read
     if refusal:
         raise OutOfScope(f"{refusal}; the model was not loaded")
+    if check_study is not None:  # the command's own refusals of this study, before the model loads
+        check_study(study)
     engine = Engine()
     engine.allow_out_of_scope = args.allow_out_of_scope
 
@@ -107,7 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown region(s) {', '.join(unknown)}; use {', '.join(REGIONS)} or all")
     if args.out:
         _check_out(args)
-    engine, study = _engine_and_study(args, args.paths)
+    engine, study = _engine_and_study(args, args.paths, check_study=lambda s: _check_export(args, s))
     settings = _generation(args)
     result, interrupted = _stream(engine, "report", study, sections=sections, regions=regions,
                                   settings=settings)
@@ -134,6 +136,16 @@ def _check_out(args: argparse.Namespace) -> None:
         check_target(args.out, args.format, overwrite=args.overwrite)
     except ExportExists as exc:
         raise ExportExists(f"{args.out} exists; pass --overwrite to replace it") from exc
+
+
+def _check_export(args: argparse.Namespace, study) -> None:
+    """A DICOM SR of a study of several patients is refused once the study is read, before the model loads."""
+    from napari_radreport.export import ReportRecord, StudyReference
+    from napari_radreport.export.dicom_sr import one_patient
+    from napari_radreport.export.writers import format_for
+
+    if args.out and format_for(args.out, args.format) == "sr":
+        one_patient(ReportRecord(final_text="", study=StudyReference.from_study(study)))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
