@@ -21,6 +21,7 @@ MIXED_PATIENTS_SWITCH = "Open files from different patients as one study"
 @dataclass
 class UserSettings:
     model_folder: str = ""  # empty: the demo model shipped with the package
+    models_folder: str = ""  # where the Settings dock looks for model folders to choose from
     device: str = "auto"
     dtype: str = "auto"
     max_new_tokens: int = 256

@@ -2,7 +2,7 @@
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
-        [--tab Chat] [--allow-out-of-scope]
+        [--tab Chat] [--allow-out-of-scope] [--models-folder DIR]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
     parser.add_argument("--tab", default="Report", help="dock tab to show in front")
     parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT, e.g. 1366x768")
+    parser.add_argument("--models-folder", help="list the models in this folder in the Settings dock")
+    parser.add_argument("--show-model-list", action="store_true",
+                        help="open the Settings dock's model list (the picture is then the whole screen)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -56,6 +59,13 @@ def main() -> None:
     if args.model:
         session.settings.model_folder = args.model
     session.settings.allow_out_of_scope = args.allow_out_of_scope
+    if args.models_folder:
+        settings_dock = docks["Settings (napari-radreport)"]
+        settings_dock.models_folder.value = args.models_folder  # as the folder dialog sets it: scans it
+        end = time.time() + 60
+        while len(settings_dock.model_choice.choices) < 2 and time.time() < end:
+            QApplication.processEvents()
+            time.sleep(0.01)
     report = docks["Report (napari-radreport)"]
     if args.generate or args.ask or args.diagnose:
         report.load_model()
@@ -76,6 +86,14 @@ def main() -> None:
         QApplication.processEvents()
     viewer.reset_view()  # frame the layers in the resized canvas
     QApplication.processEvents()
+    if args.show_model_list:  # a popup is a window of its own: grab the screen
+        docks["Settings (napari-radreport)"].model_choice.native.showPopup()
+        for _ in range(20):
+            QApplication.processEvents()
+            time.sleep(0.02)
+        QApplication.primaryScreen().grabWindow(0, 0, 0, width, height).save(args.out)
+        viewer.close()
+        return
     viewer.screenshot(args.out, canvas_only=False)
     viewer.close()
 

@@ -1,8 +1,10 @@
-"""``radreport convert``: a public checkpoint folder -> this project's format."""
+"""``radreport convert``: a public checkpoint folder -> this project's format; ``radreport models``: the model
+folders the plugin recognises, with their family, size, scope and memory at each precision."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def cmd_convert_model(args: argparse.Namespace) -> int:
@@ -13,7 +15,37 @@ def cmd_convert_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from napari_radreport.engine.engine import default_model
+    from napari_radreport.modeling.catalog import describe_line, describe_model, find_models
+    from napari_radreport.user_settings import UserSettings
+
+    folder = args.folder or UserSettings.load().models_folder
+    entries = find_models(folder) if folder else []
+    demo = default_model()
+    if not args.folder and demo is not None:
+        entries.insert(0, describe_model(demo))
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=1))
+        return 0
+    if not entries:
+        where = folder or "the Settings dock's models folder (none set; give DIR)"
+        print(f"radreport: no model folders in {where}")
+        return 0
+    for entry in entries:
+        print(describe_line(entry))
+    return 0
+
+
 def add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+    models = sub.add_parser("models", parents=[common], help="list the model folders in a folder",
+                            description="List the model folders in DIR (default: the Settings dock's models "
+                                        "folder, and the demo model) with their family, parameters, scope "
+                                        "and the memory their weights take at each precision; nothing loads.")
+    models.add_argument("folder", nargs="?", metavar="DIR", help="a folder of model folders (or one model)")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(func=cmd_models)
+
     convert = sub.add_parser("convert", parents=[common],
                              help="convert a public checkpoint to this project's format")
     convert.add_argument("format", choices=["m3d"], help="m3d: an M3D-LaMed folder (Llama-2 or Phi-3)")

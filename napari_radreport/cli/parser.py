@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+    except BrokenPipeError:  # the reader went away (``radreport models | head``): nothing more to say
+        with contextlib.suppress(OSError):  # Python would complain again when it flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one line by default; the traceback only with --debug
         if args is None or args.debug:
             raise

@@ -1,8 +1,16 @@
-"""The Settings dock, a magicgui panel: model folder, device, precision, generation; remembered."""
+"""The Settings dock, a magicgui panel: a models folder and the models found in it, the model folder, device,
+precision, generation; remembered.
+
+The models folder is scanned on a thread (``modeling.catalog``: config.json and safetensors headers only, but
+a transformers family's check imports transformers); the list shows each model's family, size, what it reads
+and the memory its weights take, and choosing one loads it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import html
+import threading
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
@@ -16,6 +24,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
@@ -31,8 +40,35 @@ TEMPERATURE = (0.05, 2.0)
 TOP_P = (0.05, 1.0)
 
 
+DEMO_CHOICE = ("Demo model (synthetic phantoms only)", "")
+
+
 def _within(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
+
+
+class _Scan(QObject):
+    """Carries a scan's result from its thread to the GUI thread (a queued signal)."""
+
+    done = Signal(str, object)  # the folder scanned, its entries (or the error's line)
+
+
+def model_choices(entries) -> list[tuple[str, str]]:
+    """(label, folder) for each model folder found: what it reads, its size and its weights in bfloat16 (the
+    family and every precision are in the list's tooltip); the demo model first, folders that cannot be read
+    left out (their line shows in the tooltip too)."""
+    from napari_radreport.modeling.catalog import human_bytes, human_count
+
+    choices = [DEMO_CHOICE]
+    for entry in entries:
+        if entry.problem:
+            continue
+        reads = "/".join(m.upper() if m == "ct" else "radiographs" for m in entry.scope.modalities)
+        where = f" {', '.join(entry.scope.body_regions)}" if entry.scope.body_regions else ""
+        memory = human_bytes(entry.weight_bytes("bfloat16"))
+        choices.append((f"{entry.name} ({reads}{where}, {human_count(entry.parameters)}, {memory} bf16)",
+                        str(entry.path)))
+    return choices
 
 
 class SettingsDock(Container):
@@ -41,6 +77,13 @@ class SettingsDock(Container):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         self.session = session = session_for(napari_viewer)
         s = session.settings
+        models = FileEdit(mode="d", nullable=True, value=s.models_folder or None, label="Models folder",
+                          tooltip="A folder of model folders: the models found there are listed below")
+        models.choose_btn.text = "Browse…"
+        models.line_edit.native.setPlaceholderText("a folder of model folders")
+        choice = ComboBox(choices=[DEMO_CHOICE], label="Model",
+                          tooltip="The models in the models folder (family, size, what each reads, weight "
+                                  "memory); choosing one loads it")
         folder = FileEdit(mode="d", nullable=True, value=s.model_folder or None, label="Model folder",
                           tooltip="A model folder on this machine; empty: the demo model")
         folder.choose_btn.text = "Browse…"
@@ -64,12 +107,13 @@ class SettingsDock(Container):
                                  "(File > Open); its reports say MIXED PATIENTS and no DICOM SR is written. "
                                  "Off: refused (the Study dock asks).")
         form = Container()
-        form.extend([folder, device, dtype, max_new, sample, temperature, top_p,  # aligned labels
+        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p,  # aligned
                      out_of_scope, mixed])
         load = PushButton(text="Load model with these settings")
         progress = ProgressBar(min=0, max=100)
         status = Label(value="")
         super().__init__(widgets=[form, load, progress, status], labels=False)
+        self.models_folder, self.model_choice = models, choice
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
         self.allow_out_of_scope, self.allow_mixed_patients = out_of_scope, mixed
@@ -78,6 +122,12 @@ class SettingsDock(Container):
         status.native.setWordWrap(True)
         status.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
 
+        self._scan = _Scan()
+        self._scan.done.connect(self._scanned)
+        self._scanning = ""  # the folder whose scan is running
+        models.changed.connect(self._models_folder_changed)
+        models.line_edit.native.editingFinished.connect(self._save_models_folder)
+        choice.changed.connect(self._model_chosen)
         folder.changed.connect(self._folder_changed)
         folder.line_edit.native.editingFinished.connect(self._save_folder)
         device.changed.connect(lambda v: self._set(device=v))
@@ -92,8 +142,15 @@ class SettingsDock(Container):
         load.changed.connect(self.load)
         self._sampling_enabled(s.do_sample)
         session.busy_changed.connect(self._busy_changed)
-        self.native.destroyed.connect(lambda *_: session.busy_changed.disconnect(self._busy_changed))
+        self.native.destroyed.connect(self._disconnect)
         self._busy_changed(session.busy)
+        if s.models_folder:
+            self.scan(s.models_folder)
+
+    def _disconnect(self, *_args: Any) -> None:
+        """The dock is gone: the session (the viewer's) stops calling it."""
+        with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the session is gone
+            self.session.busy_changed.disconnect(self._busy_changed)
 
     def _set(self, **changes: Any) -> None:
         self.session.update_settings(**changes)
@@ -108,6 +165,62 @@ class SettingsDock(Container):
         if text != self.session.settings.model_folder:
             self._set(model_folder=text)
 
+    # -- the models folder and its models --------------------------------------------------------------
+    def _models_folder_changed(self, _value: Any) -> None:
+        if not self.models_folder.line_edit.native.hasFocus():
+            self._save_models_folder()
+
+    def _save_models_folder(self) -> None:
+        text = self.models_folder.line_edit.value.strip()
+        if text != self.session.settings.models_folder:
+            self._set(models_folder=text)
+        if text:
+            self.scan(text)
+
+    def scan(self, folder: str) -> None:
+        """List the models in ``folder`` (on a thread; ``_scanned`` fills the list)."""
+        from napari_radreport.modeling.catalog import find_models
+
+        self._scanning = folder
+        self._show(f"Looking for models in {folder}…")
+
+        def run() -> None:
+            try:
+                found: Any = find_models(folder)
+            except (OSError, ValueError) as exc:
+                found = str(exc)
+            self._scan.done.emit(folder, found)
+
+        threading.Thread(target=run, name="radreport-model-scan", daemon=True).start()
+
+    def _scanned(self, folder: str, found: Any) -> None:
+        if folder != self._scanning:  # a later scan was asked for
+            return
+        if isinstance(found, str):
+            self._show(found, error=True)
+            return
+        from napari_radreport.modeling.catalog import describe_line
+
+        choices = model_choices(found)
+        current = self.session.settings.model_folder
+        with self.model_choice.changed.blocked():
+            self.model_choice.choices = choices
+            if current in [value for _, value in choices]:
+                self.model_choice.value = current
+        self.model_choice.tooltip = "\n".join(describe_line(e) for e in found) or "no model folders here"
+        unreadable = [e for e in found if e.problem]
+        found_text = f"{len(choices) - 1} model folder{'s' * (len(choices) != 2)} in {folder}"
+        self._show(found_text + (f"; {len(unreadable)} could not be read (see the list's tooltip)"
+                                 if unreadable else ""))
+
+    def _model_chosen(self, value: str) -> None:
+        """A model chosen in the list: it becomes the model folder and loads."""
+        with self.model_folder.changed.blocked():
+            self.model_folder.value = value or None
+        self._set(model_folder=value or "")
+        if not self.session.busy:
+            self.load()
+
     def _sampling_enabled(self, on: bool) -> None:
         self.temperature.enabled = self.top_p.enabled = bool(on)
 
@@ -115,7 +228,7 @@ class SettingsDock(Container):
         self.load_button.enabled = not busy
 
     def _show(self, text: str, *, error: bool = False) -> None:
-        self.status.value = error_html(text) if error else html.escape(text)
+        self.status.value = error_html(text) if error else html.escape(text, quote=False)
 
     def load(self, *_args: Any) -> None:
         """Load the model these settings name (what the Load button does)."""
