@@ -79,6 +79,7 @@ def test_the_settings_dock_lists_the_models_and_choosing_one_loads_it(make_napar
     assert "1 could not be read" in dock.status.value
     dock.model_choice.value = str(models / "ct-model")
     qtbot.waitUntil(lambda: session.engine.loaded and not session.busy, timeout=WAIT_MS)
-    assert session.engine.info.name == "ct-model" and session.settings.model_folder == str(models / "ct-model")
+    assert session.engine.info.name == "ct-model"
+    assert session.settings.model_folder == str(models / "ct-model")
     assert dock.model_folder.value == models / "ct-model"
     session.shutdown()
