@@ -3,7 +3,9 @@
 Presets ``rrg24``, ``m3d``, ``amos-mm``, ``diagnosis`` score a predictions file (``radreport predict``) with
 the seed papers' exact computations (napari_radreport/evaluation/presets.py), with bootstrap intervals and
 an optional paired comparison with a second predictions file. Preset ``phantom`` runs a model on synthetic
-phantoms (``radreport phantoms``) and reads back the findings it states; the demo model's card quotes it.
+phantoms (``radreport phantoms``), reads back the findings it states and prints present and absent findings
+apart, per finding sensitivity and specificity, each with its interval and a blind baseline beside it
+(napari_radreport/evaluation/phantom_figures.py); the demo model's card quotes it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ from pathlib import Path
 PRESETS = ("phantom", "rrg24", "m3d", "amos-mm", "diagnosis")
 
 
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.preset != "phantom":
         from napari_radreport.cli.eval_predictions import eval_predictions
@@ -29,18 +27,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return eval_predictions(args)
     if args.predictions:
         raise ValueError("the phantom preset runs a model (--model), it does not read --predictions")
-    from napari_radreport.data.manifest import read_manifest
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+    from napari_radreport.cli.eval_predictions import manifest_records
     from napari_radreport.engine import Engine
     from napari_radreport.engine.engine import default_model
+    from napari_radreport.evaluation.phantom_figures import format_figures, phantom_figures
     from napari_radreport.evaluation.phantoms import evaluate_phantoms
 
     model = args.model or default_model()
     if model is None:
         raise ValueError("no --model given and this install has no demo model")
-    records = read_manifest(args.manifest, split=args.split)
-    if not records:
-        raise ValueError(f"{args.manifest}: no records in split {args.split!r}")
-    records = records[: args.limit] if args.limit else records
+    records = manifest_records(args)  # the split ("all": every record) and --limit, as elsewhere
     engine = Engine()
     engine.allow_out_of_scope = True  # scoring runs every phantom, also those written before they were marked
     info = engine.load(model, device=args.device)
@@ -57,15 +55,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             scores = evaluate_phantoms(engine, records, on_record=on_record)
         finally:
             print(file=sys.stderr)
+    seconds = round(time.perf_counter() - started, 1)
+    figures = phantom_figures(scores, resamples=args.bootstrap, seed=args.seed, level=args.level)
     result = {"preset": args.preset, "model": str(model), "weights_sha256": info.weights_sha256,
               "manifest": str(args.manifest), "split": args.split, "n_studies": len(records),
-              "device": info.device, "seconds": round(time.perf_counter() - started, 1), **scores.summary()}
+              "device": info.device, "seconds": seconds, **scores.summary(), "figures": figures}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
-    for part in ("findings", "impression", "questions", "diagnosis"):
-        row = result[part]
-        kinds = ", ".join(f"{k} {_percent(v['accuracy'])}" for k, v in row["by_kind"].items())
-        print(f"{part}: {_percent(row['accuracy'])} of {row['n']} ({kinds})")
+    print(format_figures(figures))
     return 0
 
 
@@ -89,7 +86,7 @@ def add_eval_commands(sub, common: argparse.ArgumentParser) -> None:
                          "(default: refuse when some are missing)")
     ev.add_argument("--limit", type=int, help="only the first N studies of the split")
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                    help="bootstrap resamples (0: no intervals)")
+                    help="bootstrap resamples (of the studies, for phantom; 0: no intervals)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     ev.add_argument("--wordnet", help="WordNet 3.0 folder for METEOR (default: found automatically)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def _records(args: argparse.Namespace):
+def manifest_records(args: argparse.Namespace):
     from napari_radreport.data.manifest import read_manifest
 
     records = read_manifest(args.manifest, split=None if args.split == "all" else args.split)
@@ -44,7 +44,7 @@ def eval_predictions(args: argparse.Namespace) -> int:
         raise ValueError(f"--sections applies to the rrg24 and m3d presets, not {args.preset}")
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
-    records = _records(args)
+    records = manifest_records(args)
     meta, predictions, records = _predictions(args.predictions, records, args.partial)
     meta_b, predictions_b = None, None
     if args.compare:

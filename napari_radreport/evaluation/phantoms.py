@@ -4,7 +4,10 @@ For each held-out phantom the engine writes the report (greedy), answers every q
 text with ``ask``, multiple choice with ``choose``) and runs the diagnosis; ``read_findings`` reads back what
 the text states. A finding counts as right when presence matches and, when present, its side / lobe (and a
 nodule's size within 4 mm) match; a Findings section must speak of each finding (present or denied), an
-empty section scores nothing. Reported: per finding, overall, per question type, and diagnosis accuracy.
+empty section scores nothing. Each study's outcomes are kept (``StudyOutcome``: per finding, the truth, what
+was stated and whether it was right; per answer, its kind and whether it was right), so that
+``phantom_figures`` can split present from absent findings, resample studies and set a blind baseline beside
+each figure; ``PhantomScores.summary`` gives the plain accuracies per part, finding and question kind.
 """
 
 from __future__ import annotations
@@ -24,43 +27,48 @@ _UNSPECIFIED = {"nodule": ("?", "?", -99), "consolidation": ("?", "?"), "effusio
 _QUESTION_FINDING = {q: name for name, qs in reports.YES_NO_QUESTIONS.items() for q in qs}
 
 
+PARTS = ("findings", "impression", "diagnosis")  # scored per finding; the questions per question kind
+PRESENT, DENIED, SILENT = 1, 0, -1  # what a part states about a finding
+
+
 @dataclass
-class Tally:
-    right: int = 0
-    total: int = 0
+class StudyOutcome:
+    """What one study's outputs got right, per finding (in ``reports.FINDING_NAMES`` order) and per answer."""
 
-    def add(self, ok: bool) -> None:
-        self.right += int(ok)
-        self.total += 1
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.right / self.total if self.total else None
+    id: str
+    truth: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # part -> finding present in the phantom
+    stated: dict[str, tuple[int, ...]] = field(default_factory=dict)  # part -> PRESENT / DENIED / SILENT
+    right: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # presence; side / lobe / size too
+    answers: list[tuple[str, bool, str | None]] = field(default_factory=list)  # kind, right, yes/no finding
 
 
 @dataclass
 class PhantomScores:
-    findings: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
-    impression: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
-    questions: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
-    diagnosis: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    """Per-study outcomes; ``summary`` gives the plain accuracies, ``phantom_figures`` the rest."""
 
-    @staticmethod
-    def _overall(tallies: dict[str, Tally]) -> Tally:
-        return Tally(sum(t.right for t in tallies.values()), sum(t.total for t in tallies.values()))
+    studies: list[StudyOutcome] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        def table(tallies):
-            return {name: {"accuracy": t.accuracy, "right": t.right, "n": t.total}
-                    for name, t in tallies.items()}
-
-        out = {}
-        for name in ("findings", "impression", "questions", "diagnosis"):
-            tallies = getattr(self, name)
-            overall = self._overall(tallies)
-            out[name] = {"accuracy": overall.accuracy, "right": overall.right, "n": overall.total,
-                         "by_kind": table(tallies)}
+        """Accuracy per part, overall and per finding (diagnosis: per label) or question kind."""
+        out: dict[str, Any] = {}
+        for part in ("findings", "impression", "questions", "diagnosis"):
+            tallies: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # kind -> [right, total]
+            for study in self.studies:
+                outcomes = ([(kind, ok) for kind, ok, _ in study.answers] if part == "questions" else
+                            zip(_names(part), study.right.get(part, ()), strict=False))
+                for kind, ok in outcomes:
+                    tallies[kind][0] += int(ok)
+                    tallies[kind][1] += 1
+            right, total = sum(t[0] for t in tallies.values()), sum(t[1] for t in tallies.values())
+            out[part] = {"accuracy": right / total if total else None, "right": right, "n": total,
+                         "by_kind": {kind: {"accuracy": r / n, "right": r, "n": n}
+                                     for kind, (r, n) in tallies.items()}}
         return out
+
+
+def _names(part: str) -> tuple[str, ...]:
+    """How the summary names a part's findings: the diagnosis by its label names."""
+    return tuple(reports.LABELS.values()) if part == "diagnosis" else reports.FINDING_NAMES
 
 
 def truth_of(record) -> Findings:
@@ -101,18 +109,24 @@ def evaluate_phantoms(engine, records, *, on_record: Callable[[dict], None] | No
     scores = PhantomScores()
     for record in records:
         truth, study = truth_of(record), read_record_study(record)
+        present = tuple(bool(getattr(truth, name)) for name in reports.FINDING_NAMES)
+        outcome = StudyOutcome(record.id)
         result = engine.report(study, sections=("findings", "impression"))
         sections = {title.lower(): text for title, text in result.sections}
         detail: dict[str, Any] = {"id": record.id, "findings": sections.get("findings", ""),
                                   "impression": sections.get("impression", ""), "answers": []}
-        for section, tallies in (("findings", scores.findings), ("impression", scores.impression)):
+        for section in ("findings", "impression"):
             text = sections.get(section, "").strip()
             stated = reports.read_findings(text)
+            said_of, right_of = [], []
             for name in reports.FINDING_NAMES:
                 # Findings must speak of every finding (present or denied); an impression lists the
                 # positive ones.
                 said = name in stated.extras["mentioned"] or (section == "impression" and bool(text))
-                tallies[name].add(said and reports.finding_matches(name, truth, stated, SIZE_TOLERANCE_MM))
+                said_of.append(PRESENT if getattr(stated, name) else DENIED if said else SILENT)
+                right_of.append(said and reports.finding_matches(name, truth, stated, SIZE_TOLERANCE_MM))
+            outcome.truth[section], outcome.stated[section] = present, tuple(said_of)
+            outcome.right[section] = tuple(right_of)
         for qa in record.qa:
             if qa.choices:
                 letter = engine.choose(study, qa.question, qa.choices).letter
@@ -123,12 +137,18 @@ def evaluate_phantoms(engine, records, *, on_record: Callable[[dict], None] | No
                 if scored is None:
                     continue
                 kind, ok = scored
-            scores.questions[kind].add(ok)
+            outcome.answers.append((kind, ok, _QUESTION_FINDING.get(qa.question)))
             detail["answers"].append({"question": qa.question, "answer": answer, "right": ok})
+        labels = _names("diagnosis")
         probabilities = engine.diagnose(study, list(record.labels))
-        for label, value in record.labels.items():
-            scores.diagnosis[label].add((probabilities[label] >= 0.5) == bool(value))
+        outcome.truth["diagnosis"] = tuple(bool(record.labels[label]) for label in labels)
+        outcome.stated["diagnosis"] = tuple(PRESENT if probabilities[label] >= 0.5 else DENIED
+                                            for label in labels)
+        outcome.right["diagnosis"] = tuple((said == PRESENT) == present for said, present
+                                           in zip(outcome.stated["diagnosis"], outcome.truth["diagnosis"],
+                                                  strict=True))
         detail["diagnosis"] = probabilities
+        scores.studies.append(outcome)
         if on_record is not None:
             on_record(detail)
     return scores
