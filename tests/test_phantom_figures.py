@@ -292,3 +292,12 @@ def test_radreport_eval_phantom_writes_the_figures(tmp_path, capsys):
                      for o in outputs])
     assert figures["findings"]["sensitivity"]["model"]["right"] == int((said & truth).sum())
     assert "accuracy, all findings" in printed and "blind" in printed
+    # each report's conflicts, counted as the text's own check finds them again
+    from napari_radreport.consistency import find_conflicts
+
+    found = [find_conflicts(f"Findings:\n{o['findings']}\n\nImpression:\n{o['impression']}", o["diagnosis"])
+             for o in outputs]
+    assert [[c.message for c in f] for f in found] == [o["conflicts"] for o in outputs]
+    conflicts = result["conflicts"]
+    assert conflicts["reports"] == 3 and conflicts["total"] == sum(map(len, found))
+    assert f"conflicts (the report against itself and the model's diagnosis): {conflicts['total']} in" in printed

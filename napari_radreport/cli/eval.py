@@ -63,6 +63,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     print(format_figures(figures))
+    conflicts = result["conflicts"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(conflicts["by_kind"].items())) or "none"
+    print(f"conflicts (the report against itself and the model's diagnosis): {conflicts['total']} in "
+          f"{conflicts['with_conflicts']} of {conflicts['reports']} reports ({kinds})")
     return 0
 
 

@@ -12,7 +12,7 @@ each figure; ``PhantomScores.summary`` gives the plain accuracies per part, find
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ class StudyOutcome:
     stated: dict[str, tuple[int, ...]] = field(default_factory=dict)  # part -> PRESENT / DENIED / SILENT
     right: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # presence; side / lobe / size too
     answers: list[tuple[str, bool, str | None]] = field(default_factory=list)  # kind, right, yes/no finding
+    conflicts: list[str] = field(default_factory=list)  # the kind of each conflict in the report (consistency.py)
 
 
 @dataclass
@@ -63,6 +64,11 @@ class PhantomScores:
             out[part] = {"accuracy": right / total if total else None, "right": right, "n": total,
                          "by_kind": {kind: {"accuracy": r / n, "right": r, "n": n}
                                      for kind, (r, n) in tallies.items()}}
+        kinds = Counter(kind for study in self.studies for kind in study.conflicts)
+        n = len(self.studies)
+        out["conflicts"] = {"reports": n, "with_conflicts": sum(bool(s.conflicts) for s in self.studies),
+                            "total": sum(kinds.values()), "per_report": sum(kinds.values()) / n if n else None,
+                            "by_kind": dict(kinds)}
         return out
 
 
@@ -113,8 +119,10 @@ def evaluate_phantoms(engine, records, *, on_record: Callable[[dict], None] | No
         outcome = StudyOutcome(record.id)
         result = engine.report(study, sections=("findings", "impression"))
         sections = {title.lower(): text for title, text in result.sections}
+        outcome.conflicts = [c.kind for c in result.conflicts]
         detail: dict[str, Any] = {"id": record.id, "findings": sections.get("findings", ""),
-                                  "impression": sections.get("impression", ""), "answers": []}
+                                  "impression": sections.get("impression", ""), "answers": [],
+                                  "conflicts": [c.message for c in result.conflicts]}
         for section in ("findings", "impression"):
             text = sections.get(section, "").strip()
             stated = reports.read_findings(text)
