@@ -300,4 +300,4 @@ def test_radreport_eval_phantom_writes_the_figures(tmp_path, capsys):
     assert [[c.message for c in f] for f in found] == [o["conflicts"] for o in outputs]
     conflicts = result["conflicts"]
     assert conflicts["reports"] == 3 and conflicts["total"] == sum(map(len, found))
-    assert f"conflicts (the report against itself and the model's diagnosis): {conflicts['total']} in" in printed
+    assert f"the model's diagnosis): {conflicts['total']} in" in printed

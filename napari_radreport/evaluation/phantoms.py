@@ -40,7 +40,7 @@ class StudyOutcome:
     stated: dict[str, tuple[int, ...]] = field(default_factory=dict)  # part -> PRESENT / DENIED / SILENT
     right: dict[str, tuple[bool, ...]] = field(default_factory=dict)  # presence; side / lobe / size too
     answers: list[tuple[str, bool, str | None]] = field(default_factory=list)  # kind, right, yes/no finding
-    conflicts: list[str] = field(default_factory=list)  # the kind of each conflict in the report (consistency.py)
+    conflicts: list[str] = field(default_factory=list)  # each conflict's kind in the report (consistency.py)
 
 
 @dataclass
@@ -66,9 +66,9 @@ class PhantomScores:
                                      for kind, (r, n) in tallies.items()}}
         kinds = Counter(kind for study in self.studies for kind in study.conflicts)
         n = len(self.studies)
+        total = sum(kinds.values())
         out["conflicts"] = {"reports": n, "with_conflicts": sum(bool(s.conflicts) for s in self.studies),
-                            "total": sum(kinds.values()), "per_report": sum(kinds.values()) / n if n else None,
-                            "by_kind": dict(kinds)}
+                            "total": total, "per_report": total / n if n else None, "by_kind": dict(kinds)}
         return out
 
 
