@@ -161,7 +161,7 @@ class Engine:
             on_event(Progress("load", warnings[-1]))
         found = {p.parent.name: p.parent for p in sorted(folder.glob("adapters/*/adapter_config.json"))}
         for name, path in {**found, **(adapters or {})}.items():
-            loaded.model = load_adapter(loaded.model, path, name)
+            loaded.model = load_adapter(loaded.model, path, name, allow_pickle=allow_pickle)
         if found or adapters:
             use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
         on_event(Progress("load", "hashing the weights for provenance"))

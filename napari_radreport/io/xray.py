@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,10 @@ def read_picture(path: str | Path, *, budget: MemoryBudget | None = None
     notes: list[str] = []
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # between 1x and 2x the limit Pillow warns; the check below refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             width, height = im.size
             if limit and width * height > limit:
                 raise _pixel_limit_error(path, width * height, limit)

@@ -50,13 +50,20 @@ def add_adapter(model, name: str, config=None):
     return get_peft_model(model, config, adapter_name=name)
 
 
-def load_adapter(model, path: str | Path, name: str):
-    """Load a saved adapter for inference (it stays frozen) without reloading the base model."""
+def load_adapter(model, path: str | Path, name: str, *, allow_pickle: bool = False):
+    """Load a saved adapter for inference (it stays frozen) without reloading the base model. An adapter
+    whose weights are only a pickle (``adapter_model.bin``) is a CheckpointError naming it unless
+    ``allow_pickle``: unpickling runs whatever code the file holds."""
     from peft import PeftModel
 
-    from napari_radreport.modeling.checkpoints import require_local_folder
+    from napari_radreport.modeling.checkpoints import CheckpointError, require_local_folder
 
     folder = require_local_folder(path)
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+    if not (folder / "adapter_model.safetensors").is_file() and pickles and not allow_pickle:
+        raise CheckpointError(f"{folder}: the adapter's weights are a pickle ({', '.join(pickles)}), which "
+                              "can run code when read; save it as adapter_model.safetensors, or pass "
+                              "--allow-pickle if you trust its source")
     if isinstance(model, PeftModel):
         model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
         return model
