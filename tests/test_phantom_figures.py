@@ -169,7 +169,9 @@ def test_the_plain_summary_keeps_its_keys():
     truth = _truth(n=10)
     stated = np.full(truth.shape, DENIED)
     summary = _scores(truth, stated, ~truth).summary()
-    assert set(summary) == {"findings", "impression", "questions", "diagnosis"}
+    assert set(summary) == {"findings", "impression", "questions", "diagnosis", "conflicts"}  # + the count
+    assert summary["conflicts"] == {"reports": 10, "with_conflicts": 0, "total": 0, "per_report": 0.0,
+                                    "by_kind": {}}
     assert summary["findings"]["n"] == 10 * N_FINDINGS and summary["findings"]["right"] == int((~truth).sum())
     assert set(summary["findings"]["by_kind"]) == set(FINDING_NAMES)
     assert "Lung nodule" in summary["diagnosis"]["by_kind"]
@@ -204,7 +206,7 @@ class _PositiveOnlyEngine:
         self.record = next(self.records)
         truth = read_findings(self.record.impression)
         positives = impression_text(truth, np.random.default_rng(0)) if any(_present(truth)) else ""
-        return SimpleNamespace(sections=[("Findings", positives), ("Impression", "")])
+        return SimpleNamespace(sections=[("Findings", positives), ("Impression", "")], conflicts=[])
 
     def ask(self, study, question):
         from types import SimpleNamespace
