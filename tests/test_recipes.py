@@ -67,3 +67,10 @@ def test_bad_recipes_fail_naming_what_is_wrong(tmp_path):
     recipe.perceiver = {"perceiver_type": "resampler"}
     with pytest.raises(ConfigError, match="perceiver_config.perceiver_type"):
         recipe.config()
+
+
+def test_a_folder_of_a_model_loaded_as_released_is_not_a_recipe():
+    assert (MODELS_DIR / "medgemma-1.5-4b" / "recipe.json").is_file()
+    assert "medgemma-1.5-4b" not in available_recipes()
+    with pytest.raises(RecipeError, match="describes a medgemma model, loaded as released"):
+        load_recipe("medgemma-1.5-4b")

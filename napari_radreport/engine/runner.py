@@ -29,6 +29,14 @@ class _Prefix:
     cache: Any
 
 
+def croppable(cache) -> bool:
+    """Whether ``crop`` can take ``cache`` back to an earlier length. transformers calls a sliding-window
+    layer croppable, but once past its window it has dropped the states a crop needs (and raises)."""
+    return cache.is_croppable and all(
+        not getattr(layer, "is_sliding", False) or getattr(layer, "record_past", False)
+        or layer.get_seq_length() < layer.get_max_length() for layer in cache.layers)
+
+
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -100,6 +108,9 @@ class ModelRunner:
         on_event(Progress("encode", "encoding the image"))
         with torch.inference_mode():
             features = self.model.get_image_features(pixels)
+        # transformers' models return an output object: keep only the projected features (not the tower's
+        # last hidden state, several times larger)
+        features = getattr(features, "pooler_output", features)
         if timings is not None:
             timings.update(preprocess_s=t1 - t0, encode_s=time.perf_counter() - t1)
         self.encodings += 1
@@ -140,7 +151,7 @@ class ModelRunner:
             shared = common_prefix_length(entry.ids, ids)
             shared = min(shared, len(ids) - 1) if keep_last else shared
             length = entry.cache.get_seq_length()
-            if shared > last_image and (shared == length or entry.cache.is_croppable):
+            if shared > last_image and (shared == length or croppable(entry.cache)):
                 if shared < length:
                     entry.cache.crop(shared - length)
                 cache, start = entry.cache, shared
@@ -148,6 +159,7 @@ class ModelRunner:
         if start == 0 and last_image >= 0:
             t0 = time.perf_counter()
             image_inputs = self._image_inputs(study, extra, on_event, timings)
+            image_inputs.update({k: v.to(self.device) for k, v in self.family.token_inputs(ids).items()})
             timings["image_s"] = time.perf_counter() - t0
         on_event(Progress("prefill", f"reading the prompt ({len(ids) - start} new of {len(ids)} tokens)"))
         t0 = time.perf_counter()

@@ -5,8 +5,9 @@ A family is one class. ``matches(config)`` says whether a folder's config.json i
 builds the model and the family object from a local folder; the object holds the facts parsed then (tokenizer
 or processor, preprocessing, modality, image token id, prompt spec, scope) and builds prompts and image inputs
 the runner, which never asks which family it has. ``FAMILIES`` lists them in the order ``load_model`` tries
-them: a new family (MedGemma, CT-CHAT) is one more class, placed before the broad image-text-to-text one.
-A family never holds the model itself: adapters replace ``LoadedModel.model`` and unloading drops it.
+them: a new family is one more class, placed before the broad image-text-to-text one (a family in a module of
+its own, as MedGemma's in ``medgemma.py``, is put there by ``register``). A family never holds the model
+itself: adapters replace ``LoadedModel.model`` and unloading drops it.
 ``load`` reads weights only through ``checkpoints.from_pretrained_checked``: a folder whose weights do not fit
 the model is refused unless ``allow_partial``, and then the notes it returns say what was wrong.
 """
@@ -47,11 +48,15 @@ class ModelFamily(ABC):
                  preprocess: Preprocess | None = None) -> None:
         self.tokenizer = tokenizer
         self.processor = processor  # the transformers processor, for families that use one
-        self.modality = modality  # "ct" or "xray": what the model reads
+        # "ct" or "xray": what the model reads; a family that reads both (MedGemma) says "ct+xray", lists them
+        # in ``scope.modalities`` and builds each study's inputs by its kind
+        self.modality = modality
         self.image_token_id = image_token_id  # the placeholder the image's features replace
         self.prompt_spec = prompt_spec
         self.scope = scope or ModelScope.parse(None, modality)  # what the model was made for
-        self.preprocess = preprocess  # our processor's recipe, for families that encode images apart
+        # how studies become pixels, for families that encode images apart (our Preprocess, or a family's own
+        # settings with a ``signature``, which keys the runner's feature cache)
+        self.preprocess = preprocess
 
     @classmethod
     @abstractmethod
@@ -62,6 +67,12 @@ class ModelFamily(ABC):
     @abstractmethod
     def config_modality(cls, config: dict) -> str:
         """What a model of this family with this config.json reads: "ct" or "xray" (no weights needed)."""
+
+    @classmethod
+    def config_scope(cls, config: dict) -> ModelScope:
+        """What a model of this family with this config.json was made for: its ``scope`` section, else its
+        modality alone (no weights needed; a ValueError names a bad field)."""
+        return ModelScope.parse(config.get("scope"), cls.config_modality(config))
 
     @classmethod
     @abstractmethod
@@ -89,6 +100,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
         """Everything ``model(...)`` / ``model.generate(...)`` takes for one prompt about a study."""
+
+    def token_inputs(self, ids: list[int]) -> dict:
+        """Per-token inputs the forward pass takes beside ``ids`` when a prompt runs from its first token with
+        its image (Gemma 3's ``token_type_ids``); {} for most families."""
+        return {}
 
     def prompt_ids(self, study: Study, question: str, history: History = ()) -> torch.Tensor:
         """(1, L) token ids of the prompt."""
@@ -189,8 +205,10 @@ class RadReportFamily(ModelFamily):
 
 class ImageTextToTextFamily(ModelFamily):
     """LLaVA-family models, and any other that transformers' ``AutoModelForImageTextToText`` loads with its
-    ``AutoProcessor``: the study's radiographs stitched into one picture, the model's own chat template, and
-    the processor's image inputs built with the prompt. The broadest family: keep it last in ``FAMILIES``."""
+    ``AutoProcessor``: the study's radiographs stitched into one picture of their files' own pixels, the
+    model's own chat template, and the processor's image inputs built with the prompt (tokenised as
+    transformers' ``apply_chat_template`` does: no second BOS after a template's own). The broadest family:
+    keep it last in ``FAMILIES``."""
 
     name = "image-text-to-text"
 
@@ -239,12 +257,13 @@ class ImageTextToTextFamily(ModelFamily):
         image = stitched_picture(study)
         messages = []
         for i, (asked, answer) in enumerate([*history, (question, None)]):
-            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": asked}]
+            content = [{"type": "image", "image": image}] if i == 0 else []
+            content.append({"type": "text", "text": asked})
             messages.append({"role": "user", "content": content})
             if answer is not None:
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return dict(self.processor(images=image, text=text, return_tensors="pt"))
+        return dict(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True, return_tensors="pt"))
 
     def build_prompt(self, study: Study, question: str, history: History = ()) -> tuple[list[int], dict]:
         inputs = self.model_inputs(study, question, history)
@@ -256,7 +275,17 @@ class ImageTextToTextFamily(ModelFamily):
         return dict(built)
 
 
-FAMILIES: tuple[type[ModelFamily], ...] = (RadReportFamily, ImageTextToTextFamily)  # tried in this order
+# tried in this order; ``register`` (see the end of this module) adds the families of other modules
+FAMILIES: tuple[type[ModelFamily], ...] = (RadReportFamily, ImageTextToTextFamily)
+
+
+def register(family: type[ModelFamily]) -> type[ModelFamily]:
+    """Put ``family`` in ``FAMILIES`` just before the catch-all (a class decorator for a family that lives in
+    a module of its own)."""
+    global FAMILIES
+    if family not in FAMILIES:
+        FAMILIES = (*FAMILIES[:-1], family, FAMILIES[-1])
+    return family
 
 
 def family_for(config: dict) -> type[ModelFamily] | None:
@@ -285,4 +314,10 @@ def declared_scope(folder: Path) -> ModelScope:
     if is_m3d_folder(folder):
         return ModelScope.parse(None, "ct")
     config = read_config(folder)
-    return ModelScope.parse(config.get("scope"), family_of(folder, config).config_modality(config))
+    return family_of(folder, config).config_scope(config)
+
+
+# Families in modules of their own build on the classes above and register themselves before the catch-all;
+# importing them here (whichever module is imported first) makes FAMILIES (RadReportFamily, MedGemmaFamily,
+# ImageTextToTextFamily).
+import napari_radreport.modeling.medgemma  # noqa: E402, F401

@@ -3,7 +3,9 @@
 CT: resample to the recipe's spacing (trilinear, voxel centres kept), then the intensity step (HU window or
 per-volume min-max, both to [0, 1]), then crop/pad (centre) or resize to the target shape, then channels.
 Radiographs (at most ``max_images``; more is an InputError) stitched horizontally (RRG24) or kept separate,
-padded to square, resized and normalised with CLIP's published mean and standard deviation.
+padded to square, resized and normalised with CLIP's published mean and standard deviation. For a
+transformers processor (``stitched_picture``), a radiograph is its file's own 8-bit pixels (``own_pixels``),
+never re-windowed.
 """
 
 from __future__ import annotations
@@ -190,16 +192,40 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     return ((pixels - mean) / std).contiguous()
 
 
+def own_pixels(image) -> np.ndarray:
+    """A radiograph as the 8-bit picture its file gives, (H, W) uint8, with no window of this project's:
+    through the file's own display window when it has one (DICOM's centre and width: centre +- width // 2, as
+    Google's DICOM reader for MedGemma windows CR/DX), else an 8-bit image exactly as read, else its own value
+    range; scaled to 0..255 and rounded. A MONOCHROME1 image was inverted when read (io/xray.py), its window
+    with it."""
+    array = image.array
+    if image.file_window is None and array.dtype == np.uint8:
+        return array
+    data = _finite(torch.from_numpy(np.array(array, dtype=np.float64))).numpy()
+    if image.file_window is not None:
+        centre, width = image.file_window
+        low, high = centre - width // 2, centre + width // 2
+    else:
+        low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.round((np.clip(data, low, high) - low) / (high - low) * 255.0).astype(np.uint8)
+
+
 def stitched_picture(study, max_images: int = 4):
-    """The radiographs (at most ``max_images``) side by side as one 8-bit RGB PIL
-    image (for HF processors)."""
+    """The radiographs (at most ``max_images``) side by side, at the tallest one's height, as one 8-bit RGB
+    PIL image of their own pixels (``own_pixels``; for transformers processors)."""
     from PIL import Image
 
     if study.kind != "xray_set":
         raise InputError(f"this model reads chest radiographs; the study is a {study.kind}")
     check_image_count(study, max_images)
-    stitched = _side_by_side([_unit_range(im) for im in study.images])
-    gray = (stitched * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    pictures = [own_pixels(im) for im in study.images]
+    if len(pictures) == 1:
+        gray = pictures[0]
+    else:
+        stitched = _side_by_side([torch.from_numpy(p.astype(np.float32)) for p in pictures])
+        gray = stitched.round().clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(gray).convert("RGB")
 
 

@@ -73,8 +73,18 @@ REQUIRED = ("name", "description", "modality", "vision", "perceiver", "text", "i
             "preprocess")
 
 
+def _family(path: Path) -> str:
+    """The family a recipe.json names ("radreport" when it names none); "" when it cannot be read."""
+    try:
+        return str(json.loads(path.read_text()).get("family", "radreport"))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def available_recipes() -> list[str]:
-    return sorted(p.parent.name for p in MODELS_DIR.glob("*/recipe.json"))
+    """The recipes that build this project's model (a folder of ``models/`` describing a model loaded as
+    released, e.g. MedGemma, holds a recipe.json of another family and is not one)."""
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/recipe.json") if _family(p) in ("radreport", ""))
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -92,6 +102,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RecipeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if data.get("family", "radreport") != "radreport":
+        raise RecipeError(f"{path}: describes a {data['family']} model, loaded as released (not built from a "
+                          f"recipe); see {path.parent / 'README.md'}")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise RecipeError(f"{path}: missing field(s) {', '.join(missing)}")
