@@ -444,3 +444,25 @@ def test_a_follow_up_past_the_sliding_window_starts_again_and_answers_as_from_sc
         assert fresh.ask(study, "Is the heart enlarged?", settings=settings).token_ids == again.token_ids
     finally:
         fresh.shutdown()
+
+
+def test_a_model_of_ct_and_radiographs_asks_about_the_kind_of_study_on_screen(capped, abdomen, png,
+                                                                              monkeypatch):
+    """Its report request names a CT scan for a CT and a chest radiograph for radiographs ("this image"
+    before)."""
+    from napari_radreport.engine import prompts
+
+    asked = []
+    original = prompts.section_prompt
+    def spy(*args, **kwargs):  # the real function, its answers kept
+        asked.append(original(*args, **kwargs))
+        return asked[-1]
+
+    monkeypatch.setattr(prompts, "section_prompt", spy)
+    engine = _engine(capped)
+    try:
+        for study in (abdomen, load_study(png)):
+            engine.report(study, sections=("impression",), settings=GenerationSettings(max_new_tokens=1))
+    finally:
+        engine.shutdown()
+    assert len(asked) == 2 and "CT scan" in asked[0] and "chest radiograph" in asked[1]

@@ -211,6 +211,8 @@ class Engine:
     def _report(self, study, *, sections=prompts.SECTIONS, regions=None,
                 settings: GenerationSettings | None = None, on_event: EventCallback = ignore,
                 stop=None) -> ReportResult:
+        from napari_radreport.modeling.scope import study_modality
+
         runner, spec = self._runner(), self._spec()
         settings = settings or GenerationSettings()
         positives, found = None, {}
@@ -220,10 +222,12 @@ class Engine:
             except InterruptedError:
                 return ReportResult("", [], "stopped", {})
             positives = [label for label in self.info.labels if found[label] >= prompts.DIAGNOSIS_THRESHOLD]
+        # a model that reads several kinds of study ("ct+xray") is asked about the kind on screen
+        modality = runner.family.modality if "+" not in runner.family.modality else study_modality(study)
         parts: list[tuple[str, str | None, str]] = []
         for section in sections:
             for region in (regions or [None]) if section == "findings" else [None]:
-                question = prompts.section_prompt(spec.tasks, section, runner.family.modality, region)
+                question = prompts.section_prompt(spec.tasks, section, modality, region)
                 if positives is not None:
                     question = prompts.guided_section_prompt(question, positives)
                 parts.append((section, region, question))
