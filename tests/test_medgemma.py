@@ -466,3 +466,49 @@ def test_a_model_of_ct_and_radiographs_asks_about_the_kind_of_study_on_screen(ca
     finally:
         engine.shutdown()
     assert len(asked) == 2 and "CT scan" in asked[0] and "chest radiograph" in asked[1]
+
+
+def _radiograph_of(source, target, patient_id: str):
+    """A copy of a DICOM radiograph whose PatientID is ``patient_id``."""
+    import pydicom
+
+    ds = pydicom.dcmread(source)
+    ds.PatientID = patient_id
+    ds.save_as(target)
+    return target
+
+
+def test_a_prior_must_be_the_same_patients_and_a_model_without_priors_refuses_it(cr_monochrome1, tmp_path,
+                                                                                 tiny_xray_model, capsys):
+    from napari_radreport.cli import main
+    from napari_radreport.engine import EngineError
+    from napari_radreport.io.study import MixedPatients
+
+    current = load_study(_radiograph_of(cr_monochrome1, tmp_path / "now.dcm", "P1"))
+    same = load_study(_radiograph_of(cr_monochrome1, tmp_path / "before.dcm", "P1"))
+    other = load_study(_radiograph_of(cr_monochrome1, tmp_path / "other.dcm", "P2"))
+    with pytest.raises(MixedPatients, match="the study and its prior: the files come from 2 patients"):
+        with_prior(current, other)
+    paired = with_prior(current, same)
+    engine = _engine(tiny_xray_model)  # our own family: it reads no prior
+    try:
+        with pytest.raises(EngineError, match="does not compare a study with a prior one"):
+            engine.ask(paired, "Has the effusion changed?", settings=GenerationSettings(max_new_tokens=2))
+    finally:
+        engine.shutdown()
+    question = ["ask", str(tmp_path / "now.dcm"), "Has it changed?", "--model", str(tiny_xray_model)]
+    assert main([*question, "--prior", str(tmp_path / "other.dcm")]) == 1
+    assert "the study and its prior: the files come from 2 patients" in capsys.readouterr().err
+    assert main([*question, "--prior", str(tmp_path / "before.dcm")]) == 1
+    assert "does not compare a study with a prior one" in capsys.readouterr().err
+
+
+def test_radreport_ask_takes_a_prior_for_medgemma(gemma, cr_monochrome1, tmp_path, capsys):
+    from napari_radreport.cli import main
+
+    now = _radiograph_of(cr_monochrome1, tmp_path / "now.dcm", "P1")
+    before = _radiograph_of(cr_monochrome1, tmp_path / "before.dcm", "P1")
+    assert main(["ask", str(now), "Has it changed?", "--model", str(gemma), "--prior", str(before),
+                 "--max-new-tokens", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["token_ids"]) <= 2 and answer["scope"]["in_scope"] is not None

@@ -31,6 +31,11 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str], check_study=No
     from napari_radreport.engine.engine import cannot_read
 
     study = load_paths(paths, series=args.series, allow_mixed_patients=args.allow_mixed_patients)
+    if getattr(args, "prior", None):  # a prior radiograph set to compare with (MedGemma 1.5)
+        from napari_radreport.modeling.medgemma import with_prior
+
+        prior = load_paths(args.prior, allow_mixed_patients=args.allow_mixed_patients)
+        study = with_prior(study, prior)
     refusal = cannot_read(args.model, study)  # from config.json: nothing loads for a study it cannot read
     if refusal:
         raise OutOfScope(f"{refusal}; the model was not loaded")
@@ -206,6 +211,9 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
     model.add_argument("--allow-out-of-scope", action="store_true",
                        help="run a study the model was not made for (its outputs say so) instead of refusing")
+    model.add_argument("--prior", nargs="+", metavar="PATH",
+                       help="an earlier radiograph set of the same patient to compare with (models that read "
+                            "priors: MedGemma 1.5)")
     model.add_argument("--allow-partial", action="store_true",
                        help="load a model whose weights miss tensors (every output is marked incomplete)")
     add_mixed_patients_flag(model)

@@ -349,6 +349,9 @@ class Engine:
             try:
                 if name not in STUDY_TASKS:
                     return method(*args, **kwargs)
+                if args[0].extra.get("prior") is not None and not self._runner().family.reads_prior:
+                    raise EngineError(f"{self.info.name} does not compare a study with a prior one; ask "
+                                      "without the prior study")
                 verdict = self.scope_of(args[0])
                 kwargs["on_event"](ScopeChecked(verdict))
                 if not verdict.readable:

@@ -181,6 +181,19 @@ def check_one_patient(files: Sequence[tuple[str, PatientIdentity | None]], origi
     return mix.as_extra(), warnings
 
 
+def study_identities(study: Any) -> list[tuple[str, PatientIdentity | None]]:
+    """(file, identity) of the first file of each of a study's images: its DICOM header's patient, or None
+    for a PNG/JPEG (headers only, no pixels)."""
+    found: list[tuple[str, PatientIdentity | None]] = []
+    for image in study.images:
+        path = str(image.source_files[0]) if image.source_files else ""
+        if path and looks_like_dicom(path):
+            found.append((path, PatientIdentity.from_dataset(read_dataset(path, pixels=False))))
+        elif path:
+            found.append((path, None))
+    return found
+
+
 @dataclass(frozen=True)
 class DicomHeader:
     """The tags the readers need from one DICOM object, read without its pixel data."""

@@ -42,6 +42,7 @@ class ModelFamily(ABC):
     """One loaded model's facts, parsed once, and the inputs it takes."""
 
     name: ClassVar[str]  # stable and readable: LoadedModel.kind, ModelInfo.kind
+    reads_prior: ClassVar[bool] = False  # compares a study with its prior (Study.extra["prior"])
 
     def __init__(self, *, tokenizer: Any, modality: str, image_token_id: int, prompt_spec: PromptSpec,
                  scope: ModelScope | None = None, processor: Any = None,

@@ -189,13 +189,16 @@ def with_prior(current: Study, prior: Study) -> Study:
     """``current`` (a radiograph set) with ``prior``, an earlier radiograph set of the same patient, to
     compare it with (MedGemma 1.5's longitudinal comparison): a copy of ``current`` that carries ``prior`` in
     ``extra["prior"]``. Its cache key names both studies, so answers about the pair are never mixed with
-    answers about ``current`` alone. Other families ignore the prior."""
+    answers about ``current`` alone. The two must be one patient's (``MixedPatients`` otherwise, as for the
+    files of one study); a family that does not read priors refuses such a study (``reads_prior``)."""
+    from napari_radreport.io.dicom_headers import check_one_patient, study_identities
     from napari_radreport.modeling.processor import InputError
 
     for role, study in (("current", current), ("prior", prior)):
         if study.kind != "xray_set":
             raise InputError(f"a longitudinal comparison takes two radiograph sets; the {role} study is a "
                              f"{study.kind}")
+    check_one_patient(study_identities(current) + study_identities(prior), "the study and its prior")
     extra = {key: value for key, value in current.extra.items() if key != "cache_key"}
     extra[PRIOR_KEY] = prior
     paired = dataclasses.replace(current, extra=extra)
@@ -211,6 +214,7 @@ class MedGemmaFamily(ImageTextToTextFamily):
     scope section names one) and builds each study's inputs by its kind, as the module docstring says."""
 
     name = "medgemma"
+    reads_prior = True
 
     def __init__(self, *, image_seq_length: int, **facts: Any) -> None:
         super().__init__(**facts)
