@@ -80,7 +80,8 @@ class TextStream:
 
     The whole sequence is decoded each time so that tokenizers which merge pieces (SentencePiece spaces,
     byte-level BPE) give the same text as decoding at the end; a trailing replacement character (an
-    unfinished multi-byte character) is held back until the next token completes it.
+    unfinished multi-byte character) is held back until the next token completes it. A generation that ends
+    inside a character drops it: ``text()`` is then what was streamed.
     """
 
     def __init__(self, tokenizer):
@@ -97,4 +98,6 @@ class TextStream:
         return delta
 
     def text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        held = full[len(self.sent):] if full.startswith(self.sent) else None
+        return self.sent if held is not None and not held.strip("\ufffd") else full

@@ -349,7 +349,8 @@ class Engine:
             try:
                 if name not in STUDY_TASKS:
                     return method(*args, **kwargs)
-                if args[0].extra.get("prior") is not None and not self._runner().family.reads_prior:
+                prior = (getattr(args[0], "extra", None) or {}).get("prior")
+                if prior is not None and not self._runner().family.reads_prior:
                     raise EngineError(f"{self.info.name} does not compare a study with a prior one; ask "
                                       "without the prior study")
                 verdict = self.scope_of(args[0])
