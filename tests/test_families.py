@@ -136,3 +136,10 @@ def test_a_model_built_in_memory_parses_its_family_as_a_loaded_one(tiny_ct_model
     again = LoadedModel(loaded.model, family=family)
     assert again.family.prompt_spec == loaded.family.prompt_spec and again.preprocess == loaded.preprocess
     assert again.modality == "ct" and again.family.num_image_tokens == loaded.model.num_image_tokens
+
+
+def test_the_volume_towers_a_config_is_read_by_are_the_configurations():
+    from napari_radreport.modeling.configuration import VOLUME_VISION_TYPES
+    from napari_radreport.modeling.families import VOLUME_TOWERS
+
+    assert set(VOLUME_TOWERS) == set(VOLUME_VISION_TYPES)

@@ -37,7 +37,7 @@ def prompt(model, extra=(5, 6, 7)):
 
 EXPECTED_TOKENS = {  # grid (2, 4, 4) = 32 encoder tokens
     "spp": 4, "avg_pool": 4, "max_pool": 4, "conv3d": 4, "mlp2x": 32,
-    "qformer_global": 6, "qformer_local": 4, "mlp_mixer": 6,
+    "qformer_global": 6, "qformer_local": 4, "mlp_mixer": 6, "attn_pool": 6,
 }
 
 

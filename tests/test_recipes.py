@@ -10,7 +10,7 @@ from napari_radreport.modeling.configuration import ConfigError  # noqa: E402
 from napari_radreport.modeling.recipes import MODELS_DIR, RecipeError, available_recipes, load_recipe  # noqa: E402
 
 EXPECTED = {"m3d-lamed-phi3-4b", "m3d-lamed-llama2-7b", "amosmm-vit3d-llama3-8b", "rrg24-clip-vicuna-7b",
-            "e3d-gpt-vicuna-7b"}
+            "e3d-gpt-vicuna-7b", "ct-chat"}
 # parameters at full size (vision + perceiver + language model), in billions, and image tokens
 FULL_SIZE = {
     "m3d-lamed-phi3-4b": (3.9, 4.1, 256),
@@ -18,6 +18,7 @@ FULL_SIZE = {
     "amosmm-vit3d-llama3-8b": (8.1, 8.2, 256),
     "rrg24-clip-vicuna-7b": (6.9, 7.1, 576),
     "e3d-gpt-vicuna-7b": (7.0, 7.3, 343),
+    "ct-chat": (8.05, 8.1, 256),
 }
 
 

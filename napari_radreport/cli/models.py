@@ -8,9 +8,12 @@ import json
 
 
 def cmd_convert_model(args: argparse.Namespace) -> int:
-    from napari_radreport.modeling.m3d import convert_m3d
+    if args.format == "ct-chat":
+        from napari_radreport.modeling.ct_chat import convert_ct_chat as convert
+    else:
+        from napari_radreport.modeling.m3d import convert_m3d as convert
 
-    out = convert_m3d(args.src, args.dst, allow_pickle=args.allow_pickle)
+    out = convert(args.src, args.dst, allow_pickle=args.allow_pickle)
     print(f"converted {args.src} -> {out}")
     return 0
 
@@ -48,8 +51,12 @@ def add_model_commands(sub, common: argparse.ArgumentParser) -> None:
 
     convert = sub.add_parser("convert", parents=[common],
                              help="convert a public checkpoint to this project's format")
-    convert.add_argument("format", choices=["m3d"], help="m3d: an M3D-LaMed folder (Llama-2 or Phi-3)")
-    convert.add_argument("src", help="local checkpoint folder (config.json, *.safetensors, tokenizer)")
+    convert.add_argument("format", choices=["m3d", "ct-chat"],
+                         help="m3d: an M3D-LaMed folder (Llama-2 or Phi-3); ct-chat: a folder holding "
+                              "CT-CHAT's parts (CT-CLIP encoder, LoRA folder, Llama 3.1 base, its "
+                              "conversation.py; models/ct-chat/README.md)")
+    convert.add_argument("src", help="local checkpoint folder (config.json, *.safetensors, tokenizer), or "
+                                     "for ct-chat the folder holding its parts")
     convert.add_argument("dst", help="output folder")
     convert.add_argument("--allow-pickle", action="store_true",
                          help="accept .bin/.pt weights (runs pickle code)")

@@ -1,8 +1,8 @@
 """Configurations of the encoder -> perceiver -> LLM model, in the transformers style.
 
-A ``RadReportConfig`` holds three sub-configs: the vision encoder (our 3-D ViT, or transformers'
-CLIP vision model for radiographs), the perceiver that turns encoder tokens into LLM tokens, and the
-text model (any causal LM config transformers knows). Malformed values fail here, naming the field.
+A ``RadReportConfig`` holds three sub-configs: the vision encoder (our 3-D ViT, CT-CLIP's CT-ViT, or
+transformers' CLIP vision model for radiographs), the perceiver that turns encoder tokens into LLM tokens, and
+the text model (any causal LM config transformers knows). Malformed values fail here, naming the field.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ PERCEIVER_TYPES = (
     "qformer_global",  # learned queries over all tokens
     "qformer_local",  # one learned query per local window
     "mlp_mixer",  # token- and channel-mixing MLPs to a fixed number of tokens
+    "attn_pool",  # CT-CHAT: learned queries, one cross-attention (LayerNormed), LayerNorm, then an MLP
 )
 POOLING_PERCEIVERS = ("spp", "avg_pool", "max_pool")
 FEATURE_NORMS = ("none", "batch")
+# Vision towers that read a CT volume (B, C, D, H, W); the others read radiographs.
+VOLUME_VISION_TYPES = ("radreport_vit3d", "radreport_ctvit")
 
 
 class ConfigError(ValueError):
@@ -127,9 +130,9 @@ class PerceiverConfig(PreTrainedConfig):
     # spp / avg_pool / max_pool / conv3d kernel = stride; qformer_local window: one size, or [D, H, W]
     pooling_size: int | list[int] = 2
     projector_depth: int = 2  # Linear layers after pooling (M3D "mlp" with depth 2)
-    num_queries: int = 256  # qformer_global and mlp_mixer output tokens
+    num_queries: int = 256  # qformer_global, mlp_mixer and attn_pool output tokens
     num_layers: int = 2  # qformer / mixer depth
-    num_heads: int = 8  # qformer attention heads
+    num_heads: int = 8  # qformer and attn_pool attention heads
     hidden_act: str = "gelu"
     initializer_range: float = 0.02
     # "batch": standardise each pooled feature over the batch (running statistics at inference) before the
@@ -158,7 +161,71 @@ class PerceiverConfig(PreTrainedConfig):
                 raise ConfigError(f"perceiver_config.{name} must be at least 1, got {getattr(self, name)!r}")
 
 
+class CTViTConfig(PreTrainedConfig):
+    """CT-CLIP's CT-ViT encoder (GenerateCT's factorised 3-D ViT), as CT-CHAT reads a volume with it.
+
+    ``image_size`` and ``patch_size`` are (depth, height, width) of the input (B, C, D, H, W): CT-CHAT's
+    (240, 480, 480) and (10, 20, 20) -> a 24 x 24 x 24 grid of 512-wide tokens (CT-CHAT
+    ``llava/serve/encode_script.py``). ``quantize``: each token is replaced by its nearest codebook row by
+    cosine similarity, as CT-ViT's ``return_encoded_tokens=True`` path does in eval mode.
+    """
+
+    model_type = "radreport_ctvit"
+
+    in_channels: int = 1
+    image_size: list[int] | tuple[int, ...] = (240, 480, 480)
+    patch_size: list[int] | tuple[int, ...] = (10, 20, 20)
+    hidden_size: int = 512
+    spatial_depth: int = 4
+    temporal_depth: int = 4
+    num_attention_heads: int = 8
+    head_dim: int = 32
+    ff_mult: int = 4  # the GEGLU feed-forward is int(ff_mult * 2 / 3 * hidden_size) wide
+    attention_scale: float = 8.0  # CT-ViT's attention multiplies cosine similarities by this, not 1/sqrt(d)
+    position_bias_layers: int = 2  # hidden layers of the continuous position bias MLP
+    codebook_size: int = 8192
+    quantize: bool = True
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        image = _triple("vision_config.image_size", self.image_size)
+        patch = _triple("vision_config.patch_size", self.patch_size)
+        for axis, (i, p) in enumerate(zip(image, patch)):
+            if i % p:
+                raise ConfigError(f"vision_config.image_size[{axis}]={i} is not a multiple of "
+                                  f"vision_config.patch_size[{axis}]={p}")
+        for name in ("hidden_size", "spatial_depth", "temporal_depth", "num_attention_heads", "head_dim",
+                     "ff_mult", "position_bias_layers", "codebook_size", "in_channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"vision_config.{name} must be a positive integer, "
+                                  f"got {getattr(self, name)!r}")
+        self.image_size, self.patch_size = list(image), list(patch)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * math.prod(self.patch_size)
+
+    @property
+    def intermediate_size(self) -> int:
+        return int(self.ff_mult * (2 / 3) * self.hidden_size)
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_size
+
+
 AutoConfig.register(ViT3DConfig.model_type, ViT3DConfig, exist_ok=True)
+AutoConfig.register(CTViTConfig.model_type, CTViTConfig, exist_ok=True)
 AutoConfig.register(PerceiverConfig.model_type, PerceiverConfig, exist_ok=True)
 
 
@@ -193,6 +260,6 @@ class RadReportConfig(PreTrainedConfig):
         if vocab is not None and not 0 <= self.image_token_id < vocab:
             raise ConfigError(f"image_token_id={self.image_token_id} is outside "
                               f"text_config.vocab_size={vocab}")
-        if self.vision_config.model_type not in (ViT3DConfig.model_type, "clip_vision_model",
+        if self.vision_config.model_type not in (*VOLUME_VISION_TYPES, "clip_vision_model",
                                                  "siglip_vision_model"):
             raise ConfigError(f"vision_config.model_type={self.vision_config.model_type!r} is not supported")

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 History = Sequence[tuple[str, str]]
 LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}  # every tokenizer and processor load
+# configuration.VOLUME_VISION_TYPES, written here so that reading a config imports no transformers (a test
+# checks the two agree)
+VOLUME_TOWERS = ("radreport_vit3d", "radreport_ctvit")
 
 
 class ModelFamily(ABC):
@@ -148,7 +151,7 @@ class RadReportFamily(ModelFamily):
 
     @classmethod
     def config_modality(cls, config: dict) -> str:
-        return "ct" if (config.get("vision_config") or {}).get("model_type") == "radreport_vit3d" else "xray"
+        return "ct" if (config.get("vision_config") or {}).get("model_type") in VOLUME_TOWERS else "xray"
 
     @classmethod
     def load(cls, folder: Path, pretrained: dict[str, Any], *,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_radreport.modeling.checkpoints import (
+    CheckpointError,
     read_config,
     require_local_folder,
     weight_files,
@@ -101,6 +102,15 @@ def _converted_m3d(folder: Path, allow_pickle: bool) -> Path:
     return target
 
 
+def _not_ct_chat_parts(folder: Path) -> None:
+    """A CheckpointError saying how to convert a folder of CT-CHAT's released parts (it loads converted)."""
+    from napari_radreport.modeling.ct_chat import is_ct_chat_source
+
+    if not (folder / "config.json").is_file() and is_ct_chat_source(folder):
+        raise CheckpointError(f"{folder} holds CT-CHAT's parts; convert them into one model folder first: "
+                              f"radreport convert ct-chat {folder} DST --allow-pickle")
+
+
 def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: bool = False,
                dtype: Any = None, device: str | None = None) -> LoadedModel:
     """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or one of another
@@ -115,6 +125,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: b
     folder = require_local_folder(path)
     if is_m3d_folder(folder):
         folder = _converted_m3d(folder, allow_pickle)
+    _not_ct_chat_parts(folder)
     family_class = family_of(folder, read_config(folder))
     weight_files(folder, allow_pickle=allow_pickle)  # refuses pickles and damaged safetensors early
     pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}

@@ -12,7 +12,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 
-from napari_radreport.modeling.configuration import RadReportConfig, ViT3DConfig
+from napari_radreport.modeling.configuration import CTViTConfig, RadReportConfig, ViT3DConfig
+from napari_radreport.modeling.ctvit import CTViTEncoder
 from napari_radreport.modeling.perceivers import build_perceiver
 from napari_radreport.modeling.vit3d import ViT3DEncoder
 
@@ -43,7 +44,7 @@ class RadReportPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values"]
-    _no_split_modules = ["ViT3DBlock"]
+    _no_split_modules = ["ViT3DBlock", "CTViTBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -55,6 +56,12 @@ class RadReportPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.patch_embedding.position_embeddings, std=std)
             if module.cls_token is not None:
                 init.trunc_normal_(module.cls_token, std=std)
+        if isinstance(module, CTViTEncoder):
+            init.normal_(module.codebook, std=1.0)
+        for name in ("q_scale", "k_scale"):  # CT-ViT attention: per-channel scales of the unit q and k
+            param = module._parameters.get(name) if hasattr(module, "_parameters") else None
+            if param is not None:
+                init.ones_(param)
         for name in ("queries", "query"):
             param = module._parameters.get(name) if hasattr(module, "_parameters") else None
             if param is not None:
@@ -67,6 +74,10 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         vision = config.vision_config
         if isinstance(vision, ViT3DConfig):
             self.vision_tower: nn.Module = ViT3DEncoder(vision)
+        elif isinstance(vision, CTViTConfig):
+            self.vision_tower = CTViTEncoder(vision)
+            # CT-CHAT runs CT-ViT in float32; its nearest-codebook step is an argmax, which bf16 would move
+            self._keep_in_fp32_modules_strict = {"vision_tower"}
         else:
             self.vision_tower = CLIPTower(vision, config.vision_feature_layer, config.vision_feature_drop_cls)
         self.perceiver = build_perceiver(
@@ -93,7 +104,7 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
         """(B, C, ...) -> (B, num_image_tokens, text hidden size)."""
         dtype = next(self.vision_tower.parameters()).dtype
         features = self.vision_tower(pixel_values.to(dtype))
-        return self.perceiver(features)
+        return self.perceiver(features.to(next(self.perceiver.parameters()).dtype))
 
     def merge_image_features(
         self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor

@@ -194,6 +194,45 @@ class MLPMixerPerceiver(nn.Module):
         return self.projector(x)
 
 
+class AttentionalPool(nn.Module):
+    """``num_queries`` learned queries read all encoder tokens in one multi-head cross-attention: queries and
+    tokens LayerNormed, no biases, softmax(q k^T / sqrt(head_dim)) v, an output Linear; no residual, no
+    feed-forward (CT-CHAT's ``AttentionalPooler``, after CoCa)."""
+
+    def __init__(self, dim: int, num_queries: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"perceiver_config.num_heads={heads} does not divide the encoder width {dim}")
+        self.heads = heads
+        self.query = nn.Parameter(torch.zeros(num_queries, dim))
+        self.ln_q, self.ln_k = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        q = self.to_q(self.ln_q(self.query)).expand(b, -1, -1)
+        k, v = self.to_kv(self.ln_k(x)).chunk(2, dim=-1)
+        q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, q.shape[2], -1))
+
+
+class AttentionalPoolPerceiver(nn.Module):
+    """CT-CHAT's ``attn_pool+mlp2x_gelu`` projector: the attentional pool, a LayerNorm, then the MLP."""
+
+    def __init__(self, config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int):
+        super().__init__()
+        self.num_tokens = config.num_queries
+        self.attn_pool = AttentionalPool(in_dim, config.num_queries, config.num_heads)
+        self.ln = nn.LayerNorm(in_dim)
+        self.projector = _mlp(in_dim, out_dim, config.projector_depth, config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.ln(self.attn_pool(x)))
+
+
 def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: int,
                     detectors: int = 0) -> nn.Module:
     """The perceiver ``config`` names; with ``detectors`` (the encoder's last features are conv stem detector
@@ -213,5 +252,6 @@ def build_perceiver(config: PerceiverConfig, in_dim: int, grid: Grid, out_dim: i
         "qformer_global": GlobalQFormer,
         "qformer_local": LocalQFormer,
         "mlp_mixer": MLPMixerPerceiver,
+        "attn_pool": AttentionalPoolPerceiver,
     }
     return builders[kind](config, in_dim, grid, out_dim)

@@ -81,7 +81,12 @@ def _crop_or_pad(volume: torch.Tensor, shape, fill: float) -> torch.Tensor:
 
 
 def volume_to_pixels(study, spec: Preprocess) -> torch.Tensor:
-    """(1, C, D, H, W) float32 from a CT/volume Study."""
+    """(1, C, D, H, W) float32 from a CT/volume Study (CT-RATE's own steps for ``intensity: "ct_rate"``,
+    CT-CHAT's encoder: modeling/ct_rate.py)."""
+    if spec.intensity == "ct_rate":
+        from napari_radreport.modeling.ct_rate import ct_rate_pixels
+
+        return ct_rate_pixels(study, spec)
     if not study.is_volume:
         raise InputError(f"this model reads CT volumes; the study is a {study.kind}")
     array = study.array
@@ -116,8 +121,12 @@ def patient_to_pixel_index(study, spec: Preprocess, position) -> np.ndarray:
     """Where an LPS position (mm) lands in ``volume_to_pixels(study, spec)``: a continuous (D, H, W) index.
 
     Follows the same steps: resampling (``align_corners=False``: output o covers input (o + 0.5) * in / out -
-    0.5), then the centre crop/pad or the resize to the target shape.
+    0.5), then the centre crop/pad or the resize to the target shape (CT-RATE's own for ``"ct_rate"``).
     """
+    if spec.intensity == "ct_rate":
+        from napari_radreport.modeling.ct_rate import ct_rate_index
+
+        return ct_rate_index(study, spec, position)
     index = study.image.patient_to_index(position)
     shape = study.array.shape[-3:]
     if spec.spacing_mm is not None:
