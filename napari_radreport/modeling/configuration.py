@@ -40,7 +40,36 @@ def _triple(name: str, value) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-class ViT3DConfig(PreTrainedConfig):
+def _patch_grid(image_size, patch_size) -> tuple[list[int], list[int]]:
+    """A vision config's (image_size, patch_size) as lists of three, each image axis a whole number of
+    patches; a ConfigError names the field otherwise."""
+    image = _triple("vision_config.image_size", image_size)
+    patch = _triple("vision_config.patch_size", patch_size)
+    for axis, (i, p) in enumerate(zip(image, patch)):
+        if i % p:
+            raise ConfigError(f"vision_config.image_size[{axis}]={i} is not a multiple of "
+                              f"vision_config.patch_size[{axis}]={p}")
+    return list(image), list(patch)
+
+
+class _PatchGridMixin:
+    """The token grid of a 3-D ViT config with ``image_size``, ``patch_size`` and ``in_channels``."""
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def patch_dim(self) -> int:
+        """Pixels in one patch (what MAE reconstructs)."""
+        return self.in_channels * math.prod(self.patch_size)
+
+
+class ViT3DConfig(_PatchGridMixin, PreTrainedConfig):
     """A 3-D ViT: M3D-CLIP's layout (the default, ViT-B on 1x32x256x256) or E3D-GPT's MAE encoder size.
 
     ``image_size`` and ``patch_size`` are in the order of the input tensor's spatial axes
@@ -72,14 +101,7 @@ class ViT3DConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        image = _triple("vision_config.image_size", self.image_size)
-        patch = _triple("vision_config.patch_size", self.patch_size)
-        for axis, (i, p) in enumerate(zip(image, patch)):
-            if i % p:
-                raise ConfigError(
-                    f"vision_config.image_size[{axis}]={i} is not a multiple of "
-                    f"vision_config.patch_size[{axis}]={p}"
-                )
+        image, patch = _patch_grid(self.image_size, self.patch_size)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"vision_config.hidden_size={self.hidden_size} is not divisible by "
@@ -89,24 +111,11 @@ class ViT3DConfig(PreTrainedConfig):
         if any(c < 1 for c in stem):
             raise ConfigError("vision_config.conv_stem_channels must be positive integers, "
                               f"got {self.conv_stem_channels!r}")
-        self.image_size, self.patch_size, self.conv_stem_channels = list(image), list(patch), stem
+        self.image_size, self.patch_size, self.conv_stem_channels = image, patch, stem
         if not isinstance(self.conv_stem_detectors, int) or self.conv_stem_detectors < 0 or (
                 self.conv_stem_detectors and not stem):
             raise ConfigError("vision_config.conv_stem_detectors must be a count >= 0, "
                               f"and needs conv_stem_channels; got {self.conv_stem_detectors!r}")
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
-
-    @property
-    def num_patches(self) -> int:
-        return math.prod(self.grid)
-
-    @property
-    def patch_dim(self) -> int:
-        """Pixels in one patch (what MAE reconstructs)."""
-        return self.in_channels * math.prod(self.patch_size)
 
     @property
     def output_dim(self) -> int:
@@ -161,7 +170,7 @@ class PerceiverConfig(PreTrainedConfig):
                 raise ConfigError(f"perceiver_config.{name} must be at least 1, got {getattr(self, name)!r}")
 
 
-class CTViTConfig(PreTrainedConfig):
+class CTViTConfig(_PatchGridMixin, PreTrainedConfig):
     """CT-CLIP's CT-ViT encoder (GenerateCT's factorised 3-D ViT), as CT-CHAT reads a volume with it.
 
     ``image_size`` and ``patch_size`` are (depth, height, width) of the input (B, C, D, H, W): CT-CHAT's
@@ -190,30 +199,13 @@ class CTViTConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        image = _triple("vision_config.image_size", self.image_size)
-        patch = _triple("vision_config.patch_size", self.patch_size)
-        for axis, (i, p) in enumerate(zip(image, patch)):
-            if i % p:
-                raise ConfigError(f"vision_config.image_size[{axis}]={i} is not a multiple of "
-                                  f"vision_config.patch_size[{axis}]={p}")
+        image, patch = _patch_grid(self.image_size, self.patch_size)
         for name in ("hidden_size", "spatial_depth", "temporal_depth", "num_attention_heads", "head_dim",
                      "ff_mult", "position_bias_layers", "codebook_size", "in_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"vision_config.{name} must be a positive integer, "
                                   f"got {getattr(self, name)!r}")
-        self.image_size, self.patch_size = list(image), list(patch)
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
-
-    @property
-    def num_patches(self) -> int:
-        return math.prod(self.grid)
-
-    @property
-    def patch_dim(self) -> int:
-        return self.in_channels * math.prod(self.patch_size)
+        self.image_size, self.patch_size = image, patch
 
     @property
     def intermediate_size(self) -> int:
