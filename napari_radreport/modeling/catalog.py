@@ -1,10 +1,9 @@
 """The model folders in a folder, described from their files alone: family, parameters, scope and the memory
 their weights take at each precision (what ``radreport models`` prints and the Settings dock lists).
 
-Nothing is loaded: the family comes from config.json (``families.family_of``), the parameter count from the
-safetensors headers (``checkpoints.safetensors_header``), the scope from the config's ``scope`` section
-(``families.declared_scope``). A folder that is not a model is skipped; one that looks like a model but
-cannot be read is listed with the problem in one line.
+Nothing is loaded: the family and the scope come from config.json (``families.declared``), the parameter
+count from the safetensors headers (``checkpoints.safetensors_header``). A folder that is not a model is
+skipped; one that looks like a model but cannot be read is listed with the problem in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Any
 
 from napari_radreport.modeling.checkpoints import (
     CheckpointError,
-    read_config,
     safetensors_header,
     weight_files,
 )
@@ -67,13 +65,12 @@ def parameter_count(folder: Path) -> int:
 
 def describe_model(folder: str | Path) -> ModelEntry:
     """The entry of one model folder (``problem`` says what could not be read)."""
-    from napari_radreport.modeling.families import declared_scope, family_of
-    from napari_radreport.modeling.m3d import is_m3d_folder
+    from napari_radreport.modeling.families import declared
 
     folder = Path(folder)
     try:
-        family = "m3d-lamed" if is_m3d_folder(folder) else family_of(folder, read_config(folder)).name
-        return ModelEntry(folder, family, parameter_count(folder), declared_scope(folder))
+        family, scope = declared(folder)
+        return ModelEntry(folder, family, parameter_count(folder), scope)
     except (CheckpointError, ValueError, OSError) as exc:
         return ModelEntry(folder, problem=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

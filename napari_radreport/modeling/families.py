@@ -308,17 +308,23 @@ def family_of(folder: Path, config: dict) -> type[ModelFamily]:
     return family
 
 
-def declared_scope(folder: Path) -> ModelScope:
-    """What the model in ``folder`` was made for, from its config.json alone (no weights, no tokenizer): what
-    lets a study the model cannot read be refused before anything loads. An M3D-LaMed folder reads CT (its
-    conversion declares no more). A CheckpointError names a folder that holds no model napari-radreport
-    loads."""
-    from napari_radreport.modeling.m3d import is_m3d_folder
+def declared(folder: Path) -> tuple[str, ModelScope]:
+    """(family name, scope) of the model in ``folder``, from one read of its config.json (no weights, no
+    tokenizer). An M3D-LaMed folder is "m3d-lamed" (converted when first loaded) and reads CT (its conversion
+    declares no more). A CheckpointError names a folder that holds no model napari-radreport loads."""
+    from napari_radreport.modeling.m3d import M3D_TEXT_TYPES
 
-    if is_m3d_folder(folder):
-        return ModelScope.parse(None, "ct")
     config = read_config(folder)
-    return family_of(folder, config).config_scope(config)
+    if config.get("model_type") in M3D_TEXT_TYPES:
+        return "m3d-lamed", ModelScope.parse(None, "ct")
+    family = family_of(folder, config)
+    return family.name, family.config_scope(config)
+
+
+def declared_scope(folder: Path) -> ModelScope:
+    """What the model in ``folder`` was made for (``declared``): what lets a study the model cannot read be
+    refused before anything loads."""
+    return declared(folder)[1]
 
 
 # Families in modules of their own build on the classes above and register themselves before the catch-all;
