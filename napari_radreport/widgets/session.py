@@ -133,6 +133,7 @@ class ViewerSession(QObject):
     settings_changed = Signal(object)  # UserSettings
     scope_changed = Signal()  # a study's verdict against the model's scope arrived (``scopes``)
     readability_known = Signal()  # ``cannot_read`` has an answer it did not have before
+    _off_thread_done = Signal(object, object)  # ``off_thread``'s (callback, result), queued to the GUI thread
 
     def __init__(self, viewer: napari.Viewer):
         super().__init__()
@@ -147,6 +148,7 @@ class ViewerSession(QObject):
         self.watcher: JobWatcher | None = None
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
+        self._off_thread_done.connect(self._deliver)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
         self._layers_changed()
@@ -243,14 +245,23 @@ class ViewerSession(QObject):
             return modality_mismatch(self.engine.runner.family.scope, study)
         key = (self.settings.model_folder, study.key)
         if key not in self._unreadable:
-            self._unreadable[key] = None  # asked: the thread fills it in
+            self._unreadable[key] = None  # asked: the answer fills it in
 
-            def read() -> None:
-                self._unreadable[key] = cannot_read(key[0] or None, study)
-                self.readability_known.emit()  # queued to the GUI thread
+            def known(answer: str) -> None:
+                self._unreadable[key] = answer
+                self.readability_known.emit()
 
-            threading.Thread(target=read, name="radreport-model-config", daemon=True).start()
+            self.off_thread(lambda: cannot_read(key[0] or None, study), known)
         return self._unreadable[key]
+
+    def off_thread(self, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Run ``work`` (light I/O, e.g. reading model configs, that may import a heavy library) on a thread
+        of its own, not the engine's; ``done(result)`` runs in the GUI thread afterwards."""
+        threading.Thread(target=lambda: self._off_thread_done.emit(done, work()), name="radreport-off-thread",
+                         daemon=True).start()
+
+    def _deliver(self, done: Callable[[Any], None], result: Any) -> None:
+        done(result)  # in the GUI thread: the session lives there, so the signal arrives queued
 
     def load_args(self) -> dict[str, Any]:
         """Arguments of engine.load from the settings."""

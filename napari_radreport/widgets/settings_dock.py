@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import threading
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
@@ -24,7 +23,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
@@ -45,12 +43,6 @@ DEMO_CHOICE = ("Demo model (synthetic phantoms only)", "")
 
 def _within(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
-
-
-class _Scan(QObject):
-    """Carries a scan's result from its thread to the GUI thread (a queued signal)."""
-
-    done = Signal(str, object)  # the folder scanned, its entries (or the error's line)
 
 
 def model_choices(entries) -> list[tuple[str, str]]:
@@ -122,8 +114,6 @@ class SettingsDock(Container):
         status.native.setWordWrap(True)
         status.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
 
-        self._scan = _Scan()
-        self._scan.done.connect(self._scanned)
         self._scanning = ""  # the folder whose scan is running
         models.changed.connect(self._models_folder_changed)
         models.line_edit.native.editingFinished.connect(self._save_models_folder)
@@ -148,7 +138,8 @@ class SettingsDock(Container):
             self.scan(s.models_folder)
 
     def _disconnect(self, *_args: Any) -> None:
-        """The dock is gone: the session (the viewer's) stops calling it."""
+        """The dock is gone: the session stops calling it, and a scan still running is dropped."""
+        self._scanning = ""
         with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the session is gone
             self.session.busy_changed.disconnect(self._busy_changed)
 
@@ -184,14 +175,13 @@ class SettingsDock(Container):
         self._scanning = folder
         self._show(f"Looking for models in {folder}…")
 
-        def run() -> None:
+        def run() -> Any:  # the entries, or the error's line
             try:
-                found: Any = find_models(folder)
+                return find_models(folder)
             except (OSError, ValueError) as exc:
-                found = str(exc)
-            self._scan.done.emit(folder, found)
+                return str(exc)
 
-        threading.Thread(target=run, name="radreport-model-scan", daemon=True).start()
+        self.session.off_thread(run, lambda found: self._scanned(folder, found))
 
     def _scanned(self, folder: str, found: Any) -> None:
         if folder != self._scanning:  # a later scan was asked for
