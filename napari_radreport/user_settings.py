@@ -32,6 +32,7 @@ class UserSettings:
     notice_acknowledged: bool = False
     allow_out_of_scope: bool = False  # run studies a model was not made for (outputs say so)
     allow_mixed_patients: bool = False  # open files of several patients as one study (reports say so)
+    reading_layout: str = ""  # the docks' arrangement when the window last closed (``widgets.layout``)
 
     def generation(self):
         from napari_radreport.engine.decoding import GenerationSettings

@@ -11,8 +11,6 @@ if TYPE_CHECKING:
     from napari_radreport.io import Study
 
 PLUGIN = "napari-radreport"
-DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
-TABBED = ("Chat", "Findings", "Settings")
 SAMPLES = {"phantom": "chest_phantom", "ct": "abdomen_ct", "xray": "chest_xray"}
 
 
@@ -38,17 +36,11 @@ def add_study(viewer: napari.Viewer, study: Study) -> list:
     return layers
 
 
-def add_docks(viewer: napari.Viewer) -> dict:
-    """Dock the plugin's widgets on the right; returns them by name."""
-    docks = {}
-    wrappers = {}
-    for name in DOCKS:
-        # Study above; Report in front of Chat, Findings and Settings, which sit as tabs behind it.
-        wrappers[name], docks[name] = viewer.window.add_plugin_dock_widget(
-            PLUGIN, name, tabify=name in TABBED
-        )
-    wrappers["Report"].raise_()
-    return docks
+def add_docks(viewer: napari.Viewer, *, restore: bool = True) -> dict:
+    """Dock the plugin's widgets in the reading layout (``widgets.layout``); returns them by name."""
+    from napari_radreport.widgets.layout import add_docks as dock_in_reading_layout
+
+    return dock_in_reading_layout(viewer, restore=restore)
 
 
 def open_viewer(

@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
     parser.add_argument("--tab", default="Report", help="dock tab to show in front")
     parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT, e.g. 1366x768")
+    parser.add_argument("--keep-layout", action="store_true",
+                        help="keep the arrangement restored from the user's settings (default: the reading "
+                             "layout)")
     parser.add_argument("--models-folder", help="list the models in this folder in the Settings dock")
     parser.add_argument("--show-model-list", action="store_true",
                         help="open the Settings dock's model list (the picture is then the whole screen)")
@@ -51,6 +54,10 @@ def main() -> None:
     viewer = open_viewer(args.paths or None, sample=args.sample, run=False)
     width, height = (int(n) for n in args.size.lower().split("x"))
     viewer.window._qt_window.resize(width, height)
+    if not args.keep_layout:  # the reading layout sized for this window, as a user who opens it at this size
+        from napari_radreport.widgets.layout import reset
+
+        reset(viewer)
     docks = viewer.window.dock_widgets
     if args.window:
         docks["Study (napari-radreport)"].apply_window(args.window)

@@ -19,12 +19,17 @@ from napari_radreport.modeling.families import (  # noqa: E402
 )
 from napari_radreport.modeling.loading import LoadedModel, load_model  # noqa: E402
 
-from tiny_models import with_prompt, write_tiny_llava  # noqa: E402
+from tiny_models import with_prompt, write_tiny_gemma3, write_tiny_llava  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
     return write_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory):
+    return write_tiny_gemma3(tmp_path_factory.mktemp("models") / "tiny-gemma3")
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +148,53 @@ def test_the_volume_towers_a_config_is_read_by_are_the_configurations():
     from napari_radreport.modeling.families import VOLUME_TOWERS
 
     assert set(VOLUME_TOWERS) == set(VOLUME_VISION_TYPES)
+
+
+def test_the_catch_all_builds_a_gemma3s_token_type_ids_for_whichever_ids_run(tiny_gemma, radiographs,
+                                                                             monkeypatch):
+    """A Gemma 3 through the catch-all (not MedGemmaFamily): diagnosis runs the questions' shared prefix once
+    (image included), then each question's tail after it; the prefix gets token_type_ids of its own length,
+    not those the processor built for the first whole prompt, and a prefix plus any suffix gets them too."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    from napari_radreport.engine.prompts import diagnosis_prompt
+    from napari_radreport.modeling.checkpoints import CheckpointError
+
+    monkeypatch.setattr(families, "FAMILIES", (RadReportFamily, ImageTextToTextFamily))
+    reference = Gemma3ForConditionalGeneration.from_pretrained(str(tiny_gemma)).eval()
+    engine = Engine()
+    try:
+        info = engine.load(tiny_gemma, device="cpu")
+        runner, seen = engine.runner, []
+        family = runner.family
+        assert type(family) is ImageTextToTextFamily
+        questions = [diagnosis_prompt(family.prompt_spec.tasks, label) for label in info.labels[:3]]
+
+        def record(_module, _args, kwargs):
+            if kwargs.get("token_type_ids") is not None:
+                seen.append((kwargs["input_ids"].shape, kwargs["token_type_ids"].shape))
+
+        hook = runner.model.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            rows = engine.call(lambda: runner.next_token_logprobs(radiographs, questions))
+        finally:
+            hook.remove()
+        assert len(seen) == 1 and seen[0][0] == seen[0][1]  # the shared prefix, with its image
+        for question, ours in zip(questions, rows):  # each question run whole by transformers
+            with torch.no_grad():
+                logits = reference(**family.model_inputs(radiographs, question)).logits[0, -1]
+            torch.testing.assert_close(ours, torch.log_softmax(logits.float(), -1), atol=1e-6, rtol=0)
+
+        ids, extra = runner.prompt(radiographs, questions[0])
+        given = family.model_inputs(radiographs, questions[0])["token_type_ids"]  # the processor's
+        assert "token_type_ids" not in extra and int(given.sum()) > 0  # 1 at the image's tokens
+        assert torch.equal(family.token_inputs(ids)["token_type_ids"], given)
+        end = ids.index(family.image_token_id) + 2  # a prefix ending inside the image, then a text suffix
+        suffix = family.tokenizer("Yes", add_special_tokens=False)["input_ids"]
+        assert family.token_inputs(ids[:end] + suffix)["token_type_ids"].tolist() == [
+            given[0, :end].tolist() + [0] * len(suffix)]
+        family.token_types = {"token_type_ids": False}  # a rule that is not this processor's: refused
+        with pytest.raises(CheckpointError, match="per-token ids \\(token_type_ids\\)"):
+            runner.prompt(radiographs, questions[0])
+    finally:
+        engine.shutdown()

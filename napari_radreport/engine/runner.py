@@ -239,18 +239,20 @@ class ModelRunner:
 
     def answer_logprobs(self, study, question: str, answers: list[str], *, batch_size: int = 18,
                         on_event: EventCallback = ignore, stop=None) -> torch.Tensor:
-        """(len(answers),) log-probability of each whole answer, end of text included, as the reply to
-        ``question``: the prompt runs once, the answers as a batch over copies of its cache."""
+        """(len(answers),) log-probability that the reply to ``question`` is exactly each answer: its tokens,
+        then any token ``generate`` stops at (``_eos_ids``: a chat model's end of turn, as Gemma 3's
+        <end_of_turn> or Llama 3's <|eot_id|>, besides <eos>). The prompt runs once, the answers as a batch
+        over copies of its cache."""
         ids, extra = self.prompt(study, question)
-        tokenizer = self.loaded.tokenizer
-        answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-                      for a in answers]
-        tails = [ids[-1:] + a for a in answer_ids]  # the prompt's last token: the first answer token's odds
+        tokenizer, ends = self.loaded.tokenizer, sorted(self._eos_ids())
+        # each tail starts with the prompt's last token, whose logits give the first answer token's odds
+        tails = [ids[-1:] + tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
         scores = []
         for tail, logprobs in self._run_tails(study, ids[:-1], extra, tails, batch_size, on_event, stop,
                                               "answers", every_position=True):
             targets = torch.tensor(tail[1:])
-            scores.append(logprobs[torch.arange(len(targets)), targets].sum())
+            said = logprobs[torch.arange(len(targets)), targets].sum()
+            scores.append(said + logprobs[len(tail) - 1, ends].logsumexp(0))
         return torch.stack(scores)
 
     def _run_tails(self, study, prefix: list[int], extra: dict, tails: list[list[int]], batch_size: int,

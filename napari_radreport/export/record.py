@@ -74,8 +74,7 @@ class StudyReference:
         series = sorted({im.tags.series_uid for im in study.images if im.tags.series_uid})
         files = dict.fromkeys(str(f) for im in study.images for f in im.source_files)  # ordered, unique
         dicom = [f for f in files if looks_like_dicom(f)]
-        mixed = len(study.extra.get("patients") or [])
-        mixed = mixed if mixed > 1 else 0
+        mixed = study.mixed_patients
         own = {} if mixed else {"study_uid": tags.study_uid, "patient_id": tags.patient_id,
                                 "accession_number": tags.accession_number, "study_date": tags.study_date}
         return cls(series_uids=series, study_description=tags.study_description, modality=study.modality,

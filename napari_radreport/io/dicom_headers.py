@@ -306,6 +306,15 @@ class DicomHeader:
         return None
 
 
+def _display_name(ds) -> str:
+    from napari_radreport.io.identity import display_name
+
+    try:
+        return display_name(ds.get("PatientName"))
+    except Exception:  # a name too broken to decode is shown as unknown, never a reason to refuse the file
+        return ""
+
+
 def _text(ds, keyword: str) -> str:
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()
@@ -464,6 +473,7 @@ def _header_from_dataset(path: str, ds, file_size: int = 0) -> DicomHeader:
         has_per_frame_groups="PerFrameFunctionalGroupsSequence" in ds,
         tags=StudyTags(
             patient_id=_text(ds, "PatientID"),
+            patient_name=_display_name(ds),
             study_uid=_text(ds, "StudyInstanceUID"),
             series_uid=_text(ds, "SeriesInstanceUID"),
             frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),

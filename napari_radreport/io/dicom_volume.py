@@ -56,28 +56,67 @@ def _fits(raw: np.ndarray, intercept: float, dtype: np.dtype) -> bool:
     return bool(info.min <= int(raw.min()) + intercept and int(raw.max()) + intercept <= info.max)
 
 
-def _slice_steps(distances: np.ndarray) -> tuple[float | None, list[str]]:
-    """Slice spacing from positions, plus warnings about gaps and irregular spacing."""
-    warnings: list[str] = []
+@dataclass(frozen=True)
+class SliceGap:
+    """A step between neighbouring slice positions of well over the usual spacing."""
+
+    after: int  # between positions ``after`` and ``after + 1``, counted ascending along the slice normal
+    step_mm: float
+    missing: int  # about how many slices would fill it
+
+
+@dataclass(frozen=True)
+class SliceSteps:
+    """Slice spacing from positions (None for one position), its gaps and any other irregular spacing."""
+
+    spacing: float | None
+    gaps: tuple[SliceGap, ...] = ()
+    irregular: str | None = None  # the warning about steps off the spacing that are not gaps
+
+
+def _slice_steps(distances: np.ndarray) -> SliceSteps:
+    """The median step between sorted positions, the steps over 1.5 times it and other irregular steps."""
     if len(distances) < 2:
-        return None, warnings
+        return SliceSteps(None)
     steps = np.diff(distances)
     median = float(np.median(steps))
     tolerance = max(0.01 * median, POSITION_TOLERANCE_MM)
-    irregular = np.abs(steps - median) > tolerance
-    gaps = [(i, s) for i, s in enumerate(steps) if s > 1.5 * median]
-    for i, step in gaps:
-        missing = int(round(step / median)) - 1
-        warnings.append(
-            f"gap: about {missing} slice(s) missing between slice {i} and {i + 1} ({step:.2f} mm apart, "
-            f"usual {median:.2f} mm); napari shows them adjacent"
-        )
-    if irregular.any() and len(gaps) < irregular.sum():
-        warnings.append(
-            f"variable slice spacing {steps.min():.2f}..{steps.max():.2f} mm "
-            f"(median {median:.2f} mm used for display)"
-        )
-    return median, warnings
+    is_gap = steps > 1.5 * median
+    gaps = tuple(SliceGap(int(i), float(steps[i]), int(round(steps[i] / median)) - 1)
+                 for i in np.flatnonzero(is_gap))
+    irregular = None
+    if (np.abs(steps - median) > tolerance)[~is_gap].any():
+        rest = steps[~is_gap]
+        besides = f" apart from the {'gap' if len(gaps) == 1 else 'gaps'}" if gaps else ""
+        irregular = (f"variable slice spacing {rest.min():.2f}..{rest.max():.2f} mm{besides} "
+                     f"(median {median:.2f} mm used for display)")
+    return SliceSteps(median, gaps, irregular)
+
+
+def _shown_pair(gap: SliceGap, count: int, backwards: bool) -> tuple[int, int]:
+    """The displayed indices of the two slices either side of ``gap`` among ``count`` positions."""
+    return (count - 2 - gap.after, count - 1 - gap.after) if backwards else (gap.after, gap.after + 1)
+
+
+def _gap_warning(gaps: tuple[SliceGap, ...], spacing: float, count: int, *, backwards: bool = False,
+                axis: int = 0) -> str | None:
+    """One line for all the gaps: the one gap, or how many, the slices missing in all and the largest.
+
+    Slices are numbered as displayed: ``backwards`` when the volume is shown highest position first,
+    ``axis`` the array axis they stack along (named when not the first)."""
+    if not gaps:
+        return None
+    along = f" of axis {axis}" if axis else ""
+    if len(gaps) == 1:
+        a, b = _shown_pair(gaps[0], count, backwards)
+        return (f"gap: about {gaps[0].missing} slice(s) missing between slice {a} and {b}{along} "
+                f"({gaps[0].step_mm:.2f} mm apart, usual {spacing:.2f} mm); napari shows them adjacent")
+    pairs = {gap: _shown_pair(gap, count, backwards) for gap in gaps}
+    largest = max(gaps, key=lambda g: (round(g.step_mm, 2), -pairs[g][0]))
+    a, b = pairs[largest]
+    return (f"{len(gaps)} gaps in slice positions (about {sum(g.missing for g in gaps)} slices missing in "
+            f"all), largest {largest.step_mm:.2f} mm between slices {a} and {b}{along} "
+            f"(usual {spacing:.2f} mm); napari shows the slices adjacent")
 
 
 def _stack_positions(frames: list[Frame], normal: np.ndarray) -> tuple[list[list[Frame]], np.ndarray]:
@@ -132,8 +171,8 @@ def assemble_volume(
     if n_time > 1:
         notes.append(f"{n_time} images per slice position (time points or echoes): opened as 4-D, first axis")
 
-    spacing_z, step_warnings = _slice_steps(distances)
-    warnings.extend(step_warnings)
+    steps = _slice_steps(distances)
+    spacing_z = steps.spacing
     if spacing_z is None:
         spacing_z = geometry.slice_thickness or 1.0
         notes.append(
@@ -162,10 +201,15 @@ def assemble_volume(
 
     direction = np.stack([normal, col_cos, row_cos])
     plan = plan_reorientation(direction)
-    if plan.perm[0] == 0 and plan.flip[0]:  # stack in reverse instead of flipping afterwards
+    reversed_stack = plan.perm[0] == 0 and plan.flip[0]
+    if reversed_stack:  # stack in reverse instead of flipping afterwards
         groups, normal = groups[::-1], -normal
         direction = np.stack([normal, col_cos, row_cos])
         plan = plan_reorientation(direction)
+    shown_axis = plan.perm.index(0)
+    gap_line = _gap_warning(steps.gaps, spacing_z, len(groups),
+                           backwards=reversed_stack != plan.flip[shown_axis], axis=shown_axis + (n_time > 1))
+    warnings.extend(w for w in (gap_line, steps.irregular) if w)
 
     ordered = [frame for group in groups for frame in group]
     slopes = np.array([f.slope for f in ordered])

@@ -99,6 +99,7 @@ class StudyTags:
     """Identifying tags, kept apart from the pixel data (may be empty for anonymised data)."""
 
     patient_id: str = ""
+    patient_name: str = ""  # as a reader shows it ("DOE, JOHN"): ``identity.display_name``
     study_uid: str = ""
     series_uid: str = ""
     frame_of_reference_uid: str = ""
@@ -242,6 +243,12 @@ class Study:
                    else f"object-{id(self)}")
             self.extra["cache_key"] = key
         return key
+
+    @property
+    def mixed_patients(self) -> int:
+        """How many patients the files come from when more than one (opened as the user allowed), else 0."""
+        count = len(self.extra.get("patients") or [])
+        return count if count > 1 else 0
 
     @property
     def chosen_series(self) -> SeriesInfo | None:

@@ -1,4 +1,6 @@
-"""A JSON-ready description of a Study (used by `radreport info` and the Study dock); NaN/inf become null."""
+"""A JSON-ready description of a Study (used by `radreport info` and the Study dock); NaN/inf become null.
+
+Its warnings are ``Study.warnings`` ranked by ``warning_groups.ranked`` (most important first)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from napari_radreport.io.study import ImageData, Study
+from napari_radreport.io.warning_groups import ranked
 
 
 def json_safe(value: Any) -> Any:
@@ -56,7 +59,7 @@ def study_summary(study: Study) -> dict[str, Any]:
         "tags": study.tags.as_dict(),
         "series": [s.as_dict() for s in study.series],
         "chosen_series": study.chosen_series.index if study.chosen_series else None,
-        "warnings": list(study.warnings),
+        "warnings": ranked(study.warnings),  # repeats collapsed, what matters most to reading first
         "notes": list(study.notes),
     }
     if study.is_volume and len(images) == 1:

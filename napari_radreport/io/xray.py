@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from napari_radreport.io.dicom_headers import DicomHeader
+from napari_radreport.io.dicom_headers import DicomHeader, looks_like_dicom, read_header
 from napari_radreport.io.dicom_pixels import read_pixels
 from napari_radreport.io.limits import DEFLATE_MAX_RATIO, MemoryBudget, budget_or_default
 from napari_radreport.io.study import ImageData, Study, StudyReadError, nonfinite_warning
@@ -197,3 +198,102 @@ def make_xray_set(images: list[ImageData], notes: list[str], source: tuple[str, 
             "(as the RRG24 seed did)"
         )
     return Study(kind="xray_set", images=images, source=source, notes=notes, warnings=list(warnings or []))
+
+
+# -- views of a set ---------------------------------------------------------------------------------------
+SET_KINDS = ("xray_set", "image")  # the 2-D studies laid out side by side, one image per file
+_KEPT_EXTRA = ("attribution",)  # what a set keeps when its views change (the sample's credit line)
+
+
+def set_files(study: Study) -> list[str]:
+    """The file of each view of a radiograph set, in set order; StudyReadError for a volume, or for a view
+    that was not read from one file (nothing to read it again from)."""
+    if study.kind not in SET_KINDS:
+        raise StudyReadError(f"a {study.kind} study is not a set of radiographs: its views cannot change")
+    files = []
+    for i, image in enumerate(study.images):
+        if len(image.source_files) != 1:
+            raise StudyReadError(f"view {i + 1} ({image.label or 'unnamed'}) was not read from one file")
+        files.append(str(Path(image.source_files[0])))
+    return files
+
+
+def _reread(study: Study, files: list[str], *, allow_mixed_patients: bool, max_bytes: int | None) -> Study:
+    """``files`` read again as one set (``load_study``: same-patient check, notes and warnings anew)."""
+    from napari_radreport.io.loader import load_study
+
+    new = load_study(files, allow_mixed_patients=allow_mixed_patients, max_bytes=max_bytes)
+    if new.kind not in SET_KINDS:
+        raise StudyReadError(f"{files[0]} (+{len(files) - 1} files): read as a {new.kind} study, not "
+                             "as a set of radiographs")
+    got = {f for im in new.images for f in im.source_files}
+    missing = [f for f in files if f not in got]
+    if missing:
+        raise StudyReadError(f"{missing[0]}: not read as a view of the set (a copy of another view, or "
+                             "not an image); a set holds one radiograph per file")
+    for key in _KEPT_EXTRA:
+        if key in study.extra:
+            new.extra[key] = study.extra[key]
+    return new
+
+
+def _check_view_file(path: Path) -> None:
+    """StudyReadError unless ``path`` is a file that can be one radiograph (headers only)."""
+    if path.is_dir():
+        raise StudyReadError(f"{path}: a folder; add radiograph files (PNG, JPEG or DICOM)")
+    if not path.is_file():
+        raise StudyReadError(f"{path}: no such file")
+    if is_picture_path(path):
+        return
+    if not looks_like_dicom(path):
+        raise StudyReadError(f"{path}: not a radiograph file (expected PNG, JPEG or DICOM)")
+    header = read_header(path)
+    reason = header.non_image_reason()
+    if reason is not None:
+        raise StudyReadError(f"{path}: {reason}")
+    if header.is_volume_slice or (header.n_frames > 1 and not header.is_radiograph):
+        raise StudyReadError(f"{path}: a slice of a {header.modality or 'volume'} series, not a radiograph; "
+                             "open it as its own study")
+
+
+def add_views(study: Study, paths: Sequence[str | os.PathLike], *, allow_mixed_patients: bool = False,
+              max_bytes: int | None = None) -> Study:
+    """A new set: ``study``'s views, then the radiographs in ``paths`` (in that order).
+
+    All files are read again through ``load_study``, so the new files must be of the set's patient
+    (``MixedPatients`` otherwise, unless ``allow_mixed_patients`` or the set already mixes patients, which
+    the user accepted when opening it). A file already in the set is not added twice; StudyReadError when
+    nothing new remains, or when a file is not a 2-D radiograph (a CT slice, a folder, a NIfTI...)."""
+    files = set_files(study)
+    known = {os.path.realpath(f) for f in files}
+    new: list[str] = []
+    for p in paths:
+        path = Path(p)
+        _check_view_file(path)
+        real = os.path.realpath(path)
+        if real not in known:
+            known.add(real)
+            new.append(str(path))
+    if not new:
+        raise StudyReadError("no new view to add: the files chosen are already views of this set")
+    allow = allow_mixed_patients or bool(study.extra.get("patients"))
+    return _reread(study, files + new, allow_mixed_patients=allow, max_bytes=max_bytes)
+
+
+def views_left(study: Study, index: int) -> list[str]:
+    """The files of a set's views but view ``index`` (0-based); StudyReadError for no such view, or for the
+    last view of a set (a set keeps at least one). Reads nothing."""
+    files = set_files(study)
+    if not 0 <= index < len(files):
+        raise StudyReadError(f"no view {index + 1}: the set has {len(files)} view(s)")
+    if len(files) == 1:
+        raise StudyReadError(f"{Path(files[0]).name} is the only view of the set: it cannot be removed "
+                             "(close the study instead)")
+    return files[:index] + files[index + 1:]
+
+
+def remove_view(study: Study, index: int, *, max_bytes: int | None = None) -> Study:
+    """A new set without view ``index`` (0-based); the others are read again, so notes, warnings and the
+    patients it mixes are those of the views left. StudyReadError for the last view of a set."""
+    # Removing a view adds no patient: a set that mixed patients may still, and says so.
+    return _reread(study, views_left(study, index), allow_mixed_patients=True, max_bytes=max_bytes)

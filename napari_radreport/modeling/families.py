@@ -39,6 +39,8 @@ LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}  # every tok
 # configuration.VOLUME_VISION_TYPES, written here so that reading a config imports no transformers (a test
 # checks the two agree)
 VOLUME_TOWERS = ("radreport_vit3d", "radreport_ctvit")
+# per-token ids a processor may give beside a prompt's input_ids (see ``token_types``)
+TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
 
 
 class ModelFamily(ABC):
@@ -207,14 +209,30 @@ class RadReportFamily(ModelFamily):
                 "pixel_values": self.pixel_values(study)}
 
 
+def token_types(processor: Any) -> dict[str, bool]:
+    """The per-token ids ``processor`` gives with a prompt, name -> whether they are each token's modality
+    (transformers' ``create_mm_token_type_ids``: 1 at an image's tokens; Gemma 3's processor names them
+    token_type_ids) rather than its text segment (PaliGemma's token_type_ids: 0 throughout a prompt)."""
+    names = set(getattr(processor, "model_input_names", None) or ())
+    kinds = {"token_type_ids": False} if "token_type_ids" in names else {}
+    if getattr(processor, "return_mm_token_type_ids", False):
+        kinds["mm_token_type_ids" if "mm_token_type_ids" in names else "token_type_ids"] = True
+    return kinds
+
+
 class ImageTextToTextFamily(ModelFamily):
     """LLaVA-family models, and any other that transformers' ``AutoModelForImageTextToText`` loads with its
     ``AutoProcessor``: the study's radiographs stitched into one picture of their files' own pixels, the
     model's own chat template, and the processor's image inputs built with the prompt (tokenised as
-    transformers' ``apply_chat_template`` does: no second BOS after a template's own). The broadest family:
-    keep it last in ``FAMILIES``."""
+    transformers' ``apply_chat_template`` does: no second BOS after a template's own). Its per-token ids
+    (``token_types``) are built by ``token_inputs`` for whichever ids run (a cached prefix, a prefix and a
+    suffix), not kept from the whole prompt. The broadest family: keep it last in ``FAMILIES``."""
 
     name = "image-text-to-text"
+
+    def __init__(self, **facts: Any) -> None:
+        super().__init__(**facts)
+        self.token_types = token_types(self.processor)
 
     @classmethod
     def matches(cls, config: dict) -> bool:
@@ -270,13 +288,29 @@ class ImageTextToTextFamily(ModelFamily):
                                                        return_dict=True, return_tensors="pt"))
 
     def build_prompt(self, study: Study, question: str, history: History = ()) -> tuple[list[int], dict]:
+        import torch
+
         inputs = self.model_inputs(study, question, history)
         ids = inputs.pop("input_ids")[0].tolist()
         inputs.pop("attention_mask", None)
+        given = {key: inputs.pop(key) for key in TOKEN_TYPE_KEYS if key in inputs}
+        rebuilt = self.token_inputs(ids)
+        if given.keys() != rebuilt.keys() or not all(torch.equal(given[k], rebuilt[k]) for k in given):
+            names = ", ".join(sorted(given.keys() | rebuilt.keys()))
+            raise CheckpointError(f"{type(self.processor).__name__} gives per-token ids ({names}) that "
+                                  f"napari-radreport does not rebuild as it does")
         return ids, inputs
 
     def image_inputs(self, built: dict, features: Callable[[], torch.Tensor]) -> dict:
         return dict(built)
+
+    def token_inputs(self, ids: list[int]) -> dict:
+        """The processor's per-token ids (``token_types``) for ``ids``, by its own rule."""
+        import torch
+
+        return {name: torch.tensor(self.processor.create_mm_token_type_ids([ids]) if modality
+                                   else [[0] * len(ids)])
+                for name, modality in self.token_types.items()}
 
 
 # tried in this order; ``register`` (see the end of this module) adds the families of other modules

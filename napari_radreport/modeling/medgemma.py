@@ -16,8 +16,8 @@ longitudinal comparison).
 The prompt goes through the folder's own chat template; each image marker is expanded here into the
 processor's soft-token sequence (so a prompt is built without touching pixels) and the text is tokenised once:
 one BOS. The runner encodes a study's images once (its feature cache) and hands the features to the model
-(``mm_encoder_outputs``); ``token_inputs`` marks the image tokens (``token_type_ids``), which Gemma 3 lets
-attend to each other both ways.
+(``mm_encoder_outputs``); ``token_inputs`` (the catch-all's: the processor's own rule) marks the image tokens
+(``token_type_ids``), which Gemma 3 lets attend to each other both ways.
 """
 
 from __future__ import annotations
@@ -364,12 +364,6 @@ class MedGemmaFamily(ImageTextToTextFamily):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=features())}}
-
-    def token_inputs(self, ids: list[int]) -> dict:
-        """``token_type_ids``: 1 at each image token (Gemma 3 lets an image's tokens attend to each other)."""
-        import torch
-
-        return {"token_type_ids": torch.tensor([[int(t == self.image_token_id) for t in ids]])}
 
     def model_inputs(self, study: Study, question: str, history: History = ()) -> dict:
         import torch

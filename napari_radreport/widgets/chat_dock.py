@@ -10,9 +10,10 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QKeyEvent
 from qtpy.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -26,10 +27,25 @@ from napari_radreport.engine.events import Progress, Token
 from napari_radreport.engine.prompts import LETTERS, parse_choices
 from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
+from napari_radreport.widgets.shortcuts import add_shortcut
+from napari_radreport.widgets.status_line import StatusLine
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
     import napari
+
+
+class QuestionEdit(QPlainTextEdit):
+    """The question box: Enter sends it (``submitted``), Shift+Enter starts a new line (option lines)."""
+
+    submitted = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)
 
 
 class ChatDock(QWidget):
@@ -39,22 +55,30 @@ class ChatDock(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)  # no stretch below
         self.picker = StudyPicker(session)
         self.transcript = QTextBrowser()
+        self.transcript.setObjectName("radreport-chat-transcript")
         self.transcript.setPlaceholderText("Questions and answers about this study appear here.")
-        self.question = QPlainTextEdit()
+        self.transcript.setMinimumHeight(48)  # the layout, not this, gives it room
+        self.question = QuestionEdit()
+        self.question.setObjectName("radreport-chat-input")
         self.question.setPlaceholderText(
-            "Ask about the image, e.g. Is there a pleural effusion?\n"
-            "Options on their own lines (A. …, B. …) make a multiple-choice question.")
-        self.question.setMaximumHeight(80)
+            "Ask about this study, e.g. Is there a pleural effusion? Enter sends; options on lines of their "
+            "own (Shift+Enter, A. …, B. …) make a multiple-choice question.")
+        self.question.setMinimumHeight(40)
+        self.question.setMaximumHeight(64)
+        self.question.submitted.connect(self._ask_if_enabled)
         self.ask_button = QPushButton("Ask")
+        self.ask_button.setObjectName("radreport-chat-send")
+        self.ask_button.setToolTip("Send the question (Enter in the question box)")
         self.ask_button.clicked.connect(self.ask)
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("radreport-chat-stop")
         self.stop_button.clicked.connect(session.stop)
+        add_shortcut(self, "Escape", session.stop, self.stop_button)
         self.clear_button = QPushButton("Clear history")
         self.clear_button.clicked.connect(self.clear)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLine()
         self.pending: tuple[Any, str] | None = None  # (study, question) being answered
         self.answer = ""
         self.last_result = None  # the last Finished or Choice (its timings show what the cache saved)
@@ -64,6 +88,7 @@ class ChatDock(QWidget):
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.clear_button)
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addWidget(self.picker)
         layout.addWidget(self.transcript, 1)
         layout.addWidget(self.question)
@@ -103,6 +128,10 @@ class ChatDock(QWidget):
         self.ask_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy and self.session.job_owner is self)
 
+    def _ask_if_enabled(self) -> None:
+        if self.ask_button.isEnabled():
+            self.ask()
+
     def clear(self) -> None:
         if self.session.study is not None:
             self.session.chats[self.session.study.key] = []
@@ -118,7 +147,7 @@ class ChatDock(QWidget):
             self.status.setText("Load a model first (Report dock or Settings dock).")
             return
         choice = parse_choices(text)
-        handlers = {"on_events": self._on_events, "on_result": self._answered, "on_error": self._show_error,
+        handlers = {"on_events": self._on_events, "on_result": self._answered, "on_error": self._failed,
                     "on_end": self._ended, "progress": self.progress}
         if choice is not None:
             watcher = self.session.run(self, "choose", study, choice[0], choice[1], **handlers)
@@ -155,7 +184,10 @@ class ChatDock(QWidget):
         self.pending = None
         self.render()
 
-    def _show_error(self, text: str) -> None:
+    def _failed(self, text: str) -> None:
+        """One line; the question goes back into the box (unless another is being typed): it is not lost."""
+        if self.pending is not None and not self.question.toPlainText().strip():
+            self.question.setPlainText(self.pending[1])
         self.status.setText(error_html(text))
 
 

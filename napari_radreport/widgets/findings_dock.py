@@ -29,6 +29,8 @@ from napari_radreport.engine.events import Progress
 from napari_radreport.engine.prompts import DIAGNOSIS_THRESHOLD
 from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
+from napari_radreport.widgets.shortcuts import add_shortcut
+from napari_radreport.widgets.status_line import StatusLine
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
@@ -55,9 +57,12 @@ class FindingsDock(QWidget):
         self.results: dict[str, dict[str, float]] = {}  # study key -> label -> probability
         self.picker = StudyPicker(session)
         self.run_button = QPushButton("Check abnormalities")
+        self.run_button.setObjectName("radreport-findings-run")
         self.run_button.clicked.connect(self.run)
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("radreport-findings-stop")
         self.stop_button.clicked.connect(session.stop)
+        add_shortcut(self, "Escape", session.stop, self.stop_button)
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setDecimals(3)
@@ -66,27 +71,26 @@ class FindingsDock(QWidget):
         self.threshold.setToolTip("Probabilities at or above this are marked present")
         self.threshold.valueChanged.connect(self.render)
         self.table = QTableWidget(0, 3)
+        self.table.setObjectName("radreport-findings-table")
+        self.table.setMinimumHeight(72)  # a few rows at least; the layout gives it more
         self.table.setHorizontalHeaderLabels(["Abnormality", "Probability", "Present"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.progress = QProgressBar()  # determinate: the engine says which question batch it is on
         self.progress.setVisible(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLine()
         self.pending = None
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.stop_button)
-        threshold = QHBoxLayout()
-        threshold.addWidget(QLabel("Threshold:"))
-        threshold.addWidget(self.threshold)
-        threshold.addStretch(1)
+        buttons.addWidget(QLabel("Threshold:"))
+        buttons.addWidget(self.threshold)
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addWidget(self.picker)
         layout.addLayout(buttons)
-        layout.addLayout(threshold)
         layout.addWidget(self.progress)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
@@ -121,9 +125,11 @@ class FindingsDock(QWidget):
                 self.status.setText(html.escape(event.message or event.stage))
 
     def _done(self, result: dict[str, float]) -> None:
+        """The result is the study's the check started on, and says so (the user may have moved on)."""
         self.results[self.pending.key] = result
-        self.status.setText(f"{sum(p >= self.threshold.value() for p in result.values())} of {len(result)} "
-                            f"above the threshold. Model output, not a diagnosis.")
+        name = html.escape(self.session.name_of(self.pending) or "the study")
+        self.status.setText(f"{name}: {sum(p >= self.threshold.value() for p in result.values())} of "
+                            f"{len(result)} above the threshold. Model output, not a diagnosis.")
 
     def _show_error(self, text: str) -> None:
         self.status.setText(error_html(text))

@@ -34,6 +34,8 @@ from napari_radreport.export.formats import dialog_filters
 from napari_radreport.widgets.draft_editor import DraftEditor
 from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
+from napari_radreport.widgets.shortcuts import add_shortcut, shortcut_text
+from napari_radreport.widgets.status_line import StatusLine
 from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ SECTION_CHOICES = {"Findings and impression": ("findings", "impression"), "Findi
                    "Impression": ("impression",)}
 NOTICE = ("Reports written here are machine-generated drafts. They can be wrong or miss findings and must be "
           "reviewed by a qualified reader before any use.")
+GENERATE_KEY, STOP_KEY, EXPORT_KEY = "Ctrl+Return", "Escape", "Ctrl+E"
+GENERATE_TIP = "Write a draft report of the active study"
 STREAM_SAVE_S = 1.0  # while a draft streams in, it is saved at most this often
 
 
@@ -83,37 +87,40 @@ class ReportDock(QWidget):
             box.setToolTip("Write the findings region by region (as the AMOS-MM seed does)")
             regions.addWidget(box)
         self.generate_button = QPushButton("Generate report")
+        self.generate_button.setObjectName("radreport-generate")
         self.generate_button.clicked.connect(self.generate)
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("radreport-stop")
         self.stop_button.clicked.connect(session.stop)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.setVisible(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLine()
         self.scope_note = ScopeNote(session)
         self._kept: Draft | None = None  # the draft as it was before a generation that has not written yet
-        self.speed = QLabel("")
+        self.speed = StatusLine()
         self._section = ""  # the section being written, for the speed line
         self.editor = DraftEditor(lambda: self.session.drafts)
         self.editor.save_failed.connect(self._show_error)
         self.export_button = QPushButton("Export…")
+        self.export_button.setObjectName("radreport-export")
         self.export_button.clicked.connect(self._ask_export)
+        add_shortcut(self, GENERATE_KEY, self._generate_if_enabled, window=True)  # its tooltip: _busy_changed
+        add_shortcut(self, STOP_KEY, session.stop, self.stop_button)
+        add_shortcut(self, EXPORT_KEY, self._ask_export, self.export_button, window=True)
 
-        study_row = QHBoxLayout()
-        study_row.addWidget(QLabel("Study:"))
-        study_row.addWidget(self.picker, 1)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_label, 1)
         model_row.addWidget(self.load_button)
-        buttons = QHBoxLayout()
+        buttons = QHBoxLayout()  # what to write, then write it: one row
+        buttons.addWidget(self.sections)
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addWidget(self.notice)
-        layout.addLayout(study_row)
+        layout.addWidget(self.picker)
         layout.addLayout(model_row)
-        layout.addWidget(self.sections)
         layout.addWidget(self.region_row)
         progress_row = QHBoxLayout()  # the bar shares the speed line: no extra height while it shows
         progress_row.addWidget(self.progress, 1)
@@ -158,7 +165,8 @@ class ReportDock(QWidget):
         study = self.session.study
         refusal = self.session.cannot_read(study) if study is not None else ""
         self.generate_button.setEnabled(not busy and study is not None and not refusal)
-        self.generate_button.setToolTip(f"This model cannot read this study: {refusal}" if refusal else "")
+        self.generate_button.setToolTip(f"This model cannot read this study: {refusal}" if refusal else
+                                        f"{GENERATE_TIP} ({shortcut_text(GENERATE_KEY)})")
         self.load_button.setEnabled(not busy)
         self.stop_button.setEnabled(mine)
         self.editor.set_streaming(mine and self.job_study is self.session.study)
@@ -201,6 +209,11 @@ class ReportDock(QWidget):
             self.generate()
 
     # -- generating ---------------------------------------------------------------------------
+    def _generate_if_enabled(self) -> None:
+        """The shortcut does what the button would: nothing while it is disabled (busy, or a refusal)."""
+        if self.generate_button.isEnabled():
+            self.generate()
+
     def generate(self) -> None:
         from napari_radreport.engine.provenance import report_provenance, report_task
 
@@ -281,7 +294,8 @@ class ReportDock(QWidget):
         found = len(result.conflicts)
         conflicts = f" It contradicts itself or the model's diagnosis in {found} place{'s' * (found != 1)} " \
                     f"(highlighted)." if found else ""
-        self.status.setText(f"Draft ready{stopped}.{conflicts} Review and edit it before use.")
+        name = html.escape((self.job_study and self.session.name_of(self.job_study)) or "the study")
+        self.status.setText(f"Draft of {name} ready{stopped}.{conflicts} Review and edit it before use.")
 
     def _generation_failed(self, text: str) -> None:
         """One line; a draft the failed job had not written to yet is put back as it was (a refused study,

@@ -26,9 +26,9 @@ class ScopeNote(QLabel):
         self.refresh()
 
     def _disconnect(self, session: ViewerSession) -> None:
-        for signal in (session.scope_changed, session.study_changed, session.model_changed):
-            with contextlib.suppress(TypeError, RuntimeError):  # already gone
-                signal.disconnect(self.refresh)
+        for name in ("scope_changed", "study_changed", "model_changed"):
+            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the session is gone
+                getattr(session, name).disconnect(self.refresh)
 
     def refresh(self, *_args) -> None:
         study = self.session.study

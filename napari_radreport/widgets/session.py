@@ -61,6 +61,11 @@ def error_html(text: str) -> str:
     return f"<span style='color:#e05050'>{html.escape(text, quote=False)}</span>"
 
 
+def warning_html(text: str) -> str:
+    """One line of warning text, escaped, in the docks' warning colour."""
+    return f"<span style='color:#f0a040'>{html.escape(text, quote=False)}</span>"
+
+
 def scope_html(scope: dict | None) -> str:
     """A study's scope verdict (``ScopeVerdict.as_dict()``) as a dock's orange rich text; "" when the study is
     within the model's scope with nothing to say."""
@@ -112,11 +117,16 @@ class _Relay(QObject):
                 self.on_end()
 
 
+def study_of(layer: Any) -> Study | None:
+    """The study a layer shows (None for a layer of no study, or no layer)."""
+    return getattr(layer, "metadata", {}).get("study") if layer is not None else None
+
+
 def studies_in(viewer: napari.Viewer) -> list[tuple[str, Study]]:
     """(layer name, study) for each study shown in the viewer, each study once, in layer order."""
     seen, found = set(), []
     for layer in viewer.layers:
-        study = getattr(layer, "metadata", {}).get("study")
+        study = study_of(layer)
         if study is not None and id(study) not in seen:
             seen.add(id(study))
             found.append((layer.name, study))
@@ -149,8 +159,9 @@ class ViewerSession(QObject):
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
         self._off_thread_done.connect(self._deliver)
-        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.inserted.connect(self._layer_inserted)
         viewer.layers.events.removed.connect(self._layers_changed)
+        viewer.layers.selection.events.active.connect(self._active_layer_changed)
         self._layers_changed()
 
     # -- studies ----------------------------------------------------------------------------
@@ -158,16 +169,49 @@ class ViewerSession(QObject):
         viewer = self.viewer_ref()
         return studies_in(viewer) if viewer is not None else []
 
+    def name_of(self, study: Study) -> str:
+        """The study's layer name (its first layer's), as the pickers list it; "" when it is not shown."""
+        return next((name for name, s in self.studies() if s is study), "")
+
     def _layers_changed(self, *_args) -> None:
         studies = [s for _, s in self.studies()]
         self.studies_changed.emit()
         if self.study is None or all(s is not self.study for s in studies):
             self.set_study(studies[-1] if studies else None)
 
+    def _layer_inserted(self, event: Any) -> None:
+        """A newly opened study becomes the active one."""
+        self.studies_changed.emit()
+        study = study_of(event.value)
+        self.set_study(study if study is not None else self.study)
+
+    def _active_layer_changed(self, event: Any) -> None:
+        """Selecting a study's layer makes that study the active one (a layer of no study changes nothing)."""
+        study = study_of(event.value)
+        if study is not None:
+            self.set_study(study)
+
     def set_study(self, study: Study | None) -> None:
+        """Make ``study`` the active study of every dock. It is put on screen first: its layers shown, one of
+        them selected, the other studies' layers hidden (unless the viewer shows a grid)."""
         if study is not self.study:
             self.study = study
+            self._put_on_screen(study)
             self.study_changed.emit(study)
+
+    def _put_on_screen(self, study: Study | None) -> None:
+        viewer = self.viewer_ref()
+        if viewer is None or study is None:
+            return
+        own = [layer for layer in viewer.layers if study_of(layer) is study]
+        if not own:  # not (or no longer) in the viewer
+            return
+        if not viewer.canvas.grid.enabled:
+            for layer in viewer.layers:
+                if study_of(layer) is not None:
+                    layer.visible = study_of(layer) is study
+        if study_of(viewer.layers.selection.active) is not study:
+            viewer.layers.selection.active = own[-1]
 
     # -- settings ----------------------------------------------------------------------------
     def update_settings(self, **changes: Any) -> None:
@@ -273,14 +317,14 @@ class ViewerSession(QObject):
         return self.engine.shutdown(timeout)
 
 
-def _real_viewer(viewer):
+def real_viewer(viewer: Any) -> Any:
     """napari hands plugin docks a proxy per dock; the session belongs to the viewer behind them."""
     return getattr(viewer, "__wrapped__", viewer)
 
 
 def session_for(viewer: napari.Viewer) -> ViewerSession:
     """The viewer's session, made on first use and shared by all the plugin's docks in that viewer."""
-    viewer = _real_viewer(viewer)
+    viewer = real_viewer(viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = _SESSIONS[viewer] = ViewerSession(viewer)

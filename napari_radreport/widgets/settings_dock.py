@@ -104,7 +104,11 @@ class SettingsDock(Container):
         load = PushButton(text="Load model with these settings")
         progress = ProgressBar(min=0, max=100)
         status = Label(value="")
-        super().__init__(widgets=[form, load, progress, status], labels=False)
+        reset_layout = PushButton(text="Reset the reading layout")
+        reset_layout.tooltip = "Put every dock back where it starts: the report on the right, the study, " \
+                               "findings and chat on the left"
+        reset_layout.changed.connect(lambda: self._reset_layout(napari_viewer))
+        super().__init__(widgets=[form, load, progress, status, reset_layout], labels=False)
         self.models_folder, self.model_choice = models, choice
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
@@ -142,6 +146,12 @@ class SettingsDock(Container):
         self._scanning = ""
         with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the session is gone
             self.session.busy_changed.disconnect(self._busy_changed)
+
+    @staticmethod
+    def _reset_layout(viewer: napari.Viewer) -> None:
+        from napari_radreport.widgets.layout import reset
+
+        reset(viewer)
 
     def _set(self, **changes: Any) -> None:
         self.session.update_settings(**changes)

@@ -15,19 +15,28 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QFileDialog,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_radreport.io.windows import CT_WINDOWS
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
-from napari_radreport.widgets.session import error_html, session_for
+from napari_radreport.widgets.radiograph_sets import gather_radiograph_sets
+from napari_radreport.widgets.radiograph_views import RadiographViews
+from napari_radreport.widgets.session import error_html, session_for, study_of, warning_html
+from napari_radreport.widgets.status_line import StatusLine
+from napari_radreport.widgets.study_picker import StudyPicker
+
+INFO_LINES = 5  # the geometry, warnings and notes show this many lines; more scroll
 
 if TYPE_CHECKING:
     import napari
@@ -37,53 +46,61 @@ if TYPE_CHECKING:
     from napari_radreport.io.study import MixedPatients
 
 
-def _study_of(layer) -> Study | None:
-    return getattr(layer, "metadata", {}).get("study")
-
-
 class StudyDock(QWidget):
-    """One per viewer: its state is the viewer's layers, nothing global."""
+    """One per viewer: it shows the session's active study (the one every dock works on); nothing global."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.session = session = session_for(napari_viewer)
         self._worker = None
-        self._layers: list[Image] = []
         # Asked when the files mix patients and the Settings switch is off; True opens them as one study.
         self.ask_mixed_patients: Callable[[MixedPatients], bool] = self._ask_mixed_patients
 
         open_files = QPushButton("Open files…")
-        open_files.setToolTip("DICOM files, a NIfTI file, or chest radiographs (PNG, JPEG, DICOM)")
+        open_files.setObjectName("radreport-open-files")
+        open_files.setToolTip("DICOM files, a NIfTI file, or chest radiographs (PNG, JPEG, DICOM); several "
+                              "radiographs make one set")
         open_files.clicked.connect(self._ask_files)
         open_folder = QPushButton("Open folder…")
+        open_folder.setObjectName("radreport-open-folder")
         open_folder.setToolTip("A folder holding a DICOM series or a set of radiographs")
         open_folder.clicked.connect(self._ask_folder)
         buttons = QHBoxLayout()
         buttons.addWidget(open_files)
         buttons.addWidget(open_folder)
 
-        self.study_combo = QComboBox()
-        self.study_combo.currentIndexChanged.connect(self._on_study_chosen)
+        self.picker = StudyPicker(session)
         self.info = QLabel("No study open.")
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.info.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.info_area = QScrollArea()  # many warnings or radiographs scroll here instead of growing the dock
+        self.info_area.setWidget(self.info)
+        self.info_area.setWidgetResizable(True)
+        self.info_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.info_area.setMaximumHeight(self.info.fontMetrics().lineSpacing() * INFO_LINES + 6)
+        self.info_area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.status = StatusLine()
 
         self.window_box = QGroupBox("CT window")
         grid = QGridLayout(self.window_box)
+        grid.setContentsMargins(4, 4, 4, 4)
+        grid.setSpacing(2)
         self.window_buttons = QButtonGroup(self)
         self.window_buttons.setExclusive(True)
         for i, window in enumerate(CT_WINDOWS.values()):
             button = QPushButton(window.label)
             button.setCheckable(True)
-            button.setToolTip(f"level {window.level:g} HU, width {window.width:g} HU")
+            button.setToolTip(f"level {window.level:g} HU, width {window.width:g} HU (on the active study)")
             button.setObjectName(f"window_{window.name}")
             button.clicked.connect(lambda _=False, name=window.name: self.apply_window(name))
             button.setMinimumHeight(button.sizeHint().height())  # the dock splitter must not squash the text
             self.window_buttons.addButton(button, i)
             grid.addWidget(button, i // 3, i % 3)
 
+        self.views = RadiographViews(napari_viewer, session)  # a radiograph set's views: add and remove
+        self.views.views.setMaximumHeight(self.info.fontMetrics().lineSpacing() * INFO_LINES + 6)
         self.series_box = QGroupBox("Other series in this input")
         series_layout = QHBoxLayout(self.series_box)
         self.series_combo = QComboBox()
@@ -93,54 +110,55 @@ class StudyDock(QWidget):
         series_layout.addWidget(self.open_series_button)
 
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addLayout(buttons)
-        layout.addWidget(QLabel("Study:"))
-        layout.addWidget(self.study_combo)
-        layout.addWidget(self.info)
+        layout.addWidget(self.picker)
+        layout.addWidget(self.info_area)
         layout.addWidget(self.window_box)
         layout.addWidget(self.series_box)
+        layout.addWidget(self.views)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
+        self.viewer.layers.events.inserted.connect(self._layer_inserted)
+        session.study_changed.connect(self._on_study_chosen)
+        session.study_changed.connect(self.views.show_study)
+        # radiographs chosen together in File > Open become one set; two patients' files stay apart, said here
+        self.gatherer = gather_radiograph_sets(
+            napari_viewer, allow_mixed_patients=lambda: session.settings.allow_mixed_patients)
+        self.gatherer.message.connect(lambda text: self.status.setText(warning_html(text)))
+        self.views.show_study(session.study)
+        self._on_study_chosen()
 
-    # -- studies in the viewer ------------------------------------------------------------
-    def _refresh_layers(self, event=None) -> None:
-        inserted = event is not None and getattr(event, "type", "") == "inserted"
-        if inserted and _study_of(event.value) is not None:
+    # -- the active study ------------------------------------------------------------------
+    def _layer_inserted(self, event) -> None:
+        if study_of(event.value) is not None:
             from napari_radreport.viewer import widen_contrast_range
 
             widen_contrast_range(event.value)
-        current = self.current_layer
-        self._layers = [layer for layer in self.viewer.layers if _study_of(layer) is not None]
-        self.study_combo.blockSignals(True)
-        self.study_combo.clear()
-        for layer in self._layers:
-            self.study_combo.addItem(layer.name)
-        if self._layers:
-            index = self._layers.index(current) if current in self._layers else len(self._layers) - 1
-            self.study_combo.setCurrentIndex(index)
-        self.study_combo.blockSignals(False)
-        self._on_study_chosen()
-
-    @property
-    def current_layer(self) -> Image | None:
-        index = self.study_combo.currentIndex()
-        return self._layers[index] if 0 <= index < len(self._layers) else None
 
     @property
     def current_study(self) -> Study | None:
-        layer = self.current_layer
-        return _study_of(layer) if layer is not None else None
+        """The session's active study."""
+        return self.session.study
+
+    @property
+    def current_layer(self) -> Image | None:
+        """The active study's layer (for a radiograph set, the selected one of its layers, else its first)."""
+        study, viewer = self.session.study, self.session.viewer_ref()  # the viewer, not napari's proxy of it
+        if study is None or viewer is None:
+            return None
+        layers = [layer for layer in viewer.layers if study_of(layer) is study]
+        active = viewer.layers.selection.active
+        return active if active in layers else (layers[0] if layers else None)
 
     def _on_study_chosen(self, *_args) -> None:
         study = self.current_study
         self.info.setText(self._describe(study) if study else "No study open.")
         is_ct = study is not None and study.kind == "ct"
         self.window_box.setVisible(is_ct)
-        active = self.current_layer.metadata.get("radreport_window") if is_ct else None
+        layer = self.current_layer
+        active = layer.metadata.get("radreport_window") if is_ct and layer is not None else None
         for button in self.window_buttons.buttons():
             button.setChecked(button.objectName() == f"window_{active}")
         self._fill_series(study)
@@ -148,7 +166,7 @@ class StudyDock(QWidget):
     @staticmethod
     def _describe(study: Study) -> str:
         summary = study.summary()
-        lines = [f"<b>{html.escape(summary['kind'])}</b> {html.escape(summary['modality'] or '')}"]
+        lines = []  # whose study it is: the header above
         for image in summary["images"][:4]:
             spacing = ", ".join("?" if s is None else f"{s:g}" for s in image["spacing_mm"])
             orient = "".join(image["orientation"]) if image["orientation"] else "—"
@@ -162,7 +180,7 @@ class StudyDock(QWidget):
 
     # -- windows ---------------------------------------------------------------------------
     def apply_window(self, name: str) -> None:
-        """Set a CT window preset on the current study's layer."""
+        """Set a CT window preset on the active study's layer."""
         layer = self.current_layer
         if layer is None or self.current_study.kind != "ct":
             return
