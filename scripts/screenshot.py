@@ -2,7 +2,7 @@
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
-        [--tab Chat] [--allow-out-of-scope] [--models-folder DIR]
+        [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="run the Findings dock")
     parser.add_argument("--tab", default="Report", help="dock tab to show in front")
     parser.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT, e.g. 1366x768")
+    parser.add_argument("--also", help="open this study too, after the first (it becomes the active study)")
+    parser.add_argument("--select-first", action="store_true",
+                        help="with --also: select the first study's layer again (the docks follow it)")
     parser.add_argument("--keep-layout", action="store_true",
                         help="keep the arrangement restored from the user's settings (default: the reading "
                              "layout)")
@@ -74,6 +77,15 @@ def main() -> None:
             QApplication.processEvents()
             time.sleep(0.01)
     report = docks["Report (napari-radreport)"]
+    report.notice.setVisible(False)  # acknowledged, as after the first run
+    if args.also:
+        from napari_radreport.io import load_study
+        from napari_radreport.viewer import add_study
+
+        first = list(viewer.layers)[0]
+        add_study(viewer, load_study(args.also))
+        if args.select_first:
+            viewer.layers.selection.active = first
     if args.generate or args.ask or args.diagnose:
         report.load_model()
         _wait(session)

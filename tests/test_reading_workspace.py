@@ -64,6 +64,8 @@ def test_the_reading_layout_fits_the_window_with_the_report_half_its_height(work
         assert main.dockWidgetArea(dock) == (Qt.DockWidgetArea.RightDockWidgetArea if name == "Report" else
                                              Qt.DockWidgetArea.LeftDockWidgetArea)
     assert _dock_of(docks["Settings"].native).visibleRegion().isEmpty()  # a tab behind the Study dock
+    for name in ("Study", "Settings"):  # scrolled when short, still the plugin's widget to napari
+        assert viewer.window.dock_widgets[f"{name} (napari-radreport)"] is docks[name]
 
 
 def test_the_arrangement_is_remembered_and_reset_puts_it_back(make_napari_viewer, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
 LAYOUT_VERSION = 1  # QMainWindow.restoreState refuses a state saved under another version
 LEFT_WIDTH = (0.25, 300, 420)  # fraction of the window, then the least and most pixels
 RIGHT_WIDTH = (0.32, 420, 640)
-LEFT_HEIGHTS = (0.31, 0.29, 0.40)  # Study group, Findings, Chat
+LEFT_HEIGHTS = (0.36, 0.26, 0.38)  # Study group, Findings, Chat
 
 
 def _width(window: int, rule: tuple[float, int, int]) -> int:
@@ -54,7 +54,7 @@ def fit_to_screen(main: QMainWindow) -> None:
 
 def scroll_when_short(dock: QDockWidget) -> None:
     """The dock's content scrolls when the dock is shorter than it, instead of making the window taller (a tab
-    group is as tall as its tallest member). napari's ``inner_widget`` still finds a magicgui widget."""
+    group is as tall as its tallest member). napari's ``dock_widgets`` still hands out the plugin's widget."""
     inner = dock.widget()
     if inner is None or isinstance(inner, QScrollArea):
         return
@@ -62,8 +62,9 @@ def scroll_when_short(dock: QDockWidget) -> None:
     scroll.setObjectName(f"{inner.objectName() or 'dock'}-scroll")
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
-    if hasattr(inner, "_magic_widget"):
-        scroll._magic_widget = inner._magic_widget  # what napari's QtViewerDockWidget.inner_widget reads
+    # napari's QtViewerDockWidget.inner_widget (and so viewer.window.dock_widgets) hands out this attribute
+    # when present: the widget the plugin made, not the scroll area
+    scroll._magic_widget = getattr(inner, "_magic_widget", inner)
     dock.setWidget(scroll)
     scroll.setWidget(inner)
     dock.setMinimumSize(scroll.minimumSizeHint())  # it kept the content's minimum; now the scroll area's

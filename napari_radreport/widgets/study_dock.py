@@ -15,15 +15,12 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QFileDialog,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QPushButton,
-    QScrollArea,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -36,7 +33,7 @@ from napari_radreport.widgets.session import error_html, session_for, study_of, 
 from napari_radreport.widgets.status_line import StatusLine
 from napari_radreport.widgets.study_picker import StudyPicker
 
-INFO_LINES = 5  # the geometry, warnings and notes show this many lines; more scroll
+INFO_LINES = 4  # the geometry, warnings and notes show this many lines; the tooltip has them all
 
 if TYPE_CHECKING:
     import napari
@@ -75,12 +72,6 @@ class StudyDock(QWidget):
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self.info_area = QScrollArea()  # many warnings or radiographs scroll here instead of growing the dock
-        self.info_area.setWidget(self.info)
-        self.info_area.setWidgetResizable(True)
-        self.info_area.setFrameShape(QFrame.Shape.NoFrame)
-        self.info_area.setMaximumHeight(self.info.fontMetrics().lineSpacing() * INFO_LINES + 6)
-        self.info_area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.status = StatusLine()
 
         self.window_box = QGroupBox("CT window")
@@ -113,7 +104,7 @@ class StudyDock(QWidget):
         layout.setSpacing(4)
         layout.addLayout(buttons)
         layout.addWidget(self.picker)
-        layout.addWidget(self.info_area)
+        layout.addWidget(self.info)
         layout.addWidget(self.window_box)
         layout.addWidget(self.series_box)
         layout.addWidget(self.views)
@@ -154,7 +145,11 @@ class StudyDock(QWidget):
 
     def _on_study_chosen(self, *_args) -> None:
         study = self.current_study
-        self.info.setText(self._describe(study) if study else "No study open.")
+        lines = self._describe(study) if study else ["No study open."]
+        more = len(lines) - INFO_LINES + 1
+        shown = lines if more <= 1 else [*lines[:INFO_LINES - 1], f"<i>… {more} more lines (hover)</i>"]
+        self.info.setText("<br>".join(shown))  # at most INFO_LINES lines: the dock stays compact
+        self.info.setToolTip("<br>".join(lines) if len(shown) < len(lines) else "")
         is_ct = study is not None and study.kind == "ct"
         self.window_box.setVisible(is_ct)
         layer = self.current_layer
@@ -164,7 +159,8 @@ class StudyDock(QWidget):
         self._fill_series(study)
 
     @staticmethod
-    def _describe(study: Study) -> str:
+    def _describe(study: Study) -> list[str]:
+        """The images' geometry, then the warnings (ranked) and notes, one line each (rich text)."""
         summary = study.summary()
         lines = []  # whose study it is: the header above
         for image in summary["images"][:4]:
@@ -176,7 +172,7 @@ class StudyDock(QWidget):
             )
         lines += [f"<span style='color:#e0a030'>⚠ {html.escape(w)}</span>" for w in summary["warnings"]]
         lines += [f"<i>{html.escape(n)}</i>" for n in summary["notes"]]
-        return "<br>".join(lines)
+        return lines
 
     # -- windows ---------------------------------------------------------------------------
     def apply_window(self, name: str) -> None:
