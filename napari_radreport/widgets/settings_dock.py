@@ -23,7 +23,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
 from napari_radreport.engine.events import Progress
@@ -99,8 +99,9 @@ class SettingsDock(Container):
                                  "(File > Open); its reports say MIXED PATIENTS and no DICOM SR is written. "
                                  "Off: refused (the Study dock asks).")
         form = Container()
-        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p,  # aligned
-                     out_of_scope, mixed])
+        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p])  # aligned
+        choice.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        choice.native.setMinimumContentsLength(16)  # a long name must not widen the dock
         load = PushButton(text="Load model with these settings")
         progress = ProgressBar(min=0, max=100)
         status = Label(value="")
@@ -108,7 +109,9 @@ class SettingsDock(Container):
         reset_layout.tooltip = "Put every dock back where it starts: the report on the right, the study, " \
                                "findings and chat on the left"
         reset_layout.changed.connect(lambda: self._reset_layout(napari_viewer))
-        super().__init__(widgets=[form, load, progress, status, reset_layout], labels=False)
+        # the two switches under the form: their long texts fit the dock's width without a label column
+        super().__init__(widgets=[form, out_of_scope, mixed, load, progress, status, reset_layout],
+                         labels=False)
         self.models_folder, self.model_choice = models, choice
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
