@@ -33,6 +33,7 @@ class UserSettings:
     allow_out_of_scope: bool = False  # run studies a model was not made for (outputs say so)
     allow_mixed_patients: bool = False  # open files of several patients as one study (reports say so)
     reading_layout: str = ""  # the docks' arrangement when the window last closed (``widgets.layout``)
+    reviewer_name: str = ""  # who signs drafts off; asked the first time a draft is marked reviewed
 
     def generation(self):
         from napari_radreport.engine.decoding import GenerationSettings

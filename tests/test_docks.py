@@ -67,8 +67,9 @@ def test_generate_streams_tokens_into_the_editor_over_time_and_stop_stops(docks,
     assert not report.editor.editor.isReadOnly() and report.generate_button.isEnabled()
     assert "tokens/s" in report.speed.text() and report.speed.text().endswith("tokens in Findings")
     assert report.editor.state.text() == "AI draft, not reviewed"
+    report.editor.ask_reviewer = lambda: "Smith, Jane"  # the Reviewer setting is empty: asked once
     report.editor.reviewed.setChecked(True)
-    assert report.editor.state.text() == "Reviewed"
+    assert report.editor.state.text() == f"Reviewed by Smith, Jane, {draft.reviewed_at}"
 
 
 def test_the_draft_is_saved_while_it_streams_and_a_stopped_one_says_so(docks, qtbot):

@@ -3,12 +3,14 @@ private modes, no temporary file left by a killed write."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,19 +32,70 @@ def test_a_draft_round_trips_with_its_ai_text_and_diff(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_generating_again_keeps_the_edited_text_among_previous_versions():
-    draft = Draft(study_key="k", ai_draft="AI one", text="AI one, corrected", reviewed=True)
+def test_generating_again_keeps_every_version_with_its_provenance_and_sign_off():
+    draft = Draft(study_key="k", ai_draft="AI one", text="AI one, corrected", provenance={"model_name": "a"},
+                  stop_reason="eos", diagnosis={"Nodule": 0.9})
+    draft.sign_off("Smith, Jane", "2025-05-01T10:00:00+02:00")
     draft.start_new_ai_draft({"model_name": "m"})
-    assert draft.previous == [{"ai_draft": "AI one", "text": "AI one, corrected"}]
-    assert ((draft.text, draft.ai_draft, draft.reviewed, draft.provenance)
-            == ("", "", False, {"model_name": "m"}))
+    (first,) = draft.previous
+    assert (first.text, first.ai_draft, first.provenance, first.stop_reason, first.diagnosis) == (
+        "AI one, corrected", "AI one", {"model_name": "a"}, "eos", {"Nodule": 0.9})
+    assert (first.reviewed, first.reviewer, first.reviewed_at) == (True, "Smith, Jane",
+                                                                   "2025-05-01T10:00:00+02:00")
+    assert datetime.fromisoformat(first.saved_at).utcoffset() is not None
+    assert ((draft.text, draft.ai_draft, draft.reviewed, draft.reviewer, draft.provenance)
+            == ("", "", False, "", {"model_name": "m"}))
     draft.ai_draft = draft.text = "AI two"
     draft.start_new_ai_draft({})
-    assert len(draft.previous) == 1  # an unedited AI draft is reproducible; nothing to keep
+    assert [v.text for v in draft.previous] == ["AI one, corrected", "AI two"]  # unedited ones too
+    draft.start_new_ai_draft({})
+    assert len(draft.previous) == 2  # an empty draft is no version
+
+
+def test_a_restore_brings_a_version_back_exactly_and_can_be_undone(tmp_path):
+    store = DraftStore(tmp_path)
+    draft = Draft(study_key="k", ai_draft="AI one", text="AI one, corrected", provenance={"model_name": "a"},
+                  diagnosis={"Nodule": 0.9}, stop_reason="eos")
+    draft.start_new_ai_draft({"model_name": "b"})
+    draft.ai_draft, draft.text = "AI two", "AI two, signed"
+    draft.sign_off("Smith, Jane")
+    store.save(draft)
+    draft = store.load("k")
+    assert draft.restore(0)
+    assert (draft.text, draft.ai_draft, draft.provenance, draft.diagnosis, draft.stop_reason) == (
+        "AI one, corrected", "AI one", {"model_name": "a"}, {"Nodule": 0.9}, "eos")
+    assert not draft.reviewed and not draft.reviewer  # a restored text is signed off again, not by default
+    assert [v.text for v in draft.previous] == ["AI one, corrected", "AI two, signed"]
+    assert draft.previous[1].reviewer == "Smith, Jane"
+    assert not draft.restore(0)  # already the current text: nothing kept twice
+    assert draft.restore(1) and (draft.text, draft.ai_draft) == ("AI two, signed", "AI two")  # undone
+    assert len(draft.previous) == 3
+
+
+def test_a_draft_of_the_older_format_still_loads(tmp_path):
+    """A version-1 draft (no sign-off fields; ``previous`` entries of ai_draft and text only) as the previous
+    release wrote it."""
+    store = DraftStore(tmp_path)
+    old = {"version": 1, "study_key": "k", "study_label": "abdomen", "ai_draft": "AI two", "text": "AI two.",
+           "reviewed": True, "provenance": {"model_name": "m"},
+           "previous": [{"ai_draft": "AI one", "text": "AI one, corrected"}], "updated": 1746000000.0,
+           "stop_reason": "eos", "diagnosis": {"Nodule": 0.2}}
+    store.path_for("k").write_text(json.dumps(old), encoding="utf-8")
+    draft = store.load("k")
+    assert (draft.text, draft.reviewed, draft.reviewer, draft.reviewed_at) == ("AI two.", True, "", "")
+    (first,) = draft.previous
+    assert (first.text, first.ai_draft, first.saved_at, first.reviewer) == ("AI one, corrected", "AI one", "",
+                                                                            "")
+    assert draft.restore(0) and (draft.text, draft.ai_draft) == ("AI one, corrected", "AI one")
+    store.save(draft)
+    saved = json.loads(store.path_for("k").read_text(encoding="utf-8"))
+    assert saved["version"] == 2 and saved["previous"][1]["text"] == "AI two."
+    assert store.load("k").previous[1].reviewed  # reviewed before names were recorded: kept so
 
 
 @pytest.mark.parametrize("content", ['{"version": 1, "study_key": "tru', "\xff\xfe garbage",
-                                     '{"version": 99}', '{"version": 1, "unknown": 1}'])
+                                     '{"version": 99}', '{"version": 1, "unknown": 1}', '"a string"',
+                                     '{"version": 2, "study_key": "k", "previous": [{"txt": "x"}]}'])
 def test_an_unreadable_draft_is_moved_aside_never_deleted(tmp_path, content):
     store = DraftStore(tmp_path)
     path = store.path_for("k")

@@ -162,7 +162,7 @@ def test_md_heading_table_text_and_provenance_list(tmp_path, chest_record):
 
 def test_json_round_trip_with_diff_and_provenance(tmp_path, chest_record):
     data = json.loads((export_report(chest_record, tmp_path / "report.json")).read_text(encoding="utf-8"))
-    assert data["format"] == "napari-radreport report" and data["format_version"] == 2
+    assert data["format"] == "napari-radreport report" and data["format_version"] == 3
     exported = datetime.fromisoformat(data["exported_at"])
     assert exported.utcoffset() == timedelta(0)
     assert {k: data[k] for k in chest_record.as_dict()} == chest_record.as_dict()

@@ -24,11 +24,19 @@ class ExportExists(ExportError):
     """The export's file exists and replacing it was not asked for."""
 
 
+def reviewed_by(reviewer: str, reviewed_at: str) -> str:
+    """The sign-off as the editor and the exports show it: "Reviewed by NAME, TIME" (STATUS_REVIEWED for a
+    draft reviewed before names were recorded)."""
+    if not reviewer:
+        return STATUS_REVIEWED
+    return f"Reviewed by {reviewer}, {reviewed_at}" if reviewed_at else f"Reviewed by {reviewer}"
+
+
 def status_line(record: ReportRecord) -> str:
-    """Whether a person reviewed the AI draft, and "; incomplete: generation was stopped" (or why else) when
-    the generation did not end by itself; out of scope, mixed patients and the text's conflicts (with itself
-    or the model's diagnosis) are said here too."""
-    status = STATUS_REVIEWED if record.reviewed else STATUS_DRAFT
+    """Whether a person reviewed the AI draft (who, when), and "; incomplete: generation was stopped" (or why
+    else) when the generation did not end by itself; out of scope, mixed patients and the text's conflicts
+    (with itself or the model's diagnosis) are said here too."""
+    status = reviewed_by(record.reviewer, record.reviewed_at) if record.reviewed else STATUS_DRAFT
     if record.provenance.weight_problems:
         status += "; written by a model with incomplete weights (unreliable)"
     if record.out_of_scope_reason:

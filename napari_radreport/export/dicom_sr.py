@@ -8,6 +8,9 @@ then a comment saying it is an AI draft and whether it was reviewed, and a comme
 Completion Flag: COMPLETE only for a reviewed report whose generation ended by itself, about a study within
 the model's scope; PARTIAL otherwise, with the Completion Flag Description "incomplete: generation was
 stopped" (or why else), or "out of the model's scope" (the status comment says why).
+Verification Flag (PS3.3 C.17.2): VERIFIED, with the reviewer in the Verifying Observer Sequence, for a
+COMPLETE report signed off by name (the standard allows VERIFIED only with COMPLETE); UNVERIFIED otherwise
+(a named sign-off of a PARTIAL report is still in the status comment). Preliminary Flag: PRELIMINARY.
 The SR holds no file paths: the source files are read for their UIDs, which the evidence references.
 A report about the images of more than one patient (a study opened with ``allow_mixed_patients``, or source
 files whose PatientID, PatientName or PatientBirthDate differ) gets no SR: an SR joins one patient's record,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from datetime import datetime
 from typing import Any
 
 from napari_radreport.common import one_line
@@ -117,6 +121,40 @@ def _identity(record: ReportRecord, headers: list[Any], evidence: list[Any]) -> 
     return identity
 
 
+def person_name(name: str) -> str:
+    """A typed name as a DICOM PN: "Smith, Jane" -> "Smith^Jane"; one with "^" is kept; any other is all
+    family name (no guessing which word is which). Backslashes and "=" (PN delimiters) become spaces."""
+    name = " ".join(name.replace("\\", " ").replace("=", " ").split())
+    if "^" not in name:
+        family, comma, given = name.partition(",")
+        name = f"{family.strip()}^{given.strip()}" if comma else name
+    return name[:64]  # PN: 64 characters per component group
+
+
+def dicom_datetime(iso: str) -> str:
+    """ISO 8601 ("2025-05-01T10:00:00+02:00") as DICOM DT ("20250501100000+0200"); '' when unreadable."""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return ""
+    return when.strftime("%Y%m%d%H%M%S%z")
+
+
+def _verifying_observer(record: ReportRecord) -> Any | None:
+    """The Verifying Observer Sequence item of the sign-off; None when the record has no named, timed one."""
+    from pydicom import Dataset
+
+    when = dicom_datetime(record.reviewed_at)
+    if not (record.reviewed and record.reviewer.strip() and when):
+        return None
+    observer = Dataset()
+    observer.VerifyingObserverName = person_name(record.reviewer)  # type 1
+    observer.VerifyingObserverIdentificationCodeSequence = []  # type 2: no coded identity known
+    observer.VerifyingOrganization = ""  # type 2: none known
+    observer.VerificationDateTime = when  # type 1
+    return observer
+
+
 def _content(record: ReportRecord) -> Any:
     """The document tree: title container with section containers, status and provenance comments."""
     from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
@@ -182,6 +220,7 @@ def build_sr(record: ReportRecord) -> Any:
     one_patient(record, headers)
     evidence = referable(headers)
     identity = _identity(record, headers, evidence)
+    complete = record.reviewed and record.complete and not record.out_of_scope_reason
     with warnings.catch_warnings():  # names are copied as the source wrote them ("Lung_Dx-A0001")
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
                                 category=UserWarning)
@@ -193,13 +232,17 @@ def build_sr(record: ReportRecord) -> Any:
             sop_instance_uid=UID(),
             instance_number=INSTANCE_NUMBER,
             manufacturer=MANUFACTURER,
-            is_complete=record.reviewed and record.complete and not record.out_of_scope_reason,
+            is_complete=complete,
             is_final=False,
-            is_verified=False,
+            is_verified=False,  # set below: highdicom would stamp the export time as the verification time
             series_description=SERIES_DESCRIPTION,
             software_versions=software_version(record),
         )
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: report text and names may hold any character
+    observer = _verifying_observer(record) if complete else None
+    if observer is not None:
+        sr.VerificationFlag = "VERIFIED"
+        sr.VerifyingObserverSequence = [observer]
     if not record.complete:
         sr.CompletionFlagDescription = f"incomplete: {record.incomplete_reason}"[:64]  # LO: 64 characters
     elif record.out_of_scope_reason:

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_radreport.export.content import identifiers, provenance_items, status_line
+from napari_radreport.export.content import identifiers, provenance_items, reviewed_by, status_line
 from napari_radreport.export.record import ReportRecord
 
 FONT_FAMILY = "ReportSans"
@@ -72,7 +72,8 @@ def _latin1(char: str) -> bool:
 
 
 def render_pdf(record: ReportRecord, *, font: Path | bool | None = True, compress: bool = True) -> bytes:
-    """The report as PDF bytes (A4): title, status, identifiers, text, provenance; a status footer per page.
+    """The report as PDF bytes (A4): title, status, identifiers, text, the reviewer's sign-off line,
+    provenance; a status footer per page.
 
     ``font``: True looks for a Unicode TrueType font, a path uses that one, False/None forces the latin-1
     core font. ``compress=False`` leaves the page streams readable (for tests).
@@ -130,6 +131,9 @@ def render_pdf(record: ReportRecord, *, font: Path | bool | None = True, compres
     pdf.line(pdf.l_margin, pdf.get_y(), pdf.w - pdf.r_margin, pdf.get_y())
     pdf.ln(4)
     paragraph(record.final_text.strip(), 11, 6)
+    if record.reviewed:  # the signature under the text
+        pdf.ln(4)
+        paragraph(reviewed_by(record.reviewer, record.reviewed_at), 11, 6)
     pdf.ln(6)
     paragraph("Provenance", 9, 5, color=GRAY)
     for label, value in provenance_items(record):

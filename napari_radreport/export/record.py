@@ -94,6 +94,8 @@ class ReportRecord:
     final_text: str
     ai_draft: str = ""
     reviewed: bool = False  # the user marked the draft as reviewed
+    reviewer: str = ""  # who signed it off (Draft.reviewer); "" when not reviewed, or reviewed unnamed
+    reviewed_at: str = ""  # when, ISO 8601 with the UTC offset
     study: StudyReference = field(default_factory=StudyReference)
     provenance: Provenance = field(default_factory=Provenance)
     title: str = "Radiology report (draft)"
@@ -126,7 +128,8 @@ class ReportRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {"title": self.title, "final_text": self.final_text, "ai_draft": self.ai_draft,
-                "reviewed": self.reviewed, "complete": self.complete, "stop_reason": self.stop_reason,
+                "reviewed": self.reviewed, "reviewer": self.reviewer, "reviewed_at": self.reviewed_at,
+                "complete": self.complete, "stop_reason": self.stop_reason,
                 "study": self.study.as_dict(include_paths=self.include_paths),
                 "provenance": self.provenance.as_dict(), "include_paths": self.include_paths,
                 "scope": self.provenance.scope or None, "diagnosis": self.diagnosis,

@@ -13,7 +13,8 @@ from napari_radreport.export.content import identifiers, provenance_items, statu
 from napari_radreport.export.record import ReportRecord
 
 JSON_FORMAT = "napari-radreport report"
-JSON_FORMAT_VERSION = 2  # 2: status, complete, stop_reason; source paths only when asked
+# 2: status, complete, stop_reason; source paths only when asked. 3: reviewer, reviewed_at
+JSON_FORMAT_VERSION = 3
 
 
 def render_txt(record: ReportRecord) -> bytes:

@@ -1,5 +1,10 @@
-"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state,
-changes against the AI text, and the sentences that contradict each other or the model's diagnosis.
+"""The editable draft: streamed text, autosave, the "AI draft, not reviewed" state, the reviewer's sign-off,
+changes against the AI text, earlier versions, and the sentences that contradict each other or the model's
+diagnosis.
+
+Ticking Reviewed signs the text off: the reviewer's name (the Reviewer setting, asked once when empty) and
+the time go into the draft, and the state line says "Reviewed by NAME, TIME". Any edit after that clears
+the sign-off and the state line says so: the reviewed text is always the signed text.
 
 Conflicts (napari_radreport/consistency.py) are found again on every edit, against the diagnosis the draft
 keeps; each is shown on its sentences (an amber background, the reason as a tooltip) and counted in a line
@@ -10,12 +15,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtGui import QColor, QTextCursor, QTextFormat
 from qtpy.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QPlainTextEdit,
     QPushButton,
@@ -27,6 +34,10 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.consistency import Conflict, find_conflicts
 from napari_radreport.drafts import Draft, DraftStore
+from napari_radreport.export.content import STATUS_DRAFT, reviewed_by
+
+if TYPE_CHECKING:
+    from napari_radreport.widgets.draft_history import DraftHistory
 
 AUTOSAVE_MS = 500
 UNREVIEWED = "background:#8a5a00;color:white;padding:3px;border-radius:3px"
@@ -77,16 +88,22 @@ class DraftEditor(QWidget):
     """Shows one Draft at a time; every edit is saved through the store within ``AUTOSAVE_MS``.
 
     The first unsaved edit starts the timer and later edits do not restart it, so continuous typing is
-    saved every half second instead of never.
+    saved every half second instead of never. ``reviewer_name`` reads the Reviewer setting and
+    ``remember_reviewer`` saves the name asked for when it is empty; ``ask_reviewer`` asks (tests answer).
     """
 
     saved = Signal(str)  # path written
     save_failed = Signal(str)
 
-    def __init__(self, store: Callable[[], DraftStore]):
+    def __init__(self, store: Callable[[], DraftStore], reviewer_name: Callable[[], str] = lambda: "",
+                 remember_reviewer: Callable[[str], None] = lambda _name: None):
         super().__init__()
         self._store = store
+        self._reviewer_name, self._remember_reviewer = reviewer_name, remember_reviewer
+        self.ask_reviewer: Callable[[], str | None] = self._ask_reviewer
         self.draft: Draft | None = None
+        self._note = ""  # what just happened to the draft (a sign-off cleared, a version restored)
+        self.history_dialog: DraftHistory | None = None  # while it is open
         self.state = QLabel()
         self.state.setObjectName("draft_state")
         self.reviewed = QCheckBox("Reviewed")
@@ -105,6 +122,10 @@ class DraftEditor(QWidget):
         self.changes = QPushButton("Show changes")
         self.changes.setToolTip("Differences between the AI draft and your edited text")
         self.changes.clicked.connect(self._show_changes)
+        self.history = QPushButton("History…")
+        self.history.setObjectName("radreport-history")
+        self.history.setToolTip("Earlier versions of this draft; restore one")
+        self.history.clicked.connect(self.show_history)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(AUTOSAVE_MS)
@@ -115,6 +136,7 @@ class DraftEditor(QWidget):
         top.addWidget(self.reviewed)
         self.actions = QHBoxLayout()  # buttons under the text; the dock may add its own
         self.actions.addWidget(self.changes)
+        self.actions.addWidget(self.history)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
@@ -127,20 +149,31 @@ class DraftEditor(QWidget):
     def show_draft(self, draft: Draft | None) -> None:
         """Show another study's draft (the current one is saved first)."""
         self.save_now()
+        if self.history_dialog is not None:
+            self.history_dialog.close()
         self.draft = draft
-        self.editor.blockSignals(True)
-        self.editor.setPlainText(draft.text if draft else "")
-        self.editor.blockSignals(False)
+        self._note = ""
+        self._show_text(draft.text if draft else "")
         self.editor.setEnabled(draft is not None)
-        self.reviewed.blockSignals(True)
-        self.reviewed.setChecked(bool(draft and draft.reviewed))
-        self.reviewed.blockSignals(False)
         self._refresh_state()
         self.check()
+
+    def _show_text(self, text: str) -> None:
+        """The draft's text and sign-off in the widgets, without counting either as the user's change."""
+        self.editor.blockSignals(True)
+        self.editor.setPlainText(text)
+        self.editor.blockSignals(False)
+        self._show_reviewed()
+
+    def _show_reviewed(self) -> None:
+        self.reviewed.blockSignals(True)
+        self.reviewed.setChecked(bool(self.draft and self.draft.reviewed))
+        self.reviewed.blockSignals(False)
 
     def set_streaming(self, streaming: bool) -> None:
         self.editor.setReadOnly(streaming)
         self.reviewed.setEnabled(not streaming)
+        self._refresh_state()
 
     def append(self, text: str) -> None:
         """Add streamed text at the end without counting it as the user's edit."""
@@ -171,18 +204,70 @@ class DraftEditor(QWidget):
 
     # -- editing and saving --------------------------------------------------------------------
     def _edited(self) -> None:
-        if self.draft is None:
+        draft = self.draft
+        if draft is None:
             return
-        self.draft.text = self.editor.toPlainText()
+        draft.text = self.editor.toPlainText()
+        if draft.reviewed:  # the signed text changed: the sign-off no longer holds
+            who = draft.reviewer or "the reviewer"
+            draft.clear_sign_off()
+            self._show_reviewed()
+            self._note = f"sign-off by {who} cleared: the text changed after review"
         self._refresh_state()
         self.check()
         if not self.timer.isActive():  # at most AUTOSAVE_MS after the first unsaved edit, even while typing
             self.timer.start()
 
     def _reviewed_toggled(self, checked: bool) -> None:
-        if self.draft is not None:
-            self.draft.reviewed = checked
+        """Sign the text off under the Reviewer setting's name (asked once when empty; cancelled: not
+        reviewed), or withdraw the sign-off."""
+        draft = self.draft
+        if draft is None:
+            return
+        if checked:
+            name = self._reviewer_name().strip()
+            if not name:
+                name = (self.ask_reviewer() or "").strip()
+                if not name:
+                    self._show_reviewed()
+                    return
+                self._remember_reviewer(name)
+            draft.sign_off(name)
+        else:
+            draft.clear_sign_off()
+        self._note = ""
+        self._refresh_state()
+        self.save_now()
+
+    def _ask_reviewer(self) -> str | None:
+        name, ok = QInputDialog.getText(
+            self, "Reviewer", "Your name, as it signs the reports you review\n(family name, given names: "
+            "e.g. Smith, Jane). It is saved as the Reviewer setting.")
+        return name if ok else None
+
+    # -- history -------------------------------------------------------------------------------
+    def show_history(self) -> None:
+        """The History dialog: the earlier versions, newest first; Restore puts one back."""
+        from napari_radreport.widgets.draft_history import DraftHistory
+
+        if self.draft is None:
+            return
+        self.history_dialog = dialog = DraftHistory(self.draft, self)
+        dialog.restore_requested.connect(self.restore)
+        dialog.finished.connect(lambda _result: setattr(self, "history_dialog", None))
+        dialog.open()
+
+    def restore(self, index: int) -> None:
+        """Make ``draft.previous[index]`` the current text; the current one is kept in the history first."""
+        draft = self.draft
+        if draft is None or self.editor.isReadOnly():
+            return
+        saved_at = draft.previous[index].saved_at
+        if draft.restore(index):
+            self._show_text(draft.text)
+            self._note = f"restored the version saved {saved_at}" if saved_at else "restored a version"
             self._refresh_state()
+            self.check()
             self.save_now()
 
     def save_now(self) -> None:
@@ -197,13 +282,15 @@ class DraftEditor(QWidget):
     def _refresh_state(self) -> None:
         draft = self.draft
         if draft is not None and draft.reviewed:
-            self.state.setText("Reviewed")
+            self.state.setText(reviewed_by(draft.reviewer, draft.reviewed_at))
             self.state.setStyleSheet(REVIEWED)
         else:
             edited = " (edited)" if draft is not None and draft.ai_draft and draft.edited else ""
-            self.state.setText(f"AI draft, not reviewed{edited}")
+            note = f"; {self._note}" if self._note else ""
+            self.state.setText(f"{STATUS_DRAFT}{edited}{note}")
             self.state.setStyleSheet(UNREVIEWED)
         self.changes.setEnabled(bool(draft and draft.ai_draft and draft.edited))
+        self.history.setEnabled(bool(draft and draft.previous) and not self.editor.isReadOnly())
 
     def _show_changes(self) -> None:
         from qtpy.QtWidgets import QMessageBox

@@ -3,6 +3,9 @@
 The draft is saved while it streams (at most once every ``STREAM_SAVE_S``), so a crash or a kill keeps the
 text written so far; its ``stop_reason`` says how the generation ended ("generating" until it does), and an
 export of a stopped or unfinished draft says it is incomplete.
+
+Generating again keeps the current text in the draft's history (the editor's History…); a draft the user
+edited or signed off is replaced only after asking (``ask_replace_draft``, No by default).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import html
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
@@ -59,6 +63,8 @@ class ReportDock(QWidget):
         self.job_study = None  # the study the running generation writes for
         self._stream_saved_at = 0.0  # time.monotonic() of the last save while streaming
         self._generate_after_load = False
+        self._replace_agreed: Draft | None = None  # the draft the user agreed to replace, before a model load
+        self.ask_replace_draft: Callable[[Draft], bool] = self._ask_replace_draft
 
         self.notice = QWidget()
         notice_text = QLabel(f"<b>Please note.</b> {NOTICE}")
@@ -100,7 +106,8 @@ class ReportDock(QWidget):
         self._kept: Draft | None = None  # the draft as it was before a generation that has not written yet
         self.speed = StatusLine()
         self._section = ""  # the section being written, for the speed line
-        self.editor = DraftEditor(lambda: self.session.drafts)
+        self.editor = DraftEditor(lambda: self.session.drafts, lambda: self.session.settings.reviewer_name,
+                                  lambda name: self.session.update_settings(reviewer_name=name))
         self.editor.save_failed.connect(self._show_error)
         self.export_button = QPushButton("Export…")
         self.export_button.setObjectName("radreport-export")
@@ -199,7 +206,7 @@ class ReportDock(QWidget):
                          error_prefix="Could not load the model", **self.session.load_args())
 
     def _load_failed(self, text: str) -> None:
-        self._generate_after_load = False
+        self._generate_after_load, self._replace_agreed = False, None
         self._show_error(text)
 
     def _loaded(self, info) -> None:
@@ -225,14 +232,19 @@ class ReportDock(QWidget):
         if refusal:  # from the model's config: nothing loads for a study it cannot read
             self._show_error(f"Not generated: this model cannot read this study ({refusal}).")
             return
+        draft = self.draft_for(study)
+        if ((draft.edited or draft.reviewed) and draft is not self._replace_agreed
+                and not self.ask_replace_draft(draft)):
+            self.status.setText("Not generated: your draft is unchanged.")
+            return
         if not self.session.engine.loaded:
-            self._generate_after_load = True
+            self._generate_after_load, self._replace_agreed = True, draft  # asked once, before the load
             self.load_model()
             return
+        self._replace_agreed = None
         info, settings = self.session.engine.info, self.session.settings.generation()
         regions = [r for r, box in self.region_boxes.items() if box.isChecked()] if study.kind == "ct" else []
         sections = SECTION_CHOICES[self.sections.currentText()]
-        draft = self.draft_for(study)
         watcher = self.session.run(self, "report", study, sections=sections, regions=regions or None,
                                    settings=settings, on_events=self._on_events, on_result=self._generated,
                                    on_error=self._generation_failed, on_end=self._generation_ended,
@@ -247,6 +259,19 @@ class ReportDock(QWidget):
         self.editor.show_draft(draft)
         self.status.setText("Starting…")
         self._busy_changed(True)
+
+    def replace_draft_box(self, draft: Draft) -> QMessageBox:
+        """The question before generating over an edited or signed-off draft; No is the default."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Generate again?")
+        box.setText(f"Replace your {'edited' if draft.edited else 'reviewed'} draft? It is kept in History.")
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        return box
+
+    def _ask_replace_draft(self, draft: Draft) -> bool:
+        return self.replace_draft_box(draft).exec() == QMessageBox.StandardButton.Yes
 
     def _write(self, text: str) -> None:
         """Streamed text goes to the draft of the study it came from (shown only if that study is shown)."""
@@ -338,6 +363,7 @@ class ReportDock(QWidget):
         draft = self.draft_for(study)
         known = {k: v for k, v in draft.provenance.items() if k in Provenance.__dataclass_fields__}
         return ReportRecord(final_text=draft.text, ai_draft=draft.ai_draft, reviewed=draft.reviewed,
+                            reviewer=draft.reviewer, reviewed_at=draft.reviewed_at,
                             study=StudyReference.from_study(study), provenance=Provenance(**known),
                             stop_reason=draft.stop_reason, diagnosis=dict(draft.diagnosis))
 

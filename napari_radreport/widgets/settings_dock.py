@@ -19,6 +19,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -99,7 +100,11 @@ class SettingsDock(Container):
                                  "(File > Open); its reports say MIXED PATIENTS and no DICOM SR is written. "
                                  "Off: refused (the Study dock asks).")
         form = Container()
-        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p])  # aligned
+        reviewer = LineEdit(value=s.reviewer_name, label="Reviewer",
+                            tooltip="Your name as a signed-off report carries it (PDF, DICOM SR verifying "
+                                    "observer); asked the first time you tick Reviewed when empty")
+        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p,  # aligned
+                     reviewer])
         choice.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         choice.native.setMinimumContentsLength(16)  # a long name must not widen the dock
         load = PushButton(text="Load model with these settings")
@@ -135,10 +140,13 @@ class SettingsDock(Container):
         top_p.changed.connect(lambda v: self._set(top_p=float(v)))
         out_of_scope.changed.connect(lambda v: self._set(allow_out_of_scope=bool(v)))
         mixed.changed.connect(lambda v: self._set(allow_mixed_patients=bool(v)))
+        reviewer.native.editingFinished.connect(lambda: self._set(reviewer_name=reviewer.value.strip()))
+        self.reviewer = reviewer
         sample.changed.connect(self._sampling_enabled)
         load.changed.connect(self.load)
         self._sampling_enabled(s.do_sample)
         session.busy_changed.connect(self._busy_changed)
+        session.settings_changed.connect(self._show_reviewer)  # a name given when ticking Reviewed
         self.native.destroyed.connect(self._disconnect)
         self._busy_changed(session.busy)
         if s.models_folder:
@@ -149,6 +157,12 @@ class SettingsDock(Container):
         self._scanning = ""
         with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the session is gone
             self.session.busy_changed.disconnect(self._busy_changed)
+        with contextlib.suppress(TypeError, RuntimeError):
+            self.session.settings_changed.disconnect(self._show_reviewer)
+
+    def _show_reviewer(self, settings: Any) -> None:
+        if self.reviewer.value != settings.reviewer_name:
+            self.reviewer.value = settings.reviewer_name
 
     @staticmethod
     def _reset_layout(viewer: napari.Viewer) -> None:
