@@ -198,7 +198,7 @@ def test_findings_fills_eighteen_rows_sortable_by_probability(docks, qtbot):
     bar, shown = findings.progress, []
     session.watcher.events.connect(lambda _: shown.append((bar.isVisible(), bar.maximum(), bar.value())))
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
-    assert (True, 100, 0) in shown and not bar.isVisible()  # "questions 1-18 of 18": a determinate bar
+    assert (True, 100, 100) in shown and not bar.isVisible()  # "Asking the model 18/18 questions"
     table = findings.table
     labels = session.engine.info.labels  # a CT model's: CT-RATE's 18 abnormalities
     assert table.rowCount() == len(labels) == 18 and "Lung nodule" in labels

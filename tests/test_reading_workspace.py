@@ -223,3 +223,21 @@ def test_a_failed_question_goes_back_into_the_box(workspace, qtbot, tiny_ct_mode
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
     assert "the model failed" in chat.status.text()
     assert chat.question.toPlainText() == "Is there ascites?" and chat.turns(session.study) == []
+
+
+def test_a_measurement_goes_into_the_draft_at_the_cursor(workspace, chest_study):
+    from napari_radreport.viewer import add_study
+
+    viewer, session, docks = workspace
+    add_study(viewer, chest_study)
+    editor = docks["Report"].editor.editor
+    editor.setPlainText("Findings:\nNodule measuring .")
+    cursor = editor.textCursor()
+    cursor.setPosition(len("Findings:\nNodule measuring "))
+    editor.setTextCursor(cursor)
+    docks["Study"].tools.measurement_text.emit("12.4 mm (series 3, image 18)")  # "Insert into report"
+    assert editor.toPlainText() == "Findings:\nNodule measuring 12.4 mm (series 3, image 18)."
+    assert docks["Report"].draft_for(chest_study).text == editor.toPlainText()  # an edit like any other
+    editor.setReadOnly(True)  # as while a report streams in
+    docks["Study"].tools.measurement_text.emit("5 mm")
+    assert "5 mm" not in editor.toPlainText() and "still being written" in docks["Report"].status.text()

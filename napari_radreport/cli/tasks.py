@@ -45,7 +45,8 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str], check_study=No
     engine.allow_out_of_scope = args.allow_out_of_scope
 
     def progress(event: Any) -> None:
-        if isinstance(event, Progress) and event.stage == "load":
+        # a stage's start and end, not its updates (a terminal is no progress bar)
+        if isinstance(event, Progress) and event.stage == "load" and event.done in (None, 0, event.total):
             print(f"radreport: {event.message}", file=sys.stderr)
 
     try:  # engine.load, except that an interrupt does not wait for the load to end

@@ -77,23 +77,15 @@ def free_bytes(device: str) -> int | None:
 
 
 def weights_bytes(folder: Path, dtype) -> int:
-    """Bytes the weights in ``folder`` will take once loaded in ``dtype`` (from the safetensors headers; a cut
-    or garbled file is a CheckpointError naming it, never a MemoryError from a garbage header length)."""
+    """Bytes the weights in ``folder`` will take once loaded in ``dtype`` (from the safetensors headers, as
+    ``modeling/catalog.py`` counts them; a cut or garbled file is a CheckpointError naming it, never a
+    MemoryError from a garbage header length)."""
     import torch
 
-    from napari_radreport.modeling.checkpoints import safetensors_header
+    from napari_radreport.modeling.catalog import weight_summary
 
     itemsize = torch.tensor([], dtype=dtype).element_size()
-    n_params = 0
-    for file in sorted(Path(folder).glob("*.safetensors")):
-        header = safetensors_header(file)
-        for name, entry in header.items():
-            if name != "__metadata__":
-                count = 1
-                for n in entry["shape"]:
-                    count *= n
-                n_params += count
-    return n_params * itemsize
+    return weight_summary(sorted(Path(folder).glob("*.safetensors")))[1] * itemsize
 
 
 def memory_warning(folder: Path, device: str, dtype, margin: float = 1.2) -> str | None:

@@ -24,6 +24,7 @@ from napari_radreport.engine.events import (
     ignore,
 )
 from napari_radreport.engine.jobs import Job, WorkerThread
+from napari_radreport.engine.stages import Stage
 
 if TYPE_CHECKING:
     from napari_radreport.consistency import Conflict
@@ -65,6 +66,22 @@ def cannot_read(source: str | Path | None, study) -> str:
     except (CheckpointError, ValueError, OSError):
         return ""
     return f"{folder.name}: {mismatch}" if mismatch else ""
+
+
+def load_line(folder: Path, device: str, dtype: Any) -> str:
+    """What a load is about to read, from the safetensors headers (``catalog.weight_summary``, as the model
+    list counts them): "Loading tiny-ct (53 tensors, 12.3 MB in float32) on cpu"; without the size for a
+    folder whose weights are not (all) safetensors (pickles, an M3D-LaMed folder converted on load)."""
+    from napari_radreport.modeling.catalog import human_bytes, weight_summary
+    from napari_radreport.modeling.checkpoints import CheckpointError, weight_files
+
+    try:
+        tensors, parameters = weight_summary(weight_files(folder))
+    except (CheckpointError, OSError, ValueError):
+        return f"Loading {folder.name} on {device}"
+    name = str(dtype).removeprefix("torch.")
+    size = human_bytes(parameters * dtype.itemsize)
+    return f"Loading {folder.name} ({tensors} tensors, {size} in {name}) on {device}"
 
 
 @dataclass
@@ -135,11 +152,7 @@ class Engine:
               adapters: dict[str, str | Path] | None = None, allow_pickle: bool = False,
               allow_partial: bool = False, on_event: EventCallback = ignore, stop=None) -> ModelInfo:
         from napari_radreport.engine import device as dev
-        from napari_radreport.engine.provenance import weights_sha256
-        from napari_radreport.engine.runner import ModelRunner
         from napari_radreport.modeling.checkpoints import require_local_folder
-        from napari_radreport.modeling.loading import load_model
-        from napari_radreport.modeling.lora import load_adapter, use_adapter
 
         if source is None:
             source = default_model()
@@ -149,12 +162,28 @@ class Engine:
         self._unload()
         device_name = dev.resolve_device(device)
         torch_dtype = dev.resolve_dtype(device_name, dtype)
+        Stage(on_event, "load", load_line(folder, device_name, torch_dtype))  # before the heavy imports
+        from napari_radreport.engine.provenance import weights_sha256
+        from napari_radreport.engine.runner import ModelRunner
+        from napari_radreport.modeling.loading import load_model
+        from napari_radreport.modeling.lora import load_adapter, use_adapter
+
         warnings = [w for w in [dev.memory_warning(folder, device_name, torch_dtype)] if w]
         for w in warnings:
             on_event(Progress("load", w))
-        on_event(Progress("load", f"loading {folder.name} on {device_name}"))
+        weights: list[Stage] = []
+
+        def read(done: int, total: int) -> None:  # transformers' "Loading weights" loop, one call a tensor
+            if done == 0:  # a loop begins (a family may load more than one part)
+                weights[:] = [Stage(on_event, "weights", "Loading the weights", total=total, unit="tensors")]
+            elif weights:
+                weights[0].advance(done)
+
         loaded = load_model(folder, allow_pickle=allow_pickle, allow_partial=allow_partial, dtype=torch_dtype,
-                            device=device_name)
+                            on_weights=read)
+        if device_name != "cpu":
+            Stage(on_event, "load", f"Moving the weights to {device_name}")
+            loaded.model.to(device_name)
         if loaded.incomplete:
             warnings.append(f"{folder.name} was loaded with weights that do not fit it "
                             f"({'; '.join(loaded.incomplete)}): whatever it writes is unreliable")
@@ -164,14 +193,14 @@ class Engine:
             loaded.model = load_adapter(loaded.model, path, name, allow_pickle=allow_pickle)
         if found or adapters:
             use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
-        on_event(Progress("load", "hashing the weights for provenance"))
         self.runner = ModelRunner(loaded, device_name)
         family = loaded.family
         self.info = ModelInfo(name=folder.name, path=str(folder), kind=family.name, modality=family.modality,
                               device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
-                              weights_sha256=weights_sha256(folder), labels=family.prompt_spec.labels,
-                              warnings=warnings, incomplete=list(loaded.incomplete))
+                              weights_sha256=weights_sha256(folder, on_event),
+                              labels=family.prompt_spec.labels, warnings=warnings,
+                              incomplete=list(loaded.incomplete))
         return self.info
 
     def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
@@ -261,7 +290,7 @@ class Engine:
         if result.stop_reason == "stopped":
             return result
         if not found and self.info.labels:
-            on_event(Progress("check", "checking the report against the model's diagnosis"))
+            on_event(Progress("check", "Checking the report against the model's diagnosis"))
             try:
                 found = self._diagnose(study, on_event=on_event, stop=stop)
             except InterruptedError:

@@ -12,11 +12,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Progress:
-    """A stage started: 'load', 'preprocess', 'encode', 'prefill', 'decode', 'diagnose', 'check'."""
+    """A stage started or moved on: 'load' (what loads, its size, warnings, hashing), 'weights' (tensors
+    read), 'preprocess', 'encode', 'prefill', 'decode', 'diagnose', 'check'.
+
+    ``message`` is the whole line a dock shows ("Encoding the image 3/12 blocks · 4.2 s"); ``done`` of
+    ``total`` (in the message's unit) and ``elapsed_s`` (seconds since the stage began) are its parts, for
+    code that wants them. A stage sends a few dozen events at most (``engine/stages.py``).
+    """
 
     stage: str
     message: str = ""
     fraction: float | None = None  # 0..1 where it is known
+    elapsed_s: float | None = None
+    done: int | None = None
+    total: int | None = None
 
 
 @dataclass(frozen=True)

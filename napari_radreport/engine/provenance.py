@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_radreport.common import utc_now, write_atomic
+from napari_radreport.engine.events import EventCallback
 from napari_radreport.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -39,17 +40,23 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings,
                       weight_problems=list(info.incomplete), scope=scope.as_dict() if scope else {})
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of one file's bytes, read in 4 MiB blocks."""
+def file_sha256(path: str | Path, on_block: Callable[[int], None] | None = None) -> str:
+    """SHA-256 of one file's bytes, read in 4 MiB blocks (``on_block`` gets each block's length)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
     return digest.hexdigest()
 
 
-def weights_sha256(folder: str | Path) -> str:
-    """SHA-256 over the weight files' own SHA-256 values, in name order; each file hashed once per version."""
+def weights_sha256(folder: str | Path, on_event: EventCallback | None = None) -> str:
+    """SHA-256 over the weight files' own SHA-256 values, in name order; each file hashed once per version.
+    With ``on_event``, hashing that has to read files is a stage of the load ("Hashing the weights for
+    provenance 1.2/4.2 GB · 3.0 s"); hashes already known send nothing."""
+    from napari_radreport.engine.stages import Stage, byte_counts
+
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
     if not files:
@@ -59,15 +66,29 @@ def weights_sha256(folder: str | Path) -> str:
         known = json.loads(store.read_text())
     except (OSError, ValueError):
         known = {}
-    combined = hashlib.sha256()
-    changed = False
+    keys = {}
     for path in files:
         stat = path.stat()
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        keys[path] = (f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_size)
+    todo = sum(size for key, size in keys.values() if key not in known)
+    read = [0]
+
+    def block(length: int) -> None:
+        read[0] += length
+        stage.advance(read[0])
+
+    stage = None
+    if todo and on_event is not None:
+        stage = Stage(on_event, "load", "Hashing the weights for provenance", total=todo, counts=byte_counts)
+    combined = hashlib.sha256()
+    changed = False
+    for path, (key, _size) in keys.items():
         if key not in known:
-            known[key] = file_sha256(path)
+            known[key] = file_sha256(path, block if stage is not None else None)
             changed = True
         combined.update(f"{path.name}:{known[key]}\n".encode())
+    if stage is not None:
+        stage.finish()
     if changed:
         try:
             store.parent.mkdir(parents=True, exist_ok=True)

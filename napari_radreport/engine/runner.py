@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
+from napari_radreport.engine import stages
 from napari_radreport.engine.decoding import GenerationSettings, TextStream, TokenChooser
 from napari_radreport.engine.events import EventCallback, Finished, Progress, Token, ignore
+from napari_radreport.engine.stages import Stage
 
 
 @dataclass
@@ -62,6 +64,7 @@ class ModelRunner:
         self._prefixes: OrderedDict[tuple, _Prefix] = OrderedDict()
         self.image_token_id = self.family.image_token_id
         self.encodings = 0  # how many times an image was encoded (tests and benchmarks read it)
+        self._blocks: dict[str, tuple[list, int]] = {}  # "vision_tower"/"language_model" -> stages.blocks
 
     # -- caches --------------------------------------------------------------------------
     def clear(self) -> None:
@@ -89,6 +92,13 @@ class ModelRunner:
         replaces = any(getattr(peft.get(n), "modules_to_save", None) for n in name.split(",") if n)
         return name if replaces else ""
 
+    def blocks(self, root: str) -> tuple[list, int]:
+        """``stages.blocks`` of the model (found once): the blocks whose forward hooks count a stage's
+        progress, and how many one forward runs."""
+        if root not in self._blocks:
+            self._blocks[root] = stages.blocks(self.model, root)
+        return self._blocks[root]
+
     # -- prompt ---------------------------------------------------------------------------
     def prompt(self, study, question: str, history=()) -> tuple[list[int], dict]:
         """Prompt ids and the image inputs built with them ({} where the runner encodes the image itself)."""
@@ -101,13 +111,15 @@ class ModelRunner:
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
-        on_event(Progress("preprocess", "preparing the image"))
+        Stage(on_event, "preprocess", "Preparing the image")
         t0 = time.perf_counter()
         pixels = self.family.pixel_values(study).to(self.device)
         t1 = time.perf_counter()
-        on_event(Progress("encode", "encoding the image"))
-        with torch.inference_mode():
+        tower, count = self.blocks("vision_tower")
+        encode = Stage(on_event, "encode", "Encoding the image", total=count, unit="blocks")
+        with stages.hooked(tower, encode.counter()), torch.inference_mode():
             features = self.model.get_image_features(pixels)
+        encode.finish()
         # transformers' models return an output object: keep only the projected features (not the tower's
         # last hidden state, several times larger)
         features = getattr(features, "pooler_output", features)
@@ -161,9 +173,13 @@ class ModelRunner:
             image_inputs = self._image_inputs(study, extra, on_event, timings)
             image_inputs.update({k: v.to(self.device) for k, v in self.family.token_inputs(ids).items()})
             timings["image_s"] = time.perf_counter() - t0
-        on_event(Progress("prefill", f"reading the prompt ({len(ids) - start} new of {len(ids)} tokens)"))
+        layers, count = self.blocks("language_model") if start < len(ids) else ([], 0)
+        tokens = f"{len(ids) - start} new of {len(ids)} tokens" if start else f"{len(ids)} tokens"
+        prefill = Stage(on_event, "prefill", f"Reading the prompt ({tokens})", total=count, unit="layers")
         t0 = time.perf_counter()
-        logits = self._forward(ids[start:], cache, **image_inputs) if start < len(ids) else None
+        with stages.hooked(layers, prefill.counter()):
+            logits = self._forward(ids[start:], cache, **image_inputs) if start < len(ids) else None
+        prefill.finish()
         timings["prefill_s"] = time.perf_counter() - t0
         timings["prefill_tokens"] = float(len(ids) - start)
         return logits, cache, timings
@@ -186,7 +202,7 @@ class ModelRunner:
         eos = self._eos_ids()
         try:
             logits, cache, timings = self.prefill(study, ids, extra, on_event)
-            on_event(Progress("decode", "writing"))
+            on_event(Progress("decode", "Writing", elapsed_s=0.0))
             chooser = TokenChooser(settings, self.device, self._suppressed(eos))
             stream = TextStream(self.loaded.tokenizer)
             fed, generated, reason = list(ids), [], "length"
@@ -265,12 +281,12 @@ class ModelRunner:
             self.keep(study, prefix, cache)
             pad = self.loaded.tokenizer.pad_token_id or 0
             out = []
+            asking = Stage(on_event, "diagnose", "Asking the model", total=len(tails), unit=what)
             for begin in range(0, len(tails), batch_size):
                 if stop is not None and stop.is_set():
                     raise InterruptedError("stopped")
                 chunk = tails[begin:begin + batch_size]
-                on_event(Progress("diagnose", f"{what} {begin + 1}-{begin + len(chunk)} of {len(tails)}",
-                                  begin / len(tails)))
+                asking.advance(begin)
                 width = max(len(t) for t in chunk)
                 batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
                 copy_cache = copy.deepcopy(cache)
@@ -281,6 +297,7 @@ class ModelRunner:
                     kept = logits[row, :len(tail)] if every_position else logits[row, len(tail) - 1]
                     out.append((tail, torch.log_softmax(kept.float(), dim=-1).cpu()))
                 del copy_cache
+            asking.finish()
         except BaseException:
             self.forget(study)
             raise

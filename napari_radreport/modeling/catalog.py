@@ -53,14 +53,21 @@ class ModelEntry:
                 "weight_bytes": {p: self.weight_bytes(p) for p in PRECISIONS}, "problem": self.problem}
 
 
-def parameter_count(folder: Path) -> int:
-    """The number of weights in a folder's safetensors files, from their headers."""
-    total = 0
-    for path in weight_files(folder):
+def weight_summary(files: list[Path]) -> tuple[int, int]:
+    """(tensors, parameters) in safetensors ``files``, from their headers (``checkpoints.safetensors_header``:
+    a cut or garbled file is a CheckpointError naming it)."""
+    tensors = parameters = 0
+    for path in files:
         for name, tensor in safetensors_header(path).items():
             if name != "__metadata__":
-                total += math.prod(tensor.get("shape", []))
-    return total
+                tensors += 1
+                parameters += math.prod(tensor.get("shape", []))
+    return tensors, parameters
+
+
+def parameter_count(folder: Path) -> int:
+    """The number of weights in a folder's safetensors files, from their headers."""
+    return weight_summary(weight_files(folder))[1]
 
 
 def describe_model(folder: str | Path) -> ModelEntry:

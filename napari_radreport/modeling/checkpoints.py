@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -201,6 +202,76 @@ def _quiet_load_report() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
+
+
+WEIGHTS_LOOP = "Loading weights"  # the description of transformers' tqdm over the tensors it loads
+_weight_listeners = threading.local()  # .listener: the calling thread's ``weight_progress`` callback
+
+
+def _tqdm_dispatch(factory: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """transformers' tqdm hook (``transformers.utils.logging.set_tqdm_hook``): its "Loading weights" loop,
+    in a thread inside ``weight_progress``, is counted for that thread's listener; every other bar, and that
+    loop in other threads, is left as it was (a hook installed before ours still sees them)."""
+    listener = getattr(_weight_listeners, "listener", None)
+    desc = kwargs.get("desc", args[1] if len(args) > 1 else None)
+    previous = _tqdm_dispatch.previous  # type: ignore[attr-defined]
+    bar = previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+    if listener is None or desc != WEIGHTS_LOOP:
+        return bar
+    items = args[0] if args else kwargs.get("iterable")
+    total = kwargs.get("total") or (len(items) if hasattr(items, "__len__") else 0)
+    return _CountedBar(bar, listener, total)
+
+
+_tqdm_dispatch.previous = None  # type: ignore[attr-defined]
+
+
+class _CountedBar:
+    """A tqdm bar whose iteration calls ``listener(done, total)`` after each item (the bar still draws)."""
+
+    def __init__(self, bar: Any, listener: Callable[[int, int], None], total: int) -> None:
+        self._bar, self._listener, self._total = bar, listener, total
+
+    def __iter__(self) -> Iterator[Any]:
+        self._listener(0, self._total)
+        for done, item in enumerate(self._bar, 1):
+            yield item
+            self._listener(done, self._total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bar, name)
+
+    def __enter__(self) -> _CountedBar:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._bar.__exit__(*exc)
+
+
+@contextmanager
+def weight_progress(listener: Callable[[int, int], None] | None) -> Iterator[None]:
+    """While inside, ``listener(done, total)`` follows each tensor transformers' ``from_pretrained`` loads in
+    this thread (its "Loading weights" loop: done 0 first, then one call per tensor), through transformers'
+    public tqdm hook; other threads' loads and other progress bars are untouched. None: nothing to follow."""
+    if listener is None:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    install = getattr(hf_logging, "set_tqdm_hook", None)
+    if install is None:  # a transformers without the hook: the load runs without counts
+        yield
+        return
+    previous = install(_tqdm_dispatch)
+    if previous is not _tqdm_dispatch:  # installed once; a hook set before ours keeps working behind it
+        _tqdm_dispatch.previous = previous  # type: ignore[attr-defined]
+    outer = getattr(_weight_listeners, "listener", None)
+    _weight_listeners.listener = listener
+    try:
+        yield
+    finally:
+        _weight_listeners.listener = outer
 
 
 TRANSFORMERS_LOAD_ERRORS = ("Error(s) in loading state_dict", "We encountered some issues during automatic")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from napari_radreport.modeling.checkpoints import (
     read_config,
     require_local_folder,
     weight_files,
+    weight_progress,
 )
 from napari_radreport.modeling.families import LOCAL_ONLY, History, ModelFamily, family_of
 from napari_radreport.paths import cache_dir
@@ -112,14 +113,16 @@ def _not_ct_chat_parts(folder: Path) -> None:
 
 
 def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: bool = False,
-               dtype: Any = None, device: str | None = None) -> LoadedModel:
+               dtype: Any = None, device: str | None = None,
+               on_weights: Callable[[int, int], None] | None = None) -> LoadedModel:
     """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or one of another
     family in ``families.FAMILIES`` (LLaVA-family image-text-to-text models).
 
     Weights that lack tensors the model needs, carry ones it does not have, or have tensors of the wrong shape
     are a CheckpointError naming the folder, the count of each kind and the first few tensors;
     ``allow_partial`` loads them anyway (the missing and wrong-shape tensors random) and records what was
-    wrong in ``LoadedModel.incomplete``."""
+    wrong in ``LoadedModel.incomplete``. ``on_weights(done, total)`` follows the tensors as transformers
+    loads them (``checkpoints.weight_progress``)."""
     from napari_radreport.modeling.m3d import is_m3d_folder
 
     folder = require_local_folder(path)
@@ -131,7 +134,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: b
     pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}
     if dtype is not None:
         pretrained["dtype"] = dtype
-    model, family, incomplete = family_class.load(folder, pretrained, allow_partial=allow_partial)
+    with weight_progress(on_weights):
+        model, family, incomplete = family_class.load(folder, pretrained, allow_partial=allow_partial)
     loaded = LoadedModel(model, family=family, incomplete=incomplete)
     if device is not None:
         loaded.model.to(device)

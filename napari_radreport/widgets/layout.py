@@ -31,7 +31,7 @@ DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
 LAYOUT_VERSION = 1  # QMainWindow.restoreState refuses a state saved under another version
 LEFT_WIDTH = (0.25, 300, 420)  # fraction of the window, then the least and most pixels
 RIGHT_WIDTH = (0.32, 420, 640)
-LEFT_HEIGHTS = (0.36, 0.26, 0.38)  # Study group, Findings, Chat
+LEFT_HEIGHTS = (0.42, 0.22, 0.36)  # Study group, Findings, Chat
 
 
 def _width(window: int, rule: tuple[float, int, int]) -> int:

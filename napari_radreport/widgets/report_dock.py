@@ -140,6 +140,7 @@ class ReportDock(QWidget):
         layout.addWidget(self.editor, 1)
 
         session.study_changed.connect(self._study_changed)
+        session.insert_into_report.connect(self.insert_text)  # a measurement from the reading tools
         session.model_changed.connect(self._model_changed)
         session.busy_changed.connect(self._busy_changed)
         for signal in (session.readability_known, session.settings_changed, session.model_changed):
@@ -214,6 +215,18 @@ class ReportDock(QWidget):
         if self._generate_after_load:
             self._generate_after_load = False
             self.generate()
+
+    def insert_text(self, text: str) -> None:
+        """Put ``text`` (a measurement) into the draft at the cursor, as typed text (autosaved, undoable); not
+        while a report streams in."""
+        if self.session.study is None:
+            self._show_error("Open a study first.")
+            return
+        if self.editor.editor.isReadOnly():
+            self._show_error("Not inserted: the report is still being written (Stop it or wait).")
+            return
+        self.editor.editor.insertPlainText(text)
+        self.editor.editor.setFocus()
 
     # -- generating ---------------------------------------------------------------------------
     def _generate_if_enabled(self) -> None:

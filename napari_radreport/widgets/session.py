@@ -41,19 +41,26 @@ class JobWatcher(QObject):
     def __init__(self, job: Job, parent: QObject | None = None):
         super().__init__(parent)
         self.job = job
+        self._polling = False
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
         self._timer.start()
 
     def _poll(self) -> None:
-        events, done = self.job.drain()
-        if events:
-            self.events.emit(events)
-        if done:
-            self._timer.stop()
-            self.finished.emit(*self.job.outcome(0))
-            self.deleteLater()
+        if self._polling:  # a handler ran the event loop (napari's activity bar does): no nested poll, so
+            return  # events and the outcome arrive in order, the outcome once
+        self._polling = True
+        try:
+            events, done = self.job.drain()
+            if events:
+                self.events.emit(events)
+            if done:
+                self._timer.stop()
+                self.finished.emit(*self.job.outcome(0))
+                self.deleteLater()
+        finally:
+            self._polling = False
 
 
 def error_html(text: str) -> str:
@@ -143,6 +150,7 @@ class ViewerSession(QObject):
     settings_changed = Signal(object)  # UserSettings
     scope_changed = Signal()  # a study's verdict against the model's scope arrived (``scopes``)
     readability_known = Signal()  # ``cannot_read`` has an answer it did not have before
+    insert_into_report = Signal(str)  # text for the draft at its cursor (a measurement, reading tools)
     _off_thread_done = Signal(object, object)  # ``off_thread``'s (callback, result), queued to the GUI thread
 
     def __init__(self, viewer: napari.Viewer):
@@ -236,8 +244,11 @@ class ViewerSession(QObject):
         ``on_events`` gets each batch of events. When the job ends, ``on_result`` gets its result or
         ``on_error`` its error as one line (after ``error_prefix: ``), then ``on_end()`` runs. ``progress``
         shows while the job runs: determinate at a ``Progress`` event's fraction, indeterminate otherwise.
+        napari's activity dock shows the job too (``widgets/progress.py``), until it ends however it ends.
         The buttons are back (``busy_changed(False)``) before the handlers run; a closed dock gets no calls.
         """
+        from napari_radreport.widgets.progress import JobActivity
+
         self.engine.allow_out_of_scope = self.settings.allow_out_of_scope  # refused unless the user allows it
         try:
             job = self.engine.start(task, *args, **kwargs)
@@ -246,17 +257,22 @@ class ViewerSession(QObject):
             return None
         watcher = JobWatcher(job, self)
         self.watcher, self.job_owner, self.job_task = watcher, owner, task
+        activity = JobActivity(task, stop=None if task in ("load", "unload") else self.stop)
+        watcher.finished.connect(lambda *_: activity.close())
+        watcher.destroyed.connect(lambda *_: activity.close())  # the viewer closed while the job ran
         watcher.finished.connect(self._job_finished)
         relay = _Relay(getattr(owner, "native", owner), on_result, on_error, on_events, on_end, progress,
                        f"{error_prefix}: " if error_prefix else "")
         watcher.events.connect(relay.events)
         if args and hasattr(args[0], "key"):  # a task on a study: keep its scope verdict for every dock
             watcher.events.connect(lambda events, key=args[0].key: self._keep_scope(key, events))
+        watcher.events.connect(activity.update)  # last: it runs the event loop (see JobWatcher._poll)
         watcher.finished.connect(relay.finished)
         if progress is not None:
             show_fraction(progress, None)
             progress.setVisible(True)
         self.busy_changed.emit(True)
+        QTimer.singleShot(0, activity.start)  # not from inside the caller (see JobActivity)
         return watcher
 
     def _keep_scope(self, key: str, events: list[Any]) -> None:

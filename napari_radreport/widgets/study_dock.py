@@ -29,6 +29,7 @@ from napari_radreport.io.windows import CT_WINDOWS
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
 from napari_radreport.widgets.radiograph_sets import gather_radiograph_sets
 from napari_radreport.widgets.radiograph_views import RadiographViews
+from napari_radreport.widgets.reading_tools import ReadingTools
 from napari_radreport.widgets.session import error_html, session_for, study_of, warning_html
 from napari_radreport.widgets.status_line import StatusLine
 from napari_radreport.widgets.study_picker import StudyPicker
@@ -90,6 +91,8 @@ class StudyDock(QWidget):
             self.window_buttons.addButton(button, i)
             grid.addWidget(button, i // 3, i % 3)
 
+        self.tools = ReadingTools(napari_viewer, session)  # letters, W/L, planes, ruler, ROI on the canvas
+        self.tools.measurement_text.connect(session.insert_into_report.emit)
         self.views = RadiographViews(napari_viewer, session)  # a radiograph set's views: add and remove
         self.views.views.setMaximumHeight(self.info.fontMetrics().lineSpacing() * INFO_LINES + 6)
         self.series_box = QGroupBox("Other series in this input")
@@ -106,6 +109,7 @@ class StudyDock(QWidget):
         layout.addWidget(self.picker)
         layout.addWidget(self.info)
         layout.addWidget(self.window_box)
+        layout.addWidget(self.tools)
         layout.addWidget(self.series_box)
         layout.addWidget(self.views)
         layout.addWidget(self.status)
