@@ -500,6 +500,17 @@ def real_code():
     projector = _load("llava.model.multimodal_projector.builder",
                       chat / "llava" / "model" / "multimodal_projector" / "builder.py")
     encode = _load("ct_chat_encode_script", chat / "llava" / "serve" / "encode_script.py")
+    # its LLaVA model: llava_arch (the splice, encode_images) and llava_llama; the CLIP vision tower builder
+    # is stubbed: CT-CHAT takes CT-CLIP's encoded tokens as its images and never builds a tower at inference
+    _package("llava.model.multimodal_encoder", chat / "llava" / "model" / "multimodal_encoder")
+    towers = types.ModuleType("llava.model.multimodal_encoder.builder")
+    towers.build_vision_tower = lambda *args, **kwargs: None
+    sys.modules["llava.model.multimodal_encoder.builder"] = towers
+    _package("llava.model.language_model", chat / "llava" / "model" / "language_model")
+    _load("llava.model.llava_arch", chat / "llava" / "model" / "llava_arch.py")
+    llava_llama = _load("llava.model.language_model.llava_llama",
+                        chat / "llava" / "model" / "language_model" / "llava_llama.py")
     return types.SimpleNamespace(root=root, CTViT=ctvit.CTViT, constants=constants, conversation=conversation,
                                  mm_utils=mm_utils, build_vision_projector=projector.build_vision_projector,
-                                 encode_script=encode)
+                                 encode_script=encode, LlavaConfig=llava_llama.LlavaConfig,
+                                 LlavaLlamaForCausalLM=llava_llama.LlavaLlamaForCausalLM)

@@ -461,3 +461,39 @@ def test_their_nii_img_to_tensor_equals_ours(code, abdomen_nifti, monkeypatch):
                                    "intensity": "ct_rate", "hu_window": [-1000, 1000]})
     assert torch.equal(ct_rate_pixels(load_study(abdomen_nifti), spec)[0], theirs)
     assert torch.equal(ref.reference_nii_to_tensor(abdomen_nifti, 1.0, 0.0, zooms[0], zooms[2]), theirs)
+
+
+def test_their_llava_model_gives_our_logits_and_greedy_ids(code, tiny):
+    """CT-CHAT's own LlavaLlamaForCausalLM (its encode_images, prepare_inputs_labels_for_multimodal and
+    forward) on the merged tiny weights and its projector, fed CT-ViT's tokens as CT-CHAT's images: the same
+    logits and greedy ids as the converted model. The merge itself is builder.py's LoRA branch as
+    ``ref.ct_chat_load`` replays it (builder.py imports its training code, which needs libraries we lack)."""
+    model, tokenizer = _model(tiny["out"]), _tokenizer(tiny["out"])
+    base_tokenizer, lm = ref.ct_chat_load(tiny, fix_task_rows=True)
+    config = code.LlavaConfig.from_pretrained(str(tiny["lora"]))
+    config.vocab_size = lm.config.vocab_size
+    theirs_model = code.LlavaLlamaForCausalLM(config).eval()
+    projector = {k.replace("base_model.model.", ""): v for k, v in tiny["projector"].items()}  # builder.py's cut
+    weights = {**lm.state_dict(), **projector}
+    missing, unexpected = theirs_model.load_state_dict(weights, strict=False)
+    assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    torch.manual_seed(5)
+    pixels = torch.rand(1, 1, 6, 16, 16) * 2 - 1
+    ids = ref.reference_prompt_ids(base_tokenizer, ref.reference_prompt(ref.STAND_IN_SYSTEM,
+                                                                        [(QUESTION, None)], [SUFFIX]))
+    ours = torch.tensor([_our_ids(tokenizer, model, QUESTION + SUFFIX)])
+    with torch.no_grad():
+        images = model.vision_tower(pixels).reshape(1, *model.config.vision_config.grid, -1)  # b, t, h, w, d
+        theirs = theirs_model(input_ids=torch.tensor([ids]), images=images, use_cache=False).logits
+        logits = model(input_ids=ours, pixel_values=pixels).logits
+        vocab = theirs.shape[-1]
+        torch.testing.assert_close(logits[..., :vocab], theirs, atol=1e-4, rtol=1e-4)
+        their_ids, step_ids = [], list(ids)
+        for _ in range(8):  # greedy through its own forward, the whole prompt each step (no cache)
+            token = int(theirs_model(input_ids=torch.tensor([step_ids]), images=images,
+                                     use_cache=False).logits[0, -1].argmax())
+            their_ids.append(token)
+            step_ids.append(token)
+        generated = model.generate(input_ids=ours, pixel_values=pixels, max_new_tokens=8, do_sample=False,
+                                   eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    assert generated[0, ours.shape[1]:].tolist() == their_ids
