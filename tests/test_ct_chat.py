@@ -473,7 +473,7 @@ def test_their_llava_model_gives_our_logits_and_greedy_ids(code, tiny):
     config = code.LlavaConfig.from_pretrained(str(tiny["lora"]))
     config.vocab_size = lm.config.vocab_size
     theirs_model = code.LlavaLlamaForCausalLM(config).eval()
-    projector = {k.replace("base_model.model.", ""): v for k, v in tiny["projector"].items()}  # builder.py's cut
+    projector = {k.replace("base_model.model.", ""): v for k, v in tiny["projector"].items()}
     weights = {**lm.state_dict(), **projector}
     missing, unexpected = theirs_model.load_state_dict(weights, strict=False)
     assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
