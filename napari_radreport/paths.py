@@ -4,7 +4,9 @@ folder).
 
 * ``cache_dir()``: ``RADREPORT_CACHE`` or the user cache folder (converted models, weight hashes);
 * ``settings_file()``: ``RADREPORT_CONFIG`` or ``settings.json`` in the user config folder;
-* ``drafts_dir()``: ``RADREPORT_DRAFTS`` or ``drafts/`` in the user data folder.
+* ``drafts_dir()``: ``RADREPORT_DRAFTS`` or ``drafts/`` in the user data folder;
+* ``templates_dir()``: ``RADREPORT_TEMPLATES`` or ``templates/`` in the user data folder (report templates,
+  ``*.txt``, beside and over the shipped ones: ``report_templates``).
 """
 
 from __future__ import annotations
@@ -36,3 +38,9 @@ def drafts_dir() -> Path:
     from platformdirs import user_data_dir
 
     return _override("RADREPORT_DRAFTS") or Path(user_data_dir(APP_NAME)) / "drafts"
+
+
+def templates_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return _override("RADREPORT_TEMPLATES") or Path(user_data_dir(APP_NAME)) / "templates"

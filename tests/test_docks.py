@@ -63,7 +63,8 @@ def test_generate_streams_tokens_into_the_editor_over_time_and_stop_stops(docks,
     draft = report.draft_for(session.study)
     assert "(stopped)" in report.status.text()
     assert draft.ai_draft == draft.text == report.editor.editor.toPlainText()
-    assert draft.ai_draft.startswith("Findings:\n") and len(draft.ai_draft.split()) < 500
+    assert draft.ai_draft.startswith("INDICATION:\n") and "\n\nFINDINGS:\n" in draft.ai_draft
+    assert len(draft.ai_draft.split()) < 500
     assert not report.editor.editor.isReadOnly() and report.generate_button.isEnabled()
     assert "tokens/s" in report.speed.text() and report.speed.text().endswith("tokens in Findings")
     assert report.editor.state.text() == "AI draft, not reviewed"
@@ -87,7 +88,7 @@ def test_the_draft_is_saved_while_it_streams_and_a_stopped_one_says_so(docks, qt
     on_disk = saved()
     assert session.busy and on_disk["stop_reason"] == "generating"
     assert report.draft_for(session.study).ai_draft.startswith(on_disk["ai_draft"])
-    assert on_disk["ai_draft"].startswith("Findings:\n") and on_disk["text"] == on_disk["ai_draft"]
+    assert "\n\nFINDINGS:\n" in on_disk["ai_draft"] and on_disk["text"] == on_disk["ai_draft"]
     report.stop_button.click()
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
     hook.remove()
@@ -96,23 +97,39 @@ def test_the_draft_is_saved_while_it_streams_and_a_stopped_one_says_so(docks, qt
 
 
 def test_the_draft_keeps_exactly_the_text_that_streamed(docks, qtbot):
+    from napari_radreport import report_templates
     from napari_radreport.engine.events import SectionStarted, Token
 
     report, session = docks["Report"], docks["session"]
     report.sections.setCurrentText("Findings and impression")
+    assert report.template.currentData() == "abdomen_pelvis_ct"  # the template that suits the study
+    template = report_templates.load("abdomen_pelvis_ct")
     report.generate()
-    streamed, results = [], []
-    session.watcher.events.connect(lambda events: streamed.extend(
-        e.heading if isinstance(e, SectionStarted) else e.text
-        for e in events if isinstance(e, SectionStarted | Token)))
+    streamed, mapped, results = [], [], []
+
+    def keep(events):
+        for e in events:
+            if isinstance(e, SectionStarted | Token):
+                piece = e.heading if isinstance(e, SectionStarted) else e.text
+                streamed.append(piece)
+                mapped.append(report_templates.map_heading(template, piece) if isinstance(e, SectionStarted)
+                              else piece)
+
+    session.watcher.events.connect(keep)
     session.watcher.finished.connect(lambda result, error: results.append((result, error)))
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
     (result, error), = results
     assert error is None and [title for title, _ in result.sections] == ["Findings", "Impression"]
     draft = report.draft_for(session.study)
     assert "".join(streamed) == result.text
-    assert draft.ai_draft == draft.text == report.editor.editor.toPlainText() == result.text
-    assert json.loads(session.drafts.path_for(session.study.key).read_text())["ai_draft"] == result.text
+    # the template's own sections first, then exactly what streamed, under the template's headings
+    body = "".join(mapped)
+    assert body.replace("FINDINGS:", "Findings:").replace("IMPRESSION:", "Impression:") == result.text
+    expected = report_templates.preamble(template, session.study) + body
+    assert expected.startswith("INDICATION:\nNot given.\n\nTECHNIQUE:\nCT, 112 axial images")
+    assert "\n\nCOMPARISON:\nNone.\n\nFINDINGS:\n" in expected
+    assert draft.ai_draft == draft.text == report.editor.editor.toPlainText() == expected
+    assert json.loads(session.drafts.path_for(session.study.key).read_text())["ai_draft"] == expected
 
 
 def test_a_failing_task_ends_as_one_line_in_each_dock_and_the_buttons_come_back(docks, qtbot, monkeypatch):
@@ -169,7 +186,7 @@ def test_switching_study_mid_stream_keeps_the_draft_with_its_study(docks, qtbot,
     hook.remove()
     assert report.draft_for(chest_study).text == ""
     abdomen_draft = report.draft_for(abdomen)
-    assert abdomen_draft.text.startswith("Findings:\n") and "Impression:" in abdomen_draft.text
+    assert abdomen_draft.text.startswith("INDICATION:\n") and "\n\nIMPRESSION:\n" in abdomen_draft.text
     session.set_study(abdomen)
     assert report.editor.editor.toPlainText() == abdomen_draft.text
 

@@ -143,7 +143,8 @@ def test_a_report_started_on_one_study_stays_with_it_when_the_user_selects_anoth
         hook.remove()
     assert report.draft_for(chest_study).text == ""
     written = report.draft_for(abdomen).text
-    assert written.startswith("Findings:") and report.draft_for(abdomen).stop_reason in ("eos", "length")
+    assert written.startswith("INDICATION:") and "\nFINDINGS:\n" in written
+    assert report.draft_for(abdomen).stop_reason in ("eos", "length")
     assert abdomen_layer.name in report.status.text()  # the message names the study it was written for
     viewer.layers.selection.active = abdomen_layer
     assert report.editor.editor.toPlainText() == written
@@ -191,7 +192,7 @@ def test_shortcuts_generate_stop_export_and_send(workspace, qtbot, tiny_ct_model
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     # in the docks (on the canvas, napari's own Ctrl+E rolls the axes)
     qtbot.keyClick(report.editor.editor, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-    assert target.exists() and "Findings" in target.read_text(), report.status.text()
+    assert target.exists() and "FINDINGS:" in target.read_text(), report.status.text()
 
     box = chat.question
     box.setFocus()

@@ -95,6 +95,7 @@ class ModelInfo:
     adapters: list[str] = field(default_factory=list)
     weights_sha256: str = ""
     labels: tuple[str, ...] = ()  # what diagnosis asks about, and all it answers
+    reads_indication: bool = False  # whether report questions carry the clinical indication
     warnings: list[str] = field(default_factory=list)
     # What was wrong with the weights of a model loaded with allow_partial (one line per kind: missing,
     # unexpected, wrong shape); empty when they fit the model. Whatever such a model writes is unreliable.
@@ -200,6 +201,7 @@ class Engine:
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
                               weights_sha256=weights_sha256(folder, on_event),
                               labels=family.prompt_spec.labels, warnings=warnings,
+                              reads_indication=family.prompt_spec.indication_template is not None,
                               incomplete=list(loaded.incomplete))
         return self.info
 
@@ -238,8 +240,8 @@ class Engine:
             use_adapter(model, task)
 
     def _report(self, study, *, sections=prompts.SECTIONS, regions=None,
-                settings: GenerationSettings | None = None, on_event: EventCallback = ignore,
-                stop=None) -> ReportResult:
+                settings: GenerationSettings | None = None, indication: str = "",
+                on_event: EventCallback = ignore, stop=None) -> ReportResult:
         from napari_radreport.modeling.scope import study_modality
 
         runner, spec = self._runner(), self._spec()
@@ -259,6 +261,7 @@ class Engine:
                 question = prompts.section_prompt(spec.tasks, section, modality, region)
                 if positives is not None:
                     question = prompts.guided_section_prompt(question, positives)
+                question = prompts.with_indication(spec.indication_template, question, indication)
                 parts.append((section, region, question))
         done: list[tuple[str, str]] = []
         text = ""

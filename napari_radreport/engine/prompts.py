@@ -34,6 +34,15 @@ def guided_section_prompt(question: str, positives: list[str]) -> str:
     return f"{question}\nAbnormalities: {', '.join(positives) if positives else 'none'}."
 
 
+def with_indication(template: str | None, question: str, indication: str) -> str:
+    """A report question carrying the clinical indication where the model reads one (``template``, the prompt
+    spec's ``indication_template``); the question unchanged without a template or an indication."""
+    indication = " ".join(indication.split())
+    if template is None or not indication:
+        return question
+    return template.replace("{indication}", indication).replace("{question}", question)
+
+
 def section_title(section: str, region: str | None = None) -> str:
     return section.capitalize() + (f" ({region})" if region and section == "findings" else "")
 

@@ -43,6 +43,18 @@ CHOICE_ANSWERS = ("letter", "text")
 REPORT_GUIDANCE = ("none", "diagnosis")
 
 
+def indication_template(config_prompt: dict | None) -> str | None:
+    """``prompt.indication_template`` of a model's config: how a report question carries the clinical
+    indication ("Clinical indication: {indication}\n{question}"), or None when the model does not read one."""
+    template = (config_prompt or {}).get("indication_template")
+    if template is None:
+        return None
+    if not isinstance(template, str) or "{indication}" not in template or "{question}" not in template:
+        raise ValueError("prompt.indication_template must be a text holding {indication} and {question}, "
+                         f"got {template!r}")
+    return template
+
+
 def task_prompts(config_prompt: dict | None) -> dict[str, str]:
     """The default task questions with a recipe's overrides (``prompt.tasks`` in the recipe) applied."""
     overrides = (config_prompt or {}).get("tasks", {})
@@ -84,6 +96,7 @@ class PromptSpec:
     report_guidance: str = "none"  # one of REPORT_GUIDANCE
     choice_answer: str = "letter"  # one of CHOICE_ANSWERS
     chat_template: bool = False  # whether the prompt goes through the tokenizer's chat template
+    indication_template: str | None = None  # how a report question carries the indication; None: not read
 
     @classmethod
     def parse(cls, config_prompt: dict | None, modality: str) -> PromptSpec:
@@ -91,4 +104,5 @@ class PromptSpec:
         return cls(tasks=MappingProxyType(task_prompts(config_prompt)),
                    labels=model_labels(config_prompt, modality),
                    report_guidance=report_guidance(config_prompt), choice_answer=choice_answer(config_prompt),
-                   chat_template=bool((config_prompt or {}).get("chat_template")))
+                   chat_template=bool((config_prompt or {}).get("chat_template")),
+                   indication_template=indication_template(config_prompt))

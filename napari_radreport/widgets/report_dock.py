@@ -6,6 +6,11 @@ export of a stopped or unfinished draft says it is incomplete.
 
 Generating again keeps the current text in the draft's history (the editor's History…); a draft the user
 edited or signed off is replaced only after asking (``ask_replace_draft``, No by default).
+
+A draft follows the chosen report template (``report_templates``: the one that suits the study is chosen when
+it opens): its INDICATION (typed beside it), TECHNIQUE (from the headers) and COMPARISON are written first,
+then the model's findings and impression stream in under the template's headings. The indication reaches the
+model only where its prompt spec reads one (``indication_template``); otherwise the dock says so once.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -30,6 +36,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_radreport import report_templates
 from napari_radreport.common import one_line
 from napari_radreport.drafts import Draft, DraftCorrupted
 from napari_radreport.engine.events import Progress, ScopeChecked, SectionStarted, Token
@@ -52,6 +59,8 @@ NOTICE = ("Reports written here are machine-generated drafts. They can be wrong 
 GENERATE_KEY, STOP_KEY, EXPORT_KEY = "Ctrl+Return", "Escape", "Ctrl+E"
 GENERATE_TIP = "Write a draft report of the active study"
 STREAM_SAVE_S = 1.0  # while a draft streams in, it is saved at most this often
+NO_TEMPLATE = "No template"
+INDICATION_UNREAD = "This model does not read the indication: it is kept in the draft only."
 
 
 class ReportDock(QWidget):
@@ -92,6 +101,16 @@ class ReportDock(QWidget):
         for box in self.region_boxes.values():
             box.setToolTip("Write the findings region by region (as the AMOS-MM seed does)")
             regions.addWidget(box)
+        self.template = QComboBox()
+        self.template.setToolTip("The report template: its sections, with the findings and impression "
+                                 "written by the model")
+        self._fill_templates()
+        self.indication = QLineEdit()
+        self.indication.setPlaceholderText("clinical question (optional)")
+        self._template: report_templates.Template | None = None  # of the running generation
+        self._preamble = ""  # the template's sections before FINDINGS, written when the model starts
+        self._said_unread = False  # "this model does not read the indication", said once
+        self._unread_note = False  # said after this generation
         self.generate_button = QPushButton("Generate report")
         self.generate_button.setObjectName("radreport-generate")
         self.generate_button.clicked.connect(self.generate)
@@ -119,6 +138,11 @@ class ReportDock(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_label, 1)
         model_row.addWidget(self.load_button)
+        template_row = QHBoxLayout()
+        template_row.addWidget(QLabel("Template"))
+        template_row.addWidget(self.template)
+        template_row.addWidget(QLabel("Indication"))
+        template_row.addWidget(self.indication, 1)
         buttons = QHBoxLayout()  # what to write, then write it: one row
         buttons.addWidget(self.sections)
         buttons.addWidget(self.generate_button, 1)
@@ -129,6 +153,7 @@ class ReportDock(QWidget):
         layout.addWidget(self.picker)
         layout.addLayout(model_row)
         layout.addWidget(self.region_row)
+        layout.addLayout(template_row)
         progress_row = QHBoxLayout()  # the bar shares the speed line: no extra height while it shows
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.speed)
@@ -155,7 +180,22 @@ class ReportDock(QWidget):
         self.session.update_settings(notice_acknowledged=True)
         self.notice.setVisible(False)
 
+    def _fill_templates(self) -> None:
+        self.template.clear()
+        self.template.addItem(NO_TEMPLATE, None)
+        for name in report_templates.list_templates():
+            self.template.addItem(name.replace("_", " "), name)
+
+    def _choose_template(self, study) -> None:
+        """The template that suits ``study`` (its kind and body regions), else none."""
+        name = report_templates.suggest(study, [n for n in (self.template.itemData(i)
+                                                            for i in range(self.template.count())) if n])
+        self.template.setCurrentIndex(max(0, self.template.findData(name)) if name else 0)
+
     def _model_changed(self, info) -> None:
+        self.indication.setToolTip(INDICATION_UNREAD if info is not None and not info.reads_indication else
+                                   "The clinical indication: written in the draft, and given to the model "
+                                   "where it reads one")
         if info is None:
             folder = self.session.settings.model_folder or "the demo model"
             self.model_label.setText(f"Model: <i>not loaded</i> ({html.escape(folder)})")
@@ -181,6 +221,8 @@ class ReportDock(QWidget):
 
     def _study_changed(self, study) -> None:
         self.region_row.setVisible(study is not None and study.kind == "ct")
+        if study is not None:
+            self._choose_template(study)
         self.editor.show_draft(self.draft_for(study) if study is not None else None)
         self._busy_changed(self.session.busy)
 
@@ -254,22 +296,36 @@ class ReportDock(QWidget):
             self._generate_after_load, self._replace_agreed = True, draft  # asked once, before the load
             self.load_model()
             return
+        name = self.template.currentData()
+        try:
+            template = report_templates.load(name) if name else None
+        except report_templates.TemplateError as exc:
+            self._show_error(f"Not generated: {one_line(exc)}")
+            return
         self._replace_agreed = None
         info, settings = self.session.engine.info, self.session.settings.generation()
+        indication = " ".join(self.indication.text().split())
         regions = [r for r, box in self.region_boxes.items() if box.isChecked()] if study.kind == "ct" else []
         sections = SECTION_CHOICES[self.sections.currentText()]
         watcher = self.session.run(self, "report", study, sections=sections, regions=regions or None,
-                                   settings=settings, on_events=self._on_events, on_result=self._generated,
-                                   on_error=self._generation_failed, on_end=self._generation_ended,
+                                   settings=settings, indication=indication, on_events=self._on_events,
+                                   on_result=self._generated, on_error=self._generation_failed,
+                                   on_end=self._generation_ended,
                                    progress=self.progress, error_prefix="Generation failed")
         if watcher is None:  # busy: said why, nothing started
             return
         self._kept = copy.deepcopy(draft)
         draft.start_new_ai_draft(report_provenance(info, report_task(sections, regions), settings).as_dict())
         draft.stop_reason = "generating"  # until the job ends: a draft left so by a crash is incomplete
+        if template is not None:
+            draft.provenance["template"] = template.name
+        self._template = template
+        self._preamble = report_templates.preamble(template, study, indication) if template else ""
         self.job_study = study
         self._stream_saved_at = 0.0  # the first streamed text is saved at once
         self.editor.show_draft(draft)
+        self._unread_note = bool(indication) and not info.reads_indication and not self._said_unread
+        self._said_unread = self._said_unread or self._unread_note
         self.status.setText("Starting…")
         self._busy_changed(True)
 
@@ -313,8 +369,9 @@ class ReportDock(QWidget):
                     where = f" in {self._section}" if self._section else ""
                     self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens{where}")
             elif isinstance(event, SectionStarted):
-                self._section = event.title
-                pieces.append(event.heading)
+                self._section = event.title  # the template's sections before FINDINGS come first
+                pieces.append(self._preamble + report_templates.map_heading(self._template, event.heading))
+                self._preamble = ""
                 self.status.setText(f"Writing {event.title}…")
             elif isinstance(event, Progress):
                 self.status.setText(html.escape(event.message or event.stage))
@@ -333,7 +390,9 @@ class ReportDock(QWidget):
         conflicts = f" It contradicts itself or the model's diagnosis in {found} place{'s' * (found != 1)} " \
                     f"(highlighted)." if found else ""
         name = html.escape((self.job_study and self.session.name_of(self.job_study)) or "the study")
-        self.status.setText(f"Draft of {name} ready{stopped}.{conflicts} Review and edit it before use.")
+        unread = f" {INDICATION_UNREAD}" if self._unread_note else ""
+        self.status.setText(f"Draft of {name} ready{stopped}.{conflicts} Review and edit it before use."
+                            f"{unread}")
 
     def _generation_failed(self, text: str) -> None:
         """One line; a draft the failed job had not written to yet is put back as it was (a refused study,
