@@ -3,6 +3,11 @@
 Options typed on their own lines ("A. left", "B. right") make a multiple-choice question, answered with a
 letter and the option it names ("B. right"). Follow-ups reuse the cached image and conversation (only the new
 tokens run).
+
+While an answer streams, each batch of tokens is inserted at the end of the transcript (``_append_answer``)
+instead of rebuilding the whole transcript's HTML (which grew with the answer: quadratic over it); the whole
+transcript is rendered at the start and the end of each question. The answer being written keeps its spaces
+(``white-space:pre-wrap``), so the appended text and a fresh rendering of it are the same.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QKeyEvent
+from qtpy.QtGui import QKeyEvent, QTextCharFormat, QTextCursor
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QPlainTextEdit,
@@ -33,6 +38,8 @@ from napari_radreport.widgets.study_picker import StudyPicker
 
 if TYPE_CHECKING:
     import napari
+
+STREAMING_MARK = " ▍"  # after the answer while it is being written
 
 
 class QuestionEdit(QPlainTextEdit):
@@ -81,6 +88,7 @@ class ChatDock(QWidget):
         self.status = StatusLine()
         self.pending: tuple[Any, str] | None = None  # (study, question) being answered
         self.answer = ""
+        self._tail: QTextCursor | None = None  # the end of the streaming answer in the transcript
         self.last_result = None  # the last Finished or Choice (its timings show what the cache saved)
 
         buttons = QHBoxLayout()
@@ -111,16 +119,36 @@ class ChatDock(QWidget):
         return [(q, a) for q, a, _ in self.turns(study)]
 
     def render(self, *_args) -> None:
+        """The whole transcript of the current study, the answer being written last (then ``_tail`` is at
+        its end, before the cursor mark)."""
         study = self.session.study
+        self._tail = None
         if study is None:
             self.transcript.setHtml("")
             return
-        turns = list(self.turns(study))
-        if self.pending is not None and self.pending[0] is study:
-            turns.append((self.pending[1], self.answer, " ▍"))
         rows = [f"<p><b>You:</b> {_lines(q)}<br><b>Model:</b> {_lines(a)}<i>{html.escape(n)}</i></p>"
-                for q, a, n in turns]
+                for q, a, n in self.turns(study)]
+        streaming = self.pending is not None and self.pending[0] is study
+        if streaming:  # spaces kept, so that appending to it shows what rendering it again would
+            rows.append(f"<p><b>You:</b> {_lines(self.pending[1])}<br><b>Model:</b> <span style='white-space:"
+                        f"pre-wrap'>{_lines(self.answer)}<i>{html.escape(STREAMING_MARK)}</i></span></p>")
         self.transcript.setHtml("".join(rows))
+        if streaming:
+            self._tail = QTextCursor(self.transcript.document())
+            self._tail.movePosition(QTextCursor.MoveOperation.End)
+            self._tail.movePosition(QTextCursor.MoveOperation.Left, n=len(STREAMING_MARK))
+        self._scroll_to_end()
+
+    def _append_answer(self, text: str) -> None:
+        """Streamed ``text`` at the end of the answer being written (as ``render`` would show it)."""
+        if self._tail is None:
+            if self.pending is not None and self.pending[0] is self.session.study:
+                self.render()
+            return  # another study is shown: its transcript does not change
+        self._tail.insertText(text.replace("\n", "\u2028"), QTextCharFormat())  # "\n": like <br>
+        self._scroll_to_end()
+
+    def _scroll_to_end(self) -> None:
         bar = self.transcript.verticalScrollBar()
         bar.setValue(bar.maximum())
 
@@ -163,12 +191,17 @@ class ChatDock(QWidget):
         self.render()
 
     def _on_events(self, events: list[Any]) -> None:
+        """One insertion per batch of events (one poll), never a re-render of the transcript."""
+        pieces = []
         for event in events:
             if isinstance(event, Token):
-                self.answer += event.text
+                pieces.append(event.text)
             elif isinstance(event, Progress):
                 self.status.setText(html.escape(event.message or event.stage))
-        self.render()
+        if pieces:
+            text = "".join(pieces)
+            self.answer += text
+            self._append_answer(text)
 
     def _answered(self, result) -> None:
         study, question = self.pending

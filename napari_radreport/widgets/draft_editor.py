@@ -9,6 +9,8 @@ the sign-off and the state line says so: the reviewed text is always the signed 
 Conflicts (napari_radreport/consistency.py) are found again on every edit, against the diagnosis the draft
 keeps; each is shown on its sentences (an amber background, the reason as a tooltip) and counted in a line
 under the text. Highlights are extra selections: they never enter the text, the undo history or the export.
+Never while a report streams in (the editor is read-only then): a check asked for meanwhile runs once, when
+the stream ends (``set_streaming(False)``). Streamed text is appended without counting as an edit.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class DraftEditor(QWidget):
         self._reviewer_name, self._remember_reviewer = reviewer_name, remember_reviewer
         self.ask_reviewer: Callable[[], str | None] = self._ask_reviewer
         self.draft: Draft | None = None
+        self._check_deferred = False  # a conflict check was asked for while the text streamed in
         self._note = ""  # what just happened to the draft (a sign-off cleared, a version restored)
         self.history_dialog: DraftHistory | None = None  # while it is open
         self.state = QLabel()
@@ -174,6 +177,8 @@ class DraftEditor(QWidget):
         self.editor.setReadOnly(streaming)
         self.reviewed.setEnabled(not streaming)
         self._refresh_state()
+        if not streaming and self._check_deferred:
+            self.check()
 
     def append(self, text: str) -> None:
         """Add streamed text at the end without counting it as the user's edit."""
@@ -190,7 +195,11 @@ class DraftEditor(QWidget):
         self.check()
 
     def check(self) -> None:
-        """Find the conflicts in the draft's text as it stands; show them on their sentences, count them."""
+        """Find the conflicts in the draft's text as it stands; show them on their sentences, count them.
+        While text streams in, only note that a check is due: it runs when the stream ends."""
+        self._check_deferred = self.editor.isReadOnly()
+        if self._check_deferred:
+            return
         draft = self.draft
         conflicts = find_conflicts(draft.text, draft.diagnosis) if draft is not None and draft.text else []
         self.editor.show_conflicts(conflicts)

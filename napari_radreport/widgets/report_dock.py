@@ -362,12 +362,13 @@ class ReportDock(QWidget):
 
     def _on_events(self, events: list[Any]) -> None:
         pieces: list[str] = []
+        speed = ""  # the batch's last: one label update per poll, not one per token
         for event in events:
             if isinstance(event, Token):
                 pieces.append(event.text)
                 if event.tokens_per_s:  # the count is per section: each section is its own generation
                     where = f" in {self._section}" if self._section else ""
-                    self.speed.setText(f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens{where}")
+                    speed = f"{event.tokens_per_s:.1f} tokens/s · {event.count} tokens{where}"
             elif isinstance(event, SectionStarted):
                 self._section = event.title  # the template's sections before FINDINGS come first
                 pieces.append(self._preamble + report_templates.map_heading(self._template, event.heading))
@@ -377,6 +378,8 @@ class ReportDock(QWidget):
                 self.status.setText(html.escape(event.message or event.stage))
             elif isinstance(event, ScopeChecked) and self.job_study is not None:  # exported with the draft
                 self.drafts[self.job_study.key].provenance["scope"] = event.verdict.as_dict()
+        if speed:
+            self.speed.setText(speed)
         if pieces and self.job_study is not None:
             self._write("".join(pieces))
 
