@@ -44,3 +44,10 @@ def templates_dir() -> Path:
     from platformdirs import user_data_dir
 
     return _override("RADREPORT_TEMPLATES") or Path(user_data_dir(APP_NAME)) / "templates"
+
+
+def use_private_user_files(folder: Path) -> None:
+    """Settings and drafts in ``folder`` for the rest of this process (a benchmark or a screenshot sets values
+    in memory that a later save would otherwise write into the user's own settings)."""
+    os.environ["RADREPORT_CONFIG"] = str(Path(folder) / "settings.json")
+    os.environ["RADREPORT_DRAFTS"] = str(Path(folder) / "drafts")

@@ -48,6 +48,13 @@ def main() -> None:
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
+    import tempfile
+    from pathlib import Path
+
+    from napari_radreport.paths import use_private_user_files
+
+    # default settings, no earlier drafts, and nothing written back to the user's own files
+    use_private_user_files(Path(tempfile.mkdtemp(prefix="radreport-screenshot-")))
 
     from qtpy.QtWidgets import QApplication
 

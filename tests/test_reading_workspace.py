@@ -68,6 +68,27 @@ def test_the_reading_layout_fits_the_window_with_the_report_half_its_height(work
         assert viewer.window.dock_widgets[f"{name} (napari-radreport)"] is docks[name]
 
 
+def test_every_dock_survives_a_garbage_collection_and_a_study_opening(make_napari_viewer, tmp_path,
+                                                                     monkeypatch, abdomen_nifti):
+    """No reference kept by the caller (as `radreport view`): the docks still live after a collection."""
+    import gc
+
+    from napari_radreport.viewer import add_docks
+
+    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
+    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
+    viewer = make_napari_viewer(show=True)
+    names = list(add_docks(viewer))
+    gc.collect()
+    viewer.open(str(abdomen_nifti), plugin="napari-radreport")
+    gc.collect()
+    for name in names:
+        assert f"{name} (napari-radreport)" in viewer.window.dock_widgets, name
+    settings = viewer.window.dock_widgets["Settings (napari-radreport)"]
+    settings.max_new_tokens.value = 64  # still a live widget, still saving
+    assert settings.session.settings.max_new_tokens == 64
+
+
 def test_the_arrangement_is_remembered_and_reset_puts_it_back(make_napari_viewer, tmp_path, monkeypatch):
     from napari_radreport.viewer import add_docks
     from napari_radreport.widgets.layout import reset

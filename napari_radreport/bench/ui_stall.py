@@ -195,7 +195,13 @@ def main() -> None:
                         help="stream a report into the Report dock (default) or an answer into the Chat dock")
     parser.add_argument("--trace", action="store_true", help="also say where the GUI thread's time went")
     args = parser.parse_args()
-    result = measure(args.model, args.study, args.tokens, trace=args.trace, dock=args.dock)
+    import tempfile
+
+    from napari_radreport.paths import use_private_user_files
+
+    with tempfile.TemporaryDirectory(prefix="radreport-ui-stall-") as private:
+        use_private_user_files(Path(private))  # the run's settings stay out of the user's
+        result = measure(args.model, args.study, args.tokens, trace=args.trace, dock=args.dock)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

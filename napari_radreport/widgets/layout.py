@@ -31,7 +31,8 @@ DOCKS = ("Study", "Report", "Chat", "Findings", "Settings")
 LAYOUT_VERSION = 1  # QMainWindow.restoreState refuses a state saved under another version
 LEFT_WIDTH = (0.25, 300, 420)  # fraction of the window, then the least and most pixels
 RIGHT_WIDTH = (0.32, 420, 640)
-LEFT_HEIGHTS = (0.42, 0.22, 0.36)  # Study group, Findings, Chat
+LEFT_HEIGHTS = (0.42, 0.22, 0.36)  # Study group, Findings, Chat: of the left column's height
+TITLES_PX = 100  # what the left column's title bars and tab bar take of its height, about
 
 
 def _width(window: int, rule: tuple[float, int, int]) -> int:
@@ -65,6 +66,9 @@ def scroll_when_short(dock: QDockWidget) -> None:
     # napari's QtViewerDockWidget.inner_widget (and so viewer.window.dock_widgets) hands out this attribute
     # when present: the widget the plugin made, not the scroll area
     scroll._magic_widget = getattr(inner, "_magic_widget", inner)
+    # Python attributes live on Python wrappers: keep them alive from the dock's, which napari holds, or the
+    # scroll area's wrapper (and with it the magicgui Container it names) is collected and the dock closes
+    dock._radreport_scroll, scroll._radreport_inner = scroll, inner
     dock.setWidget(scroll)
     scroll.setWidget(inner)
     dock.setMinimumSize(scroll.minimumSizeHint())  # it kept the content's minimum; now the scroll area's
@@ -76,6 +80,9 @@ def arrange(main: QMainWindow, docks: dict[str, QDockWidget], napari_docks: list
     front."""
     left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
     study, report = docks["Study"], docks["Report"]
+    size = main.size()  # re-docking must not grow the window (Qt fits it to the docks' size hints)
+    central = main.centralWidget()
+    column = central.height() if central is not None and central.height() > 0 else main.height()
     for dock in (*docks.values(), *napari_docks):  # out of any tab group first: re-tabbing leaves stray tabs
         main.removeDockWidget(dock)
         dock.setFloating(False)
@@ -87,10 +94,13 @@ def arrange(main: QMainWindow, docks: dict[str, QDockWidget], napari_docks: list
     main.addDockWidget(right, report)
     for dock in (*docks.values(), *napari_docks):
         dock.setVisible(True)
-    width, height = main.width(), main.height()
-    main.resizeDocks([study, report], [_width(width, LEFT_WIDTH), _width(width, RIGHT_WIDTH)],
+        if isinstance(dock.widget(), QScrollArea):  # re-docking gave it its content's minimum back
+            dock.setMinimumSize(dock.widget().minimumSizeHint())
+    main.resize(size)
+    main.resizeDocks([study, report], [_width(size.width(), LEFT_WIDTH), _width(size.width(), RIGHT_WIDTH)],
                      Qt.Orientation.Horizontal)
-    main.resizeDocks([study, docks["Findings"], docks["Chat"]], [round(f * height) for f in LEFT_HEIGHTS],
+    column -= TITLES_PX  # the three docks' title bars and the tab bar share the column with them
+    main.resizeDocks([study, docks["Findings"], docks["Chat"]], [round(f * column) for f in LEFT_HEIGHTS],
                      Qt.Orientation.Vertical)
     study.raise_()
     report.raise_()
@@ -154,10 +164,13 @@ def add_docks(viewer: napari.Viewer, *, restore: bool = True) -> dict:
     user's settings when the window closes. Returns the docks' widgets by name."""
     main = viewer.window._qt_window
     wrappers, widgets = _plugin_docks(viewer)
+    session = session_for(viewer)
+    # held here: in the reading layout a garbage collection closed the Settings dock (a magicgui Container),
+    # napari's own references to it notwithstanding (found, not explained: tests/test_reading_workspace.py)
+    session.docks = widgets
     for dock in (wrappers["Study"], wrappers["Settings"], *_napari_docks(viewer)):  # the left tab group
         scroll_when_short(dock)
     fit_to_screen(main)
-    session = session_for(viewer)
     saved = session.settings.reading_layout if restore else ""
     if not (saved and restore_state(main, saved)):  # restoring after arranging leaves a stray tab bar
         arrange(main, wrappers, _napari_docks(viewer))

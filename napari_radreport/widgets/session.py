@@ -166,6 +166,7 @@ class ViewerSession(QObject):
         self.watcher: JobWatcher | None = None
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
+        self.docks: dict[str, Any] = {}  # the plugin's docks by name, when widgets.layout docked them
         self._off_thread_done.connect(self._deliver)
         viewer.layers.events.inserted.connect(self._layer_inserted)
         viewer.layers.events.removed.connect(self._layers_changed)
