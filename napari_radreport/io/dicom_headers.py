@@ -58,14 +58,18 @@ def looks_like_dicom(path: str | Path) -> bool:
 PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate")
 
 
+def alphabetic_group(value: Any) -> str:
+    """A DICOM person name's first non-empty component group (the alphabetic one, before '='), as written."""
+    text = "" if value is None else str(value)
+    return next((g for g in text.split("=") if g.strip(" ^\x00")), "")
+
+
 def person_name(value: Any) -> str:
     """A PatientName as words, so that spellings of one name compare equal: the first non-empty component
     group (the alphabetic one, before '='), split at '^' and spaces, case-folded, empty components dropped.
     "Doe^John", "DOE^JOHN  ", "Doe^John^^^" and "doe john" are all "doe john"; a middle name or a prefix is
     a word more, so "Doe^John^A" is another name."""
-    text = "" if value is None else str(value)
-    group = next((g for g in text.split("=") if g.strip(" ^\x00")), "")
-    return " ".join(group.replace("^", " ").replace("\x00", " ").casefold().split())
+    return " ".join(alphabetic_group(value).replace("^", " ").replace("\x00", " ").casefold().split())
 
 
 def birth_date(value: str) -> str:

@@ -14,9 +14,9 @@ KIND_WORDS = {"xray_set": "radiographs", "volume": "volume", "image": "image"}  
 def display_name(value: Any) -> str:
     """A DICOM PatientName as people read it: "DOE^JOHN^A" -> "DOE, JOHN A"; the alphabetic group only (before
     '='); "" when empty."""
-    text = "" if value is None else str(value)
-    group = next((g for g in text.split("=") if g.strip(" ^\x00")), "")
-    parts = [" ".join(p.replace("\x00", " ").split()) for p in group.split("^")]
+    from napari_radreport.io.dicom_headers import alphabetic_group
+
+    parts = [" ".join(p.replace("\x00", " ").split()) for p in alphabetic_group(value).split("^")]
     family, given = (parts + ["", ""])[:2]
     rest = " ".join(p for p in parts[2:] if p)
     first = " ".join(p for p in (given, rest) if p)

@@ -22,7 +22,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_radreport.common import one_line
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
-from napari_radreport.widgets.session import real_viewer
+from napari_radreport.widgets.session import real_viewer, study_of
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +35,7 @@ _GATHERERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _one_radiograph(layer: Any) -> Study | None:
     """The layer's study when it is a radiograph set of exactly one image, else None."""
-    study = getattr(layer, "metadata", {}).get("study")
+    study = study_of(layer)
     if study is None or study.kind != "xray_set" or len(study.images) != 1:
         return None
     return study if len(study.images[0].source_files) == 1 else None

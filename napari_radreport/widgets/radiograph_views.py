@@ -26,6 +26,7 @@ from napari_radreport.common import one_line
 from napari_radreport.io.xray import SET_KINDS
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
 from napari_radreport.widgets.radiograph_sets import settings_allow_mixed_patients
+from napari_radreport.widgets.session import study_of
 
 if TYPE_CHECKING:
     import napari
@@ -163,7 +164,7 @@ class RadiographViews(QGroupBox):
         """The viewer shows ``new`` in place of ``old``'s layers (added first, so the session moves to it)."""
         from napari_radreport.viewer import add_study
 
-        layers = [layer for layer in self.viewer.layers if layer.metadata.get("study") is old]
+        layers = [layer for layer in self.viewer.layers if study_of(layer) is old]
         if not layers:
             self.status.setText("The set was closed meanwhile: nothing changed")
             return
