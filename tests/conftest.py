@@ -68,3 +68,16 @@ def tiny_ct_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_xray_model(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory, "xray")
+
+
+@pytest.fixture()
+def docked(make_napari_viewer, tmp_path, monkeypatch):
+    """A real viewer with the plugin's docks in the reading layout (by name), plus "viewer" and "session";
+    settings and drafts in tmp_path."""
+    from napari_radreport.viewer import add_docks
+    from napari_radreport.widgets.session import session_for
+
+    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
+    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
+    viewer = make_napari_viewer(show=True)
+    return {**add_docks(viewer), "viewer": viewer, "session": session_for(viewer)}

@@ -132,20 +132,14 @@ def test_a_long_stage_sends_a_few_dozen_events_at_most(tiny_ct_model, every_step
 
 # -- napari's activity dock ------------------------------------------------------------------------------
 @pytest.fixture()
-def viewer_docks(make_napari_viewer, qtbot, tiny_ct_model, abdomen_nifti, tmp_path, monkeypatch):
+def viewer_docks(docked, qtbot, tiny_ct_model, abdomen_nifti):
     """A real viewer with the docks and the abdomen CT open; the tiny CT model chosen, not loaded."""
-    from napari_radreport.viewer import add_docks, add_study
-    from napari_radreport.widgets.session import session_for
+    from napari_radreport.viewer import add_study
 
-    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
-    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
-    viewer = make_napari_viewer(show=True)
-    session = session_for(viewer)
+    session = docked["session"]
     session.update_settings(model_folder=str(tiny_ct_model), device="cpu", dtype="float32", max_new_tokens=4)
-    found = add_docks(viewer)
-    add_study(viewer, load_study(abdomen_nifti))
-    found["session"] = session
-    yield found
+    add_study(docked["viewer"], load_study(abdomen_nifti))
+    yield docked
     session.stop()
     qtbot.waitUntil(lambda: not session.busy, timeout=WAIT_MS)
 

@@ -20,16 +20,10 @@ OBJECT_NAMES = ("radreport-generate", "radreport-stop", "radreport-draft", "radr
 
 
 @pytest.fixture()
-def workspace(make_napari_viewer, tmp_path, monkeypatch):
-    """A viewer with the plugin's docks in the reading layout; settings and drafts in tmp_path."""
-    from napari_radreport.viewer import add_docks
-    from napari_radreport.widgets.session import session_for
-
-    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
-    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
-    viewer = make_napari_viewer(show=True)
-    docks = add_docks(viewer)
-    return viewer, session_for(viewer), docks
+def workspace(docked):
+    """(viewer, session, docks): the plugin's docks in the reading layout (conftest's ``docked``)."""
+    docks = {name: dock for name, dock in docked.items() if name not in ("viewer", "session")}
+    return docked["viewer"], docked["session"], docks
 
 
 def _settle() -> None:

@@ -17,17 +17,11 @@ WORDS = ["There", " is", " a", "  small", " left\npleural", " effusion", ".", "\
 
 
 @pytest.fixture()
-def viewer_with_study(make_napari_viewer, abdomen_nifti, tmp_path, monkeypatch):
-    from napari_radreport.viewer import add_docks, add_study
-    from napari_radreport.widgets.session import session_for
+def viewer_with_study(docked, abdomen_nifti):
+    from napari_radreport.viewer import add_study
 
-    monkeypatch.setenv("RADREPORT_DRAFTS", str(tmp_path / "drafts"))
-    monkeypatch.setenv("RADREPORT_CONFIG", str(tmp_path / "settings.json"))
-    viewer = make_napari_viewer(show=True)
-    docks = add_docks(viewer)
-    add_study(viewer, load_study(abdomen_nifti))
-    docks["session"] = session_for(viewer)
-    return docks
+    add_study(docked["viewer"], load_study(abdomen_nifti))
+    return docked
 
 
 def _count_calls(monkeypatch, module, name: str) -> list:
