@@ -108,11 +108,16 @@ class Conflict:
         return data
 
 
+def finding_of_label(label: str) -> str | None:
+    """The FINDINGS key a diagnosis label asks about ("Lung nodule" -> "nodule"); None for an unknown one."""
+    return _LABEL_FINDING.get(label.strip().casefold())
+
+
 def _section_of(heading: str) -> str:
     return "findings" if heading.lower().startswith("finding") else "impression"
 
 
-def _sentences(text: str) -> list[tuple[str, int, int]]:
+def sentence_spans(text: str) -> list[tuple[str, int, int]]:
     """(section, start, end) of each sentence; a section runs from its heading to the next one."""
     headings = [(m.end(), _section_of(m.group(1))) for m in _SECTION.finditer(text)]
     out = []
@@ -156,7 +161,7 @@ def _phrase(clause: str, at: int) -> str:
 def read_statements(text: str) -> list[Statement]:
     """Every finding of ``FINDINGS`` the text speaks of, clause by clause, in order."""
     statements = []
-    for section, start, end in _sentences(text):
+    for section, start, end in sentence_spans(text):
         sentence = text[start:end].lower()
         for clause in _CLAUSE_BREAK.split(sentence):
             negations = _PSEUDO_NEGATION.sub(lambda m: " " * len(m.group()), clause)  # same length

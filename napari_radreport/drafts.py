@@ -56,6 +56,8 @@ class Version:
     reviewed: bool = False
     reviewer: str = ""
     reviewed_at: str = ""
+    grounding: list[dict[str, Any]] = field(default_factory=list)
+    questions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +80,10 @@ class Draft:
     # before names were recorded, and cleared whenever the text changes after it
     reviewer: str = ""
     reviewed_at: str = ""
+    # where the sentences were located (GroundedSentence.as_dict of each, grounding/), and the question each
+    # report section answered (what grounding scores an edited text against); empty before grounding
+    grounding: list[dict[str, Any]] = field(default_factory=list)
+    questions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.previous = [v if isinstance(v, Version) else Version(**v) for v in self.previous]
@@ -104,7 +110,8 @@ class Draft:
                        saved_at=saved.astimezone().replace(microsecond=0).isoformat(),
                        provenance=copy.deepcopy(self.provenance), stop_reason=self.stop_reason,
                        diagnosis=dict(self.diagnosis), reviewed=self.reviewed, reviewer=self.reviewer,
-                       reviewed_at=self.reviewed_at)
+                       reviewed_at=self.reviewed_at, grounding=copy.deepcopy(self.grounding),
+                       questions=dict(self.questions))
 
     def keep_current(self) -> None:
         """Add the text as it stands to ``previous`` (nothing when both texts are empty)."""
@@ -118,6 +125,7 @@ class Draft:
         self.clear_sign_off()
         self.provenance = dict(provenance)
         self.diagnosis = {}
+        self.grounding, self.questions = [], {}
 
     def restore(self, index: int) -> bool:
         """Make ``previous[index]`` the current text again, after keeping the current one in ``previous``
@@ -129,6 +137,7 @@ class Draft:
         self.keep_current()
         self.text, self.ai_draft, self.stop_reason = version.text, version.ai_draft, version.stop_reason
         self.provenance, self.diagnosis = copy.deepcopy(version.provenance), dict(version.diagnosis)
+        self.grounding, self.questions = copy.deepcopy(version.grounding), dict(version.questions)
         self.clear_sign_off()
         return True
 

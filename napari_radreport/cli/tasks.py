@@ -121,16 +121,27 @@ def cmd_report(args: argparse.Namespace) -> int:
                                   settings=settings)
     for conflict in result.conflicts:
         print(f"radreport: conflict in the report: {conflict.message}", file=sys.stderr)
+    grounding = _grounding(engine, study, result) if args.ground and result.stop_reason != "stopped" else []
     if args.out:
         provenance = report_provenance(engine.info, report_task(sections, regions), settings, result.scope)
         record = ReportRecord(final_text=result.text, ai_draft=result.text,
                               study=StudyReference.from_study(study), provenance=provenance,
                               stop_reason=result.stop_reason, include_paths=args.include_paths,
-                              diagnosis=result.diagnosis)
+                              diagnosis=result.diagnosis, grounding=grounding)
         written = export_report(record, args.out, fmt=args.format, overwrite=args.overwrite)
         print(f"radreport: wrote {written}" + (" (stopped early)" if result.stop_reason == "stopped" else ""),
               file=sys.stderr)
     return 130 if interrupted else 0
+
+
+def _grounding(engine, study, result) -> list[dict[str, Any]]:
+    """Each sentence of the report with its location (``--ground``), one line per stated finding on stderr."""
+    sentences = engine.ground(study, result.text, questions=result.questions)
+    for s in (s for s in sentences if s.finding):
+        where = (f"peak at LPS ({', '.join(f'{v:.1f}' for v in s.location.peak_lps_mm)}) mm"
+                 if s.location else f"no location ({s.why_none})")
+        print(f"radreport: {s.section}: {s.text!r}: {where}", file=sys.stderr)
+    return [s.as_dict() for s in sentences]
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -231,6 +242,8 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     report.add_argument("--format", choices=FORMATS, help="default: from --out's suffix")
     report.add_argument("--out", help="also write the report to this file")
     report.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    report.add_argument("--ground", action="store_true",
+                        help="locate each finding sentence in the image (CT; the JSON export carries them)")
     report.add_argument("--include-paths", action="store_true",
                         help="keep the study's source file and folder paths in a JSON --out (left out by "
                              "default: folder names often hold patient names)")

@@ -38,7 +38,8 @@ class EngineBusy(RuntimeError):
     """Another job is running on this engine."""
 
 
-STUDY_TASKS = ("report", "ask", "choose", "diagnose")  # tasks on a study: its scope is checked first
+# tasks on a study: its scope is checked first
+STUDY_TASKS = ("report", "ask", "choose", "diagnose", "ground", "ground_answer", "ground_label")
 
 
 class EngineError(RuntimeError):
@@ -113,6 +114,9 @@ class ReportResult:
     # report) and where the text contradicts itself or that diagnosis (napari_radreport/consistency.py).
     diagnosis: dict[str, float] = field(default_factory=dict)
     conflicts: list[Conflict] = field(default_factory=list)
+    # The question each section answered (section name -> question; the first region's for regional
+    # Findings): what grounding scores the section's sentences against.
+    questions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Engine:
         # A study outside the model's scope is refused (OutOfScope) unless this is set; its verdict is then
         # reported (a ScopeChecked event) and attached to the result either way.
         self.allow_out_of_scope = False
+        self._grounder = None  # grounding/run.py's Grounder for the loaded model (its heatmap cache)
 
     # -- model ----------------------------------------------------------------------------
     @property
@@ -213,6 +218,7 @@ class Engine:
             self.runner.loaded.model = None
             self.runner = None
             self.info = None
+            self._grounder = None
             release_memory()
 
     # -- tasks ----------------------------------------------------------------------------
@@ -242,27 +248,12 @@ class Engine:
     def _report(self, study, *, sections=prompts.SECTIONS, regions=None,
                 settings: GenerationSettings | None = None, indication: str = "",
                 on_event: EventCallback = ignore, stop=None) -> ReportResult:
-        from napari_radreport.modeling.scope import study_modality
-
-        runner, spec = self._runner(), self._spec()
+        runner = self._runner()
         settings = settings or GenerationSettings()
-        positives, found = None, {}
-        if spec.report_guidance == "diagnosis":
-            try:
-                found = self._diagnose(study, on_event=on_event, stop=stop)
-            except InterruptedError:
-                return ReportResult("", [], "stopped", {})
-            positives = [label for label in self.info.labels if found[label] >= prompts.DIAGNOSIS_THRESHOLD]
-        # a model that reads several kinds of study ("ct+xray") is asked about the kind on screen
-        modality = runner.family.modality if "+" not in runner.family.modality else study_modality(study)
-        parts: list[tuple[str, str | None, str]] = []
-        for section in sections:
-            for region in (regions or [None]) if section == "findings" else [None]:
-                question = prompts.section_prompt(spec.tasks, section, modality, region)
-                if positives is not None:
-                    question = prompts.guided_section_prompt(question, positives)
-                question = prompts.with_indication(spec.indication_template, question, indication)
-                parts.append((section, region, question))
+        try:
+            parts, found = self._report_parts(study, sections, regions, indication, on_event, stop)
+        except InterruptedError:
+            return ReportResult("", [], "stopped", {})
         done: list[tuple[str, str]] = []
         text = ""
         timings: dict[str, float] = {}
@@ -282,7 +273,35 @@ class Engine:
             timings = {**(timings or finished.timings), "total_s": total}  # first section's split, total sum
             if reason == "stopped":
                 break
-        return self._checked(ReportResult(text, done, reason, timings), study, found, on_event, stop)
+        questions: dict[str, str] = {}
+        for section, _region, question in parts:
+            questions.setdefault(section, question)
+        result = ReportResult(text, done, reason, timings, questions=questions)
+        return self._checked(result, study, found, on_event, stop)
+
+    def _report_parts(self, study, sections=prompts.SECTIONS, regions=None, indication: str = "",
+                      on_event: EventCallback = ignore, stop=None
+                      ) -> tuple[list[tuple[str, str | None, str]], dict[str, float]]:
+        """The (section, region, question) a report asks in order, and the model's diagnosis when its reports
+        are guided by it (asked first; InterruptedError when stopped during it)."""
+        from napari_radreport.modeling.scope import study_modality
+
+        runner, spec = self._runner(), self._spec()
+        positives, found = None, {}
+        if spec.report_guidance == "diagnosis":
+            found = self._diagnose(study, on_event=on_event, stop=stop)
+            positives = [label for label in self.info.labels if found[label] >= prompts.DIAGNOSIS_THRESHOLD]
+        # a model that reads several kinds of study ("ct+xray") is asked about the kind on screen
+        modality = runner.family.modality if "+" not in runner.family.modality else study_modality(study)
+        parts: list[tuple[str, str | None, str]] = []
+        for section in sections:
+            for region in (regions or [None]) if section == "findings" else [None]:
+                question = prompts.section_prompt(spec.tasks, section, modality, region)
+                if positives is not None:
+                    question = prompts.guided_section_prompt(question, positives)
+                question = prompts.with_indication(spec.indication_template, question, indication)
+                parts.append((section, region, question))
+        return parts, found
 
     def _checked(self, result: ReportResult, study, found: dict[str, float], on_event: EventCallback,
                  stop) -> ReportResult:
@@ -369,8 +388,51 @@ class Engine:
             raise EngineError(f"the tokenizer has no token for {word!r}")
         return sorted(ids)
 
+    # -- grounding (grounding/run.py) ----------------------------------------------------------------
+    def _grounding(self, method: str):
+        from napari_radreport.grounding.run import Grounder
+
+        grounder = self._grounder
+        if grounder is None or grounder.method != method or grounder.runner is not self.runner:
+            self._grounder = Grounder(self._runner(), method)
+        return self._grounder
+
+    def _ground(self, study, text: str, *, questions: dict[str, str] | None = None,
+                method: str = "gradient_x_input", indication: str = "", on_event: EventCallback = ignore,
+                stop=None) -> list:
+        """Every sentence of a report's ``text`` (``GroundedSentence``), those of its Findings and Impression
+        that state a finding located in the study. ``questions`` (section -> question, a ReportResult's) are
+        what the sections answered; without them they are asked as a report would ask them now."""
+        from napari_radreport.grounding.run import ground_report
+
+        if questions is None:
+            parts, _found = self._report_parts(study, indication=indication, on_event=on_event, stop=stop)
+            questions = {}
+            for section, _region, question in parts:
+                questions.setdefault(section, question)
+        return ground_report(self._grounding(method), study, text, questions, on_event, self._adapter_for)
+
+    def _ground_answer(self, study, question: str, answer: str, *, history=(),
+                       method: str = "gradient_x_input", on_event: EventCallback = ignore, stop=None) -> list:
+        """Every sentence of a chat answer, those stating a finding located."""
+        from napari_radreport.grounding.run import ground_answer
+
+        self._adapter_for("vqa")
+        return ground_answer(self._grounding(method), study, question.strip(), answer, history, on_event)
+
+    def _ground_label(self, study, label: str, *, method: str = "gradient_x_input",
+                      on_event: EventCallback = ignore, stop=None):
+        """Where the model's "Yes" to its diagnosis question for ``label`` comes from (a Findings row)."""
+        from napari_radreport.grounding.run import ground_label
+
+        (label,) = self._declared([label])
+        self._adapter_for("vqa")
+        question = prompts.diagnosis_prompt(self._spec().tasks, label)
+        return ground_label(self._grounding(method), study, label, question, on_event)
+
     # -- running --------------------------------------------------------------------------
-    TASKS = ("load", "unload", "report", "ask", "choose", "diagnose")
+    TASKS = ("load", "unload", "report", "ask", "choose", "diagnose", "ground", "ground_answer",
+             "ground_label")
 
     def _guarded(self, name: str) -> Callable[..., Any]:
         method = getattr(self, "_" + name)
@@ -468,6 +530,15 @@ class Engine:
 
     def diagnose(self, study, labels=None, **kwargs: Any) -> dict[str, float]:
         return self.run("diagnose", study, labels, **kwargs)
+
+    def ground(self, study, text: str, **kwargs: Any) -> list:
+        return self.run("ground", study, text, **kwargs)
+
+    def ground_answer(self, study, question: str, answer: str, **kwargs: Any) -> list:
+        return self.run("ground_answer", study, question, answer, **kwargs)
+
+    def ground_label(self, study, label: str, **kwargs: Any):
+        return self.run("ground_label", study, label, **kwargs)
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop a running job and end the engine's thread once it is done (a later task starts a new one);

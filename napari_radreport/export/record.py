@@ -102,6 +102,8 @@ class ReportRecord:
     stop_reason: str = ""  # how the generation ended: "eos", "length", one of INCOMPLETE, "" unknown
     include_paths: bool = False  # keep the source paths in the JSON export (radreport report --include-paths)
     diagnosis: dict[str, float] = field(default_factory=dict)  # the model's own, label -> P(yes)
+    # where the draft's sentences were located (GroundedSentence.as_dict of each; empty: never grounded)
+    grounding: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def conflicts(self) -> list[Conflict]:
@@ -133,4 +135,11 @@ class ReportRecord:
                 "study": self.study.as_dict(include_paths=self.include_paths),
                 "provenance": self.provenance.as_dict(), "include_paths": self.include_paths,
                 "scope": self.provenance.scope or None, "diagnosis": self.diagnosis,
-                "conflicts": [c.as_dict() for c in self.conflicts]}
+                "conflicts": [c.as_dict() for c in self.conflicts], "sentences": self.sentences}
+
+    @property
+    def sentences(self) -> list[dict[str, Any]]:
+        """The final text's Findings and Impression sentences with their locations (grounding/matching.py)."""
+        from napari_radreport.grounding.matching import export_sentences
+
+        return export_sentences(self.final_text, self.grounding)

@@ -1,0 +1,53 @@
+"""Model-agnostic grounding: how much each input voxel moved the probability of a sentence's tokens.
+
+For a prompt (image + question) followed by an answer, one forward pass from the pixels (not the cached
+features) and one backward pass per sentence give d log P(sentence tokens | everything before) / d pixels.
+``gradient_x_input`` keeps the part of gradient x input that speaks for the sentence (positive), which is
+zero where the input is zero (air in a [0, 1] window); ``saliency`` keeps the gradient's magnitude. Either
+goes through every part of the model (language model, perceiver, encoder) whatever their kind, so it works
+for any model whose pixels come from our processor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+METHODS = ("gradient_x_input", "saliency")
+
+
+def sentence_token_groups(offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
+                          first: int) -> list[list[int]]:
+    """For each character span of the answer, the positions (in the whole prompt + answer) of the answer
+    tokens that overlap it; ``first`` is the position of the answer's first token."""
+    return [[first + i for i, (a, b) in enumerate(offsets) if b > start and a < end]
+            for start, end in spans]
+
+
+def attribute(model, pixels: torch.Tensor, ids: list[int], groups: list[list[int]],
+              method: str = "gradient_x_input") -> list[np.ndarray]:
+    """One heatmap per group of token positions, on the model's input grid (pixels' spatial shape, channels
+    summed), not normalised. A group's objective is the sum of its tokens' log-probabilities."""
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    pixels = pixels.detach().to(device=device, dtype=dtype).requires_grad_(True)
+    input_ids = torch.as_tensor(ids, device=device).reshape(1, -1)
+    maps: list[np.ndarray] = []
+    with torch.enable_grad():
+        logits = model(input_ids=input_ids, pixel_values=pixels, use_cache=False).logits[0]
+        logprobs = logits[:-1].float().log_softmax(-1)
+        token_logprobs = logprobs.gather(-1, input_ids[0, 1:, None])[:, 0]  # [t - 1]: log P(ids[t])
+        for n, group in enumerate(groups):
+            if not group:
+                maps.append(np.zeros(pixels.shape[2:], dtype=np.float32))
+                continue
+            objective = token_logprobs[torch.as_tensor(group, device=device) - 1].sum()
+            (gradient,) = torch.autograd.grad(objective, pixels, retain_graph=n < len(groups) - 1)
+            if method == "gradient_x_input":
+                heat = (gradient * pixels.detach()).sum(1)[0].clamp_min(0)
+            else:
+                heat = gradient.abs().sum(1)[0]
+            maps.append(heat.float().cpu().numpy())
+    return maps

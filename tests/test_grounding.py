@@ -1,0 +1,231 @@
+"""Grounding: the model grid's geometry against the processor, sentence spans and tokens, locations from
+heatmaps, and the engine's ``ground`` tasks on the demo model and on phantoms it never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_radreport.grounding.attribution import sentence_token_groups
+from napari_radreport.grounding.geometry import ModelGrid
+from napari_radreport.grounding.locate import location_from_heatmap
+from napari_radreport.grounding.sentences import report_sentences
+from napari_radreport.io.study import ImageData, Study
+from napari_radreport.modeling.processor import Preprocess, patient_to_pixel_index
+
+
+def _oblique_axes_study(shape=(18, 10, 14), spacing=(2.5, 1.0, 1.5)) -> Study:
+    direction = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # axis 0 -> S, 1 -> -P, 2 -> L
+    image = ImageData(array=np.zeros(shape, np.float32), spacing=spacing, modality="CT",
+                      origin=(-10.0, 25.0, -30.0), direction=direction)
+    return Study(kind="ct", images=[image])
+
+
+SPECS = [Preprocess(target_shape=(40, 12, 20), spacing_mm=(2.0, 1.25, 1.25), resize="crop_or_pad"),
+         Preprocess(target_shape=(16, 6, 9), spacing_mm=(2.0, 1.25, 1.25), resize="crop_or_pad"),
+         Preprocess(target_shape=(16, 12, 9), spacing_mm=(2.0, 1.25, 1.25), resize="resize"),
+         Preprocess(target_shape=(16, 12, 9), resize="resize")]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_model_grid_is_the_processor_geometry_and_inverts_it(spec):
+    study = _oblique_axes_study()
+    grid = ModelGrid.of(study, spec)
+    rng = np.random.default_rng(0)
+    for index in rng.uniform(-1, 12, size=(20, 3)):
+        model = patient_to_pixel_index(study, spec, study.image.index_to_patient(index))
+        np.testing.assert_allclose(grid.matrix @ index + grid.offset, model, atol=1e-9)
+        np.testing.assert_allclose(grid.study_index(model), index, atol=1e-9)
+        np.testing.assert_allclose(grid.patient(index), study.image.index_to_patient(index), atol=1e-9)
+
+
+def test_ct_rate_preprocessing_inverts_on_a_real_nifti(abdomen_nifti):
+    from napari_radreport import load_study
+
+    study = load_study(abdomen_nifti)
+    spec = Preprocess(target_shape=(120, 160, 160), spacing_mm=(3.0, 2.0, 2.0), intensity="ct_rate",
+                      hu_window=(-1000.0, 1000.0), resize="crop_or_pad")
+    grid = ModelGrid.of(study, spec)
+    for index in ((0, 0, 0), (60.5, 50.0, 11.0), (121, 100, 111)):
+        model = patient_to_pixel_index(study, spec, study.image.index_to_patient(index))
+        np.testing.assert_allclose(grid.study_index(model), index, atol=1e-6)
+    # CT-RATE reorders the axes (k, i, j): the map is a permutation, not a diagonal
+    diagonal = np.diag(np.diag(grid.matrix))
+    assert np.count_nonzero(np.abs(grid.matrix) > 1e-9) == 3 and not np.allclose(diagonal, grid.matrix)
+
+
+def test_padding_is_outside_the_field_of_view_and_a_hot_voxel_lands_on_its_study_voxel():
+    study = _oblique_axes_study()
+    spec = SPECS[0]  # pads along axes 1 and 2 (10 x 1.0 mm -> 8 voxels of 1.25 in 12)
+    grid = ModelGrid.of(study, spec)
+    inside = grid.field_of_view()
+    assert not inside[:, 0].any() and not inside[:, -1].any() and inside[20, 6, 10]
+    heat = np.zeros(spec.target_shape, np.float32)
+    heat[20, 6, 10] = 1.0
+    where = grid.study_index((20, 6, 10))
+    on_study = grid.to_study(heat)
+    assert np.unravel_index(np.argmax(on_study), on_study.shape) == tuple(np.round(where).astype(int))
+
+
+def test_a_heatmap_peak_becomes_the_patient_position_it_came_from():
+    study = _oblique_axes_study(shape=(30, 40, 40), spacing=(2.0, 1.0, 1.0))
+    spec = Preprocess(target_shape=(32, 32, 32), spacing_mm=(2.0, 1.25, 1.25), resize="crop_or_pad")
+    grid = ModelGrid.of(study, spec)
+    target = study.image.index_to_patient((12.0, 21.0, 9.0))
+    at = np.round(patient_to_pixel_index(study, spec, target)).astype(int)
+    heat = np.zeros(spec.target_shape, np.float32)
+    heat[tuple(at)] = 5.0
+    location = location_from_heatmap(heat, grid, "test")
+    assert np.linalg.norm(np.asarray(location.peak_lps_mm) - target) < 1.0  # within a model voxel
+    low, high = (np.asarray(c) for c in location.box_lps_mm)
+    assert np.all(low <= location.peak_lps_mm) and np.all(location.peak_lps_mm <= high)
+    assert location.mask.shape == study.array.shape and location.mask.any()
+    assert location_from_heatmap(np.zeros(spec.target_shape), grid, "test") is None
+
+
+def test_sentences_that_state_a_finding_are_the_ones_grounded():
+    text = ("Findings:\nThere is a 12 mm nodule in the right upper lobe. No pleural effusion. The heart is "
+            "normal in size.\n\nImpression:\nPossible consolidation in the left lower lobe.")
+    sentences = report_sentences(text)
+    assert [(s.section, s.finding) for s in sentences] == [
+        ("findings", "nodule"), ("findings", None), ("findings", None), ("impression", "consolidation")]
+    assert all(text[s.start:s.end] == s.text for s in sentences)
+
+
+def test_a_sentence_owns_the_tokens_that_overlap_it():
+    offsets = [(0, 5), (5, 8), (8, 9), (9, 15), (15, 16)]  # "There is. Big." -> ...
+    assert sentence_token_groups(offsets, [(0, 9), (10, 16)], first=100) == [[100, 101, 102], [103, 104]]
+
+
+# -- the engine, on the demo model --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_engine():
+    from napari_radreport.engine import Engine, default_model
+
+    if default_model() is None:
+        pytest.skip("this checkout has no napari_radreport/demo_model")
+    engine = Engine()
+    engine.load()
+    yield engine
+    engine.shutdown()
+
+
+def _phantom(tmp_path, index: int):
+    from napari_radreport import load_study
+    from napari_radreport.data.phantoms.generate import phantom_record, write_nifti
+
+    record, volume = phantom_record(index, 0, "test")
+    path = tmp_path / f"phantom-{index}.nii.gz"
+    write_nifti(path, volume)
+    return record, load_study(path)
+
+
+def test_the_demo_model_grounds_a_nodule_sentence_at_the_nodule(demo_engine, tmp_path):
+    record, study = _phantom(tmp_path, 2162)  # held out: a test phantom of the demo model's seed
+    (centre,) = record.positions["Lung nodule"]
+    text = "Findings:\nLeft upper lobe nodule measuring 10 mm. No pleural effusion."
+    sentences = demo_engine.ground(study, text)
+    nodule, denial = sentences
+    assert nodule.finding == "nodule" and denial.location is None and denial.finding is None
+    assert nodule.location.method == "attribution:gradient_x_input"
+    assert np.linalg.norm(np.asarray(nodule.location.peak_lps_mm) - centre) < 15.0
+    assert nodule.as_dict()["location"]["peak_lps_mm"] == [round(v, 2) for v in nodule.location.peak_lps_mm]
+    grounder = demo_engine._grounder
+    cached = len(grounder._cache)
+    again = demo_engine.ground(study, text)
+    assert len(grounder._cache) == cached and again[0].location.peak_lps_mm == nodule.location.peak_lps_mm
+
+
+def test_a_report_result_carries_its_questions_and_grounds_with_them(demo_engine, tmp_path):
+    _record, study = _phantom(tmp_path, 2168)
+    result = demo_engine.report(study)
+    assert set(result.questions) == {"findings", "impression"}
+    assert "Abnormalities:" in result.questions["findings"]  # the demo model's reports are guided
+    sentences = demo_engine.ground(study, result.text, questions=result.questions)
+    stated = [s for s in sentences if s.finding]
+    assert stated and all(s.location is not None for s in stated)
+
+
+def test_a_chat_answer_and_a_diagnosis_label_are_grounded(demo_engine, tmp_path):
+    record, study = _phantom(tmp_path, 2168)
+    (centre,) = record.positions["Lung nodule"]
+    answer = "A 26 mm right upper lobe nodule."
+    (sentence,) = demo_engine.ground_answer(study, "Is there a lung nodule?", answer)
+    assert sentence.section == "answer" and sentence.finding == "nodule" and sentence.location is not None
+    row = demo_engine.ground_label(study, "Lung nodule")
+    assert row.finding == "nodule" and np.linalg.norm(np.asarray(row.location.peak_lps_mm) - centre) < 15.0
+
+
+def test_a_radiograph_model_says_it_cannot_ground(tiny_xray_model, shared_data):
+    from napari_radreport import load_study
+    from napari_radreport.engine import Engine
+
+    engine = Engine()
+    engine.allow_out_of_scope = True
+    engine.load(tiny_xray_model)
+    study = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
+    with pytest.raises(ValueError, match="radiographs are not located yet"):
+        engine.ground_answer(study, "Is the heart enlarged?", "The heart is enlarged.")
+    engine.shutdown()
+
+
+# -- exports ---------------------------------------------------------------------------------------------
+def test_the_json_export_carries_each_sentence_and_an_edited_one_loses_its_location(tmp_path):
+    import json
+
+    from napari_radreport.export import ReportRecord, export_report
+
+    location = {"method": "attribution:gradient_x_input", "peak_lps_mm": [1.0, 2.0, 3.0],
+                "box_lps_mm": [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]}
+    grounded = [{"section": "findings", "text": "A 12 mm nodule in the right upper lobe.", "finding": "nodule",
+                 "location": location},
+                {"section": "findings", "text": "Consolidation in the left lower lobe.",
+                 "finding": "consolidation", "location": location}]
+    text = ("INDICATION:\nCough.\n\nFINDINGS:\nA 12 mm  nodule in the right upper lobe. Consolidation in the "
+            "right lower lobe. No effusion.\n\nIMPRESSION:\nNodule.")
+    record = ReportRecord(final_text=text, ai_draft=text, grounding=grounded)
+    written = export_report(record, tmp_path / "report.json")
+    sentences = json.loads(written.read_text())["sentences"]
+    assert [(s["section"], s["finding"]) for s in sentences] == [
+        ("findings", "nodule"), ("findings", "consolidation"), ("findings", None), ("impression", "nodule")]
+    assert sentences[0]["location"] == location  # white space aside, the same sentence
+    assert sentences[1]["location"] is None and sentences[1]["why_none"] == "written or edited after grounding"
+    assert sentences[2]["location"] is None and "why_none" not in sentences[2]
+    never = ReportRecord(final_text=text).as_dict()["sentences"]
+    assert never[0]["location"] is None and never[0]["why_none"] == "not grounded"
+
+
+def test_a_draft_keeps_its_grounding_through_saving_and_history(tmp_path):
+    from napari_radreport.drafts import Draft, DraftStore
+
+    store = DraftStore(tmp_path)
+    draft = Draft("study-1", ai_draft="Findings:\nNodule.", text="Findings:\nNodule.",
+                  grounding=[{"section": "findings", "text": "Nodule.", "finding": "nodule", "location": None}],
+                  questions={"findings": "Describe the findings."})
+    store.save(draft)
+    loaded = store.load("study-1")
+    assert loaded.grounding == draft.grounding and loaded.questions == draft.questions
+    loaded.start_new_ai_draft({})
+    assert loaded.grounding == [] and loaded.previous[-1].grounding == draft.grounding
+    loaded.restore(0)
+    assert loaded.grounding == draft.grounding
+
+
+def test_report_ground_prints_each_location_and_writes_them(tmp_path, capsys):
+    import json
+
+    from napari_radreport.cli import main
+    from napari_radreport.data.phantoms.generate import phantom_record, write_nifti
+    from napari_radreport.engine import default_model
+
+    if default_model() is None:
+        pytest.skip("this checkout has no napari_radreport/demo_model")
+    _record, volume = phantom_record(2168, 0, "test")
+    write_nifti(tmp_path / "p.nii.gz", volume)
+    out = tmp_path / "report.json"
+    assert main(["report", str(tmp_path / "p.nii.gz"), "--ground", "--out", str(out)]) == 0
+    printed = capsys.readouterr().err
+    sentences = json.loads(out.read_text())["sentences"]
+    located = [s for s in sentences if s["location"]]
+    assert located and all(s["finding"] for s in located)
+    assert f"radreport: findings: {located[0]['text']!r}: peak at LPS (" in printed
