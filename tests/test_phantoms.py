@@ -1,9 +1,11 @@
 """Synthetic phantoms: reproducible volumes that show their findings where the report says, reports and
-answers that read back to the truth, and the manifest that carries them."""
+answers that read back to the truth, the finding masks beside them, and the manifest that carries them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +62,81 @@ def test_phantoms_are_reproducible_and_differ_between_indices():
     _, vc = phantom_record(8, seed=11, split="train")
     assert a.to_json() == b.to_json() and np.array_equal(va, vb)
     assert not np.array_equal(va, vc)
+
+
+def test_masks_leave_each_phantom_byte_identical():
+    """Phantom 2 of seed 5 (nodule, consolidation, pericardial effusion...) is, volume and texts, what it was
+    before the masks existed; the volume with labels is the volume without."""
+    record, volume = phantom_record(2, seed=5, split="train")
+    fields = record.to_json()
+    assert fields.pop("masks")["path"] == "masks/phantom-00002.nii.gz"
+    assert hashlib.sha256(np.round(volume).astype(np.int16).tobytes()).hexdigest()[:16] == "57f581b300df19b4"
+    assert hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16] == "510410d925b3a2e4"
+    truth = anatomy.Findings(nodule=("left", "upper", 12), effusion="bilateral", pericardial_effusion=True)
+    alone = anatomy.phantom_volume(truth, np.random.default_rng(4))
+    truth.extras.clear()
+    with_labels, labels = anatomy.phantom_volume_and_labels(truth, np.random.default_rng(4))
+    assert np.array_equal(alone, with_labels) and labels.shape == alone.shape and labels.dtype == np.uint8
+
+
+def test_label_map_marks_each_regional_finding_where_it_is_drawn():
+    truth = anatomy.Findings(nodule=("right", "lower", 22), effusion="bilateral",
+                             consolidation=("left", "upper"), pericardial_effusion=True, cardiomegaly=True,
+                             emphysema=True)
+    phantom = anatomy.Phantom(truth, np.random.default_rng(8))
+    volume, labels, values = phantom.build(), phantom.labels, anatomy.MASK_LABELS
+    assert set(np.unique(labels)) == {0, *values.values()}  # cardiomegaly and emphysema are no region
+
+    def median_hu(name: str) -> float:
+        return float(np.median(volume[labels == values[name]]))
+
+    assert abs(median_hu("Lung nodule") - anatomy.HU["nodule"]) < 20
+    assert abs(median_hu("Consolidation") - anatomy.HU["consolidation"]) < 20
+    for name in ("Pleural effusion (right)", "Pleural effusion (left)", "Pericardial effusion"):
+        assert abs(median_hu(name) - anatomy.HU["fluid"]) < 20, name
+    centre = truth.extras["centres_mm"]["nodule"]
+    index = tuple(int(np.argmin(np.abs(axis - c))) for axis, c in
+                  zip([phantom.z[:, 0, 0], phantom.y[0, :, 0], phantom.x[0, 0, :]], centre))
+    assert labels[index] == values["Lung nodule"]
+    assert (phantom.x[labels == values["Pleural effusion (right)"]] < 0).all()  # x grows to the left
+    assert (phantom.x[labels == values["Pleural effusion (left)"]] > 0).all()
+    heart = anatomy._ellipsoid(phantom.z, phantom.y, phantom.x, phantom.heart_centre, phantom.heart_radii)
+    pericardium = labels == values["Pericardial effusion"]
+    assert pericardium.sum() > 100 and (heart[pericardium] > 1.0).all() and (heart[pericardium] <= 1.45).all()
+    bone = np.abs(volume - anatomy.HU["bone"]) < 60
+    assert not (bone & (labels > 0)).any()  # anatomy painted over a finding clears its label
+
+
+def test_written_masks_read_back_on_the_volume_grid_around_the_findings(tmp_path):
+    from napari_radreport.io import load_study
+
+    records = read_manifest(write_phantoms(tmp_path, 12, seed=5, val=0.0, test=0.0))
+    names = {"Lung nodule": "nodule", "Consolidation": "consolidation", "Pericardial effusion":
+             "pericardial_effusion"}
+    found = {"Lung nodule": 0, "Consolidation": 0, "boxes": 0}
+    for record in records:
+        image = load_study(record.image_paths()[0]).image
+        labels = load_study(record.mask_path()).image  # the project's reader, as for the volume
+        assert labels.array.shape == image.array.shape and labels.orientation == ("I", "P", "L")
+        assert np.allclose(labels.origin, image.origin) and np.allclose(labels.direction, image.direction)
+        assert labels.spacing == pytest.approx(image.spacing)
+        truth = reports.read_findings(record.impression)
+        sides = {"bilateral": ("right", "left"), None: ()}.get(truth.effusion, (truth.effusion,))
+        expected = {name for name, attribute in names.items() if getattr(truth, attribute)}
+        expected |= {f"Pleural effusion ({side})" for side in sides}
+        table = record.masks.get("labels", {})
+        assert set(table) == expected and set(record.masks.get("boxes", {})) == expected, record.id
+        for label, points in record.positions.items():  # each centre lies inside its finding's mask
+            index = tuple(np.round(image.patient_to_index(points[0])).astype(int))
+            assert labels.array[index] == table[label], (record.id, label)
+            found[label] += 1
+        for name, value in table.items():  # each box spans its mask's voxels to their outer faces
+            where = np.argwhere(labels.array == value)
+            ends = image.index_to_patient(where.min(0) - 0.5), image.index_to_patient(where.max(0) + 0.5)
+            box = np.asarray(record.masks["boxes"][name])
+            assert np.allclose(box, [np.minimum(*ends), np.maximum(*ends)], atol=1e-6), (record.id, name)
+            found["boxes"] += 1
+    assert min(found.values()) >= 2 and found["boxes"] >= 10, found
 
 
 def test_findings_are_drawn_where_the_report_puts_them():
@@ -188,4 +265,40 @@ def test_manifest_errors_name_the_line_and_field(tmp_path):
         bad.write_text(path.read_text() + line + "\n")
         with pytest.raises(ManifestError,
                            match="bad.jsonl:2: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+            read_manifest(bad)
+
+
+def test_manifest_masks_are_checked(tmp_path):
+    labels = {"path": "masks/a.nii.gz", "labels": {"Lung nodule": 1, "Pleural effusion (right)": 3},
+              "boxes": {"Lung nodule": [[-1, -2, -3], [4, 5, 6]]}}
+    channels = {"path": "/data/seg/b.nii.gz", "layout": "channels", "flip_axes": [1, 0],
+                "sentences": [{"text": "Right lower lobe nodule", "channel": 0, "category": "2d"}]}
+    path = write_manifest(tmp_path / "m.jsonl", [ManifestRecord(id="a", modality="ct", images=["a.nii.gz"],
+                                                                masks=labels),
+                                                 ManifestRecord(id="b", modality="ct", images=["b.nii.gz"],
+                                                                masks=channels)])
+    a, b = read_manifest(path)
+    assert a.masks["boxes"]["Lung nodule"] == [[-1.0, -2.0, -3.0], [4.0, 5.0, 6.0]]
+    assert a.mask_path() == tmp_path / "masks/a.nii.gz" and "layout" not in a.masks  # the default left out
+    assert b.masks["flip_axes"] == [0, 1] and b.mask_path() == Path("/data/seg/b.nii.gz")
+    assert ManifestRecord(id="c", modality="ct", images=["c"]).mask_path() is None
+    cases = {
+        '"masks": {"labels": {"Lung nodule": 1}}': "'path'",
+        '"masks": {"path": "m", "colour": 1}': "unknown field\\(s\\) colour",
+        '"masks": {"path": "m", "layout": "rle"}': "'layout' must be one of",
+        '"masks": {"path": "m", "labels": {"Lung nodule": 0}}': "integers >= 1",
+        '"masks": {"path": "m", "labels": {"A": 1}, "boxes": {"B": [[0, 0, 0], [1, 1, 1]]}}':
+            "names of 'labels'",
+        '"masks": {"path": "m", "labels": {"A": 1}, "boxes": {"A": [[2, 0, 0], [1, 1, 1]]}}':
+            "min corner beyond",
+        '"masks": {"path": "m", "layout": "channels", "sentences": [{"text": "x", "label": 1}]}':
+            "needs 'channel'",
+        '"masks": {"path": "m", "sentences": [{"text": "", "label": 1}]}': "non-empty 'text'",
+        '"masks": {"path": "m", "flip_axes": [0]}': "channels layout only",
+        '"masks": {"path": "m", "layout": "channels", "labels": {"A": 1}}': "belongs to the labels layout",
+    }
+    for fields, message in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"id": "x", "modality": "ct", "images": ["x"], ' + fields + "}\n")
+        with pytest.raises(ManifestError, match="bad.jsonl:1: .*" + message):
             read_manifest(bad)

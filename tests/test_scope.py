@@ -51,7 +51,7 @@ def test_a_synthetic_phantom_is_chest_by_its_image_and_within_the_demo_models_sc
     from napari_radreport.data.phantoms.generate import write_phantoms
 
     write_phantoms(tmp_path, 1, seed=3)
-    study = load_study(next(tmp_path.rglob("*.nii.gz")))
+    study = load_study(tmp_path / "volumes" / "phantom-00000.nii.gz")
     assert body_regions(study).regions[0] == "chest"
     verdict = scope_verdict(ModelScope.parse(DEMO, "ct"), study)  # the phantom's header carries its mark
     assert verdict.in_scope and not verdict.reasons and verdict.model_data.endswith("CT phantoms")
@@ -98,7 +98,7 @@ def test_the_engine_refuses_a_real_scan_for_the_demo_model_unless_allowed(chest_
     from napari_radreport.engine import Engine, GenerationSettings, OutOfScope, ScopeChecked
 
     write_phantoms(tmp_path, 1, seed=4)
-    phantom, real = load_study(next(tmp_path.rglob("*.nii.gz"))), load_study(chest_series)
+    phantom, real = load_study(tmp_path / "volumes" / "phantom-00000.nii.gz"), load_study(chest_series)
     engine, events = Engine(), []
     settings = GenerationSettings(max_new_tokens=4)
     try:

@@ -9,6 +9,10 @@
 - ``diagnosis`` (E3D-GPT's abnormality table): per-label and macro balanced accuracy, precision, recall,
   F1, AUROC.
 
+``grounding`` runs a model instead of reading predictions: ``iter_grounding_cases`` grounds each study's
+report (the model's own, or the record's reference sentences) with ``Engine.ground`` and pairs it with the
+record's truth; ``evaluation/grounding.py`` scores it.
+
 Model-based metrics take local weights (:class:`ModelPaths`); without them they are reported as not
 computed, with the message saying what to give.
 """
@@ -24,6 +28,8 @@ from napari_radreport.evaluation.scoring import Block, MetricFactory
 
 PRESETS = ("rrg24", "m3d", "amos-mm", "diagnosis")
 DEFAULT_SECTIONS = {"rrg24": ("findings", "impression"), "m3d": ("findings",)}
+GROUNDING_TEXTS = ("generated", "reference")  # what the grounding preset grounds: the model's report, or the
+# record's own text (its mask sentences when it has them, else its Findings and Impression)
 
 
 @dataclass(frozen=True)
@@ -172,3 +178,63 @@ def diagnosis_block(records: Sequence[ManifestRecord], predictions: Mapping[str,
     if failed:
         block.skipped["prediction failed"] = len(failed)
     return block
+
+
+class GroundingUnavailable(RuntimeError):
+    """The engine has no ``ground`` task (yet)."""
+
+
+def require_grounding(engine) -> None:
+    """Refuse, in one line, an engine (or engine class) that cannot ground."""
+    if not callable(getattr(engine, "ground", None)):
+        raise GroundingUnavailable("this engine cannot ground yet (napari_radreport.engine.Engine has no "
+                                   "ground task)")
+
+
+def reference_text(record: ManifestRecord) -> str:
+    """The text the grounding preset grounds with ``text="reference"``: the record's mask sentences, one per
+    sentence, else its Findings and Impression under their headings."""
+    sentences = record.masks.get("sentences", []) if record.masks else []
+    if sentences:
+        return " ".join(s["text"].strip() + ("" if s["text"].strip()[-1:] in ".!?" else ".")
+                        for s in sentences)
+    parts = [f"Findings: {record.findings.strip()}" if record.findings.strip() else "",
+             f"Impression: {record.impression.strip()}" if record.impression.strip() else ""]
+    return "\n".join(part for part in parts if part)
+
+
+def iter_grounding_cases(engine, records: Sequence[ManifestRecord], *,
+                         methods: Sequence[str | None] = (None,), text: str = "generated", on_text=None):
+    """For each record and method, a ``GroundingCase``: the study's report grounded with ``engine.ground``
+    (its ``as_dict`` sentences and study-grid masks) beside the record's truth. One study at a time, so that
+    the caller can score and drop the masks before the next one. A method of None is the engine's default,
+    named in the case after the method its first location gives."""
+    from napari_radreport.data.studies import read_record_study
+    from napari_radreport.evaluation.grounding import GroundingCase, truth_from_record
+
+    require_grounding(engine)
+    if text not in GROUNDING_TEXTS:
+        raise ValueError(f"text must be one of {', '.join(GROUNDING_TEXTS)}, got {text!r}")
+    for record in records:
+        study = read_record_study(record)
+        truth = truth_from_record(record, study)
+        options: dict = {}
+        if text == "generated":
+            report = engine.report(study, sections=("findings", "impression"))
+            source = report.text
+            if getattr(report, "questions", None):  # what each section answered, for the attribution
+                options["questions"] = report.questions
+        else:
+            source = reference_text(record)
+        if on_text is not None:
+            on_text(record.id, source)
+        for method in methods:
+            try:
+                grounded = engine.ground(study, source, **options, **({} if method is None else
+                                                                        {"method": method}))
+            except NotImplementedError as exc:
+                raise GroundingUnavailable(f"this engine cannot ground yet ({exc})") from exc
+            sentences = [g.as_dict() for g in grounded]
+            named = next((s["location"]["method"] for s in sentences if s.get("location")), "default")
+            yield GroundingCase(record.id, truth, sentences, [getattr(g, "mask", None) for g in grounded],
+                                method or named)

@@ -4,6 +4,11 @@ them.
 The array is in the project's canonical display order (axis 0 superior -> inferior, 1 anterior -> posterior,
 2 patient right -> left; docs/conventions.md). Distances are in mm. A phantom is a caricature, not anatomy:
 it exists so that a model trained on it must read the image to name the findings.
+
+Beside the volume, ``Phantom.labels`` records where each regional finding was drawn (``MASK_LABELS``: one
+integer per finding, pleural effusion per side): a voxel carries the label of the finding painted there last,
+0 where anatomy was painted over it, so the mask is exactly the finding's visible voxels. Keeping it draws no
+random number, so a phantom's volume is the same with or without it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "lung": -860.0, "emphysema": 
       "consolidation": -40.0}
 LOBES = {"right": ("upper", "middle", "lower"), "left": ("upper", "lower")}
 NODULE_SIZES_MM = (8, 10, 12, 15, 18, 22, 26, 30)
+# Label map values of the findings drawn as regions (cardiomegaly and emphysema are not regions).
+MASK_LABELS = {"Lung nodule": 1, "Consolidation": 2, "Pleural effusion (right)": 3,
+               "Pleural effusion (left)": 4, "Pericardial effusion": 5}
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Phantom:
         self.findings, self.rng = findings, rng
         self.z, self.y, self.x = _grid()
         self.volume = np.full(SHAPE, HU["air"], dtype=np.float32)
+        self.labels = np.zeros(SHAPE, dtype=np.uint8)  # MASK_LABELS value of the finding drawn at each voxel
 
         def jitter(scale: float) -> float:
             return float(rng.normal(0, scale))
@@ -96,35 +105,42 @@ class Phantom:
                            (rz, self.lung_ry, self.lung_rx)) <= 1
         return shape & (self.z > self.lung_top + 5)
 
+    def paint(self, where: np.ndarray, hu: float, label: int = 0) -> None:
+        """Set ``where`` to ``hu`` and record what is drawn there (0: anatomy, else a ``MASK_LABELS``
+        value)."""
+        self.volume[where] = hu
+        self.labels[where] = label
+
     def build(self) -> np.ndarray:
-        f, v, (z, y, x) = self.findings, self.volume, (self.z, self.y, self.x)
+        f, (z, y, x) = self.findings, (self.z, self.y, self.x)
         ax, ay = self.body_radii
         body = (x / ax) ** 2 + (y / ay) ** 2
-        v[body <= 1] = HU["fat"]
-        v[body <= 0.85] = HU["soft"]
+        self.paint(body <= 1, HU["fat"])
+        self.paint(body <= 0.85, HU["soft"])
         self._ribs(body)
         heart = _ellipsoid(z, y, x, self.heart_centre, self.heart_radii)
         lungs = {side: self.lung_mask(side) & (heart > 1.25) for side in ("right", "left")}
         for mask in lungs.values():
-            v[mask] = HU["emphysema"] if f.emphysema else HU["lung"]
+            self.paint(mask, HU["emphysema"] if f.emphysema else HU["lung"])
         if f.emphysema:  # scattered bullae, upper-zone predominant
             holes = (self.rng.random(SHAPE) < 0.08) & (z < 0)
-            v[holes & (lungs["right"] | lungs["left"])] = HU["air"] + 10
+            self.paint(holes & (lungs["right"] | lungs["left"]), HU["air"] + 10)
         if f.pericardial_effusion:
-            v[heart <= 1.45] = HU["fluid"]
-        v[heart <= 1.0] = HU["myocardium"]
-        v[heart <= 0.55] = HU["blood"]
+            self.paint(heart <= 1.45, HU["fluid"], MASK_LABELS["Pericardial effusion"])
+        self.paint(heart <= 1.0, HU["myocardium"])
+        self.paint(heart <= 0.55, HU["blood"])
         aorta = (x - 25.0) ** 2 + (y - 55.0) ** 2 <= 12.0 ** 2
-        v[aorta & (body <= 0.85)] = HU["blood"]
+        self.paint(aorta & (body <= 0.85), HU["blood"])
         spine = x ** 2 + (y - 85.0) ** 2
-        v[spine <= 20.0 ** 2] = HU["cortex"]
-        v[spine <= 16.0 ** 2] = HU["bone"]
+        self.paint(spine <= 20.0 ** 2, HU["cortex"])
+        self.paint(spine <= 16.0 ** 2, HU["bone"])
         fluid = np.zeros(SHAPE, dtype=bool)
         if f.effusion:
             for side in (("right", "left") if f.effusion == "bilateral" else (f.effusion,)):
                 level = self.lung_y + self.lung_ry * float(self.rng.uniform(0.15, 0.45))
-                fluid |= lungs[side] & (y > level) & (z > 0)
-            v[fluid] = HU["fluid"]
+                side_fluid = lungs[side] & (y > level) & (z > 0)
+                self.paint(side_fluid, HU["fluid"], MASK_LABELS[f"Pleural effusion ({side})"])
+                fluid |= side_fluid
         aerated = {side: mask & ~fluid for side, mask in lungs.items()}  # blobs stay apart from the fluid
         if f.consolidation:
             opacity = self._consolidation(aerated, *f.consolidation)
@@ -132,15 +148,15 @@ class Phantom:
         if f.nodule:
             side, lobe, size = f.nodule
             self._blob(aerated, side, lobe, radius=size / 2, hu=HU["nodule"], name="nodule")
-        v += self.rng.normal(0, 15, SHAPE).astype(np.float32)
-        return np.clip(v, -1024, 3071)
+        self.volume += self.rng.normal(0, 15, SHAPE).astype(np.float32)
+        return np.clip(self.volume, -1024, 3071)
 
     def _ribs(self, body: np.ndarray) -> None:
         chest = (self.z > self.lung_top) & (self.z < self.lung_bottom)
         ring = (body <= 0.83) & (body > 0.72)
         period = 24.0
         rib_rows = np.mod(self.z - self.lung_top, period) < 7.0
-        self.volume[chest & ring & rib_rows] = HU["bone"]
+        self.paint(chest & ring & rib_rows, HU["bone"])
 
     def _consolidation(self, lungs: dict[str, np.ndarray], side: str, lobe: str) -> np.ndarray:
         """Lobar airspace opacity: the part of ``lobe`` inside a large ellipsoid (so it stops at the fissures
@@ -154,14 +170,15 @@ class Phantom:
         c = (self.z[tuple(centre)], self.y[tuple(centre)], self.x[tuple(centre)])
         radii = tuple(float(r) for r in self.rng.uniform(35, 55, size=3))
         opacity = in_lobe & (_ellipsoid(self.z, self.y, self.x, c, radii) <= 1)
-        self.volume[opacity] = HU["consolidation"]
+        label = MASK_LABELS["Consolidation"]  # the air bronchograms inside belong to it
+        self.paint(opacity, HU["consolidation"], label)
         offsets = (self.z - c[0], self.y - c[1], self.x - c[2])
         for _ in range(3):  # each bronchogram: a 3 mm-radius air tube along a half-line from the centre
             direction = self.rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             along = sum(o * d for o, d in zip(offsets, direction))
             across_sq = sum(o * o for o in offsets) - along ** 2
-            self.volume[opacity & (along > 0) & (across_sq <= 3.0 ** 2)] = HU["air"] + 100
+            self.paint(opacity & (along > 0) & (across_sq <= 3.0 ** 2), HU["air"] + 100, label)
         self.findings.extras.setdefault("centres_mm", {})["consolidation"] = [float(v) for v in c]
         return opacity
 
@@ -186,13 +203,43 @@ class Phantom:
         centre = candidates[self.rng.integers(len(candidates))]
         c = (self.z[tuple(centre)], self.y[tuple(centre)], self.x[tuple(centre)])
         sphere = _ellipsoid(self.z, self.y, self.x, c, (radius, radius, radius)) <= 1
-        self.volume[sphere & mask] = hu
+        self.paint(sphere & mask, hu, MASK_LABELS["Lung nodule"] if name == "nodule" else 0)
         self.findings.extras.setdefault("centres_mm", {})[name] = [float(v) for v in c]
 
 
 def phantom_volume(findings: Findings, rng: np.random.Generator) -> np.ndarray:
     """(z, y, x) float32 HU volume of ``SHAPE`` at ``SPACING`` showing ``findings``."""
     return Phantom(findings, rng).build()
+
+
+def phantom_volume_and_labels(findings: Findings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The volume of ``phantom_volume`` (the same for the same generator) and its uint8 label map
+    (``MASK_LABELS``) on the same grid."""
+    phantom = Phantom(findings, rng)
+    return phantom.build(), phantom.labels
+
+
+def index_to_patient(index) -> np.ndarray:
+    """LPS position in mm of (continuous) array indices (..., 3) in the frame of ``nifti_affine``'s file."""
+    index = np.asarray(index, dtype=float)
+    ras = index @ nifti_affine()[:3, :3].T + nifti_affine()[:3, 3]
+    return ras * np.array([-1.0, -1.0, 1.0])
+
+
+def label_boxes(labels: np.ndarray) -> dict[str, list[list[float]]]:
+    """Each drawn finding's box in LPS mm, [min corner, max corner], to its voxels' outer faces (half a voxel
+    beyond the outermost voxel centres)."""
+    boxes = {}
+    for name, value in MASK_LABELS.items():
+        where = np.argwhere(labels == value)
+        if len(where) == 0:
+            continue
+        low, high = where.min(axis=0) - 0.5, where.max(axis=0) + 0.5
+        corners = np.array([[(low, high)[bit][axis] for axis, bit in enumerate(bits)]
+                            for bits in np.ndindex(2, 2, 2)])
+        points = index_to_patient(corners)
+        boxes[name] = [[float(v) for v in points.min(axis=0)], [float(v) for v in points.max(axis=0)]]
+    return boxes
 
 
 def patient_position(centre_mm) -> list[float]:

@@ -1,7 +1,11 @@
-"""Write a phantom dataset: NIfTI volumes plus a JSONL manifest with reports, questions and labels.
+"""Write a phantom dataset: NIfTI volumes, their finding masks, and a JSONL manifest with reports, questions
+and labels.
 
 Phantom ``i`` of seed ``s`` is the same on every machine (its own ``numpy`` generator seeded by (s, i)), so a
-dataset is reproduced by its command: ``radreport phantoms OUT --count N --seed S``.
+dataset is reproduced by its command: ``radreport phantoms OUT --count N --seed S``. Each volume
+``volumes/phantom-NNNNN.nii.gz`` has a label map ``masks/phantom-NNNNN.nii.gz`` beside it (same affine, uint8,
+``anatomy.MASK_LABELS``: 1 lung nodule, 2 consolidation, 3 / 4 right / left pleural effusion, 5 pericardial
+effusion); the record's ``masks`` names the file, the values the phantom has and each one's LPS box.
 """
 
 from __future__ import annotations
@@ -17,17 +21,33 @@ from napari_radreport.modeling.scope import SYNTHETIC_PHANTOM
 
 
 def phantom_record(index: int, seed: int, split: str) -> tuple[ManifestRecord, np.ndarray]:
-    """The manifest record (image path relative to the dataset folder) and the HU volume of one phantom."""
+    """The manifest record (image and mask paths relative to the dataset folder) and the HU volume of one
+    phantom."""
+    record, volume, _ = phantom_with_labels(index, seed, split)
+    return record, volume
+
+
+def phantom_with_labels(index: int, seed: int, split: str) -> tuple[ManifestRecord, np.ndarray, np.ndarray]:
+    """``phantom_record`` and the phantom's label map (``anatomy.MASK_LABELS``, same grid as the volume)."""
     rng = np.random.default_rng([seed, index])
     findings = anatomy.sample_findings(rng)
-    volume = anatomy.phantom_volume(findings, rng)
+    volume, labels = anatomy.phantom_volume_and_labels(findings, rng)
     findings_text = reports.findings_text(findings, rng)
     record = ManifestRecord(
         id=f"phantom-{index:05d}", modality="ct", images=[f"volumes/phantom-{index:05d}.nii.gz"],
         split=split, findings=findings_text, impression=reports.impression_text(findings, rng),
         regions={"chest": findings_text}, qa=reports.questions(findings, rng),
-        labels=reports.labels(findings), positions=_positions(findings), source="phantom")
-    return record, volume
+        labels=reports.labels(findings), positions=_positions(findings), source="phantom",
+        masks=_masks(index, labels))
+    return record, volume, labels
+
+
+def _masks(index: int, labels: np.ndarray) -> dict:
+    """The record's ``masks``: the label file, the values drawn in it, and each one's LPS box."""
+    boxes = anatomy.label_boxes(labels)
+    return {"path": f"masks/phantom-{index:05d}.nii.gz",
+            "labels": {name: value for name, value in anatomy.MASK_LABELS.items() if name in boxes},
+            "boxes": boxes}
 
 
 def _positions(findings: anatomy.Findings) -> dict[str, list[list[float]]]:
@@ -53,9 +73,20 @@ def write_nifti(path: Path, volume: np.ndarray) -> None:
     nibabel.save(image, str(path))
 
 
+def write_label_nifti(path: Path, labels: np.ndarray) -> None:
+    """A uint8 label map with the volumes' affine (so it reads back on the same grid as its volume)."""
+    import nibabel
+
+    image = nibabel.Nifti1Image(np.asarray(labels, dtype=np.uint8), anatomy.nifti_affine())
+    image.header.set_xyzt_units("mm")
+    image.header["descrip"] = b"phantom finding labels"
+    nibabel.save(image, str(path))
+
+
 def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0.05, test: float = 0.1,
                    only: str | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
-    """``count`` phantoms under ``out/volumes`` and ``out/manifest.jsonl``; the last ones are val and test.
+    """``count`` phantoms under ``out/volumes`` (their label maps under ``out/masks``) and
+    ``out/manifest.jsonl``; the last ones are val and test.
 
     ``only`` writes just that split's phantoms (the same ones the full dataset has), e.g. the held-out test
     set.
@@ -64,11 +95,13 @@ def write_phantoms(out: str | Path, count: int, *, seed: int = 0, val: float = 0
         raise ValueError(f"count must be at least 1, got {count}")
     out = Path(out)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
     records = []
     indices = [i for i in range(count) if only is None or _split_of(i, count, val, test) == only]
     for done, index in enumerate(indices, start=1):
-        record, volume = phantom_record(index, seed, _split_of(index, count, val, test))
+        record, volume, labels = phantom_with_labels(index, seed, _split_of(index, count, val, test))
         write_nifti(out / record.images[0], volume)
+        write_label_nifti(out / record.masks["path"], labels)
         records.append(record)
         if progress is not None:
             progress(done, len(indices))
