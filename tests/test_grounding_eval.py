@@ -345,3 +345,14 @@ def test_the_preset_refuses_an_engine_that_cannot_ground_and_grounds_reference_t
     assert score_cases([case])[0].dice == 1.0
     [case] = iter_grounding_cases(engine, [record], text="reference")  # the engine's default method,
     assert engine.asked[2] == "its own" and case.method == "attribution"  # named as its locations name it
+
+
+def test_the_command_line_converts_a_rexgroundingct_release(tmp_path, capsys):
+    from napari_radreport.cli import main
+
+    src, volumes = _release(tmp_path)
+    out = tmp_path / "m.jsonl"
+    assert main(["dataset", "convert", "rexgroundingct", str(src), "--volumes", str(volumes), "--out",
+                 str(out), "--missing", "skip", "--mask-flip-axes", "0", "1"]) == 0
+    [record] = read_manifest(out)
+    assert record.masks["flip_axes"] == [0, 1] and "1" in capsys.readouterr().out

@@ -16,6 +16,7 @@ _OPTIONS = {
     "amos-mm": ("vqa", "split", "image_root"),
     "rrg24": ("split", "image_root"),
     "bimcv-r": ("reports", "split", "val_fraction"),
+    "rexgroundingct": ("volumes", "split", "metadata", "reports", "mask_flip_axes"),
 }
 
 
@@ -74,7 +75,8 @@ def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
 
     convert = actions.add_parser("convert", parents=[common],
                                  help="write a manifest from a public dataset's files")
-    formats = convert.add_subparsers(dest="format", required=True, metavar="{ct-rate,amos-mm,rrg24,bimcv-r}")
+    formats = convert.add_subparsers(dest="format", required=True,
+                                     metavar="{ct-rate,amos-mm,rrg24,bimcv-r,rexgroundingct}")
     shared = argparse.ArgumentParser(add_help=False, parents=[common])
     shared.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
     shared.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -112,7 +114,17 @@ def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
     bimcv.add_argument("--split", choices=["train", "val", "test"], default="train")
     bimcv.add_argument("--val-fraction", type=float, default=0.0,
                        help="share of patients put in val instead (deterministic; default 0)")
-    for parser in (ct, amos, rrg, bimcv):
+    rex = formats.add_parser("rexgroundingct", parents=[shared],
+                             help="ReXGroundingCT: CT-RATE chest CT with a 3-D mask per report sentence")
+    rex.add_argument("src", help="the ReXGroundingCT folder (dataset.json and segmentations/)")
+    rex.add_argument("--volumes", required=True, help="CT-RATE's folder of train_fixed/ and valid_fixed/")
+    rex.add_argument("--split", choices=["train", "val", "test"], help="keep one split (default: all)")
+    rex.add_argument("--metadata", help="a JSON file to read instead of src/dataset.json")
+    rex.add_argument("--reports", nargs="*", default=(),
+                     help="CT-RATE report CSVs (for the Findings and Impression text)")
+    rex.add_argument("--mask-flip-axes", type=int, nargs="*", default=(), metavar="AXIS",
+                     help="flip these mask axes before use (docs/datasets.md: check against a few studies)")
+    for parser in (ct, amos, rrg, bimcv, rex):
         parser.set_defaults(func=cmd_convert)
 
     check = actions.add_parser("check", parents=[common],
