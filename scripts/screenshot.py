@@ -3,6 +3,7 @@
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
         [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
+        [--prior PATH [--offset MM] [--side-by-side] [--slice N]]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -21,6 +22,48 @@ def _wait(session, timeout: float = 120.0) -> None:
     while session.busy and time.time() < end:
         QApplication.processEvents()
         time.sleep(0.01)
+
+
+def _open_prior(row, args) -> None:
+    """Open ``args.prior`` through the Study dock's Prior row, then its offset and side by side."""
+    from qtpy.QtWidgets import QApplication
+
+    row.open_prior(args.prior)
+    end = time.time() + 120
+    while row.session.prior_of(row.study) is None and "Not opened" not in row.status.text():
+        if time.time() > end:
+            break
+        QApplication.processEvents()
+        time.sleep(0.01)
+    if row.session.prior_of(row.study) is None:
+        raise SystemExit(f"the prior was not opened: {row.status.text()}")
+    row.offset.setValue(args.offset)
+    if args.side_by_side:
+        row.side_button.setChecked(True)
+
+
+def _scroll_to(widget) -> None:
+    """Scroll the scroll area around ``widget`` (a dock shorter than its content) so that it is in view."""
+    from qtpy.QtWidgets import QScrollArea
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QScrollArea):
+        parent = parent.parentWidget()
+    if parent is not None:
+        parent.ensureWidgetVisible(widget, 0, 8)
+
+
+def _show_slice(viewer, session, number: int) -> None:
+    """Put the slider on slice ``number`` (1-based) of the active study's first layer."""
+    import numpy as np
+
+    from napari_radreport.widgets.session import study_of
+
+    layer = next(layer for layer in viewer.layers if study_of(layer) is session.study)
+    data = np.asarray(layer.world_to_data(np.asarray(viewer.dims.point)), dtype=float)
+    data[-3] = number - 1
+    world = layer.data_to_world(data)
+    viewer.dims.set_point(range(len(world)), world)
 
 
 def main() -> None:
@@ -45,6 +88,10 @@ def main() -> None:
     parser.add_argument("--models-folder", help="list the models in this folder in the Settings dock")
     parser.add_argument("--show-model-list", action="store_true",
                         help="open the Settings dock's model list (the picture is then the whole screen)")
+    parser.add_argument("--prior", help="open this study as the prior of the first (Study dock's Prior row)")
+    parser.add_argument("--offset", type=float, default=0.0, help="with --prior: its offset in mm")
+    parser.add_argument("--side-by-side", action="store_true", help="with --prior: show the two side by side")
+    parser.add_argument("--slice", type=int, help="show this slice of the active study (1-based)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -93,6 +140,8 @@ def main() -> None:
         add_study(viewer, load_study(args.also))
         if args.select_first:
             viewer.layers.selection.active = first
+    if args.prior:
+        _open_prior(docks["Study (napari-radreport)"].prior, args)
     if args.generate or args.ask or args.diagnose:
         report.load_model()
         _wait(session)
@@ -110,7 +159,11 @@ def main() -> None:
     viewer.window._wrapped_dock_widgets[f"{args.tab} (napari-radreport)"].raise_()
     for _ in range(20):
         QApplication.processEvents()
+    if args.prior:  # the Study dock scrolled to its Prior row
+        _scroll_to(docks["Study (napari-radreport)"].prior)
     viewer.reset_view()  # frame the layers in the resized canvas
+    if args.slice:
+        _show_slice(viewer, session, args.slice)
     QApplication.processEvents()
     if args.show_model_list:  # a popup is a window of its own: grab the screen
         docks["Settings (napari-radreport)"].model_choice.native.showPopup()

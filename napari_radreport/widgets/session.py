@@ -1,4 +1,5 @@
-"""Per-viewer state shared by the docks: the engine, the chosen study, settings, drafts, chat histories.
+"""Per-viewer state shared by the docks: the engine, the chosen study, settings, drafts, chat histories, and
+each study's prior (the study it is compared with: ``prior_of``, ``set_prior``, ``comparison``).
 
 One ``ViewerSession`` per napari viewer (kept in a weak dictionary keyed by the viewer, never global).
 Engine jobs run on the engine's thread; ``JobWatcher`` polls their event queue from a Qt timer in the GUI
@@ -20,6 +21,7 @@ from napari_radreport.common import one_line
 from napari_radreport.drafts import DraftStore
 from napari_radreport.engine.engine import Engine, EngineBusy
 from napari_radreport.engine.events import Progress, ScopeChecked
+from napari_radreport.io.prior_link import PriorLink, check_prior, choose_link, comparison_text
 from napari_radreport.user_settings import UserSettings
 
 if TYPE_CHECKING:
@@ -151,6 +153,7 @@ class ViewerSession(QObject):
     scope_changed = Signal()  # a study's verdict against the model's scope arrived (``scopes``)
     readability_known = Signal()  # ``cannot_read`` has an answer it did not have before
     insert_into_report = Signal(str)  # text for the draft at its cursor (a measurement, reading tools)
+    prior_changed = Signal(object)  # the Study whose prior (or its offset) changed
     _off_thread_done = Signal(object, object)  # ``off_thread``'s (callback, result), queued to the GUI thread
 
     def __init__(self, viewer: napari.Viewer):
@@ -167,6 +170,7 @@ class ViewerSession(QObject):
         self.job_owner: Any = None  # the dock that started the running job
         self.job_task: str = ""
         self.docks: dict[str, Any] = {}  # the plugin's docks by name, when widgets.layout docked them
+        self._priors: dict[str, tuple[Study, Study, float]] = {}  # study key -> (study, prior, offset mm)
         self._off_thread_done.connect(self._deliver)
         viewer.layers.events.inserted.connect(self._layer_inserted)
         viewer.layers.events.removed.connect(self._layers_changed)
@@ -184,6 +188,7 @@ class ViewerSession(QObject):
 
     def _layers_changed(self, *_args) -> None:
         studies = [s for _, s in self.studies()]
+        self._forget_closed_priors(studies)
         self.studies_changed.emit()
         if self.study is None or all(s is not self.study for s in studies):
             self.set_study(studies[-1] if studies else None)
@@ -208,6 +213,10 @@ class ViewerSession(QObject):
             self._put_on_screen(study)
             self.study_changed.emit(study)
 
+    def put_on_screen(self) -> None:
+        """Show the active study as choosing it does (after the viewer left its grid, say)."""
+        self._put_on_screen(self.study)
+
     def _put_on_screen(self, study: Study | None) -> None:
         viewer = self.viewer_ref()
         if viewer is None or study is None:
@@ -221,6 +230,51 @@ class ViewerSession(QObject):
                     layer.visible = study_of(layer) is study
         if study_of(viewer.layers.selection.active) is not study:
             viewer.layers.selection.active = own[-1]
+
+    # -- priors ------------------------------------------------------------------------------
+    def prior_of(self, study: Study | None) -> Study | None:
+        """The study ``study`` is compared with (None when none was chosen)."""
+        entry = self._priors.get(study.key) if study is not None else None
+        return entry[1] if entry is not None else None
+
+    def set_prior(self, study: Study, prior: Study | None) -> list[str]:
+        """Make ``prior`` the prior of ``study`` (None: no prior); a new prior starts with no offset. Returns
+        the notes on the pair (``io.prior_link.check_prior``); PriorRefused (one line) leaves the earlier
+        prior in place."""
+        if prior is None:
+            notes: list[str] = []
+            self._priors.pop(study.key, None)
+        else:
+            notes = check_prior(study, prior)
+            same = self.prior_of(study) is prior
+            self._priors[study.key] = (study, prior, self._priors[study.key][2] if same else 0.0)
+        self.prior_changed.emit(study)
+        return notes
+
+    def prior_link(self, study: Study | None) -> PriorLink | None:
+        """How the prior of ``study`` is linked with it (mode and offset); None without a prior."""
+        entry = self._priors.get(study.key) if study is not None else None
+        return None if entry is None else choose_link(entry[0], entry[1], entry[2])
+
+    def set_prior_offset(self, study: Study, offset_mm: float) -> None:
+        """The manual offset (mm along the body axis, + toward the head) of the prior of ``study``."""
+        entry = self._priors.get(study.key)
+        if entry is not None and entry[2] != float(offset_mm):
+            self._priors[study.key] = (entry[0], entry[1], float(offset_mm))
+            self.prior_changed.emit(study)
+
+    def comparison(self, study: Study | None) -> str:
+        """The Comparison line for ``study``: its prior named (``comparison_text``); "" without one."""
+        prior = self.prior_of(study)
+        return comparison_text(prior) if prior is not None else ""
+
+    def _forget_closed_priors(self, open_studies: list[Study]) -> None:
+        """A pair goes when its study or its prior is no longer open."""
+        shown = {id(s) for s in open_studies}
+        for key, (study, prior, _) in list(self._priors.items()):
+            if id(study) not in shown or id(prior) not in shown:
+                del self._priors[key]
+                self.prior_changed.emit(study)
 
     # -- settings ----------------------------------------------------------------------------
     def update_settings(self, **changes: Any) -> None:

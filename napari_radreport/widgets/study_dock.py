@@ -1,4 +1,5 @@
-"""The Study dock: open a study, see what was read, switch CT windows, open another series.
+"""The Study dock: open a study, see what was read, switch CT windows, choose its prior (side by side, linked
+slices: ``widgets/prior_study.py``), open another series.
 
 Files of more than one patient are opened as one study only when the user says so: the Settings switch, or
 Yes to the question this dock asks (default No)."""
@@ -27,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from napari_radreport.io.windows import CT_WINDOWS
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
+from napari_radreport.widgets.prior_study import PriorRow
 from napari_radreport.widgets.radiograph_sets import gather_radiograph_sets
 from napari_radreport.widgets.radiograph_views import RadiographViews
 from napari_radreport.widgets.reading_tools import ReadingTools
@@ -93,6 +95,7 @@ class StudyDock(QWidget):
 
         self.tools = ReadingTools(napari_viewer, session)  # letters, W/L, planes, ruler, ROI on the canvas
         self.tools.measurement_text.connect(session.insert_into_report.emit)
+        self.prior = PriorRow(napari_viewer, session)  # the prior study: Comparison, side by side, linked
         self.views = RadiographViews(napari_viewer, session)  # a radiograph set's views: add and remove
         self.views.views.setMaximumHeight(self.info.fontMetrics().lineSpacing() * INFO_LINES + 6)
         self.series_box = QGroupBox("Other series in this input")
@@ -110,6 +113,7 @@ class StudyDock(QWidget):
         layout.addWidget(self.info)
         layout.addWidget(self.window_box)
         layout.addWidget(self.tools)
+        layout.addWidget(self.prior)
         layout.addWidget(self.series_box)
         layout.addWidget(self.views)
         layout.addWidget(self.status)
