@@ -1,12 +1,17 @@
 """M3D-LaMed checkpoints (LamedLlamaForCausalLM, LamedPhi3ForCausalLM) -> this project's format.
 
-Key names map one to one; the segmentation head (``model.seg_module.*``, ``model.seg_projector.*``) is
-dropped by name; any other unknown or missing key stops the conversion with the list of names.
+Key names map one to one (``SEGMENTATION_PREFIXES`` for the segmentation head); any unknown or missing key
+stops the conversion with the list of names. The segmentation head (SegVol, ``modeling/m3d_segmentation.py``)
+is kept when the weights hold it and config.json names it (``segmentation_module: "segvol"``): its sizes are
+read from the tensors, the [SEG] token id from config.json and the tokenizer (they must agree). Weights
+without it convert to a model without it; with ``segmentation_module`` unset, M3D builds no head and its
+tensors are dropped by name, as M3D's own loading ignores them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +25,9 @@ from napari_radreport.modeling.checkpoints import (
 )
 
 M3D_TEXT_TYPES = {"lamed_llama": "llama", "lamed_phi3": "phi3"}
-DROPPED_PREFIXES = ("model.seg_module.", "model.seg_projector.")
+# M3D's segmentation tensors -> ours (names below these prefixes are the same on both sides)
+SEGMENTATION_PREFIXES = {"model.seg_module.": "segmentation.segvol.",
+                         "model.seg_projector.": "segmentation.projector."}
 M3D_ONLY_FIELDS = (
     "image_channel", "image_size", "patch_size", "vision_tower", "vision_select_layer",
     "vision_select_feature", "mm_projector_type", "proj_layer_type", "proj_layer_num", "proj_pooling_type",
@@ -32,6 +39,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "added_tokens.json", "chat_template.jinja")
 M3D_VIT_HEADS = 12  # M3D's ViT3DTower uses MONAI's ViT defaults (ViT-B: 12 heads); configs do not store it
 IMAGE_TOKEN = "<im_patch>"
+SEG_TOKEN = "[SEG]"
+SEGVOL = "model.seg_module."
+SEGVOL_DECODER_HEADS = 8  # M3D's build_sam fixes SegVol's decoder at 8 heads; the weights do not store it
 
 
 def is_m3d_folder(path: str | Path) -> bool:
@@ -42,10 +52,11 @@ def is_m3d_folder(path: str | Path) -> bool:
         return False
 
 
-def map_key(key: str) -> str | None:
-    """Our name for an M3D-LaMed tensor name; None for the dropped segmentation head."""
-    if key.startswith(DROPPED_PREFIXES):
-        return None
+def map_key(key: str, segmentation: bool = True) -> str | None:
+    """Our name for an M3D-LaMed tensor name; None for a segmentation tensor when the head is not kept."""
+    for prefix, ours in SEGMENTATION_PREFIXES.items():
+        if key.startswith(prefix):
+            return ours + key[len(prefix):] if segmentation else None
     if key.startswith("model.vision_tower.vision_tower."):
         return "vision_tower." + key[len("model.vision_tower.vision_tower."):]
     if key.startswith("model.mm_projector.projector."):
@@ -77,9 +88,57 @@ def _vision_shape(names_and_shapes: dict[str, tuple]) -> dict:
             "num_attention_heads": heads, "qkv_bias": prefix + "blocks.0.attn.qkv.bias" in names_and_shapes}
 
 
-def radreport_config(m3d: dict, names_and_shapes: dict[str, tuple], image_token_id: int):
-    """Our RadReportConfig for an M3D-LaMed config.json and its tensor shapes."""
-    from napari_radreport.modeling.configuration import RadReportConfig
+def _count(names_and_shapes: dict[str, tuple], prefix: str) -> int:
+    """How many numbered children ``prefix<N>.`` the tensor names have."""
+    return len({m.group(1) for k in names_and_shapes if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
+
+
+def has_segmentation(m3d: dict, names_and_shapes: dict[str, tuple]) -> bool:
+    """Whether M3D builds a segmentation head for this config.json and the weights hold its tensors."""
+    held = any(k.startswith(tuple(SEGMENTATION_PREFIXES)) for k in names_and_shapes)
+    if not held or not m3d.get("segmentation_module"):
+        return False
+    if "segvol" not in str(m3d["segmentation_module"]).lower():
+        raise CheckpointError(f"config.json: segmentation_module={m3d['segmentation_module']!r} is not "
+                              "supported (expected 'segvol')")
+    return True
+
+
+def segmentation_sizes(m3d: dict, names_and_shapes: dict[str, tuple]) -> dict:
+    """SegVol's sizes (``SegVolSpec`` fields) read from its tensors, image and patch size from config.json."""
+    vit, decoder = SEGVOL + "image_encoder.", SEGVOL + "mask_decoder."
+    try:
+        hidden = names_and_shapes[vit + "patch_embedding.position_embeddings"][-1]
+        sizes = {
+            "image_size": list(m3d.get("image_size", [32, 256, 256])),
+            "patch_size": list(m3d.get("patch_size", [4, 16, 16])),
+            "in_channels": names_and_shapes[vit + "patch_embedding.patch_embeddings.1.weight"][1]
+            // math.prod(m3d.get("patch_size", [4, 16, 16])),
+            "hidden_size": hidden, "num_hidden_layers": _count(names_and_shapes, vit + "blocks."),
+            "num_attention_heads": M3D_VIT_HEADS if hidden % M3D_VIT_HEADS == 0 else 1,
+            "intermediate_size": names_and_shapes[vit + "blocks.0.mlp.linear1.weight"][0],
+            "qkv_bias": vit + "blocks.0.attn.qkv.bias" in names_and_shapes,
+            "decoder_depth": _count(names_and_shapes, decoder + "transformer.layers."),
+            "decoder_heads": SEGVOL_DECODER_HEADS,
+            "decoder_mlp_dim": names_and_shapes[decoder + "transformer.layers.0.mlp.lin1.weight"][0],
+            "attention_downsample_rate": hidden // names_and_shapes[
+                decoder + "transformer.final_attn_token_to_image.q_proj.weight"][0],
+            "num_mask_tokens": names_and_shapes[decoder + "mask_tokens.weight"][0],
+            "iou_head_depth": _count(names_and_shapes, decoder + "iou_prediction_head.layers."),
+            "iou_head_hidden_dim": names_and_shapes[decoder + "iou_prediction_head.layers.0.weight"][0],
+            "mask_in_chans": names_and_shapes[SEGVOL + "prompt_encoder.mask_downscaling.3.weight"][0],
+            "prompt_dim": names_and_shapes[decoder + "txt_align_upscaled_embedding.weight"][1],
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint has no {exc.args[0]}: not M3D-LaMed's SegVol head") from exc
+    return sizes
+
+
+def radreport_config(m3d: dict, names_and_shapes: dict[str, tuple], image_token_id: int,
+                     seg_token_id: int | None = None):
+    """Our RadReportConfig for an M3D-LaMed config.json and its tensor shapes; with ``seg_token_id``, the
+    segmentation head (when ``has_segmentation``)."""
+    from napari_radreport.modeling.configuration import ConfigError, RadReportConfig
 
     text_type = M3D_TEXT_TYPES[m3d["model_type"]]
     _require(m3d, "vision_tower", ("vit3d",))
@@ -97,23 +156,49 @@ def radreport_config(m3d: dict, names_and_shapes: dict[str, tuple], image_token_
                  "projector_depth": m3d.get("proj_layer_num", 2)}
     preprocess = {"target_shape": list(vision["image_size"]), "intensity": "minmax", "resize": "resize",
                   "channels": vision["in_channels"]}  # M3D: per-volume min-max, resize, no HU window
-    return RadReportConfig(vision_config=vision, perceiver_config=perceiver, text_config=text,
-                           image_token=IMAGE_TOKEN, image_token_id=image_token_id,
-                           tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
-                           preprocess=preprocess, prompt={"chat_template": False, "image_first": True})
+    segmentation = {}
+    if has_segmentation(m3d, names_and_shapes):
+        if seg_token_id is None:
+            raise CheckpointError("the weights hold a segmentation head but the tokenizer has no "
+                                  f"{SEG_TOKEN} token")
+        segmentation = {"segmentation": segmentation_sizes(m3d, names_and_shapes), "seg_token": SEG_TOKEN,
+                        "seg_token_id": seg_token_id}
+    try:
+        return RadReportConfig(vision_config=vision, perceiver_config=perceiver, text_config=text,
+                               image_token=IMAGE_TOKEN, image_token_id=image_token_id,
+                               tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+                               preprocess=preprocess, prompt={"chat_template": False, "image_first": True},
+                               **segmentation)
+    except ConfigError as exc:
+        if not segmentation:
+            raise
+        raise CheckpointError(f"config.json and the weights give an unusable segmentation head: "
+                              f"{exc}") from exc
 
 
-def _image_token_id(src: Path) -> int:
+def _token_ids(src: Path, m3d: dict) -> tuple[int, int | None]:
+    """The tokenizer's ids of the image token and of [SEG] (None when it has none); config.json's
+    ``seg_token_id`` must agree with the tokenizer."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(src), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise CheckpointError(f"{src}: tokenizer could not be loaded ({str(exc).splitlines()[0]})") from exc
-    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if token_id is None or token_id == tokenizer.unk_token_id:
+
+    def token_id(token: str) -> int | None:
+        found = tokenizer.convert_tokens_to_ids(token)
+        return None if found is None or found == tokenizer.unk_token_id else int(found)
+
+    image = token_id(IMAGE_TOKEN)
+    if image is None:
         raise CheckpointError(f"{src}: the tokenizer has no {IMAGE_TOKEN} token; not an M3D-LaMed tokenizer")
-    return int(token_id)
+    seg = token_id(SEG_TOKEN)
+    stated = m3d.get("seg_token_id")
+    if seg is not None and stated is not None and int(stated) != seg:
+        raise CheckpointError(f"{src}: config.json says seg_token_id={stated} but the tokenizer's "
+                              f"{SEG_TOKEN} is {seg}")
+    return image, seg
 
 
 def _expected_keys(config) -> dict[str, tuple]:
@@ -147,18 +232,19 @@ def convert_m3d(src: str | Path, dst: str | Path, *, allow_pickle: bool = False)
                 shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in names})
         else:
             shapes.update({k: tuple(v.shape) for k, v in next(iter_tensors([f]))[1].items()})
-    new_names: dict[str, str | None] = {}  # our name for each tensor; None for the dropped seg head
+    keep_segmentation = has_segmentation(m3d, shapes)
+    new_names: dict[str, str | None] = {}  # our name for each tensor; None for a dropped seg tensor
     unknown = []
     for key in shapes:
         try:
-            new_names[key] = map_key(key)
+            new_names[key] = map_key(key, keep_segmentation)
         except KeyError:
             unknown.append(key)
     if unknown:
         raise CheckpointError(
             f"{src}: unknown tensor names (not M3D-LaMed): {', '.join(sorted(unknown)[:20])}"
         )
-    config = radreport_config(m3d, shapes, _image_token_id(src))
+    config = radreport_config(m3d, shapes, *_token_ids(src, m3d))
     expected = _expected_keys(config)
     mapped = {new_names[k]: s for k, s in shapes.items() if new_names[k] is not None}
     tied = config.text_config.tie_word_embeddings
