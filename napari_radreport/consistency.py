@@ -109,8 +109,10 @@ class Conflict:
 
 
 def finding_of_label(label: str) -> str | None:
-    """The FINDINGS key a diagnosis label asks about ("Lung nodule" -> "nodule"); None for an unknown one."""
-    return _LABEL_FINDING.get(label.strip().casefold())
+    """The FINDINGS key of a diagnosis or manifest label ("Lung nodule" -> "nodule", "Pleural effusion
+    (right)" -> "pleural effusion", a key itself -> that key); None for an unknown one."""
+    base = re.sub(r"\s*\([^)]*\)\s*$", "", label).strip().casefold()
+    return base if base in FINDINGS else _LABEL_FINDING.get(base)
 
 
 def _section_of(heading: str) -> str:

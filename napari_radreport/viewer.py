@@ -14,10 +14,22 @@ PLUGIN = "napari-radreport"
 SAMPLES = {"phantom": "chest_phantom", "ct": "abdomen_ct", "xray": "chest_xray"}
 
 
+LOCATION_KEY = "radreport_location"  # metadata of the layers drawn for a located sentence (box, heatmap)
+
+
+def study_image_layers(viewer, study) -> list:
+    """The layers showing ``study``'s images, in layer order (not the boxes, heatmaps or measurements drawn
+    on them)."""
+    return [layer for layer in viewer.layers
+            if layer.metadata.get("study") is study and layer.__class__.__name__ == "Image"
+            and LOCATION_KEY not in layer.metadata]
+
+
 def widen_contrast_range(layer) -> None:
     """Let the contrast slider span the data, not just the window it opened with (napari narrows it)."""
     study = layer.metadata.get("study")
-    if study is None or getattr(layer, "rgb", False):
+    drawn_on = LOCATION_KEY in layer.metadata  # a location's box or heatmap, not the study's image
+    if study is None or drawn_on or getattr(layer, "rgb", False) or not hasattr(layer, "contrast_limits"):
         return
     index = layer.metadata.get("radreport_image_index", 0)
     lo, hi = study.images[index].value_range()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_radreport.grounding.attribution import sentence_token_groups
-from napari_radreport.grounding.geometry import ModelGrid
+from napari_radreport.engine.attribution import sentence_token_groups
 from napari_radreport.grounding.locate import location_from_heatmap
 from napari_radreport.grounding.sentences import report_sentences
 from napari_radreport.io.study import ImageData, Study
-from napari_radreport.modeling.processor import Preprocess, patient_to_pixel_index
+from napari_radreport.modeling.processor import Preprocess, model_grid, patient_to_pixel_index
 
 
 def _oblique_axes_study(shape=(18, 10, 14), spacing=(2.5, 1.0, 1.5)) -> Study:
@@ -30,7 +29,7 @@ SPECS = [Preprocess(target_shape=(40, 12, 20), spacing_mm=(2.0, 1.25, 1.25), res
 @pytest.mark.parametrize("spec", SPECS)
 def test_the_model_grid_is_the_processor_geometry_and_inverts_it(spec):
     study = _oblique_axes_study()
-    grid = ModelGrid.of(study, spec)
+    grid = model_grid(study, spec)
     rng = np.random.default_rng(0)
     for index in rng.uniform(-1, 12, size=(20, 3)):
         model = patient_to_pixel_index(study, spec, study.image.index_to_patient(index))
@@ -45,7 +44,7 @@ def test_ct_rate_preprocessing_inverts_on_a_real_nifti(abdomen_nifti):
     study = load_study(abdomen_nifti)
     spec = Preprocess(target_shape=(120, 160, 160), spacing_mm=(3.0, 2.0, 2.0), intensity="ct_rate",
                       hu_window=(-1000.0, 1000.0), resize="crop_or_pad")
-    grid = ModelGrid.of(study, spec)
+    grid = model_grid(study, spec)
     for index in ((0, 0, 0), (60.5, 50.0, 11.0), (121, 100, 111)):
         model = patient_to_pixel_index(study, spec, study.image.index_to_patient(index))
         np.testing.assert_allclose(grid.study_index(model), index, atol=1e-6)
@@ -57,7 +56,7 @@ def test_ct_rate_preprocessing_inverts_on_a_real_nifti(abdomen_nifti):
 def test_padding_is_outside_the_field_of_view_and_a_hot_voxel_lands_on_its_study_voxel():
     study = _oblique_axes_study()
     spec = SPECS[0]  # pads along axes 1 and 2 (10 x 1.0 mm -> 8 voxels of 1.25 in 12)
-    grid = ModelGrid.of(study, spec)
+    grid = model_grid(study, spec)
     inside = grid.field_of_view()
     assert not inside[:, 0].any() and not inside[:, -1].any() and inside[20, 6, 10]
     heat = np.zeros(spec.target_shape, np.float32)
@@ -70,7 +69,7 @@ def test_padding_is_outside_the_field_of_view_and_a_hot_voxel_lands_on_its_study
 def test_a_heatmap_peak_becomes_the_patient_position_it_came_from():
     study = _oblique_axes_study(shape=(30, 40, 40), spacing=(2.0, 1.0, 1.0))
     spec = Preprocess(target_shape=(32, 32, 32), spacing_mm=(2.0, 1.25, 1.25), resize="crop_or_pad")
-    grid = ModelGrid.of(study, spec)
+    grid = model_grid(study, spec)
     target = study.image.index_to_patient((12.0, 21.0, 9.0))
     at = np.round(patient_to_pixel_index(study, spec, target)).astype(int)
     heat = np.zeros(spec.target_shape, np.float32)
@@ -177,8 +176,8 @@ def test_the_json_export_carries_each_sentence_and_an_edited_one_loses_its_locat
 
     location = {"method": "attribution:gradient_x_input", "peak_lps_mm": [1.0, 2.0, 3.0],
                 "box_lps_mm": [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]}
-    grounded = [{"section": "findings", "text": "A 12 mm nodule in the right upper lobe.", "finding": "nodule",
-                 "location": location},
+    grounded = [{"section": "findings", "text": "A 12 mm nodule in the right upper lobe.",
+                 "finding": "nodule", "location": location},
                 {"section": "findings", "text": "Consolidation in the left lower lobe.",
                  "finding": "consolidation", "location": location}]
     text = ("INDICATION:\nCough.\n\nFINDINGS:\nA 12 mm  nodule in the right upper lobe. Consolidation in the "
@@ -189,7 +188,8 @@ def test_the_json_export_carries_each_sentence_and_an_edited_one_loses_its_locat
     assert [(s["section"], s["finding"]) for s in sentences] == [
         ("findings", "nodule"), ("findings", "consolidation"), ("findings", None), ("impression", "nodule")]
     assert sentences[0]["location"] == location  # white space aside, the same sentence
-    assert sentences[1]["location"] is None and sentences[1]["why_none"] == "written or edited after grounding"
+    assert sentences[1]["location"] is None
+    assert sentences[1]["why_none"] == "written or edited after grounding"
     assert sentences[2]["location"] is None and "why_none" not in sentences[2]
     never = ReportRecord(final_text=text).as_dict()["sentences"]
     assert never[0]["location"] is None and never[0]["why_none"] == "not grounded"
@@ -200,7 +200,8 @@ def test_a_draft_keeps_its_grounding_through_saving_and_history(tmp_path):
 
     store = DraftStore(tmp_path)
     draft = Draft("study-1", ai_draft="Findings:\nNodule.", text="Findings:\nNodule.",
-                  grounding=[{"section": "findings", "text": "Nodule.", "finding": "nodule", "location": None}],
+                  grounding=[{"section": "findings", "text": "Nodule.", "finding": "nodule",
+                              "location": None}],
                   questions={"findings": "Describe the findings."})
     store.save(draft)
     loaded = store.load("study-1")
@@ -229,3 +230,16 @@ def test_report_ground_prints_each_location_and_writes_them(tmp_path, capsys):
     located = [s for s in sentences if s["location"]]
     assert located and all(s["finding"] for s in located)
     assert f"radreport: findings: {located[0]['text']!r}: peak at LPS (" in printed
+
+
+def test_a_study_mask_on_the_model_grid_covers_the_same_place():
+    study = _oblique_axes_study(shape=(30, 40, 40), spacing=(2.0, 1.0, 1.0))
+    spec = Preprocess(target_shape=(32, 32, 32), spacing_mm=(2.0, 1.25, 1.25), resize="crop_or_pad")
+    grid = model_grid(study, spec)
+    mask = np.zeros(study.array.shape, np.float32)
+    mask[10:16, 15:25, 8:20] = 1.0
+    on_model = grid.to_model(mask)
+    assert abs(on_model.sum() * 2.0 * 1.25 * 1.25 - mask.sum() * 2.0) < 0.05 * mask.sum() * 2.0  # same mm^3
+    back = grid.to_study(on_model) >= 0.5
+    inside, outside = (back & (mask > 0)).sum(), (back & (mask == 0)).sum()
+    assert inside / (mask > 0).sum() > 0.8 and outside < 0.2 * mask.sum()

@@ -12,6 +12,7 @@ import pytest
 
 from napari_radreport.data.manifest import read_manifest
 from napari_radreport.data.studies import read_record_study
+from napari_radreport.data.truth import truth_from_record
 from napari_radreport.evaluation import grounding
 from napari_radreport.evaluation.grounding import (
     ABSENT,
@@ -25,7 +26,6 @@ from napari_radreport.evaluation.grounding import (
     score_cases,
     score_grounding,
     score_sentence,
-    truth_from_record,
 )
 
 

@@ -57,14 +57,16 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
 
 def add_training_commands(sub, common: argparse.ArgumentParser) -> None:
     train = sub.add_parser("train", parents=[common],
-                           help="train a model (stage 1, stage 2 LoRA, MAE, label or candidate pretraining)",
+                           help="train a model (stage 1, stage 2 LoRA, MAE, label or candidate pretraining, "
+                                "a grounding head)",
                            description="Train on a JSONL manifest's train split, evaluating on its val "
                                        "split. Run under `accelerate launch` for several processes or GPUs.")
     train.add_argument("--stage", choices=STAGES, default="stage1",
                        help="stage1: perceiver; stage2: perceiver + LoRA adapter; mae: 3-D encoder "
                             "pretraining; labels: 3-D encoder and perceiver learn the abnormality labels; "
                             "candidates: the encoder's conv stem learns small findings from patches at the "
-                            "manifest's positions")
+                            "manifest's positions; grounding: a head on an --init model learns where each "
+                            "finding sentence is from the manifest's masks")
     train.add_argument("--manifest", required=True, help="JSONL manifest (docs/datasets.md)")
     train.add_argument("--out", required=True,
                        help="output folder: model, adapters/, checkpoints/, loss plot")

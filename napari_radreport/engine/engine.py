@@ -142,7 +142,7 @@ class Engine:
         # A study outside the model's scope is refused (OutOfScope) unless this is set; its verdict is then
         # reported (a ScopeChecked event) and attached to the result either way.
         self.allow_out_of_scope = False
-        self._grounder = None  # grounding/run.py's Grounder for the loaded model (its heatmap cache)
+        self._grounder = None  # engine/grounding.py's Grounder for the loaded model (its heatmap cache)
 
     # -- model ----------------------------------------------------------------------------
     @property
@@ -388,22 +388,24 @@ class Engine:
             raise EngineError(f"the tokenizer has no token for {word!r}")
         return sorted(ids)
 
-    # -- grounding (grounding/run.py) ----------------------------------------------------------------
-    def _grounding(self, method: str):
-        from napari_radreport.grounding.run import Grounder
+    # -- grounding (engine/grounding.py) ----------------------------------------------------------------
+    def _grounding(self, method: str | None):
+        """The engine's Grounder for ``method`` (None: the model's default, engine/grounding.py)."""
+        from napari_radreport.engine.grounding import Grounder, default_method
 
+        method = method or default_method(self._runner())
         grounder = self._grounder
         if grounder is None or grounder.method != method or grounder.runner is not self.runner:
             self._grounder = Grounder(self._runner(), method)
         return self._grounder
 
     def _ground(self, study, text: str, *, questions: dict[str, str] | None = None,
-                method: str = "gradient_x_input", indication: str = "", on_event: EventCallback = ignore,
+                method: str | None = None, indication: str = "", on_event: EventCallback = ignore,
                 stop=None) -> list:
         """Every sentence of a report's ``text`` (``GroundedSentence``), those of its Findings and Impression
         that state a finding located in the study. ``questions`` (section -> question, a ReportResult's) are
         what the sections answered; without them they are asked as a report would ask them now."""
-        from napari_radreport.grounding.run import ground_report
+        from napari_radreport.engine.grounding import ground_report
 
         if questions is None:
             parts, _found = self._report_parts(study, indication=indication, on_event=on_event, stop=stop)
@@ -413,17 +415,17 @@ class Engine:
         return ground_report(self._grounding(method), study, text, questions, on_event, self._adapter_for)
 
     def _ground_answer(self, study, question: str, answer: str, *, history=(),
-                       method: str = "gradient_x_input", on_event: EventCallback = ignore, stop=None) -> list:
+                       method: str | None = None, on_event: EventCallback = ignore, stop=None) -> list:
         """Every sentence of a chat answer, those stating a finding located."""
-        from napari_radreport.grounding.run import ground_answer
+        from napari_radreport.engine.grounding import ground_answer
 
         self._adapter_for("vqa")
         return ground_answer(self._grounding(method), study, question.strip(), answer, history, on_event)
 
-    def _ground_label(self, study, label: str, *, method: str = "gradient_x_input",
+    def _ground_label(self, study, label: str, *, method: str | None = None,
                       on_event: EventCallback = ignore, stop=None):
         """Where the model's "Yes" to its diagnosis question for ``label`` comes from (a Findings row)."""
-        from napari_radreport.grounding.run import ground_label
+        from napari_radreport.engine.grounding import ground_label
 
         (label,) = self._declared([label])
         self._adapter_for("vqa")

@@ -1,5 +1,10 @@
-"""Grounding on the engine's thread: a report's, an answer's or a diagnosis label's sentences located by
-attribution (``attribution.py``) and put in patient space (``locate.py``).
+"""Grounding on the engine's thread: a report's, an answer's or a diagnosis label's sentences located and
+put in patient space (``grounding/locate.py``).
+
+Methods: ``head``, the model's trained grounding head (``modeling/grounding_head.py``: a probability per
+voxel; the mask is where it reaches ``HEAD_THRESHOLD``), the default for a model that has one;
+``gradient_x_input`` and ``saliency``, attribution through the whole model (``attribution.py``), for any model
+of this project's processor, the default otherwise.
 
 Runs after generation, never during it; each heatmap set is cached per (study, method, question, answer), so
 clicking through a draft or exporting it twice costs one pass.
@@ -12,17 +17,21 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from napari_radreport.engine.attribution import METHODS, attribute, sentence_token_groups
 from napari_radreport.engine.events import EventCallback, ignore
 from napari_radreport.engine.stages import Stage
-from napari_radreport.grounding.attribution import METHODS, attribute, sentence_token_groups
-from napari_radreport.grounding.geometry import ModelGrid
-from napari_radreport.grounding.locate import location_from_heatmap
+from napari_radreport.grounding.locate import location_from_heatmap, location_from_model_mask
 from napari_radreport.grounding.location import GroundedSentence
 from napari_radreport.grounding.sentences import report_sentences
+from napari_radreport.grounding.support import grounding_refusal
+from napari_radreport.modeling.processor import model_grid
 
 REPORT_SECTIONS = ("findings", "impression")
 CACHED = 8  # heatmap sets kept (each a few model grids of float32)
 NO_IMAGE_DEPENDENCE = "the sentence's probability does not depend on the image here"
+HEAD = "head"
+HEAD_THRESHOLD = 0.5
+NOTHING_ABOVE = f"the grounding head finds no voxel at probability {HEAD_THRESHOLD} or more"
 
 
 class GroundingError(ValueError):
@@ -31,22 +40,34 @@ class GroundingError(ValueError):
 
 def check_groundable(runner, study) -> None:
     """A GroundingError unless the model reads this study's pixels through our processor (volumes)."""
-    family = runner.family
-    if family.name != "radreport":
-        raise GroundingError(f"grounding needs a model whose pixels come from this project's processor; "
-                             f"this one ({family.name}) prepares its images with its own processor")
-    if family.modality != "ct" or not study.is_volume:
-        raise GroundingError("grounding works on CT volumes for now; radiographs are not located yet")
+    refusal = grounding_refusal(runner.family.name, runner.family.modality, study)
+    if refusal:
+        raise GroundingError(refusal)
+
+
+def default_method(runner) -> str:
+    """The model's grounding head where it has one, else attribution (gradient x input)."""
+    return HEAD if getattr(runner.model, "grounding_head", None) is not None else "gradient_x_input"
 
 
 class Grounder:
     """The heatmaps a runner's model gives, cached; one per engine."""
 
-    def __init__(self, runner, method: str = "gradient_x_input"):
-        if method not in METHODS:
-            raise GroundingError(f"unknown grounding method {method!r}; use one of {', '.join(METHODS)}")
+    def __init__(self, runner, method: str | None = None):
+        has_head = getattr(runner.model, "grounding_head", None) is not None
+        method = method or default_method(runner)
+        if method == HEAD and not has_head:
+            raise GroundingError("this model has no grounding head; use gradient_x_input or saliency")
+        if method not in (HEAD, *METHODS):
+            raise GroundingError(f"unknown grounding method {method!r}; use one of "
+                                 f"{', '.join((HEAD, *METHODS))}")
         self.runner, self.method = runner, method
         self._cache: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
+
+    @property
+    def method_name(self) -> str:
+        """The method as the locations name it: "grounding-head" or "attribution:<kind>"."""
+        return "grounding-head" if self.method == HEAD else f"attribution:{self.method}"
 
     def heatmaps(self, study, question: str, answer: str, spans: list[tuple[int, int]],
                  history=()) -> list[np.ndarray]:
@@ -61,7 +82,11 @@ class Grounder:
         encoded = runner.family.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(prompt) + list(encoded["input_ids"])
         groups = sentence_token_groups([tuple(o) for o in encoded["offset_mapping"]], spans, len(prompt))
-        maps = attribute(runner.model, runner.family.pixel_values(study), ids, groups, self.method)
+        pixels = runner.family.pixel_values(study)
+        if self.method == HEAD:
+            maps = head_probabilities(runner.model, pixels, ids, groups)
+        else:
+            maps = attribute(runner.model, pixels, ids, groups, self.method)
         self._cache[key] = maps
         while len(self._cache) > CACHED:
             self._cache.popitem(last=False)
@@ -79,12 +104,33 @@ class Grounder:
                       unit="sentences")
         maps = self.heatmaps(study, question, text[start:end],
                              [(s.start - start, s.end - start) for s in targets], history)
-        grid = ModelGrid.of(study, self.runner.family.preprocess)
+        grid = model_grid(study, self.runner.family.preprocess)
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
-            sentence.location = location_from_heatmap(heat, grid, f"attribution:{self.method}")
-            sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
+            if self.method == HEAD:
+                inside = (heat >= HEAD_THRESHOLD) & grid.field_of_view()
+                sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat)
+                sentence.why_none = "" if sentence.location else NOTHING_ABOVE
+            else:
+                sentence.location = location_from_heatmap(heat, grid, self.method_name)
+                sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             stage.advance(n)
         stage.finish()
+
+
+def head_probabilities(model, pixels, ids: list[int], groups: list[list[int]]) -> list[np.ndarray]:
+    """The grounding head's probability maps (model grid), one per group of answer token positions."""
+    import torch
+
+    from napari_radreport.modeling.grounding_head import head_inputs
+
+    device = next(model.parameters()).device
+    input_ids = torch.as_tensor(ids, device=device).reshape(1, -1)
+    with torch.inference_mode():
+        patches, stem, queries = head_inputs(model, pixels.to(device), input_ids, torch.ones_like(input_ids),
+                                             [groups])
+        dtype = next(model.grounding_head.parameters()).dtype
+        logits = model.grounding_head(patches.to(dtype), stem.to(dtype), queries.to(dtype))[0]
+    return list(torch.sigmoid(logits.float()).cpu().numpy())
 
 
 def ground_report(grounder: Grounder, study, text: str, questions: Mapping[str, str],

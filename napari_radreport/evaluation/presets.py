@@ -210,7 +210,8 @@ def iter_grounding_cases(engine, records: Sequence[ManifestRecord], *,
     the caller can score and drop the masks before the next one. A method of None is the engine's default,
     named in the case after the method its first location gives."""
     from napari_radreport.data.studies import read_record_study
-    from napari_radreport.evaluation.grounding import GroundingCase, truth_from_record
+    from napari_radreport.data.truth import truth_from_record
+    from napari_radreport.evaluation.grounding import GroundingCase
 
     require_grounding(engine)
     if text not in GROUNDING_TEXTS:

@@ -1,10 +1,10 @@
-"""Between the model's pixel grid and the study: the processor's exact geometry, inverted.
+"""Grids for grounding: a study's voxel grid in patient space, and the model's input grid on top of it.
 
-Every step of ``processor.volume_to_pixels`` (resampling with ``align_corners=False``, centre crop or pad,
-resize; CT-RATE's own steps for ``intensity: "ct_rate"``) maps a study voxel index to a model voxel index by
-an affine map, which ``processor.patient_to_pixel_index`` computes for a position. ``ModelGrid.of`` reads that
-map off at four points (so the steps are written once, in the processor); everything here applies or inverts
-it.
+``StudyGrid``: a study's array shape and its index -> LPS (mm) map. ``ModelGrid``: every step of
+``processor.volume_to_pixels`` (resampling with ``align_corners=False``, centre crop or pad, resize; CT-RATE's
+own steps for ``intensity: "ct_rate"``) maps a study voxel index to a model voxel index by an affine map;
+``processor.model_grid`` reads it off ``patient_to_pixel_index`` at four points (so the steps are written
+once, in the processor) and this class applies or inverts it. Numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -15,32 +15,58 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class StudyGrid:
+    """A study's array grid: its shape and index -> LPS (mm) map, ``lps = origin + index @ axes``."""
+
+    shape: tuple[int, int, int]
+    origin: np.ndarray
+    axes: np.ndarray  # rows: the LPS step (mm) of one voxel along each array axis
+
+    @classmethod
+    def of(cls, study) -> StudyGrid:
+        image = study.image
+        if image.direction is None or image.origin is None or None in image.spacing:
+            raise ValueError(f"{image.label}: no patient geometry (radiograph or unknown spacing)")
+        axes = np.asarray(image.direction, float) * np.asarray(image.spacing, float)[:, None]
+        return cls(tuple(int(n) for n in image.array.shape[-3:]), np.asarray(image.origin, float), axes)
+
+    def to_lps(self, index) -> np.ndarray:
+        return self.origin + np.asarray(index, float) @ self.axes
+
+    def to_index(self, lps) -> np.ndarray:
+        """The continuous array index of an LPS position."""
+        return np.linalg.solve(self.axes.T, np.asarray(lps, float) - self.origin)
+
+    def voxel_of(self, lps) -> tuple[int, ...] | None:
+        """The voxel nearest to an LPS position, None when it lies outside the array."""
+        index = np.rint(self.to_index(lps)).astype(int)
+        if np.any(index < 0) or np.any(index >= np.asarray(self.shape)):
+            return None
+        return tuple(int(i) for i in index)
+
+    def box(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The LPS box (min corner, max corner) of a mask, to its voxels' outer faces (half a voxel beyond
+        the outermost centres: a one-voxel mask has the voxel's size)."""
+        where = np.argwhere(mask)
+        ends = (where.min(axis=0) - 0.5, where.max(axis=0) + 0.5)
+        corners = np.array([[ends[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
+        points = self.to_lps(corners)
+        return points.min(axis=0), points.max(axis=0)
+
+
+@dataclass(frozen=True)
 class ModelGrid:
-    """``model_index = matrix @ study_index + offset`` (indices in array order), the model's input shape,
-    the study's array shape and its index -> LPS map."""
+    """``model_index = matrix @ study_index + offset`` (indices in array order) between a study's grid and
+    the model's input of ``model_shape``."""
 
     matrix: np.ndarray
     offset: np.ndarray
     model_shape: tuple[int, int, int]
-    study_shape: tuple[int, int, int]
-    study_origin: np.ndarray
-    study_axes: np.ndarray  # rows: the LPS step (mm) of one voxel along each array axis
+    study: StudyGrid
 
-    @classmethod
-    def of(cls, study, spec) -> ModelGrid:
-        from napari_radreport.modeling.processor import patient_to_pixel_index
-
-        image = study.image
-
-        def model_index(study_index) -> np.ndarray:
-            return np.asarray(patient_to_pixel_index(study, spec, image.index_to_patient(study_index)), float)
-
-        offset = model_index(np.zeros(3))
-        matrix = np.stack([model_index(unit) - offset for unit in np.eye(3)], axis=1)
-        origin = np.asarray(image.index_to_patient(np.zeros(3)), float)
-        axes = np.stack([np.asarray(image.index_to_patient(unit), float) - origin for unit in np.eye(3)])
-        return cls(matrix, offset, tuple(int(n) for n in spec.target_shape[-3:]),  # type: ignore[arg-type]
-                   tuple(int(n) for n in study.array.shape[-3:]), origin, axes)  # type: ignore[arg-type]
+    @property
+    def study_shape(self) -> tuple[int, int, int]:
+        return self.study.shape
 
     def study_index(self, model_index) -> np.ndarray:
         """The study's continuous array index of a model voxel index."""
@@ -48,7 +74,7 @@ class ModelGrid:
 
     def patient(self, study_index) -> np.ndarray:
         """LPS (mm) of a study array index."""
-        return self.study_origin + np.asarray(study_index, float) @ self.study_axes
+        return self.study.to_lps(study_index)
 
     def field_of_view(self) -> np.ndarray:
         """Bool on the model grid: the voxels whose centre lies inside the study (not padding)."""
@@ -73,11 +99,11 @@ class ModelGrid:
         return affine_transform(np.asarray(volume, dtype=np.float32), self.matrix, self.offset,
                                 output_shape=self.study_shape, order=order, mode="constant", cval=0.0)
 
-    def box(self, study_mask: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """The LPS box (min corner, max corner) around a mask on the study's grid, to its voxels' outer faces
-        (half a voxel beyond the outermost centres: a one-voxel mask has the voxel's size)."""
-        where = np.argwhere(study_mask)
-        ends = (where.min(axis=0) - 0.5, where.max(axis=0) + 0.5)
-        corners = np.array([[ends[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
-        points = self.patient(corners)
-        return tuple(points.min(axis=0)), tuple(points.max(axis=0))
+    def to_model(self, volume: np.ndarray, *, order: int = 1) -> np.ndarray:
+        """A volume on the study's grid sampled at every voxel of the model's input (0 outside the study): a
+        mask becomes the fraction of it each model voxel covers (``order`` 1)."""
+        from scipy.ndimage import affine_transform
+
+        inverse = np.linalg.inv(self.matrix)
+        return affine_transform(np.asarray(volume, dtype=np.float32), inverse, -inverse @ self.offset,
+                                output_shape=self.model_shape, order=order, mode="constant", cval=0.0)

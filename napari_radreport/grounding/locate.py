@@ -56,5 +56,7 @@ def location_from_model_mask(model_mask: np.ndarray, grid: ModelGrid, method: st
         study_mask = np.zeros(grid.study_shape, dtype=bool)
         clipped = np.clip(np.round(peak_index).astype(int), 0, np.array(grid.study_shape) - 1)
         study_mask[tuple(clipped)] = True
-    return Location(method, tuple(float(v) for v in grid.patient(peak_index)), grid.box(study_mask),
+    low, high = grid.study.box(study_mask)
+    return Location(method, tuple(float(v) for v in grid.patient(peak_index)),
+                    (tuple(float(v) for v in low), tuple(float(v) for v in high)),
                     tuple(float(v) for v in peak_index), grid, model_mask, heatmap)

@@ -38,3 +38,15 @@ def export_sentences(final_text: str, grounded: list[dict[str, Any]]) -> list[di
             entry["why_none"] = EDITED if grounded else NOT_GROUNDED
         out.append(entry)
     return out
+
+
+def located_spans(text: str, grounded: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    """(start, end, grounded sentence) for each sentence of ``text`` that was located as it now reads: what
+    the editor marks and a click shows."""
+    known = {_key(g.get("section", ""), g.get("text", "")): g for g in grounded if g.get("location")}
+    found = []
+    for sentence in report_sentences(text):
+        match = known.get(_key(sentence.section, sentence.text))
+        if match is not None:
+            found.append((sentence.start, sentence.end, match))
+    return found

@@ -2,12 +2,14 @@
 
 A ``RadReportConfig`` holds three sub-configs: the vision encoder (our 3-D ViT, CT-CLIP's CT-ViT, or
 transformers' CLIP vision model for radiographs), the perceiver that turns encoder tokens into LLM tokens, and
-the text model (any causal LM config transformers knows). Malformed values fail here, naming the field.
+the text model (any causal LM config transformers knows); optionally M3D-LaMed's segmentation head
+(``segmentation``: SegVol, read by ``SegVolSpec``). Malformed values fail here, naming the field.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -50,6 +52,91 @@ def _patch_grid(image_size, patch_size) -> tuple[list[int], list[int]]:
             raise ConfigError(f"vision_config.image_size[{axis}]={i} is not a multiple of "
                               f"vision_config.patch_size[{axis}]={p}")
     return list(image), list(patch)
+
+
+SEGMENTATION_TYPES = ("segvol",)  # M3D-LaMed's referring segmentation head (modeling/m3d_segmentation.py)
+
+
+@dataclass(frozen=True)
+class SegVolSpec:
+    """The sizes of a SegVol head (``RadReportConfig.segmentation``; M3D-LaMed's ``seg_module``).
+
+    A 3-D ViT image encoder without CLS token (``hidden_size`` wide) on the model's own pixels, a prompt
+    encoder and a two-way transformer mask decoder whose text prompt is the [SEG] token's projected hidden
+    state (``prompt_dim`` wide, which must equal ``hidden_size``: the prompt joins the decoder's tokens).
+    Defaults are M3D-LaMed's (SegVol's ViT-B): ``num_attention_heads`` and ``decoder_heads`` are not stored in
+    M3D's weights, its code fixes them at 12 and 8.
+    """
+
+    image_size: tuple[int, int, int] = (32, 256, 256)
+    patch_size: tuple[int, int, int] = (4, 16, 16)
+    in_channels: int = 1
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    qkv_bias: bool = False
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    num_mask_tokens: int = 4  # SAM's multimask outputs + 1; SegVol reads only the first
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16
+    prompt_dim: int = 768
+    type: str = "segvol"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SegVolSpec:
+        """The spec of a config's ``segmentation`` section; a ConfigError names a bad or unknown field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"segmentation must be a mapping of SegVol sizes, got {data!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"segmentation has unknown field(s): {', '.join(unknown)}")
+        values = dict(data)
+        if values.get("type", "segvol") not in SEGMENTATION_TYPES:
+            raise ConfigError(f"segmentation.type={values['type']!r} is unknown; one of "
+                              f"{', '.join(SEGMENTATION_TYPES)}")
+        try:
+            image, patch = _patch_grid(values.get("image_size", cls.image_size),
+                                       values.get("patch_size", cls.patch_size))
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("vision_config.", "segmentation.")) from None
+        values["image_size"], values["patch_size"] = tuple(image), tuple(patch)
+        spec = cls(**values)
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"segmentation.{f.name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"segmentation.hidden_size={self.hidden_size} is not divisible by "
+                              f"num_attention_heads={self.num_attention_heads}")
+        inner = self.hidden_size // self.attention_downsample_rate
+        if self.hidden_size % self.attention_downsample_rate or inner % self.decoder_heads:
+            raise ConfigError(f"segmentation.hidden_size={self.hidden_size} / attention_downsample_rate="
+                              f"{self.attention_downsample_rate} is not divisible by decoder_heads="
+                              f"{self.decoder_heads}")
+        if self.hidden_size % 8 or self.mask_in_chans % 4:
+            raise ConfigError("segmentation.hidden_size must be a multiple of 8 and mask_in_chans of 4 "
+                              f"(got {self.hidden_size}, {self.mask_in_chans})")
+        if self.prompt_dim != self.hidden_size:
+            raise ConfigError(f"segmentation.prompt_dim={self.prompt_dim} must equal hidden_size="
+                              f"{self.hidden_size}: the [SEG] prompt joins the mask decoder's tokens")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(i // p for i, p in zip(self.image_size, self.patch_size))  # type: ignore[return-value]
+
+    def as_dict(self) -> dict:
+        return {f.name: list(getattr(self, f.name)) if f.name in ("image_size", "patch_size")
+                else getattr(self, f.name) for f in fields(self)}
 
 
 class _PatchGridMixin:
@@ -245,6 +332,14 @@ class RadReportConfig(PreTrainedConfig):
     prompt: dict | None = None
     # What the model was made for (a recipe's "scope" section: modeling/scope.py), kept with the weights.
     scope: dict | None = None
+    # M3D-LaMed's referring segmentation head (SegVolSpec's fields; None: no head), and the token whose
+    # hidden state prompts it (modeling/m3d_segmentation.py).
+    segmentation: dict | None = None
+    seg_token: str = "[SEG]"
+    seg_token_id: int | None = None
+    # A trained grounding head ({"channels": C}; None: none): where a sentence's finding is, as a mask on the
+    # model's input grid (modeling/grounding_head.py; 3-D ViT towers only).
+    grounding_head: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -255,3 +350,26 @@ class RadReportConfig(PreTrainedConfig):
         if self.vision_config.model_type not in (*VOLUME_VISION_TYPES, "clip_vision_model",
                                                  "siglip_vision_model"):
             raise ConfigError(f"vision_config.model_type={self.vision_config.model_type!r} is not supported")
+        self._check_grounding_head()
+        if self.segmentation is not None:
+            self.segmentation = self.segmentation_spec.as_dict()  # type: ignore[union-attr]
+            if self.seg_token_id is None or vocab is not None and not 0 <= self.seg_token_id < vocab:
+                raise ConfigError(f"seg_token_id={self.seg_token_id} must be a token of "
+                                  f"text_config.vocab_size={vocab} when the model has a segmentation head")
+
+    def _check_grounding_head(self) -> None:
+        head = self.grounding_head
+        if head is None:
+            return
+        channels = head.get("channels") if isinstance(head, dict) else None
+        well_formed = isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1
+        if not well_formed or set(head) - {"channels"}:
+            raise ConfigError(f"grounding_head must be {{\"channels\": a positive integer}}, got {head!r}")
+        if self.vision_config.model_type != "radreport_vit3d":
+            raise ConfigError("grounding_head reads the 3-D ViT's patches and conv stem; this model's vision "
+                              f"tower is {self.vision_config.model_type}")
+
+    @property
+    def segmentation_spec(self) -> SegVolSpec | None:
+        """The segmentation head's sizes, or None when the model has none."""
+        return None if self.segmentation is None else SegVolSpec.from_dict(self.segmentation)

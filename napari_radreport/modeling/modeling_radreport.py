@@ -2,7 +2,10 @@
 
 Image features replace the embeddings of the image placeholder tokens (``masked_scatter``); their count
 must equal the perceiver's token count. ``pixel_values`` are only used at the first decoding step
-(GenerationMixin drops them afterwards; the key/value cache carries the image).
+(GenerationMixin drops them afterwards; the key/value cache carries the image). A config with a
+``segmentation`` section adds M3D-LaMed's SegVol head as ``segmentation`` (``modeling/m3d_segmentation.py``;
+``segment`` runs it), else ``segmentation`` is None; ``grounding_head`` likewise holds a trained grounding
+head (``modeling/grounding_head.py``) when the config has one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from transformers import initialization as init
 
 from napari_radreport.modeling.configuration import CTViTConfig, RadReportConfig, ViT3DConfig
 from napari_radreport.modeling.ctvit import CTViTEncoder
+from napari_radreport.modeling.grounding_head import GroundingHead, stem_dim
+from napari_radreport.modeling.m3d_segmentation import FourierPositions, SegmentationHead
 from napari_radreport.modeling.perceivers import build_perceiver
 from napari_radreport.modeling.vit3d import ViT3DEncoder
 
@@ -62,6 +67,11 @@ class RadReportPreTrainedModel(PreTrainedModel):
             param = module._parameters.get(name) if hasattr(module, "_parameters") else None
             if param is not None:
                 init.ones_(param)
+        if isinstance(module, FourierPositions):
+            init.normal_(module.positional_encoding_gaussian_matrix)
+        if isinstance(module, nn.ConvTranspose3d):
+            init.normal_(module.weight, std=std)
+            init.zeros_(module.bias)
         for name in ("queries", "query"):
             param = module._parameters.get(name) if hasattr(module, "_parameters") else None
             if param is not None:
@@ -85,6 +95,12 @@ class RadReportForConditionalGeneration(RadReportPreTrainedModel, GenerationMixi
             self.vision_tower.grid, config.text_config.hidden_size, getattr(vision, "conv_stem_detectors", 0)
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        spec = config.segmentation_spec
+        self.segmentation = SegmentationHead(spec, config.text_config.hidden_size) if spec else None
+        self.grounding_head = (GroundingHead(config.grounding_head, self.vision_tower.output_dim,
+                                             self.vision_tower.grid, stem_dim(vision),
+                                             config.text_config.hidden_size)
+                               if config.grounding_head else None)
         self.post_init()
 
     @property

@@ -11,7 +11,9 @@ Stages (the seeds' recipes):
 - ``mae``: masked-autoencoder pretraining of the 3-D ViT (75 % of patches masked, E3D-GPT);
 - ``labels``: the 3-D ViT and the perceiver learn the manifest's abnormality labels (training/labels.py);
 - ``candidates``: the ViT's conv stem learns small findings from patches around their ``positions``
-  (training/candidates.py).
+  (training/candidates.py);
+- ``grounding``: a grounding head on a trained model (``--init``), the model frozen, learns where each finding
+  sentence is from the records' ``masks`` (training/grounding.py).
 
 ``mae`` and ``labels`` write encoder weights, ``candidates`` the stem's, that a later run starts from
 (``--encoder``); ``freeze_conv_stem`` then keeps a learned stem as it is.
@@ -25,7 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-STAGES = ("stage1", "stage2", "mae", "labels", "candidates")
+STAGES = ("stage1", "stage2", "mae", "labels", "candidates", "grounding")
 MODULES = ("vision_tower", "perceiver", "language_model")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "stage1": {"lr": 1e-4, "trainable": ["perceiver"]},
@@ -33,6 +35,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mae": {"lr": 1.5e-4, "trainable": ["vision_tower"], "weight_decay": 0.05},
     "labels": {"lr": 3e-4, "trainable": ["vision_tower", "perceiver"], "weight_decay": 0.01},
     "candidates": {"lr": 1e-3, "trainable": ["vision_tower"], "batch_size": 32},
+    "grounding": {"lr": 1e-3, "trainable": [], "batch_size": 8},
 }
 
 
@@ -70,6 +73,7 @@ class TrainConfig:
     candidate_patch: list[int] = field(default_factory=lambda: [8, 16, 16])  # in preprocessed-volume voxels
     candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])  # largest shift of a patch centre
     freeze_conv_stem: bool = False
+    grounding_channels: int = 32  # --stage grounding: the head's width, when the model has no head yet
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

@@ -10,8 +10,8 @@ from napari_radreport.training.config import TrainConfig
 
 
 def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
-    """Stage 1: the whole model folder; stage 2: ``adapters/<name>``; MAE: ``encoder.safetensors``; labels:
-    that and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
+    """Stage 1 and grounding: the whole model folder; stage 2: ``adapters/<name>``; MAE:
+    ``encoder.safetensors``; labels: that and ``perceiver.safetensors``; candidates: ``stem.safetensors``."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
     if not acc.is_main_process:
@@ -33,7 +33,7 @@ def save_result(trainer, config: TrainConfig, out: Path) -> list[Path]:
             saved.append(out / f"{name}.safetensors")
         return saved
     loaded = trainer.parts.loaded
-    if config.stage == "stage1":
+    if config.stage in ("stage1", "grounding"):
         objective.model.save_pretrained(str(out))
         loaded.tokenizer.save_pretrained(str(out))
         return [out]

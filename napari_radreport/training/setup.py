@@ -86,6 +86,8 @@ def build_parts(config: TrainConfig, train: list[ManifestRecord], val: list[Mani
 
     if config.stage in ("mae", "labels", "candidates"):
         return encoder_parts(config, train, val, recipe, tiny, encoder)
+    if config.stage == "grounding":
+        return grounding_parts(config, train, val, out, init)
     loaded, trainable = report_model(config, train, out, init=init, recipe=recipe, tiny=tiny,
                                      tokenizer=tokenizer, encoder=encoder, resume=resume)
     kwargs = {"texts_per_image": config.texts_per_image, "seed": config.seed, "max_length": config.max_length}
@@ -183,3 +185,34 @@ def candidate_parts(config: TrainConfig, train: list[ManifestRecord], val: list[
     eval_data = StudyCandidates(val, val_images, names, index_in(val), **kwargs) if usable else None
     return RunParts(CandidateObjective(detector), train_data, eval_data,
                     trainable=sum(p.numel() for p in detector.parameters()), collate=collate_candidates)
+
+
+def grounding_parts(config: TrainConfig, train: list[ManifestRecord], val: list[ManifestRecord], out: Path,
+                    init: Path | None) -> RunParts:
+    """The ``--init`` model, frozen, with a grounding head (added when it has none) as the only part
+    trained."""
+    import torch
+
+    from napari_radreport.modeling.grounding_head import GroundingHead, stem_dim
+    from napari_radreport.modeling.loading import load_model
+    from napari_radreport.training.grounding import GroundingExamples, GroundingObjective, collate_grounding
+
+    if init is None:
+        raise ValueError("--stage grounding trains a grounding head on a model: give --init MODEL_FOLDER")
+    loaded = load_model(init, dtype=torch.float32)
+    model = loaded.model
+    if loaded.family.name != "radreport" or model.config.vision_config.model_type != "radreport_vit3d":
+        raise ValueError(f"--stage grounding: {Path(init).name} is not a 3-D ViT model of this project")
+    if model.grounding_head is None:
+        model.config.grounding_head = {"channels": int(config.grounding_channels)}
+        vision = model.config.vision_config
+        model.grounding_head = GroundingHead(model.config.grounding_head, model.vision_tower.output_dim,
+                                             model.vision_tower.grid, stem_dim(vision),
+                                             model.config.text_config.hidden_size)
+    _copy_base(Path(init), out)
+    objective = GroundingObjective(model)
+    objective.train()
+    eval_data = GroundingExamples(val, loaded, seed=config.seed) if val else None
+    return RunParts(objective, GroundingExamples(train, loaded, seed=config.seed), eval_data, loaded=loaded,
+                    trainable=sum(p.numel() for p in model.grounding_head.parameters()),
+                    collate=functools.partial(collate_grounding, pad_id=loaded.tokenizer.pad_token_id or 0))

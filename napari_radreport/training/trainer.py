@@ -113,7 +113,7 @@ class Trainer:
             batch = {"pixel_values": torch.cat([dataset[i] for i in indices])}
         else:
             batch = collate([dataset[i] for i in indices], self.pad_id)
-        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:

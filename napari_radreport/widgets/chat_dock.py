@@ -8,6 +8,10 @@ While an answer streams, each batch of tokens is inserted at the end of the tran
 instead of rebuilding the whole transcript's HTML (which grew with the answer: quadratic over it); the whole
 transcript is rendered at the start and the end of each question. The answer being written keeps its spaces
 (``white-space:pre-wrap``), so the appended text and a fresh rendering of it are the same.
+
+After a written answer (not a multiple choice), its sentences that state a finding are located in the image
+where the model can (``Engine.ground_answer``, on the engine's thread once the answer is complete) and become
+links; clicking one shows where, as the Report dock does.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ class ChatDock(QWidget):
         self.transcript.setObjectName("radreport-chat-transcript")
         self.transcript.setPlaceholderText("Questions and answers about this study appear here.")
         self.transcript.setMinimumHeight(48)  # the layout, not this, gives it room
+        self.transcript.setOpenLinks(False)
+        self.transcript.anchorClicked.connect(self._link_clicked)
+        # (study key, turn index) -> the answer's located sentences: (start, end, as_dict, Location)
+        self.located: dict[tuple[str, int], list[tuple[int, int, dict, Any]]] = {}
         self.question = QuestionEdit()
         self.question.setObjectName("radreport-chat-input")
         self.question.setPlaceholderText(
@@ -126,8 +134,9 @@ class ChatDock(QWidget):
         if study is None:
             self.transcript.setHtml("")
             return
-        rows = [f"<p><b>You:</b> {_lines(q)}<br><b>Model:</b> {_lines(a)}<i>{html.escape(n)}</i></p>"
-                for q, a, n in self.turns(study)]
+        rows = [f"<p><b>You:</b> {_lines(q)}<br><b>Model:</b> "
+                f"{_linked(a, self.located.get((study.key, i), []), i)}<i>{html.escape(n)}</i></p>"
+                for i, (q, a, n) in enumerate(self.turns(study))]
         streaming = self.pending is not None and self.pending[0] is study
         if streaming:  # spaces kept, so that appending to it shows what rendering it again would
             rows.append(f"<p><b>You:</b> {_lines(self.pending[1])}<br><b>Model:</b> <span style='white-space:"
@@ -184,7 +193,7 @@ class ChatDock(QWidget):
                                        settings=self.session.settings.generation(), **handlers)
         if watcher is None:  # busy: said why, nothing started
             return
-        self.pending, self.answer = (study, text), ""
+        self.pending, self.answer, self.last_result = (study, text), "", None
         self.question.clear()
         self.status.setText("Thinking…")
         self._busy_changed(True)
@@ -214,8 +223,49 @@ class ChatDock(QWidget):
         self.status.setText("")
 
     def _ended(self) -> None:
-        self.pending = None
+        study, self.pending = (self.pending or (None, ""))[0], None
         self.render()
+        result = self.last_result
+        written = hasattr(result, "stop_reason") and result.stop_reason != "stopped"  # not a choice
+        in_scope = getattr(result, "scope", None) is None or result.scope.in_scope  # else meaningless
+        if study is not None and written and in_scope:
+            self._locate(study, len(self.turns(study)) - 1)
+
+    def _locate(self, study, turn: int) -> None:
+        """Locate the sentences of answer ``turn`` of ``study`` (where the model can), then link them."""
+        from napari_radreport.grounding.support import grounding_refusal
+
+        info = self.session.engine.info
+        if info is None or grounding_refusal(info.kind, info.modality, study):
+            return
+        turns = self.turns(study)
+        question, answer, _note = turns[turn]
+
+        def located(sentences: list) -> None:
+            self.located[(study.key, turn)] = [(s.start, s.end, s.as_dict(), s.location) for s in sentences
+                                               if s.location is not None]
+            if self.located[(study.key, turn)]:
+                self.status.setText("Underlined sentences are located in the image: click one to see where.")
+            self.render()
+
+        self.session.run(self, "ground_answer", study, question, answer,
+                         history=[(q, a) for q, a, _ in turns[:turn]], on_result=located,
+                         on_error=lambda text: self.status.setText(error_html(text)),
+                         error_prefix="Could not locate the answer's findings")
+
+    def _link_clicked(self, url) -> None:
+        """A located sentence's link ("where:TURN:INDEX"): show it."""
+        from napari_radreport.widgets.location_layers import show_sentence
+
+        study = self.session.study
+        parts = url.toString().split(":")
+        if study is None or len(parts) != 3 or parts[0] != "where":
+            return
+        found = self.located.get((study.key, int(parts[1])), [])
+        index = int(parts[2])
+        if 0 <= index < len(found):
+            _start, _end, sentence, location = found[index]
+            self.status.setText(show_sentence(self.session, sentence, location))
 
     def _failed(self, text: str) -> None:
         """One line; the question goes back into the box (unless another is being typed): it is not lost."""
@@ -229,6 +279,16 @@ def _chosen(question: str, letter: str) -> str:
     options = (parse_choices(question) or ("", []))[1]
     index = LETTERS.find(letter)
     return f"{letter}. {options[index]}" if 0 <= index < len(options) else letter
+
+
+def _linked(answer: str, located: list[tuple[int, int, dict, Any]], turn: int) -> str:
+    """``_lines(answer)`` with each located sentence a link ("where:TURN:INDEX")."""
+    pieces, at = [], 0
+    for index, (start, end, _sentence, _location) in enumerate(located):
+        pieces.append(_lines(answer[at:start]))
+        pieces.append(f"<a href='where:{turn}:{index}'>{_lines(answer[start:end])}</a>")
+        at = end
+    return "".join(pieces) + _lines(answer[at:])
 
 
 def _lines(text: str) -> str:

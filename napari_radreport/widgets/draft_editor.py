@@ -8,7 +8,9 @@ the sign-off and the state line says so: the reviewed text is always the signed 
 
 Conflicts (napari_radreport/consistency.py) are found again on every edit, against the diagnosis the draft
 keeps; each is shown on its sentences (an amber background, the reason as a tooltip) and counted in a line
-under the text. Highlights are extra selections: they never enter the text, the undo history or the export.
+under the text. Sentences located in the image (the draft's ``grounding``, matched to the text as it now
+reads) are underlined; a click on one (without selecting text) emits ``location_clicked``. Highlights and
+underlines are extra selections: they never enter the text, the undo history or the export.
 Never while a report streams in (the editor is read-only then): a check asked for meanwhile runs once, when
 the stream ends (``set_streaming(False)``). Streamed text is appended without counting as an edit.
 """
@@ -19,7 +21,7 @@ import html
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QEvent, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QTextCursor, QTextFormat
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -37,6 +39,7 @@ from qtpy.QtWidgets import (
 from napari_radreport.consistency import Conflict, find_conflicts
 from napari_radreport.drafts import Draft, DraftStore
 from napari_radreport.export.content import STATUS_DRAFT, reviewed_by
+from napari_radreport.grounding.matching import located_spans
 
 if TYPE_CHECKING:
     from napari_radreport.widgets.draft_history import DraftHistory
@@ -46,26 +49,42 @@ UNREVIEWED = "background:#8a5a00;color:white;padding:3px;border-radius:3px"
 REVIEWED = "background:#1e6b35;color:white;padding:3px;border-radius:3px"
 CONFLICT_BACKGROUND = "#7a5200"  # a conflicting sentence, readable under napari's light text
 CONFLICTS = "color:#ffc44d"
+LOCATED_UNDERLINE = "#4fc3f7"  # a sentence located in the image
 
 
 class ConflictTextEdit(QPlainTextEdit):
-    """A plain text editor that shows the conflicts on their sentences, with the reason as a tooltip."""
+    """A plain text editor that shows the conflicts on their sentences (the reason as a tooltip) and
+    underlines the sentences located in the image (a click on one emits ``location_clicked``)."""
+
+    location_clicked = Signal(object)  # the grounded sentence (GroundedSentence.as_dict)
 
     def __init__(self) -> None:
         super().__init__()
         self.conflicts: list[Conflict] = []
+        self.located: list[tuple[int, int, dict]] = []
 
-    def show_conflicts(self, conflicts: list[Conflict]) -> None:
+    def _selection(self, start: int, end: int) -> QTextEdit.ExtraSelection:
+        selection = QTextEdit.ExtraSelection()
+        selection.cursor = QTextCursor(self.document())
+        selection.cursor.setPosition(start)
+        selection.cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        selection.format.setProperty(QTextFormat.Property.FullWidthSelection, False)
+        return selection
+
+    def show_conflicts(self, conflicts: list[Conflict],
+                       located: list[tuple[int, int, dict]] | None = None) -> None:
         self.conflicts = conflicts
+        self.located = located if located is not None else self.located
         selections = []
+        for start, end, _sentence in self.located:
+            selection = self._selection(start, end)
+            selection.format.setUnderlineStyle(selection.format.UnderlineStyle.SingleUnderline)
+            selection.format.setUnderlineColor(QColor(LOCATED_UNDERLINE))
+            selections.append(selection)
         for conflict in conflicts:
             for start, end in conflict.spans:
-                selection = QTextEdit.ExtraSelection()
-                selection.cursor = QTextCursor(self.document())
-                selection.cursor.setPosition(start)
-                selection.cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+                selection = self._selection(start, end)
                 selection.format.setBackground(QColor(CONFLICT_BACKGROUND))
-                selection.format.setProperty(QTextFormat.Property.FullWidthSelection, False)
                 selections.append(selection)
         self.setExtraSelections(selections)
 
@@ -73,12 +92,26 @@ class ConflictTextEdit(QPlainTextEdit):
         """The conflicts whose sentences hold the character at ``position``."""
         return [c for c in self.conflicts if any(start <= position < end for start, end in c.spans)]
 
+    def located_at(self, position: int) -> dict | None:
+        """The located sentence that holds the character at ``position``, or None."""
+        return next((s for start, end, s in self.located if start <= position < end), None)
+
+    def mouseReleaseEvent(self, event) -> None:
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton and not self.textCursor().hasSelection():
+            sentence = self.located_at(self.cursorForPosition(event.pos()).position())
+            if sentence is not None:
+                self.location_clicked.emit(sentence)
+
     def event(self, event) -> bool:
         if event.type() == QEvent.Type.ToolTip:
-            found = self.conflicts_at(self.cursorForPosition(self.viewport().mapFromGlobal(
-                event.globalPos())).position())
-            if found:
-                QToolTip.showText(event.globalPos(), "\n".join(c.message for c in found), self)
+            position = self.cursorForPosition(self.viewport().mapFromGlobal(event.globalPos())).position()
+            lines = [c.message for c in self.conflicts_at(position)]
+            sentence = self.located_at(position)
+            if sentence is not None:
+                lines.append(f"Located in the image ({sentence.get('finding')}): click to show where")
+            if lines:
+                QToolTip.showText(event.globalPos(), "\n".join(lines), self)
             else:
                 QToolTip.hideText()
                 event.ignore()
@@ -202,7 +235,8 @@ class DraftEditor(QWidget):
             return
         draft = self.draft
         conflicts = find_conflicts(draft.text, draft.diagnosis) if draft is not None and draft.text else []
-        self.editor.show_conflicts(conflicts)
+        located = located_spans(draft.text, draft.grounding) if draft is not None and draft.grounding else []
+        self.editor.show_conflicts(conflicts, located)
         if conflicts:
             listed = "; ".join(html.escape(c.message) for c in conflicts[:3])
             more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""

@@ -2,6 +2,9 @@
 
 CT models are asked about CT-RATE's 18 abnormalities (E3D-GPT's yes/no question); radiograph models
 about the labels they support. All questions share one cached image prefix.
+
+"Show where" (or a double-click on a row) locates the row's abnormality: where in the image the model's "Yes"
+comes from (``Engine.ground_label``), drawn as the Report dock draws a located sentence.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ class FindingsDock(QWidget):
         self.run_button = QPushButton("Check abnormalities")
         self.run_button.setObjectName("radreport-findings-run")
         self.run_button.clicked.connect(self.run)
+        self.where_button = QPushButton("Show where")
+        self.where_button.setObjectName("radreport-findings-where")
+        self.where_button.setToolTip("Where in the image the model's answer for the selected row comes from "
+                                     "(or double-click a row)")
+        self.where_button.clicked.connect(lambda: self.show_where(self.table.currentRow()))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("radreport-findings-stop")
         self.stop_button.clicked.connect(session.stop)
@@ -77,6 +85,8 @@ class FindingsDock(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.cellDoubleClicked.connect(lambda row, _column: self.show_where(row))
         self.progress = QProgressBar()  # determinate: the engine says which question batch it is on
         self.progress.setVisible(False)
         self.status = StatusLine()
@@ -85,6 +95,7 @@ class FindingsDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.where_button)
         buttons.addWidget(QLabel("Threshold:"))
         buttons.addWidget(self.threshold)
         layout = QVBoxLayout(self)
@@ -98,12 +109,15 @@ class FindingsDock(QWidget):
         session.study_changed.connect(self.render)
         session.busy_changed.connect(self._busy_changed)
         session.model_changed.connect(self.render)
+        for signal in (session.model_changed, session.study_changed):
+            signal.connect(lambda *_: self._busy_changed(self.session.busy))
         self.destroyed.connect(lambda *_, s=session: s.shutdown(timeout=0))
         self._busy_changed(session.busy)
         self.render()
 
     def _busy_changed(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
+        self.where_button.setEnabled(not busy and self._grounding_refusal() == "")
         self.stop_button.setEnabled(busy and self.session.job_owner is self)
 
     def run(self) -> None:
@@ -118,6 +132,35 @@ class FindingsDock(QWidget):
         self.pending = study
         self.status.setText("Asking about each abnormality…")
         self._busy_changed(True)
+
+    def _grounding_refusal(self) -> str:
+        from napari_radreport.grounding.support import grounding_refusal
+
+        info, study = self.session.engine.info, self.session.study
+        if info is None or study is None:
+            return "load a model and open a study first"
+        return grounding_refusal(info.kind, info.modality, study)
+
+    def show_where(self, row: int) -> None:
+        """Locate the abnormality of table row ``row`` in the active study and show it."""
+        item = self.table.item(row, 0) if row >= 0 else None
+        refusal = self._grounding_refusal()
+        if item is None or refusal:
+            self.status.setText(error_html(f"Cannot show where: {refusal}") if refusal else
+                                "Select a row first.")
+            return
+        study = self.session.study
+
+        def shown(sentence) -> None:
+            from napari_radreport.widgets.location_layers import show_sentence
+
+            if self.session.study is not study:
+                return  # the user moved on: not drawn over another study
+            said = show_sentence(self.session, sentence.as_dict(), sentence.location)
+            self.status.setText(said or f"{html.escape(item.text())}: no location ({sentence.why_none}).")
+
+        self.session.run(self, "ground_label", study, item.text(), on_result=shown, on_error=self._show_error,
+                         progress=self.progress, error_prefix="Could not locate it")
 
     def _on_events(self, events: list[Any]) -> None:
         for event in events:

@@ -15,7 +15,9 @@ from napari.utils.progress import cancelable_progress, progress
 from napari_radreport.engine.events import Progress, Token
 
 TITLES = {"load": "Loading the model", "unload": "Unloading the model", "report": "Drafting the report",
-          "ask": "Answering", "choose": "Choosing an answer", "diagnose": "Checking for abnormalities"}
+          "ask": "Answering", "choose": "Choosing an answer", "diagnose": "Checking for abnormalities",
+          "ground": "Locating the findings", "ground_answer": "Locating the answer's findings",
+          "ground_label": "Locating an abnormality"}
 STEPS = 100  # a determinate bar's range: the fraction in percent
 TOKEN_INTERVAL_S = 0.25  # how often the token count may redraw the description
 

@@ -171,8 +171,9 @@ class ReadingTools(QWidget):
 
     def study_layers(self) -> list:
         """The image layers of the active study."""
-        study = self.study
-        return [] if study is None else [layer for layer in self.viewer.layers if study_of(layer) is study]
+        from napari_radreport.viewer import study_image_layers
+
+        return [] if self.study is None else study_image_layers(self.viewer, self.study)
 
     def image_layer(self) -> Any:
         """The active study's image layer: the selected one of its layers, else its first."""

@@ -43,6 +43,7 @@ from napari_radreport.engine.events import Progress, ScopeChecked, SectionStarte
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import dialog_filters
 from napari_radreport.widgets.draft_editor import DraftEditor
+from napari_radreport.widgets.grounding_controls import GroundingControls
 from napari_radreport.widgets.scope_note import ScopeNote
 from napari_radreport.widgets.session import error_html, session_for
 from napari_radreport.widgets.shortcuts import add_shortcut, shortcut_text
@@ -131,6 +132,10 @@ class ReportDock(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setObjectName("radreport-export")
         self.export_button.clicked.connect(self._ask_export)
+        self.grounding = GroundingControls(self, session, self.draft_for, self.status.setText,
+                                           self._refresh_marks, self._save)
+        self.editor.editor.location_clicked.connect(self.grounding.show)
+        self._ground_next: tuple[Any, dict[str, str]] | None = None  # (study, questions) after a report
         add_shortcut(self, GENERATE_KEY, self._generate_if_enabled, window=True)  # its tooltip: _busy_changed
         add_shortcut(self, STOP_KEY, session.stop, self.stop_button)
         add_shortcut(self, EXPORT_KEY, self._ask_export, self.export_button, window=True)
@@ -157,6 +162,8 @@ class ReportDock(QWidget):
         progress_row = QHBoxLayout()  # the bar shares the speed line: no extra height while it shows
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.speed)
+        self.editor.actions.addWidget(self.grounding.locate)
+        self.editor.actions.addWidget(self.grounding.show_all)
         self.editor.actions.addWidget(self.export_button)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
@@ -218,6 +225,7 @@ class ReportDock(QWidget):
         self.load_button.setEnabled(not busy)
         self.stop_button.setEnabled(mine)
         self.editor.set_streaming(mine and self.job_study is self.session.study)
+        self.grounding.update(busy)
 
     def _study_changed(self, study) -> None:
         self.region_row.setVisible(study is not None and study.kind == "ct")
@@ -320,7 +328,9 @@ class ReportDock(QWidget):
         if template is not None:
             draft.provenance["template"] = template.name
         self._template = template
-        self._preamble = report_templates.preamble(template, study, indication) if template else ""
+        self._preamble = (report_templates.preamble(template, study, indication,
+                                                    comparison=self.session.comparison(study))
+                          if template else "")
         self.job_study = study
         self._stream_saved_at = 0.0  # the first streamed text is saved at once
         self.editor.show_draft(draft)
@@ -389,6 +399,10 @@ class ReportDock(QWidget):
         if self.job_study is not None:
             draft = self.drafts[self.job_study.key]
             draft.stop_reason, draft.diagnosis = result.stop_reason, dict(result.diagnosis)
+            draft.questions = dict(result.questions)
+            in_scope = result.scope is None or result.scope.in_scope  # out of scope: only when asked (Locate)
+            if result.stop_reason != "stopped" and in_scope and not self.grounding.refusal(self.job_study):
+                self._ground_next = (self.job_study, dict(result.questions))
         found = len(result.conflicts)
         conflicts = f" It contradicts itself or the model's diagnosis in {found} place{'s' * (found != 1)} " \
                     f"(highlighted)." if found else ""
@@ -424,6 +438,14 @@ class ReportDock(QWidget):
             self.editor.refresh()
         self.editor.set_streaming(False)
         self._save(draft)
+        follow, self._ground_next = self._ground_next, None
+        if follow is not None and follow[0] is study:
+            self.grounding.ground(*follow, keep=self.status.text())  # on the engine thread, after the report
+
+    def _refresh_marks(self) -> None:
+        """The editor's underlines and the buttons again, after the draft's grounding changed."""
+        self.editor.check()
+        self.grounding.update(self.session.busy)
 
     # -- export -----------------------------------------------------------------------------
     def _ask_export(self) -> None:
@@ -440,7 +462,8 @@ class ReportDock(QWidget):
         return ReportRecord(final_text=draft.text, ai_draft=draft.ai_draft, reviewed=draft.reviewed,
                             reviewer=draft.reviewer, reviewed_at=draft.reviewed_at,
                             study=StudyReference.from_study(study), provenance=Provenance(**known),
-                            stop_reason=draft.stop_reason, diagnosis=dict(draft.diagnosis))
+                            stop_reason=draft.stop_reason, diagnosis=dict(draft.diagnosis),
+                            grounding=list(draft.grounding))
 
     def export_to(self, path: str, overwrite: bool = False, ask=None) -> str | None:
         """Write the current draft; asks before replacing a file (``ask`` answers in tests)."""

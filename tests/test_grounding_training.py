@@ -1,0 +1,99 @@
+"""--stage grounding: the examples a phantom gives, a head that learns, and a trained head the engine uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_radreport.engine import default_model
+
+pytestmark = pytest.mark.skipif(default_model() is None,
+                                reason="this checkout has no napari_radreport/demo_model")
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory):
+    from napari_radreport.data.manifest import read_manifest
+    from napari_radreport.data.phantoms.generate import write_phantoms
+
+    manifest = write_phantoms(tmp_path_factory.mktemp("phantoms"), 12, seed=11, val=0.17, test=0.0)
+    return manifest, read_manifest(manifest)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    import torch
+
+    from napari_radreport.modeling.loading import load_model
+
+    return load_model(default_model(), dtype=torch.float32)
+
+
+def test_a_phantom_gives_one_example_per_text_that_states_a_drawn_finding(phantom_set, demo):
+    from napari_radreport.training.grounding import GroundingExamples, record_examples
+
+    _manifest, records = phantom_set
+    spec = demo.family.prompt_spec
+    for record in records:
+        drawn = {"nodule", "consolidation", "pleural effusion", "pericardial effusion"}
+        examples = record_examples(record, dict(spec.tasks), spec.choice_answer, spec.labels, drawn)
+        stated = {finding for e in examples for finding, _side in e.regions}
+        truth = {f for label, f in (("Lung nodule", "nodule"), ("Consolidation", "consolidation"),
+                                    ("Pleural effusion", "pleural effusion"),
+                                    ("Pericardial effusion", "pericardial effusion")) if record.labels[label]}
+        assert stated == truth  # the phantoms' texts state exactly their findings
+    data = GroundingExamples([r for r in records if r.split == "train"], demo, seed=0)
+    for index in range(len(data)):
+        item = data[index]
+        assert item["targets"].shape[0] == len(item["groups"]) and all(item["groups"])
+        assert (item["targets"].flatten(1).amax(1) > 0.2).all()  # every sentence's truth is on the grid
+
+
+def test_a_right_effusion_sentence_learns_the_right_side_only():
+    from napari_radreport.data.truth import StudyTruth, TruthRegion
+    from napari_radreport.training.grounding import _truth_mask
+
+    right, left = np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool)
+    right[0], left[1] = True, True
+    truth = StudyTruth(None, [TruthRegion("Pleural effusion (right)", "pleural effusion", right),
+                              TruthRegion("Pleural effusion (left)", "pleural effusion", left)])
+    assert (_truth_mask(truth, "pleural effusion", "right") == right).all()
+    assert (_truth_mask(truth, "pleural effusion", "bilateral") == (right | left)).all()
+
+
+def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path):
+    import json
+
+    from napari_radreport.data.studies import read_record_study
+    from napari_radreport.engine import Engine
+    from napari_radreport.modeling.loading import load_model
+    from napari_radreport.training.config import resolve
+    from napari_radreport.training.run import run_training
+
+    manifest, records = phantom_set
+    config = resolve("grounding", None, {"max_steps": 12, "batch_size": 2, "eval_studies": 2, "lr": 3e-3})
+    summary = run_training(config, manifest, tmp_path / "out", init=default_model(), quiet=True,
+                           log=lambda _m: None)
+    entries = [json.loads(line) for line in (tmp_path / "out" / "history-grounding.jsonl").open()]
+    losses = [e["loss"] for e in entries if "loss" in e]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])  # it learns
+    loaded = load_model(tmp_path / "out")
+    assert loaded.model.grounding_head is not None and loaded.model.config.grounding_head == {"channels": 32}
+    assert summary["saved"] == [str(tmp_path / "out")]
+
+    study = read_record_study(records[0])
+    engine = Engine()
+    engine.load(tmp_path / "out")
+    answer = "A 12 mm nodule in the left lower lobe."
+    (sentence,) = engine.ground_answer(study, "Is there a lung nodule?", answer)
+    assert engine._grounder.method == "head"
+    assert sentence.location is not None or sentence.why_none.startswith("the grounding head finds no voxel")
+    assert sentence.location is None or sentence.location.method == "grounding-head"
+    engine.shutdown()
+    plain = Engine()
+    plain.load()  # the demo model: no head
+    with pytest.raises(ValueError, match="no grounding head"):
+        plain.ground_answer(study, "Is there a lung nodule?", "A nodule.", method="head")
+    plain.shutdown()

@@ -1,0 +1,127 @@
+"""Grounded drafts in a real napari viewer: after a report the finding sentences are located and underlined;
+a click on one moves the viewer to its slice and draws its box and heatmap; Show all; the export keeps
+them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QTextCursor
+
+from napari_radreport.engine import default_model
+
+pytestmark = pytest.mark.skipif(default_model() is None,
+                                reason="this checkout has no napari_radreport/demo_model")
+WAIT_MS = 120_000
+
+
+@pytest.fixture()
+def phantom_study(tmp_path):
+    from napari_radreport import load_study
+    from napari_radreport.data.phantoms.generate import phantom_record, write_nifti
+
+    record, volume = phantom_record(2168, 0, "test")  # held out from the demo model's training
+    write_nifti(tmp_path / "phantom.nii.gz", volume)
+    return record, load_study(tmp_path / "phantom.nii.gz")
+
+
+def _click_sentence(qtbot, editor, start: int) -> None:
+    cursor = QTextCursor(editor.document())
+    cursor.setPosition(start + 2)
+    qtbot.mouseClick(editor.viewport(), Qt.MouseButton.LeftButton, pos=editor.cursorRect(cursor).center())
+
+
+def test_a_report_is_located_and_a_click_shows_where(docked, qtbot, phantom_study, tmp_path):
+    from napari_radreport.viewer import add_study, study_image_layers
+
+    record, study = phantom_study
+    viewer, session, report = docked["viewer"], docked["session"], docked["Report"]
+    add_study(viewer, study)
+    report.generate()
+    qtbot.waitUntil(lambda: not session.busy and bool(report.draft_for(study).grounding), timeout=WAIT_MS)
+    draft = report.draft_for(study)
+    editor = report.editor.editor
+    nodules = [(start, s) for start, _end, s in editor.located if s["finding"] == "nodule"]
+    assert nodules, draft.text  # the demo model finds this phantom's nodule and the sentence is underlined
+    assert "Located" in report.status.text() and report.grounding.show_all.isEnabled()
+
+    viewer.dims.set_point(0, viewer.dims.range[0].start)  # away from the nodule
+    start, sentence = nodules[0]
+    _click_sentence(qtbot, editor, start)
+    (layer,) = study_image_layers(viewer, study)
+    peak_index = study.image.patient_to_index(sentence["location"]["peak_lps_mm"])
+    step = viewer.dims.range[0].step  # napari shows the slice nearest the point
+    assert abs(viewer.dims.point[0] - layer.data_to_world(peak_index)[0]) <= step / 2 + 1e-6
+    (centre,) = record.positions["Lung nodule"]
+    assert np.linalg.norm(np.asarray(sentence["location"]["peak_lps_mm"]) - centre) < 15.0
+    box = viewer.layers["nodule (location)"]
+    heat = viewer.layers["nodule (heatmap)"]
+    assert box.metadata["study"] is study and heat.metadata["study"] is study
+    assert viewer.layers.selection.active is layer  # the study stays the active one
+    # the heatmap's brightest voxel, in world coordinates, is where the sentence's peak is
+    hot = np.unravel_index(int(np.argmax(heat.data)), heat.data.shape)
+    gap = np.subtract(heat.data_to_world(hot), layer.data_to_world(peak_index))
+    assert np.linalg.norm(gap) < 0.01  # the JSON's peak is rounded to 0.01 mm
+
+    report.grounding.show_all.click()
+    assert len(viewer.layers["all findings (location)"].data) >= 1
+
+    written = report.export_to(str(tmp_path / "report.json"))
+    sentences = json.loads(Path(written).read_text())["sentences"]
+    assert any(s["finding"] == "nodule" and s["location"] for s in sentences)
+
+
+def test_an_edited_sentence_loses_its_mark_and_locate_finds_it_again(docked, qtbot, phantom_study):
+    from napari_radreport.viewer import add_study
+
+    _record, study = phantom_study
+    viewer, session, report = docked["viewer"], docked["session"], docked["Report"]
+    add_study(viewer, study)
+    report.generate()
+    qtbot.waitUntil(lambda: not session.busy and bool(report.draft_for(study).grounding), timeout=WAIT_MS)
+    editor = report.editor.editor
+    before = len(editor.located)
+    start, end, sentence = editor.located[0]
+    cursor = QTextCursor(editor.document())
+    cursor.setPosition(end - 1)  # before the full stop
+    cursor.insertText(", unchanged")
+    assert len(editor.located) == before - 1
+    assert report.grounding.locate.isEnabled()
+    report.grounding.locate.click()
+    qtbot.waitUntil(lambda: not session.busy and len(editor.located) == before, timeout=WAIT_MS)
+
+
+def test_a_findings_row_and_a_chat_answer_show_where(docked, qtbot, phantom_study):
+    from qtpy.QtCore import QUrl
+
+    from napari_radreport.viewer import add_study, study_image_layers
+
+    record, study = phantom_study
+    viewer, session = docked["viewer"], docked["session"]
+    findings, chat = docked["Findings"], docked["Chat"]
+    add_study(viewer, study)
+    docked["Report"].load_model()
+    qtbot.waitUntil(lambda: session.engine.loaded and not session.busy, timeout=WAIT_MS)
+    findings.render()
+    labels = [findings.table.item(r, 0).text() for r in range(findings.table.rowCount())]
+    row = labels.index("Lung nodule")
+    assert findings.where_button.isEnabled()
+    findings.table.cellDoubleClicked.emit(row, 0)
+    qtbot.waitUntil(lambda: "nodule (location)" in viewer.layers and not session.busy, timeout=WAIT_MS)
+    assert "Showing where" in findings.status.text()
+    (centre,) = record.positions["Lung nodule"]
+    (layer,) = study_image_layers(viewer, study)
+    nodule_z = layer.data_to_world(study.image.patient_to_index(centre))[0]
+    assert abs(viewer.dims.point[0] - nodule_z) <= 2 * viewer.dims.range[0].step  # its slice, or next to it
+
+    viewer.layers.remove("nodule (location)")
+    chat.ask("Is there a lung nodule?")
+    qtbot.waitUntil(lambda: not session.busy and bool(chat.located), timeout=WAIT_MS)
+    (links,) = chat.located.values()
+    assert "href='where:0:0'" in chat.transcript.toHtml().replace('"', "'")
+    chat.transcript.anchorClicked.emit(QUrl("where:0:0"))
+    assert f"{links[0][2]['finding']} (location)" in viewer.layers
