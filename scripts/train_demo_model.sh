@@ -32,8 +32,11 @@ DATA=$WORK/phantoms/manifest.jsonl
 #    of studies whose only finding is cardiomegaly the single word "enlarged" (the heart-size answer)
 "$BIN/radreport" train --recipe radreport-demo-phantom --init "$WORK/stage1-final" --manifest "$DATA" \
     --out "$WORK/stage1-last" --tasks findings impression qa --texts-per-image 8 --epochs 2 --lr 1e-4 --quiet
+# 5. the grounding head (the model frozen) learns where each finding sentence is from the phantoms' masks
+"$BIN/radreport" train --stage grounding --init "$WORK/stage1-last" --manifest "$DATA" --out "$WORK/grounding" \
+    --epochs 3 --lr 3e-3 --quiet
 # the model card stays; the weights, config and tokenizer are replaced
 mkdir -p "$MODEL"
-cp "$WORK/stage1-last"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
+cp "$WORK/grounding"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$MODEL/"
 echo "trained in $SECONDS s"
 "$BIN/radreport" eval --preset phantom --model "$MODEL" --manifest "$DATA" --split test --out "$WORK/eval-test.json"

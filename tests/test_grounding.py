@@ -243,3 +243,66 @@ def test_a_study_mask_on_the_model_grid_covers_the_same_place():
     back = grid.to_study(on_model) >= 0.5
     inside, outside = (back & (mask > 0)).sum(), (back & (mask == 0)).sum()
     assert inside / (mask > 0).sum() > 0.8 and outside < 0.2 * mask.sum()
+
+
+# -- the DICOM SR, with the real tumour boxes of the shared chest CT ----------------------------------------
+def _tumour_box_lps(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """The annotated adenocarcinoma's box in LPS mm from its PASCAL-VOC files and the DICOM headers alone
+    (9 of the 20 files name an instance of this series; the others belong to a series not shipped)."""
+    import xml.etree.ElementTree as ET
+
+    import pydicom
+
+    by_uid = {}
+    for path in (shared_data / "ct" / "lung_dx_a0001_chest_kernelB").glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        by_uid[ds.SOPInstanceUID] = ds
+    corners = []
+    files = [x for x in (shared_data / "ct" / "lung_dx_a0001_tumour_boxes").glob("*.xml") if x.stem in by_uid]
+    assert len(files) == 9
+    for xml in files:
+        ds, box = by_uid[xml.stem], ET.parse(xml).find("object/bndbox")
+        row_dir, col_dir = (np.asarray(ds.ImageOrientationPatient[i:i + 3], float) for i in (0, 3))
+        spacing_row, spacing_col = (float(v) for v in ds.PixelSpacing)
+        for x in (float(box.find("xmin").text), float(box.find("xmax").text)):
+            for y in (float(box.find("ymin").text), float(box.find("ymax").text)):
+                corners.append(np.asarray(ds.ImagePositionPatient, float) + x * spacing_col * row_dir
+                               + y * spacing_row * col_dir)
+    corners = np.array(corners)
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def test_the_sr_carries_each_location_as_scoord3d_in_the_source_frame(shared_data, chest_study, tmp_path):
+    import pydicom
+
+    from napari_radreport.export import ReportRecord, StudyReference, export_report
+    from napari_radreport.grounding.geometry import StudyGrid
+
+    low, high = _tumour_box_lps(shared_data)
+    centre = (low + high) / 2
+    grid = StudyGrid.of(chest_study)  # our reader's geometry puts the tumour's centre inside the tumour's box
+    voxel = grid.voxel_of(centre)
+    assert voxel is not None
+    assert np.all(grid.to_lps(voxel) >= low - 3) and np.all(grid.to_lps(voxel) <= high + 3)
+    sentence = "A large nodule in the left lower lobe."
+    location = {"method": "test", "peak_lps_mm": [round(v, 2) for v in centre],
+                "box_lps_mm": [[round(v, 2) for v in low], [round(v, 2) for v in high]]}
+    text = f"Findings:\n{sentence} No pleural effusion.\n\nImpression:\nLeft lower lobe mass."
+    record = ReportRecord(final_text=text, ai_draft=text, study=StudyReference.from_study(chest_study),
+                          grounding=[{"section": "findings", "text": sentence, "finding": "nodule",
+                                      "location": location}])
+    ds = pydicom.dcmread(export_report(record, tmp_path / "report.dcm"))
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    frame = pydicom.dcmread(next((shared_data / "ct" / "lung_dx_a0001_chest_kernelB").glob("*.dcm")),
+                            stop_before_pixels=True).FrameOfReferenceUID
+    findings = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Findings")
+    (located,) = [i for i in findings.ContentSequence if i.ValueType == "TEXT" and i.TextValue == sentence]
+    coordinates = {i.GraphicType: np.asarray(i.GraphicData, float).reshape(-1, 3)
+                   for i in located.ContentSequence}
+    assert all(i.ValueType == "SCOORD3D" and i.ReferencedFrameOfReferenceUID == frame
+               and i.RelationshipType == "INFERRED FROM" for i in located.ContentSequence)
+    np.testing.assert_allclose(coordinates["POINT"][0], location["peak_lps_mm"], atol=1e-3)
+    np.testing.assert_allclose(coordinates["MULTIPOINT"], location["box_lps_mm"], atol=1e-3)
+    no_location = ReportRecord(final_text=text, ai_draft=text, study=StudyReference.from_study(chest_study))
+    plain = pydicom.dcmread(export_report(no_location, tmp_path / "plain.dcm"))
+    assert plain.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # no locations: Comprehensive SR as before

@@ -12,6 +12,11 @@ Verification Flag (PS3.3 C.17.2): VERIFIED, with the reviewer in the Verifying O
 COMPLETE report signed off by name (the standard allows VERIFIED only with COMPLETE); UNVERIFIED otherwise
 (a named sign-off of a PARTIAL report is still in the status comment). Preliminary Flag: PRELIMINARY.
 The SR holds no file paths: the source files are read for their UIDs, which the evidence references.
+Sentences located in the image (``ReportRecord.sentences``, grounding/) follow their section's text as Finding
+items, each with two 3-D spatial coordinates (SCOORD3D, "Image Region", INFERRED FROM) in the source's Frame
+of Reference: the peak as a POINT and the box as a MULTIPOINT of its two corners (LPS mm); the SR is then a
+Comprehensive 3D SR. A study without a Frame of Reference UID (NIfTI, PNG) keeps its locations in the JSON
+export only.
 A report about the images of more than one patient (a study opened with ``allow_mixed_patients``, or source
 files whose PatientID, PatientName or PatientBirthDate differ) gets no SR: an SR joins one patient's record,
 and any identity it carried would be put on the other patients' images (``one_patient``).
@@ -155,8 +160,25 @@ def _verifying_observer(record: ReportRecord) -> Any | None:
     return observer
 
 
-def _content(record: ReportRecord) -> Any:
-    """The document tree: title container with section containers, status and provenance comments."""
+def _located(sentence: dict[str, Any], frame_of_reference: str) -> Any:
+    """A located sentence as a Finding text item with its peak and box as SCOORD3D children."""
+    import numpy as np
+    from highdicom.sr import ContentSequence, Scoord3DContentItem, TextContentItem
+    from pydicom.sr.codedict import codes
+
+    where = sentence["location"]
+    item = TextContentItem(name=codes.DCM.Finding, value=sentence["text"], relationship_type="CONTAINS")
+    item.ContentSequence = ContentSequence([
+        Scoord3DContentItem(name=codes.DCM.ImageRegion, graphic_type=kind,
+                            graphic_data=np.array(points, float), frame_of_reference_uid=frame_of_reference,
+                            relationship_type="INFERRED FROM")
+        for kind, points in (("POINT", [where["peak_lps_mm"]]), ("MULTIPOINT", where["box_lps_mm"]))])
+    return item
+
+
+def _content(record: ReportRecord, frame_of_reference: str = "") -> Any:
+    """The document tree: title container with section containers (their text, then their located sentences
+    where the source has a Frame of Reference), status and provenance comments."""
     from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
     from pydicom.sr.codedict import codes
 
@@ -169,8 +191,11 @@ def _content(record: ReportRecord) -> Any:
     for name, bodies in grouped.items():
         container_code, item_code = section_codes[name]
         container = ContainerContentItem(name=container_code, relationship_type="CONTAINS")
+        located = [_located(s, frame_of_reference) for s in record.sentences
+                   if frame_of_reference and s["location"] and s["section"] == name.lower()]
         container.ContentSequence = ContentSequence(
-            [TextContentItem(name=item_code, value=body, relationship_type="CONTAINS") for body in bodies])
+            [TextContentItem(name=item_code, value=body, relationship_type="CONTAINS") for body in bodies]
+            + located)
         items.append(container)
     status = f"AI-generated draft report. Status: {status_line(record)}."
     provenance = f"Provenance: {provenance_line(record, full_hash=True)}"
@@ -213,7 +238,7 @@ def evidence_sequences(study_uid: str, evidence: list[Any]) -> tuple[list[Any], 
 def build_sr(record: ReportRecord) -> Any:
     """The SR as a ``highdicom.sr.ComprehensiveSR`` dataset."""
     from highdicom import UID
-    from highdicom.sr import ComprehensiveSR
+    from highdicom.sr import Comprehensive3DSR, ComprehensiveSR
 
     one_patient(record)  # before reading the sources: the study already says it mixes patients
     headers = source_headers(record.study.dicom_files)
@@ -221,12 +246,15 @@ def build_sr(record: ReportRecord) -> Any:
     evidence = referable(headers)
     identity = _identity(record, headers, evidence)
     complete = record.reviewed and record.complete and not record.out_of_scope_reason
+    frame = next((f for f in (_value(ds, "FrameOfReferenceUID") for ds in headers) if f), "")
+    spatial = bool(frame) and any(s["location"] for s in record.sentences)
+    document = Comprehensive3DSR if spatial else ComprehensiveSR  # SCOORD3D needs the 3D IOD
     with warnings.catch_warnings():  # names are copied as the source wrote them ("Lung_Dx-A0001")
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
                                 category=UserWarning)
-        sr = ComprehensiveSR(
+        sr = document(
             evidence=[identity],  # highdicom takes patient and study from here; the evidence is set below
-            content=_content(record),
+            content=_content(record, frame if spatial else ""),
             series_instance_uid=UID(),
             series_number=SERIES_NUMBER,
             sop_instance_uid=UID(),

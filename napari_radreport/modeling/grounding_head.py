@@ -26,7 +26,7 @@ class GroundingHead(nn.Module):
         self.stem_proj = nn.Conv3d(stem_dim, channels, kernel_size=1)
         self.mix = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
         self.query = nn.Linear(text_dim, channels)
-        self.bias = nn.Parameter(torch.full((), -4.0))  # most voxels of a volume are not the finding
+        self.bias = nn.Parameter(torch.full((), -7.0))  # about 1 voxel in 1,000 of a volume is the finding
 
     def volume_features(self, patches: torch.Tensor, stem: torch.Tensor) -> torch.Tensor:
         """(B, channels, D, H, W) from (B, N, vision_dim) patch features and (B, stem_dim, D, H, W)."""
