@@ -89,7 +89,7 @@ def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path):
     answer = "A 12 mm nodule in the left lower lobe."
     (sentence,) = engine.ground_answer(study, "Is there a lung nodule?", answer)
     assert engine._grounder.method == "head"
-    assert sentence.location is not None or sentence.why_none.startswith("the grounding head finds no voxel")
+    assert sentence.location is not None or sentence.why_none.startswith("no voxel reaches probability")
     assert sentence.location is None or sentence.location.method == "grounding-head"
     engine.shutdown()
     plain = Engine()

@@ -390,3 +390,32 @@ def test_their_mask2box_text_is_our_box_text(code):
         assert all(abs(a - b) <= 0.0005 * n + 1e-9
                    for a, b, n in zip((*box.start, *box.end), (*low, *high), M3D_SIZE * 2))
         assert code.extract_box_from_text(format_box(box, M3D_SIZE)) == numbers
+
+
+# -- the engine grounds with it ---------------------------------------------------------------------------
+def test_the_engine_grounds_a_sentence_with_m3ds_own_segmentation(tiny, abdomen_nifti):
+    from napari_radreport import load_study
+    from napari_radreport.engine import Engine
+    from napari_radreport.engine.grounding import finding_phrase
+    from napari_radreport.modeling.m3d_segmentation import segment
+
+    engine = Engine()
+    engine.allow_out_of_scope = True
+    engine.load(tiny.out)
+    study = load_study(abdomen_nifti)
+    answer = "There is a 12 mm nodule in the right upper lobe."
+    (sentence,) = engine.ground_answer(study, "Any nodule?", answer)
+    grounder = engine._grounder
+    assert grounder.method == "m3d-segmentation"  # the default for a model with SegVol
+    assert finding_phrase(answer) == "right upper lobe nodule"
+    runner = engine.runner
+    prompt, _ = runner.prompt(study, "Can you segment the right upper lobe nodule in this image?")
+    ids = list(prompt) + runner.family.tokenizer("It is [SEG].", add_special_tokens=False)["input_ids"]
+    expected = torch.sigmoid(segment(runner.model, ids, runner.family.pixel_values(study))[0, 0]).numpy()
+    (probabilities,) = grounder.heatmaps(study, "Any nodule?", answer, [(0, len(answer))])
+    torch.testing.assert_close(torch.as_tensor(probabilities), torch.as_tensor(expected), atol=1e-6, rtol=0)
+    if (expected >= 0.5).any():
+        assert sentence.location.method == "m3d-segmentation"
+    else:
+        assert sentence.location is None and sentence.why_none == "no voxel reaches probability 0.5"
+    engine.shutdown()

@@ -1,10 +1,11 @@
 """Grounding on the engine's thread: a report's, an answer's or a diagnosis label's sentences located and
 put in patient space (``grounding/locate.py``).
 
-Methods: ``head``, the model's trained grounding head (``modeling/grounding_head.py``: a probability per
-voxel; the mask is where it reaches ``HEAD_THRESHOLD``), the default for a model that has one;
-``gradient_x_input`` and ``saliency``, attribution through the whole model (``attribution.py``), for any model
-of this project's processor, the default otherwise.
+Methods, each the default for a model that has what it needs: ``m3d-segmentation``, M3D-LaMed's own SegVol
+head asked to segment each sentence's finding; ``head``, the model's trained grounding head
+(``modeling/grounding_head.py``); both give a probability per voxel, the mask is where it reaches
+``HEAD_THRESHOLD``. Else ``gradient_x_input`` (or ``saliency``), attribution through the whole model
+(``attribution.py``), for any model of this project's processor.
 
 Runs after generation, never during it; each heatmap set is cached per (study, method, question, answer), so
 clicking through a draft or exporting it twice costs one pass.
@@ -30,8 +31,9 @@ REPORT_SECTIONS = ("findings", "impression")
 CACHED = 8  # heatmap sets kept (each a few model grids of float32)
 NO_IMAGE_DEPENDENCE = "the sentence's probability does not depend on the image here"
 HEAD = "head"
-HEAD_THRESHOLD = 0.5
-NOTHING_ABOVE = f"the grounding head finds no voxel at probability {HEAD_THRESHOLD} or more"
+SEGMENT = "m3d-segmentation"  # M3D-LaMed's SegVol asked to segment a finding (modeling/m3d_segmentation.py)
+HEAD_THRESHOLD = 0.5  # a probability map (the head's, SegVol's sigmoid) is the mask from here
+NOTHING_ABOVE = f"no voxel reaches probability {HEAD_THRESHOLD}"
 
 
 class GroundingError(ValueError):
@@ -46,7 +48,9 @@ def check_groundable(runner, study) -> None:
 
 
 def default_method(runner) -> str:
-    """The model's grounding head where it has one, else attribution (gradient x input)."""
+    """The model's own segmentation head, else its grounding head, else attribution (gradient x input)."""
+    if getattr(runner.model, "segmentation", None) is not None:
+        return SEGMENT
     return HEAD if getattr(runner.model, "grounding_head", None) is not None else "gradient_x_input"
 
 
@@ -58,16 +62,21 @@ class Grounder:
         method = method or default_method(runner)
         if method == HEAD and not has_head:
             raise GroundingError("this model has no grounding head; use gradient_x_input or saliency")
-        if method not in (HEAD, *METHODS):
+        if method == SEGMENT and getattr(runner.model, "segmentation", None) is None:
+            raise GroundingError("this model has no segmentation head (M3D-LaMed's SegVol); use "
+                                 "gradient_x_input or saliency")
+        if method not in (HEAD, SEGMENT, *METHODS):
             raise GroundingError(f"unknown grounding method {method!r}; use one of "
-                                 f"{', '.join((HEAD, *METHODS))}")
+                                 f"{', '.join((HEAD, SEGMENT, *METHODS))}")
         self.runner, self.method = runner, method
         self._cache: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 
     @property
     def method_name(self) -> str:
         """The method as the locations name it: "grounding-head" or "attribution:<kind>"."""
-        return "grounding-head" if self.method == HEAD else f"attribution:{self.method}"
+        if self.method in (HEAD, SEGMENT):
+            return "grounding-head" if self.method == HEAD else SEGMENT
+        return f"attribution:{self.method}"
 
     def heatmaps(self, study, question: str, answer: str, spans: list[tuple[int, int]],
                  history=()) -> list[np.ndarray]:
@@ -83,13 +92,31 @@ class Grounder:
         ids = list(prompt) + list(encoded["input_ids"])
         groups = sentence_token_groups([tuple(o) for o in encoded["offset_mapping"]], spans, len(prompt))
         pixels = runner.family.pixel_values(study)
-        if self.method == HEAD:
+        if self.method == SEGMENT:
+            maps = self._segmentations(study, pixels, [answer[a:b] for a, b in spans])
+        elif self.method == HEAD:
             maps = head_probabilities(runner.model, pixels, ids, groups)
         else:
             maps = attribute(runner.model, pixels, ids, groups, self.method)
         self._cache[key] = maps
         while len(self._cache) > CACHED:
             self._cache.popitem(last=False)
+        return maps
+
+    def _segmentations(self, study, pixels, sentences: list[str]) -> list[np.ndarray]:
+        """SegVol's probability map for each sentence's finding, asked as the model's ``segment`` task."""
+        import torch
+
+        from napari_radreport.modeling.m3d_segmentation import segment
+
+        runner, tasks = self.runner, self.runner.family.prompt_spec.tasks
+        device = next(runner.model.parameters()).device
+        maps = []
+        for sentence in sentences:
+            prompt, _ = runner.prompt(study, tasks["segment"].format(phrase=finding_phrase(sentence)))
+            answer = runner.family.tokenizer(tasks["segment_answer"], add_special_tokens=False)["input_ids"]
+            logits = segment(runner.model, list(prompt) + list(answer), pixels.to(device))
+            maps.append(torch.sigmoid(logits[0, 0]).cpu().numpy())
         return maps
 
     def locate(self, study, sentences: list[GroundedSentence], question: str, text: str, history=(),
@@ -106,7 +133,7 @@ class Grounder:
                              [(s.start - start, s.end - start) for s in targets], history)
         grid = model_grid(study, self.runner.family.preprocess)
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
-            if self.method == HEAD:
+            if self.method in (HEAD, SEGMENT):
                 inside = (heat >= HEAD_THRESHOLD) & grid.field_of_view()
                 sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat)
                 sentence.why_none = "" if sentence.location else NOTHING_ABOVE
@@ -115,6 +142,19 @@ class Grounder:
                 sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             stage.advance(n)
         stage.finish()
+
+
+def finding_phrase(sentence: str) -> str:
+    """What a segmentation prompt names for a sentence: its first stated finding with the side and lobe the
+    sentence gives ("right upper lobe nodule"), else the sentence itself."""
+    from napari_radreport.consistency import read_statements
+
+    stated = [s for s in read_statements(sentence) if s.stance != "absent"]
+    if not stated:
+        return sentence.strip().rstrip(".")
+    first = stated[0]
+    where = " ".join(w for w in (first.side, f"{first.lobe} lobe" if first.lobe else None) if w)
+    return f"{where} {first.finding}".strip()
 
 
 def head_probabilities(model, pixels, ids: list[int], groups: list[list[int]]) -> list[np.ndarray]:

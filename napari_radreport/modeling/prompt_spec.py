@@ -31,6 +31,10 @@ DEFAULT_TASKS = {
     "region_findings": "Write the findings for the {region} in this CT.",
     "diagnosis": "Does this image show signs of {label}?",
     "choice": "{question}\n{choices}\nAnswer with the letter of the correct option.",
+    # referring segmentation (models with a segmentation head: M3D-LaMed's [SEG]); the question and answer are
+    # the forms of M3D's own segmentation data (LaMed/src/dataset/prompt_templates.py)
+    "segment": "Can you segment the {phrase} in this image?",
+    "segment_answer": "It is [SEG].",
 }
 # How a model answers a multiple-choice question (the recipe's ``prompt.choice_answer``): with the option's
 # letter (AMOS-MM; the engine reads the letter's odds), or with the option's words (the engine compares how
