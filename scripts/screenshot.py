@@ -3,7 +3,7 @@
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot.py OUT.png [PATH ...] \\
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
         [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
-        [--prior PATH [--offset MM] [--side-by-side] [--slice N]]
+        [--prior PATH [--offset MM] [--side-by-side] [--slice N]] [--three-planes [--cursor Z,Y,X]]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -66,6 +66,18 @@ def _show_slice(viewer, session, number: int) -> None:
     viewer.dims.set_point(range(len(world)), world)
 
 
+def _three_planes(tools, cursor: str | None) -> None:
+    """Switch the three planes on (the Study dock's button), the linked cursor on voxel ``cursor``."""
+    import numpy as np
+
+    tools.three_button.click()
+    if not tools.three_planes.shown:
+        raise SystemExit(f"the three planes did not open: {tools.three_button.toolTip()}")
+    if cursor:
+        voxel = np.array([float(v) for v in cursor.split(",")])
+        tools.set_cursor(tools.layer.data_to_world(voxel))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -92,6 +104,9 @@ def main() -> None:
     parser.add_argument("--offset", type=float, default=0.0, help="with --prior: its offset in mm")
     parser.add_argument("--side-by-side", action="store_true", help="with --prior: show the two side by side")
     parser.add_argument("--slice", type=int, help="show this slice of the active study (1-based)")
+    parser.add_argument("--three-planes", action="store_true",
+                        help="the Study dock's 3 planes: coronal and sagittal under the axial canvas")
+    parser.add_argument("--cursor", help="with --three-planes: the linked cursor on voxel Z,Y,X (from 0)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -164,6 +179,10 @@ def main() -> None:
     viewer.reset_view()  # frame the layers in the resized canvas
     if args.slice:
         _show_slice(viewer, session, args.slice)
+    if args.three_planes:
+        _three_planes(docks["Study (napari-radreport)"].tools, args.cursor)
+        for _ in range(20):
+            QApplication.processEvents()
     QApplication.processEvents()
     if args.show_model_list:  # a popup is a window of its own: grab the screen
         docks["Settings (napari-radreport)"].model_choice.native.showPopup()

@@ -24,8 +24,8 @@ class GroundingHead(nn.Module):
         self.grid, self.channels = tuple(int(n) for n in grid), channels
         self.patch_proj = nn.Linear(vision_dim, channels)
         self.stem_proj = nn.Conv3d(stem_dim, channels, kernel_size=1)
-        # a 1x1x1 mix: the stem's two 3x3x3 layers and the patches already see the neighbourhood; a 3x3x3 mix at
-        # full resolution cost 27x the arithmetic and made a training step 2-5 s on this CPU
+        # a 1x1x1 mix: the stem's two 3x3x3 layers and the patches already see the neighbourhood; a 3x3x3 mix
+        # at full resolution cost 27x the arithmetic and made a training step 2-5 s on this CPU
         self.mix = nn.Conv3d(channels, channels, kernel_size=1)
         self.query = nn.Linear(text_dim, channels)
         self.bias = nn.Parameter(torch.full((), -7.0))  # about 1 voxel in 1,000 of a volume is the finding

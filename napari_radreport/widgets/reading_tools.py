@@ -9,10 +9,13 @@ active study:
   its own canvas text overlays (``viewer.canvas.overlays``, positions such as ``middle_left``), so each letter
   sits at its edge.
 * **Axial / Coronal / Sagittal**: one click shows that plane (``viewer.dims.order``). napari 0.9 draws one
-  canvas with one camera and one dims order, and its grid mode only tiles layers in that same plane, so a
-  true three-plane layout is not possible in one viewer; the planes are one click apart instead, with a
+  canvas with one camera and one dims order, and its grid mode only tiles layers in that same plane, so the
+  main canvas shows one plane at a time (the three at once need canvases of their own: *3 planes*), with a
   linked cursor: a click (without dragging) on the canvas sets the cursor point, and switching planes keeps
-  it as the slice position (``set_cursor``).
+  it as the slice position (``set_cursor``); scrolling a plane moves the cursor with it.
+* **3 planes**: the axial plane on the main canvas and the coronal and sagittal planes in two extra canvases
+  under it, all three on the linked cursor, with a crosshair (``widgets/three_plane.py``). Volumes only: for
+  a radiograph the button is disabled and its tooltip says why.
 * **Linear**: linear display interpolation of the study's layers (``interpolation2d``).
 * **Ruler / ROI**: a Shapes layer per image layer, sharing its scale and translate so that shapes hold voxel
   indices; lengths, areas and statistics come from ``io.measurements`` with the study's own geometry, and
@@ -44,8 +47,9 @@ from napari_radreport.io.measurements import (
     roi_text,
     series_label,
 )
-from napari_radreport.io.orientation_letters import edge_letters, plane_axes, plane_of_axis
+from napari_radreport.io.orientation_letters import plane_axes, plane_of_axis
 from napari_radreport.widgets.session import ViewerSession, real_viewer, session_for, study_of
+from napari_radreport.widgets.three_plane import ThreePlanes, cannot_show, canvas_letters, slice_axis_of
 
 if TYPE_CHECKING:
     import napari
@@ -72,12 +76,16 @@ def _image_of(layer: Any) -> ImageData | None:
     return study.images[layer.metadata.get("radreport_image_index", 0)]
 
 
+THREE_PLANES_TIP = "Axial here, coronal and sagittal in two canvases under it, on one linked crosshair"
+
+
 class ReadingTools(QWidget):
     """Overlay, planes, interpolation, ruler and ROI for the session's active study (see the module doc).
 
     Signals: ``measurement_text(str)``, a measurement's report line, on "Insert into report".
     Methods the dock and tests use: ``set_overlay``, ``set_plane``, ``current_plane``, ``set_cursor``,
-    ``set_linear``, ``set_tool``, ``measurement_layer``, ``measurement_line``, ``current_measurement``,
+    ``set_three_planes`` (``three_planes`` is its ThreePlanes), ``set_linear``,
+    ``set_tool``, ``measurement_layer``, ``measurement_line``, ``current_measurement``,
     ``insert_measurement``, ``teardown`` (also run when the widget is destroyed); ``overlay_text()`` gives
     the on-canvas texts, ``last_text`` the latest measurement's report line."""
 
@@ -112,6 +120,11 @@ class ReadingTools(QWidget):
         for plane, b in self.plane_buttons.items():
             self.plane_group.addButton(b)
             b.clicked.connect(lambda _=False, p=plane: self.set_plane(p))
+        self.three_button = button("3 planes", THREE_PLANES_TIP)
+        self.three_button.setObjectName("radreport-three-planes")
+        self.three_planes = ThreePlanes(self.viewer, set_cursor=self.set_cursor, parent=self)
+        self.three_planes.changed.connect(self._three_planes_changed)
+        self.three_button.toggled.connect(self.set_three_planes)
         self.linear_button = button("Linear", "Linear display interpolation (off: nearest voxel)")
         self.ruler_button = button("Ruler", "Draw a line: its length in mm")
         self.roi_button = button("ROI", "Draw an ellipse (or a rectangle, in the layer controls): mean, SD, "
@@ -133,7 +146,7 @@ class ReadingTools(QWidget):
         for row in (first, second):
             row.setContentsMargins(0, 0, 0, 0)
             row.setSpacing(2)
-        for b in (self.overlay_button, *self.plane_buttons.values(), self.linear_button):
+        for b in (self.overlay_button, *self.plane_buttons.values(), self.three_button, self.linear_button):
             first.addWidget(b)
         first.addStretch(1)
         for b in (self.ruler_button, self.roi_button, self.insert_button):
@@ -148,6 +161,7 @@ class ReadingTools(QWidget):
         v = self.viewer
         self._viewer_events = [
             (v.dims.events.current_step, self._refresh_overlay),
+            (v.dims.events.current_step, self._cursor_follows_slice),
             (v.dims.events.order, self._on_view_changed),
             (v.dims.events.ndisplay, self._on_view_changed),
             (v.scene.camera.events.orientation, self._refresh_overlay),
@@ -210,6 +224,7 @@ class ReadingTools(QWidget):
         self.setEnabled(image is not None)
         for b in self.plane_buttons.values():
             b.setVisible(volume)
+        self._follow_three_planes(layer)
         measurable = image is not None and has_spacing(image)
         self.ruler_button.setEnabled(measurable)
         self.roi_button.setEnabled(measurable)
@@ -273,12 +288,7 @@ class ReadingTools(QWidget):
 
     def _slice_axis(self) -> int | None:
         """The spatial axis (array order) the 2D view slices along; None in 3D or without a volume."""
-        layer, image = self.layer, _image_of(self.layer)
-        if image is None or image.spatial_ndim < 3 or self.viewer.dims.ndisplay != 2:
-            return None
-        first = self.viewer.dims.ndim - image.spatial_ndim  # world axis of spatial axis 0
-        hidden = [a - first for a in self.viewer.dims.not_displayed if a >= first]
-        return hidden[0] if len(hidden) == 1 and layer is not None else None
+        return slice_axis_of(self.viewer.dims, _image_of(self.layer))
 
     def _slice_index(self, axis: int) -> int:
         """The displayed slice along spatial ``axis`` (0-based voxel index)."""
@@ -288,22 +298,7 @@ class ReadingTools(QWidget):
 
     def _letters(self) -> Any:
         """The edge letters of the 2D view of the watched volume (None when they do not apply)."""
-        image = _image_of(self.layer)
-        if (image is None or image.direction is None or not has_spacing(image) or self._slice_axis() is None):
-            return None
-        point = np.asarray(self.viewer.dims.point, dtype=float)
-        vertical, horizontal = self.viewer.dims.displayed
-        flip_v, flip_h = (str(x) for x in self.viewer.scene.camera.orientation2d)
-
-        def data_step(world_axis: int, sign: float) -> np.ndarray:
-            moved = point.copy()
-            moved[world_axis] += sign
-            step = self.layer.world_to_data(moved) - self.layer.world_to_data(point)
-            return np.asarray(step)[-image.spatial_ndim:]
-
-        down = data_step(vertical, -1.0 if flip_v == "up" else 1.0)
-        right = data_step(horizontal, -1.0 if flip_h == "left" else 1.0)
-        return edge_letters(image.direction, image.spacing, right, down)
+        return canvas_letters(self.layer, _image_of(self.layer), self.viewer.dims, self.viewer.scene.camera)
 
     def _info_line(self) -> str:
         """"W 1500 L -600" over "slice 18/64 · z -123.5 mm" for the watched layer (two short lines stay clear
@@ -381,6 +376,13 @@ class ReadingTools(QWidget):
             spatial = self._spatial_world_axes()
             self.viewer.dims.set_point(spatial, point[spatial])
 
+    def _cursor_follows_slice(self, *_args: Any) -> None:
+        """Scrolling the canvas's slice moves the linked cursor with it (a plane shown later keeps it)."""
+        axis = self._slice_axis()
+        if self.cursor is not None and axis is not None and self.cursor.shape == (self.viewer.dims.ndim,):
+            world = self._spatial_world_axes()[axis]
+            self.cursor[world] = self.viewer.dims.point[world]
+
     def _cursor_click(self, viewer: Any, event: Any):
         """A click without dragging on the canvas (and not while drawing) sets the linked cursor."""
         if event.type != "mouse_press" or event.modifiers or self._tool is not None:
@@ -402,6 +404,35 @@ class ReadingTools(QWidget):
                 b.setChecked(name == plane)
         self.plane_group.setExclusive(True)
         self._refresh_overlay()
+
+    # -- three planes ------------------------------------------------------------------------------------
+    def set_three_planes(self, on: bool) -> None:
+        """Show (the main canvas axial, coronal and sagittal under it) or hide the three planes."""
+        if on:
+            if cannot_show(self.layer):
+                on = False
+            else:
+                self.set_plane("axial")
+                self.three_planes.show(self.layer)
+        else:
+            self.three_planes.hide()
+        with _blocked(self.three_button):
+            self.three_button.setChecked(on and self.three_planes.shown)
+
+    def _three_planes_changed(self, shown: bool) -> None:
+        with _blocked(self.three_button):
+            self.three_button.setChecked(shown)
+
+    def _follow_three_planes(self, layer: Any) -> None:
+        """The button's state and tooltip for the active study; the shown planes follow its layer."""
+        reason = cannot_show(layer)
+        self.three_button.setEnabled(not reason)
+        self.three_button.setToolTip(THREE_PLANES_TIP if not reason else f"3 planes: {reason}")
+        if self.three_planes.shown:
+            if reason:
+                self.three_planes.hide()
+            else:
+                self.three_planes.set_source(layer)
 
     # -- interpolation ---------------------------------------------------------------------------------
     def set_linear(self, on: bool) -> None:
@@ -545,6 +576,8 @@ class ReadingTools(QWidget):
         """Undo this widget's connections to the viewer and the session, and remove its canvas texts (runs
         when the widget is destroyed; touches no Qt object of its own)."""
         viewer = self.viewer
+        with contextlib.suppress(RuntimeError):
+            self.three_planes.teardown()
         for emitter, callback in self._viewer_events:
             with contextlib.suppress(Exception):
                 emitter.disconnect(callback)
