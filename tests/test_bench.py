@@ -62,6 +62,7 @@ def test_quick_benchmark_meets_every_bound_and_writes_its_tables(chest_series, t
     assert {"streaming decode: engine / generate", "follow-up first token: recompute / cached",
             "ui: longest stall / stream time", "start-up: no torch in radreport --help or a dock"} <= names
     assert results["startup"]["heavy_modules_loaded"] == [] and "### 9. Start-up" in md.read_text()
+    assert "memory estimate / measured peak" in names and "### 11. Will it fit?" in md.read_text()
     assert results["llm"]["model"]["image_tokens"] == 64 and results["dicom"]["shape"] == [64, 512, 512]
     text = md.read_text()
     assert str(results["llm"]["streaming"]["decode_rate_ratio"]) in text and "### Checks" in text

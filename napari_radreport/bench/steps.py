@@ -75,8 +75,19 @@ def step_startup(args) -> dict[str, Any]:
     return startup_bench.run(args.repeats)
 
 
+def step_memory(args) -> dict[str, Any]:
+    """The memory estimate against measured peaks, each model loaded in a fresh process of its own."""
+    import tempfile
+
+    from napari_radreport.bench import memory_bench
+
+    with tempfile.TemporaryDirectory(prefix="radreport-memory-") as work:
+        return memory_bench.run(Path(work), args.quick)
+
+
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
-         "write-model": step_write_model, "llm": step_llm, "train": step_train, "startup": step_startup}
+         "write-model": step_write_model, "llm": step_llm, "train": step_train, "startup": step_startup,
+         "memory": step_memory}
 
 
 def main(argv: list[str] | None = None) -> None:

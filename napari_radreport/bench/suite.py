@@ -89,6 +89,7 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
         results["train"] = _run_step("train", work, "--repeats", "3" if quick else "5", quick=quick,
                                      progress=progress)
         results["startup"] = _run_step("startup", work, "--repeats", repeats, quick=quick, progress=progress)
+        results["memory"] = _run_step("memory", work, quick=quick, progress=progress)
         if ui:
             results["ui"] = _ui_step(model, work, 48 if quick else 200, progress)
     results["checks"] = check(results, quick)
@@ -118,6 +119,10 @@ TARGETS = {
     "start-up: import torch + transformers / radreport --help":
         (_at("startup", "torch_import_over_help"), 3.0, 2.0),
 }
+# Ratios that must stay within (low, high): the issue's target (full run), the CI's generous bounds (quick).
+WITHIN = {
+    "memory estimate / measured peak": (_at("memory", "ratios"), (0.85, 1.15), (0.6, 1.6)),
+}
 SAME_RESULTS = {
     "dicom: same voxels as pydicom and SimpleITK": lambda r: all(r["dicom"]["same_voxels"].values()),
     "preprocess m3d: equals MONAI":
@@ -133,6 +138,18 @@ SAME_RESULTS = {
 }
 
 
+def within_checks(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Each WITHIN row: every value (one per model) between the target's (full) or CI's (quick) bounds; the
+    row's value is the one farthest from 1."""
+    rows = []
+    for name, (get, target, bound) in WITHIN.items():
+        values = get(results)
+        low, high = bound if quick else target
+        rows.append({"check": name, "value": max(values, key=lambda v: abs(v - 1.0)), "values": values,
+                     "between": [low, high], "ok": all(low <= v <= high for v in values)})
+    return rows
+
+
 def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     """Each ratio against its target (full) or CI bound (quick), and each output comparison."""
     rows = []
@@ -140,6 +157,7 @@ def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         value = get(results)
         limit = bound if quick else target
         rows.append({"check": name, "value": value, "at_least": limit, "ok": bool(value >= limit)})
+    rows += within_checks(results, quick)
     for name, get in SAME_RESULTS.items():
         rows.append({"check": name, "value": bool(get(results)), "ok": bool(get(results))})
     ui = results.get("ui", {})

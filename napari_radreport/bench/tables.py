@@ -110,12 +110,41 @@ def markdown(r: dict[str, Any]) -> str:
                     f"peak memory {_mem(ui['memory'])}).", ""]
     out += _train_table(r.get("train"))
     out += _startup_table(r.get("startup"))
+    out += _memory_table(r.get("memory"))
     out += ["### Checks", ""]
     out += _table(["check", "value", "bound", "ok"], [
-        [c["check"], c["value"], (f">= {c['at_least']}" if "at_least" in c else f"<= {c['at_most']}"
-                                  if "at_most" in c else "true"), "yes" if c["ok"] else "**no**"]
-        for c in r["checks"]])
+        [c["check"], c["value"], _bound(c), "yes" if c["ok"] else "**no**"] for c in r["checks"]])
     return "\n".join(out)
+
+
+def _bound(check: dict[str, Any]) -> str:
+    if "at_least" in check:
+        return f">= {check['at_least']}"
+    if "at_most" in check:
+        return f"<= {check['at_most']}"
+    if "between" in check:
+        return f"{check['between'][0]} to {check['between'][1]} (every model)"
+    return "true"
+
+
+def _memory_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    out = [f"### 11. Will it fit? The memory estimate against the measured peak (a report of two "
+           f"{t['answer_tokens']}-token sections and its diagnosis check, each model in a fresh process)", ""]
+    rows = []
+    for name, m in t["models"].items():
+        e = m["estimate"]
+        rows.append([f"{name} ({m['weights_file_mib']:.0f} MiB of weights, {m['dtype']})",
+                     f"{e['weights']:.0f}", f"{e['kv_cache']:.0f}", f"{e['activations']:.0f}",
+                     f"{e['encoder']:.0f}", f"{e['overhead']:.0f}", f"{e['total']:.0f}",
+                     f"{m['measured_peak_added_mib']:.0f}", f"**{m['ratio']:.3f}**"])
+    out += _table(["model", "weights", "key/value", "LM activations", "encoder", "overhead", "estimate",
+                   "measured peak (MiB)", "estimate / measured"], rows)
+    method = next(iter(t["models"].values()))["method"]
+    out += [f"Estimates in MiB (`engine/memory_plan.py`, the larger of a section's and the diagnosis' peak); "
+            f"measured: the peak resident set added by loading and the report ({method}).", ""]
+    return out
 
 
 def _train_table(t: dict[str, Any] | None) -> list[str]:

@@ -88,15 +88,31 @@ def weights_bytes(folder: Path, dtype) -> int:
     return weight_summary(sorted(Path(folder).glob("*.safetensors")))[1] * itemsize
 
 
-def memory_warning(folder: Path, device: str, dtype, margin: float = 1.2) -> str | None:
-    """A one-line warning when the model will probably not fit in free memory (weights x ``margin``)."""
-    need = weights_bytes(folder, dtype) * margin
+def memory_warning(folder: Path, device: str, dtype, margin: float | None = None) -> str | None:
+    """A one-line warning when a report with the model will probably not fit in free memory: the estimate of
+    ``engine/memory_plan.py`` (weights, key/value cache, activations, overhead) x ``margin`` against
+    ``free_bytes``, naming the cheaper precisions up to the first that fits."""
+    from napari_radreport.engine import memory_plan
+
     free = free_bytes(device)
-    if free is None or need <= free:
+    if free is None:
         return None
-    return (f"{Path(folder).name} needs about {need / 2**30:.1f} GiB on {device} but only "
-            f"{free / 2**30:.1f} GiB is free; loading may fail (close other programs, or choose a smaller "
-            "model or another device)")
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    margin = memory_plan.MARGIN if margin is None else margin
+    kind = "cpu" if device == "cpu" else "cuda"
+    try:
+        _estimate, line = memory_plan.plan(folder, name, free, kind, margin=margin)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a config missing a size: the weights alone
+        import torch
+
+        need = weights_bytes(folder, getattr(torch, name, torch.float32)) * margin
+        line = (None if need <= free else
+                f"needs about {memory_plan.size_text(need)} for its weights alone, "
+                f"{memory_plan.size_text(free)} free")
+    if line is None:
+        return None
+    return (f"{Path(folder).name} on {device} {line}; loading may fail (close other programs, or choose "
+            "another precision, a smaller model or another device)")
 
 
 def release_memory() -> None:
