@@ -4,6 +4,7 @@
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
         [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
         [--prior PATH [--offset MM] [--side-by-side] [--slice N]] [--three-planes [--cursor Z,Y,X]]
+        [--generate --locate FINDING]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--three-planes", action="store_true",
                         help="the Study dock's 3 planes: coronal and sagittal under the axial canvas")
     parser.add_argument("--cursor", help="with --three-planes: the linked cursor on voxel Z,Y,X (from 0)")
+    parser.add_argument("--locate", metavar="FINDING",
+                        help="with --generate: show where the draft's first located sentence of FINDING is "
+                             "(as a click on it does)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -181,6 +185,14 @@ def main() -> None:
         _show_slice(viewer, session, args.slice)
     if args.three_planes:
         _three_planes(docks["Study (napari-radreport)"].tools, args.cursor)
+        for _ in range(20):
+            QApplication.processEvents()
+    if args.locate:
+        _wait(session)  # the grounding that follows a report
+        located = [s for _start, _end, s in report.editor.editor.located if s.get("finding") == args.locate]
+        if not located:
+            raise SystemExit(f"no located sentence of {args.locate!r} in the draft")
+        report.grounding.show(located[0])
         for _ in range(20):
             QApplication.processEvents()
     QApplication.processEvents()

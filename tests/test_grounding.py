@@ -119,11 +119,11 @@ def _phantom(tmp_path, index: int):
     return record, load_study(path)
 
 
-def test_the_demo_model_grounds_a_nodule_sentence_at_the_nodule(demo_engine, tmp_path):
+def test_attribution_grounds_a_nodule_sentence_of_the_demo_model_at_the_nodule(demo_engine, tmp_path):
     record, study = _phantom(tmp_path, 2162)  # held out: a test phantom of the demo model's seed
     (centre,) = record.positions["Lung nodule"]
     text = "Findings:\nLeft upper lobe nodule measuring 10 mm. No pleural effusion."
-    sentences = demo_engine.ground(study, text)
+    sentences = demo_engine.ground(study, text, method="gradient_x_input")
     nodule, denial = sentences
     assert nodule.finding == "nodule" and denial.location is None and denial.finding is None
     assert nodule.location.method == "attribution:gradient_x_input"
@@ -131,8 +131,23 @@ def test_the_demo_model_grounds_a_nodule_sentence_at_the_nodule(demo_engine, tmp
     assert nodule.as_dict()["location"]["peak_lps_mm"] == [round(v, 2) for v in nodule.location.peak_lps_mm]
     grounder = demo_engine._grounder
     cached = len(grounder._cache)
-    again = demo_engine.ground(study, text)
+    again = demo_engine.ground(study, text, method="gradient_x_input")
     assert len(grounder._cache) == cached and again[0].location.peak_lps_mm == nodule.location.peak_lps_mm
+
+
+def test_the_demo_model_grounds_with_its_trained_head_by_default(demo_engine, tmp_path):
+    from napari_radreport import load_study
+    from napari_radreport.data.phantoms.generate import phantom_with_labels, write_label_nifti
+
+    record, _volume, labels = phantom_with_labels(2162, 0, "test")  # held out from the head's training too
+    _record, study = _phantom(tmp_path, 2162)
+    write_label_nifti(tmp_path / "labels.nii.gz", labels)
+    nodule = load_study(tmp_path / "labels.nii.gz").array == record.masks["labels"]["Lung nodule"]
+    (sentence,) = demo_engine.ground_answer(study, "Is there a lung nodule?", "A left upper lobe nodule.")
+    assert demo_engine._grounder.method == "head" and sentence.location.method == "grounding-head"
+    # measured on this phantom: the peak 10 mm from the nodule's centre, the mask overlapping the nodule
+    assert np.linalg.norm(np.asarray(sentence.location.peak_lps_mm) - record.positions["Lung nodule"][0]) < 15
+    assert sentence.mask.shape == nodule.shape and (sentence.mask & nodule).any()
 
 
 def test_a_report_result_carries_its_questions_and_grounds_with_them(demo_engine, tmp_path):
@@ -141,17 +156,23 @@ def test_a_report_result_carries_its_questions_and_grounds_with_them(demo_engine
     assert set(result.questions) == {"findings", "impression"}
     assert "Abnormalities:" in result.questions["findings"]  # the demo model's reports are guided
     sentences = demo_engine.ground(study, result.text, questions=result.questions)
-    stated = [s for s in sentences if s.finding]
-    assert stated and all(s.location is not None for s in stated)
+    trained = set(demo_engine.runner.model.config.grounding_head["findings"])
+    stated = [s for s in sentences if s.finding in trained]
+    assert stated and all(s.location is not None or s.why_none.startswith("no voxel") for s in stated)
+    assert any(s.location is not None for s in stated)
+    (emphysema,) = demo_engine.ground_answer(study, "Any emphysema?", "There is emphysema in both lungs.")
+    assert emphysema.location is None  # drawn in no phantom's mask: the head never learned where it is
+    assert emphysema.why_none == "the grounding head was not trained to find emphysema"
 
 
 def test_a_chat_answer_and_a_diagnosis_label_are_grounded(demo_engine, tmp_path):
     record, study = _phantom(tmp_path, 2168)
     (centre,) = record.positions["Lung nodule"]
     answer = "A 26 mm right upper lobe nodule."
-    (sentence,) = demo_engine.ground_answer(study, "Is there a lung nodule?", answer)
+    (sentence,) = demo_engine.ground_answer(study, "Is there a lung nodule?", answer,
+                                            method="gradient_x_input")
     assert sentence.section == "answer" and sentence.finding == "nodule" and sentence.location is not None
-    row = demo_engine.ground_label(study, "Lung nodule")
+    row = demo_engine.ground_label(study, "Lung nodule", method="gradient_x_input")
     assert row.finding == "nodule" and np.linalg.norm(np.asarray(row.location.peak_lps_mm) - centre) < 15.0
 
 

@@ -63,7 +63,7 @@ def test_a_right_effusion_sentence_learns_the_right_side_only():
     assert (_truth_mask(truth, "pleural effusion", "bilateral") == (right | left)).all()
 
 
-def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path):
+def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path, tiny_ct_model):
     import json
 
     from napari_radreport.data.studies import read_record_study
@@ -80,7 +80,10 @@ def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path):
     losses = [e["loss"] for e in entries if "loss" in e]
     assert np.mean(losses[-4:]) < np.mean(losses[:4])  # it learns
     loaded = load_model(tmp_path / "out")
-    assert loaded.model.grounding_head is not None and loaded.model.config.grounding_head == {"channels": 32}
+    head = loaded.model.config.grounding_head
+    assert loaded.model.grounding_head is not None and head["channels"] == 32
+    assert set(head["findings"]) <= {"nodule", "consolidation", "pleural effusion", "pericardial effusion"}
+    assert head["findings"] and "cardiomegaly" not in head["findings"]  # drawn in no mask: not learned
     assert summary["saved"] == [str(tmp_path / "out")]
 
     study = read_record_study(records[0])
@@ -93,7 +96,8 @@ def test_the_head_learns_and_the_engine_grounds_with_it(phantom_set, tmp_path):
     assert sentence.location is None or sentence.location.method == "grounding-head"
     engine.shutdown()
     plain = Engine()
-    plain.load()  # the demo model: no head
+    plain.allow_out_of_scope = True
+    plain.load(tiny_ct_model)  # no head
     with pytest.raises(ValueError, match="no grounding head"):
         plain.ground_answer(study, "Is there a lung nodule?", "A nodule.", method="head")
     plain.shutdown()

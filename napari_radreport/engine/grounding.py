@@ -103,6 +103,13 @@ class Grounder:
             self._cache.popitem(last=False)
         return maps
 
+    def _head_findings(self) -> set[str] | None:
+        """The findings the model's grounding head was trained on, when grounding with it and it says."""
+        if self.method != HEAD:
+            return None
+        listed = (self.runner.model.config.grounding_head or {}).get("findings")
+        return set(listed) if listed else None
+
     def _segmentations(self, study, pixels, sentences: list[str]) -> list[np.ndarray]:
         """SegVol's probability map for each sentence's finding, asked as the model's ``segment`` task."""
         import torch
@@ -132,8 +139,11 @@ class Grounder:
         maps = self.heatmaps(study, question, text[start:end],
                              [(s.start - start, s.end - start) for s in targets], history)
         grid = model_grid(study, self.runner.family.preprocess)
+        trained = self._head_findings()
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
-            if self.method in (HEAD, SEGMENT):
+            if trained is not None and sentence.finding not in trained:
+                sentence.why_none = f"the grounding head was not trained to find {sentence.finding}"
+            elif self.method in (HEAD, SEGMENT):
                 inside = (heat >= HEAD_THRESHOLD) & grid.field_of_view()
                 sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat)
                 sentence.why_none = "" if sentence.location else NOTHING_ABOVE

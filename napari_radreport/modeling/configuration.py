@@ -337,8 +337,9 @@ class RadReportConfig(PreTrainedConfig):
     segmentation: dict | None = None
     seg_token: str = "[SEG]"
     seg_token_id: int | None = None
-    # A trained grounding head ({"channels": C}; None: none): where a sentence's finding is, as a mask on the
-    # model's input grid (modeling/grounding_head.py; 3-D ViT towers only).
+    # A trained grounding head ({"channels": C, "findings": [...]}; None: none): where a sentence's finding
+    # is, as a mask on the model's input grid (modeling/grounding_head.py; 3-D ViT towers only); "findings":
+    # the consistency.FINDINGS keys it was trained on (a sentence about another gets no location from it).
     grounding_head: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -363,8 +364,11 @@ class RadReportConfig(PreTrainedConfig):
             return
         channels = head.get("channels") if isinstance(head, dict) else None
         well_formed = isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1
-        if not well_formed or set(head) - {"channels"}:
-            raise ConfigError(f"grounding_head must be {{\"channels\": a positive integer}}, got {head!r}")
+        findings = head.get("findings", []) if isinstance(head, dict) else None
+        listed = isinstance(findings, list) and all(isinstance(f, str) for f in findings)
+        if not well_formed or not listed or set(head) - {"channels", "findings"}:
+            raise ConfigError("grounding_head must be {\"channels\": a positive integer, \"findings\": [the "
+                              f"findings it was trained to find]}}, got {head!r}")
         if self.vision_config.model_type != "radreport_vit3d":
             raise ConfigError("grounding_head reads the 3-D ViT's patches and conv stem; this model's vision "
                               f"tower is {self.vision_config.model_type}")

@@ -100,6 +100,10 @@ class GroundingExamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def findings(self) -> list[str]:
+        """The findings these examples teach (``consistency.FINDINGS`` keys), sorted."""
+        return sorted({finding for examples in self.examples for e in examples for finding, _ in e.regions})
+
     def _study_parts(self, index: int) -> tuple:
         """(pixels, ModelGrid, truth) of record ``index``, read once."""
         if index not in self._cache:

@@ -212,7 +212,9 @@ def grounding_parts(config: TrainConfig, train: list[ManifestRecord], val: list[
     _copy_base(Path(init), out)
     objective = GroundingObjective(model)
     objective.train()
+    train_data = GroundingExamples(train, loaded, seed=config.seed)
+    model.config.grounding_head["findings"] = train_data.findings()  # what it learns to find, saved with it
     eval_data = GroundingExamples(val, loaded, seed=config.seed) if val else None
-    return RunParts(objective, GroundingExamples(train, loaded, seed=config.seed), eval_data, loaded=loaded,
+    return RunParts(objective, train_data, eval_data, loaded=loaded,
                     trainable=sum(p.numel() for p in model.grounding_head.parameters()),
                     collate=functools.partial(collate_grounding, pad_id=loaded.tokenizer.pad_token_id or 0))

@@ -40,14 +40,18 @@ def _world(layer, study_index) -> np.ndarray:
 
 
 def go_to(viewer, layer, study, peak_lps_mm) -> None:
-    """Move the viewer's sliders to the slice of ``peak_lps_mm`` and centre the view on it."""
+    """Move the viewer's sliders to the slice of ``peak_lps_mm``, and centre the view on it when it lies
+    outside the middle 80 % of what the canvas shows (otherwise the framing stays as the reader left it)."""
     world = _world(layer, study.image.patient_to_index(peak_lps_mm))
     axes = list(range(viewer.dims.ndim - 3, viewer.dims.ndim))
     for axis, value in zip(axes, world):
         viewer.dims.set_point(axis, float(value))
     shown = [float(world[axes.index(axis)]) for axis in viewer.dims.displayed if axis in axes]
-    if shown:
-        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    centre = list(camera.center)[-len(shown):] if shown else []
+    size = list(getattr(viewer.canvas, "size", ()))[-len(shown):]
+    half = [0.4 * n / max(camera.zoom, 1e-9) for n in size] if len(size) == len(shown) else []
+    if shown and (not half or any(abs(p - c) > h for p, c, h in zip(shown, centre, half))):
         camera.center = tuple(shown)
 
 
