@@ -55,3 +55,16 @@ def test_not_a_model_folder_is_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a model napari-radreport can load"):
         load_model(tmp_path)
+
+
+def test_a_newer_converter_converts_a_cached_m3d_folder_again(tmp_path, monkeypatch):
+    from napari_radreport.modeling import m3d
+
+    monkeypatch.setenv("RADREPORT_CACHE", str(tmp_path / "cache"))
+    write_tiny_m3d_checkpoint(tmp_path / "m3d", "phi3")
+    load_model(tmp_path / "m3d")
+    load_model(tmp_path / "m3d")
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 1  # the same converter: reused
+    monkeypatch.setattr(m3d, "CONVERTER_VERSION", m3d.CONVERTER_VERSION + 1)
+    load_model(tmp_path / "m3d")
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 2  # a newer one: converted again

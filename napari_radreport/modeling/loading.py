@@ -93,10 +93,12 @@ class LoadedModel:
 
 
 def _converted_m3d(folder: Path, allow_pickle: bool) -> Path:
-    from napari_radreport.modeling.m3d import convert_m3d
+    """The folder converted into the cache once per (folder, its config's mtime, the converter's version):
+    a conversion made by an older converter (one that dropped the segmentation head) is made again."""
+    from napari_radreport.modeling.m3d import CONVERTER_VERSION, convert_m3d
 
     mtime = os.stat(folder / "config.json").st_mtime_ns
-    stamp = hashlib.sha1(str(folder.resolve()).encode() + str(mtime).encode())
+    stamp = hashlib.sha1(str(folder.resolve()).encode() + f"{mtime}:{CONVERTER_VERSION}".encode())
     target = cache_dir() / "converted" / f"{folder.name}-{stamp.hexdigest()[:12]}"
     if not (target / "config.json").is_file():
         convert_m3d(folder, target, allow_pickle=allow_pickle)

@@ -24,6 +24,9 @@ from napari_radreport.modeling.checkpoints import (
     weight_files,
 )
 
+# Raised whenever a conversion of the same folder would come out different (2: the segmentation head kept),
+# so that the loader's cache of converted folders converts again.
+CONVERTER_VERSION = 2
 M3D_TEXT_TYPES = {"lamed_llama": "llama", "lamed_phi3": "phi3"}
 # M3D's segmentation tensors -> ours (names below these prefixes are the same on both sides)
 SEGMENTATION_PREFIXES = {"model.seg_module.": "segmentation.segvol.",
