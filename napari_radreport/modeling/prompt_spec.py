@@ -36,6 +36,7 @@ DEFAULT_TASKS = {
     "segment": "Can you segment the {phrase} in this image?",
     "segment_answer": "It is [SEG].",
 }
+SEGMENTATION_TASKS = ("segment", "segment_answer")  # asked only of a model with a segmentation head
 # How a model answers a multiple-choice question (the recipe's ``prompt.choice_answer``): with the option's
 # letter (AMOS-MM; the engine reads the letter's odds), or with the option's words (the engine compares how
 # likely the model finds each option's whole text, so no letter has to be tied to an option).

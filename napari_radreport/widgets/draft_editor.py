@@ -245,6 +245,13 @@ class DraftEditor(QWidget):
                                        f"why): {listed}{more}")
         self.conflict_line.setVisible(bool(conflicts))
 
+    def show_locations(self) -> None:
+        """Underline the draft's located sentences again (after its grounding changed); the conflicts shown
+        stay as they are (the text did not change)."""
+        draft = self.draft
+        located = located_spans(draft.text, draft.grounding) if draft is not None and draft.grounding else []
+        self.editor.show_conflicts(self.editor.conflicts, located)
+
     # -- editing and saving --------------------------------------------------------------------
     def _edited(self) -> None:
         draft = self.draft

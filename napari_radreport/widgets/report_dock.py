@@ -444,7 +444,7 @@ class ReportDock(QWidget):
 
     def _refresh_marks(self) -> None:
         """The editor's underlines and the buttons again, after the draft's grounding changed."""
-        self.editor.check()
+        self.editor.show_locations()
         self.grounding.update(self.session.busy)
 
     # -- export -----------------------------------------------------------------------------
