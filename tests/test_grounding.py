@@ -327,3 +327,17 @@ def test_the_sr_carries_each_location_as_scoord3d_in_the_source_frame(shared_dat
     no_location = ReportRecord(final_text=text, ai_draft=text, study=StudyReference.from_study(chest_study))
     plain = pydicom.dcmread(export_report(no_location, tmp_path / "plain.dcm"))
     assert plain.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # no locations: Comprehensive SR as before
+
+
+def test_report_ground_on_a_scan_out_of_the_models_scope_says_the_locations_are_meaningless(
+        chest_series, capsys):
+    from napari_radreport.cli import main
+    from napari_radreport.engine import default_model
+
+    if default_model() is None:
+        pytest.skip("this checkout has no napari_radreport/demo_model")
+    args = ["report", str(chest_series), "--ground", "--max-new-tokens", "24"]
+    assert main(args) == 1  # refused
+    assert main([*args, "--allow-out-of-scope"]) == 0
+    printed = capsys.readouterr().err
+    assert "outside the model's scope: these locations are as meaningless as the draft" in printed
