@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from napari_events import press_and_release
 
 from napari_radreport.io.measurements import (
     Distance,
@@ -262,15 +263,7 @@ def test_a_click_without_dragging_sets_the_linked_cursor(reading):
     clicked = layer.data_to_world(np.array([30.0, 256.0, 100.0]))
 
     def click(moves: int) -> None:
-        event = SimpleNamespace(type="mouse_press", modifiers=(), position=tuple(clicked))
-        steps = tools._cursor_click(viewer, event)
-        next(steps)
-        for _ in range(moves):
-            event.type = "mouse_move"
-            next(steps)
-        event.type = "mouse_release"
-        with pytest.raises(StopIteration):
-            next(steps)
+        press_and_release(tools._cursor_click, viewer, clicked, moves)
 
     assert tools._cursor_click in viewer.mouse_drag_callbacks
     click(moves=3)  # a drag pans: no cursor

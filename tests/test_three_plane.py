@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from napari_events import press_and_release
 
 pytestmark = pytest.mark.viewer
 
@@ -38,15 +39,7 @@ def planes(docked, chest_study):
 
 def _click(view, world_position, moves: int = 0) -> None:
     """A press and release in a side canvas at ``world_position`` (its own world coordinates)."""
-    event = SimpleNamespace(type="mouse_press", modifiers=(), position=tuple(world_position))
-    steps = view._click(view.model, event)
-    next(steps)
-    for _ in range(moves):
-        event.type = "mouse_move"
-        next(steps)
-    event.type = "mouse_release"
-    with pytest.raises(StopIteration):
-        next(steps)
+    press_and_release(view._click, view.model, world_position, moves)
 
 
 def _slice(view) -> int:

@@ -48,13 +48,19 @@ from napari_radreport.io.measurements import (
     series_label,
 )
 from napari_radreport.io.orientation_letters import plane_axes, plane_of_axis
-from napari_radreport.widgets.session import ViewerSession, real_viewer, session_for, study_of
-from napari_radreport.widgets.three_plane import ThreePlanes, cannot_show, canvas_letters, slice_axis_of
+from napari_radreport.widgets.session import ViewerSession, image_of, real_viewer, session_for, study_of
+from napari_radreport.widgets.three_plane import (
+    ThreePlanes,
+    cannot_show,
+    canvas_letters,
+    released_in_place,
+    slice_axis_of,
+)
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_radreport.io.study import ImageData, Study
+    from napari_radreport.io.study import Study
 
 PLANES = ("axial", "coronal", "sagittal")
 PLANE_LABELS = {"axial": "Ax", "coronal": "Cor", "sagittal": "Sag"}
@@ -67,13 +73,6 @@ MEASURE_COLOR = "yellow"
 OVERLAY_POSITIONS = {"radreport_info": "top_left", "radreport_left": "middle_left",
                      "radreport_right": "middle_right", "radreport_top": "top_center",
                      "radreport_bottom": "bottom_center"}
-
-
-def _image_of(layer: Any) -> ImageData | None:
-    study = study_of(layer)
-    if study is None or not study.images:
-        return None
-    return study.images[layer.metadata.get("radreport_image_index", 0)]
 
 
 THREE_PLANES_TIP = "Axial here, coronal and sagittal in two canvases under it, on one linked crosshair"
@@ -219,7 +218,7 @@ class ReadingTools(QWidget):
                 previous.mode = "pan_zoom"
             self._set_tool_buttons(None)
         self._watch(layer)
-        image = _image_of(layer)
+        image = image_of(layer)
         volume = self.study is not None and self.study.is_volume and image is not None
         self.setEnabled(image is not None)
         for b in self.plane_buttons.values():
@@ -288,17 +287,17 @@ class ReadingTools(QWidget):
 
     def _slice_axis(self) -> int | None:
         """The spatial axis (array order) the 2D view slices along; None in 3D or without a volume."""
-        return slice_axis_of(self.viewer.dims, _image_of(self.layer))
+        return slice_axis_of(self.viewer.dims, image_of(self.layer))
 
     def _slice_index(self, axis: int) -> int:
         """The displayed slice along spatial ``axis`` (0-based voxel index)."""
-        image = _image_of(self.layer)
+        image = image_of(self.layer)
         data = self.layer.world_to_data(np.asarray(self.viewer.dims.point))
         return int(np.rint(data[len(data) - image.spatial_ndim + axis]))
 
     def _letters(self) -> Any:
         """The edge letters of the 2D view of the watched volume (None when they do not apply)."""
-        return canvas_letters(self.layer, _image_of(self.layer), self.viewer.dims, self.viewer.scene.camera)
+        return canvas_letters(self.layer, image_of(self.layer), self.viewer.dims, self.viewer.scene.camera)
 
     def _info_line(self) -> str:
         """"W 1500 L -600" over "slice 18/64 · z -123.5 mm" for the watched layer (two short lines stay clear
@@ -307,7 +306,7 @@ class ReadingTools(QWidget):
         lo, hi = (float(x) for x in layer.contrast_limits)
         parts = [f"W {hi - lo:.0f} L {(hi + lo) / 2:.0f}"]
         axis = self._slice_axis()
-        image = _image_of(layer)
+        image = image_of(layer)
         if axis is not None:
             index = self._slice_index(axis)
             size = image.array.shape[image.array.ndim - image.spatial_ndim + axis]
@@ -322,7 +321,7 @@ class ReadingTools(QWidget):
         return "\n".join([parts[0], " · ".join(parts[1:])]) if len(parts) > 1 else parts[0]  # narrow canvases
 
     def _refresh_overlay(self, *_args: Any) -> None:
-        on = self.overlay_button.isChecked() and self.layer is not None and _image_of(self.layer) is not None
+        on = self.overlay_button.isChecked() and self.layer is not None and image_of(self.layer) is not None
         if not on and not self._overlays:
             return
         letters = self._letters() if on else None
@@ -340,13 +339,13 @@ class ReadingTools(QWidget):
 
     # -- planes and the linked cursor --------------------------------------------------------------------
     def _spatial_world_axes(self) -> list[int]:
-        image = _image_of(self.layer)
+        image = image_of(self.layer)
         first = self.viewer.dims.ndim - image.spatial_ndim
         return list(range(first, self.viewer.dims.ndim))
 
     def current_plane(self) -> str | None:
         """The standard plane on screen ("axial", "coronal", "sagittal"), None in 3D or without a volume."""
-        axis, image = self._slice_axis(), _image_of(self.layer)
+        axis, image = self._slice_axis(), image_of(self.layer)
         if axis is None or image.direction is None:
             return None
         return plane_of_axis(image.direction, axis)
@@ -354,7 +353,7 @@ class ReadingTools(QWidget):
     def set_plane(self, plane: str) -> None:
         """Show ``plane`` of the watched volume; the slice position is the linked cursor's (the clicked point
         stays on screen: napari keeps ``dims.point`` when the order changes)."""
-        image = _image_of(self.layer)
+        image = image_of(self.layer)
         if image is None or image.direction is None or image.spatial_ndim < 3:
             return
         spatial = self._spatial_world_axes()
@@ -372,7 +371,7 @@ class ReadingTools(QWidget):
         if point.shape != (self.viewer.dims.ndim,):
             return
         self.cursor = point
-        if _image_of(self.layer) is not None:
+        if image_of(self.layer) is not None:
             spatial = self._spatial_world_axes()
             self.viewer.dims.set_point(spatial, point[spatial])
 
@@ -387,14 +386,7 @@ class ReadingTools(QWidget):
         """A click without dragging on the canvas (and not while drawing) sets the linked cursor."""
         if event.type != "mouse_press" or event.modifiers or self._tool is not None:
             return
-        position = np.asarray(event.position, dtype=float)
-        yield
-        moved = False
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if not moved:
-            self.set_cursor(position)
+        yield from released_in_place(event, self.set_cursor)
 
     def _on_view_changed(self, *_args: Any) -> None:
         plane = self.current_plane() if self.layer is not None else None
@@ -491,7 +483,7 @@ class ReadingTools(QWidget):
         previous = self._tool_layer()
         if previous is not None:
             previous.mode = "pan_zoom"
-        image = _image_of(self.layer)
+        image = image_of(self.layer)
         if tool is not None and (image is None or not has_spacing(image)):
             tool = None
         self._set_tool_buttons(tool)
@@ -528,7 +520,7 @@ class ReadingTools(QWidget):
     def _measure(self, layer: Any, index: int) -> tuple[str, str]:
         """(report line, short value shown by the shape on the canvas) of shape ``index``."""
         owner = self._owner_of(layer)
-        image, study = _image_of(owner), study_of(owner)
+        image, study = image_of(owner), study_of(owner)
         if image is None:
             return "", ""
         data = np.asarray(layer.data[index], dtype=float)

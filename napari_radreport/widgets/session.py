@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from napari_radreport.engine.jobs import Job
     from napari_radreport.io import Study
+    from napari_radreport.io.study import ImageData
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 POLL_MS = 25
@@ -129,6 +130,15 @@ class _Relay(QObject):
 def study_of(layer: Any) -> Study | None:
     """The study a layer shows (None for a layer of no study, or no layer)."""
     return getattr(layer, "metadata", {}).get("study") if layer is not None else None
+
+
+def image_of(layer: Any) -> ImageData | None:
+    """The study image a layer shows (its study's ``radreport_image_index``-th image; None for a layer of no
+    study)."""
+    study = study_of(layer)
+    if study is None or not study.images:
+        return None
+    return study.images[layer.metadata.get("radreport_image_index", 0)]
 
 
 def studies_in(viewer: napari.Viewer) -> list[tuple[str, Study]]:

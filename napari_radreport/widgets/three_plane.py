@@ -36,7 +36,7 @@ from qtpy.QtWidgets import QHBoxLayout, QSplitter, QWidget
 
 from napari_radreport.io.measurements import has_spacing
 from napari_radreport.io.orientation_letters import EdgeLetters, edge_letters, plane_axes, plane_of_axis
-from napari_radreport.widgets.session import study_of
+from napari_radreport.widgets.session import image_of, study_of
 
 if TYPE_CHECKING:
     import napari
@@ -64,14 +64,6 @@ EDGE_OVERLAYS = {"left": "middle_left", "right": "middle_right", "top": "top_cen
                  "bottom": "bottom_center"}
 
 
-def image_of(layer: Any) -> ImageData | None:
-    """The study image an Image layer shows (None for any other layer)."""
-    study = study_of(layer)
-    if study is None or not study.images:
-        return None
-    return study.images[layer.metadata.get("radreport_image_index", 0)]
-
-
 def cannot_show(layer: Any) -> str:
     """Why the three planes cannot show ``layer`` ("" when they can)."""
     study, image = study_of(layer), image_of(layer)
@@ -85,6 +77,19 @@ def cannot_show(layer: Any) -> str:
 
 
 # -- geometry shared with the reading tools (no Qt) ---------------------------------------------------------
+def released_in_place(event: Any, on_click: Callable[[np.ndarray], None]) -> Iterator[None]:
+    """The rest of a napari mouse-drag callback after a press: ``on_click(position of the press)`` when the
+    button comes up without the mouse having moved (a drag pans instead)."""
+    position = np.asarray(event.position, dtype=float)
+    yield
+    moved = False
+    while event.type == "mouse_move":
+        moved = True
+        yield
+    if not moved:
+        on_click(position)
+
+
 def slice_axis_of(dims: Any, image: ImageData | None) -> int | None:
     """The spatial axis (array order) a 2D view with ``dims`` slices along; None in 3D or without a volume."""
     if image is None or image.spatial_ndim < 3 or dims.ndisplay != 2:
@@ -343,14 +348,7 @@ class PlaneView(QWidget):
         """A click without dragging (dragging pans) hands its position on."""
         if event.type != "mouse_press" or event.modifiers:
             return
-        position = np.asarray(event.position, dtype=float)
-        yield
-        moved = False
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if not moved:
-            self.clicked.emit(self, position)
+        yield from released_in_place(event, lambda position: self.clicked.emit(self, position))
 
     def close_view(self) -> None:
         """Close the canvas (its GL resources) and let go of the layers."""
