@@ -48,6 +48,7 @@ def test_a_report_is_located_and_a_click_shows_where(docked, qtbot, phantom_stud
     nodules = [(start, s) for start, _end, s in editor.located if s["finding"] == "nodule"]
     assert nodules, draft.text  # the demo model finds this phantom's nodule and the sentence is underlined
     assert "Located" in report.status.text() and report.grounding.show_all.isEnabled()
+    assert "found by grounding-head," in report.status.text()  # the demo model's trained head, named
 
     viewer.dims.set_point(0, viewer.dims.range[0].start)  # away from the nodule
     start, sentence = nodules[0]
@@ -125,3 +126,17 @@ def test_a_findings_row_and_a_chat_answer_show_where(docked, qtbot, phantom_stud
     assert "href='where:0:0'" in chat.transcript.toHtml().replace('"', "'")
     chat.transcript.anchorClicked.emit(QUrl("where:0:0"))
     assert f"{links[0][2]['finding']} (location)" in viewer.layers
+
+
+def test_heatmaps_are_kept_for_the_last_two_studies_only(qtbot):
+    from types import SimpleNamespace
+
+    from napari_radreport.widgets.grounding_controls import GroundingControls
+
+    controls = GroundingControls(None, SimpleNamespace(study=None), lambda _s: None, lambda _t: None,
+                                 lambda: None, lambda _d: None)
+    for key in "abc":
+        controls._keep_locations(key, {("findings", f"{key}."): object()})
+    assert list(controls.locations) == ["b", "c"]
+    controls._keep_locations("b", {})  # grounded again: replaces its own, becomes the newest
+    assert list(controls.locations) == ["c", "b"] and controls.locations["b"] == {}

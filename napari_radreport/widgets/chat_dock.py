@@ -71,7 +71,8 @@ class ChatDock(QWidget):
         self.transcript.setMinimumHeight(48)  # the layout, not this, gives it room
         self.transcript.setOpenLinks(False)
         self.transcript.anchorClicked.connect(self._link_clicked)
-        # (study key, turn index) -> the answer's located sentences: (start, end, as_dict, Location)
+        # (study key, turn index) -> the answer's located sentences: (start, end, as_dict, Location; None but
+        # for the study's newest answer: a heatmap is a whole model grid)
         self.located: dict[tuple[str, int], list[tuple[int, int, dict, Any]]] = {}
         self.question = QuestionEdit()
         self.question.setObjectName("radreport-chat-input")
@@ -242,6 +243,9 @@ class ChatDock(QWidget):
         question, answer, _note = turns[turn]
 
         def located(sentences: list) -> None:
+            for (key, earlier), found in self.located.items():  # heatmaps of the newest answer only
+                if key == study.key and earlier != turn:
+                    self.located[(key, earlier)] = [(a, b, s, None) for a, b, s, _ in found]
             self.located[(study.key, turn)] = [(s.start, s.end, s.as_dict(), s.location) for s in sentences
                                                if s.location is not None]
             if self.located[(study.key, turn)]:

@@ -7,6 +7,7 @@ draft (``Draft.grounding``, saved and exported); the heatmaps stay in memory for
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from napari_radreport.drafts import Draft
 from napari_radreport.grounding.support import grounding_refusal
 from napari_radreport.widgets.session import error_html
 
+HEATMAP_STUDIES = 2  # studies whose last grounding keeps its heatmaps in memory
 LOCATE_TIP = "Find where each finding sentence of the draft is in the image (underlined; click one)"
 
 
@@ -26,7 +28,9 @@ class GroundingControls:
                  refresh: Callable[[], None], save: Callable[[Draft], None]):
         self.owner, self.session = owner, session
         self._draft_for, self._say, self._refresh, self._save = draft_for, say, refresh, save
-        self.locations: dict[tuple[str, str, str], Any] = {}  # (study key, section, text) -> Location
+        # study key -> (section, text) -> Location with its heatmap: the last grounding of the last
+        # HEATMAP_STUDIES studies only (a heatmap is a model grid of floats: 220 MB for CT-CHAT's)
+        self.locations: OrderedDict[str, dict[tuple[str, str], Any]] = OrderedDict()
         self.locate = QPushButton("Locate")
         self.locate.setObjectName("radreport-locate")
         self.locate.setToolTip(LOCATE_TIP)
@@ -62,21 +66,28 @@ class GroundingControls:
         def done(sentences: list) -> None:
             draft.grounding = [s.as_dict() for s in sentences]
             draft.questions = dict(questions or draft.questions)
-            for s in sentences:
-                if s.location is not None:
-                    self.locations[(study.key, s.section, s.text)] = s.location
+            self._keep_locations(study.key, {(s.section, s.text): s.location for s in sentences
+                                             if s.location is not None})
             self._save(draft)
             self._refresh()
+            methods = sorted({s.location.method for s in sentences if s.location is not None})
             located = sum(1 for s in sentences if s.location is not None)
             stated = sum(1 for s in sentences if s.finding and s.section in ("findings", "impression"))
             said = (f"Located {located} of {stated} finding sentences (underlined: click one to see where; "
-                    "found by attribution, so check it on the image)." if stated else
+                    f"found by {', '.join(methods) or 'no method'}, so check it on the image)." if stated else
                     "No sentence of the draft states a finding to locate.")
             self._say(f"{keep} {said}" if keep else said)
 
         self.session.run(self.owner, "ground", study, text, questions=questions, on_result=done,
                          on_error=lambda message: self._say(error_html(message)),
                          error_prefix="Could not locate the findings")
+
+    def _keep_locations(self, study_key: str, found: dict[tuple[str, str], Any]) -> None:
+        """``found`` replaces the study's earlier locations; the oldest study's go past HEATMAP_STUDIES."""
+        self.locations.pop(study_key, None)
+        self.locations[study_key] = found
+        while len(self.locations) > HEATMAP_STUDIES:
+            self.locations.popitem(last=False)
 
     def show(self, sentence: dict[str, Any]) -> None:
         """Go to where ``sentence`` (a grounded sentence of the active study's draft) is, and draw it."""
@@ -85,8 +96,8 @@ class GroundingControls:
         study = self.session.study
         if study is None:
             return
-        key = (study.key, sentence.get("section", ""), sentence.get("text", ""))
-        said = show_sentence(self.session, sentence, self.locations.get(key))
+        key = (sentence.get("section", ""), sentence.get("text", ""))
+        said = show_sentence(self.session, sentence, self.locations.get(study.key, {}).get(key))
         if said:
             self._say(said)
 
