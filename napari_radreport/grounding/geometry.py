@@ -14,6 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def affine_of(point_map, dims: int = 3) -> np.ndarray:
+    """The (dims + 1)-square homogeneous matrix of an affine map of points, read off at dims + 1 points."""
+    origin = np.asarray(point_map(np.zeros(dims)), float)
+    columns = [np.asarray(point_map(unit), float) - origin for unit in np.eye(dims)]
+    matrix = np.eye(dims + 1)
+    matrix[:dims, :dims] = np.stack(columns, axis=1)
+    matrix[:dims, dims] = origin
+    return matrix
+
+
 @dataclass(frozen=True)
 class StudyGrid:
     """A study's array grid: its shape and index -> LPS (mm) map, ``lps = origin + index @ axes``."""

@@ -270,13 +270,8 @@ def prompt_ids(tokenizer, question: str, *, image_token: str, num_image_tokens: 
 def model_grid(study, spec: Preprocess):
     """The ``grounding.geometry.ModelGrid`` between ``study``'s voxels and ``volume_to_pixels(study, spec)``:
     ``patient_to_pixel_index`` read off at four points (every step is affine, so this is exact)."""
-    from napari_radreport.grounding.geometry import ModelGrid, StudyGrid
+    from napari_radreport.grounding.geometry import ModelGrid, StudyGrid, affine_of
 
     grid = StudyGrid.of(study)
-
-    def model_index(study_index) -> np.ndarray:
-        return np.asarray(patient_to_pixel_index(study, spec, grid.to_lps(study_index)), float)
-
-    offset = model_index(np.zeros(3))
-    matrix = np.stack([model_index(unit) - offset for unit in np.eye(3)], axis=1)
-    return ModelGrid(matrix, offset, tuple(int(n) for n in spec.target_shape[-3:]), grid)
+    affine = affine_of(lambda study_index: patient_to_pixel_index(study, spec, grid.to_lps(study_index)))
+    return ModelGrid(affine[:3, :3], affine[:3, 3], tuple(int(n) for n in spec.target_shape[-3:]), grid)

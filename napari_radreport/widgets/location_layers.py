@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_radreport.grounding.geometry import affine_of
 from napari_radreport.grounding.location import Location
 from napari_radreport.viewer import LOCATION_KEY
 
@@ -20,19 +21,9 @@ SUFFIX = " (location)"
 HEATMAP_SUFFIX = " (heatmap)"
 
 
-def _affine_of(fn, dims: int = 3) -> np.ndarray:
-    """The (dims + 1)-square homogeneous matrix of an affine point map, read off at dims + 1 points."""
-    origin = np.asarray(fn(np.zeros(dims)), float)
-    columns = [np.asarray(fn(unit), float) - origin for unit in np.eye(dims)]
-    matrix = np.eye(dims + 1)
-    matrix[:dims, :dims] = np.stack(columns, axis=1)
-    matrix[:dims, dims] = origin
-    return matrix
-
-
 def study_to_world(layer) -> np.ndarray:
     """4 x 4: a study array index -> the viewer's world coordinates (the image layer's own transform)."""
-    return _affine_of(lambda index: layer.data_to_world(index))
+    return affine_of(lambda index: layer.data_to_world(index))
 
 
 def _world(layer, study_index) -> np.ndarray:
@@ -91,10 +82,7 @@ def show_location(viewer, layer, study, finding: str, sentence: str, location: d
             features={"finding": [finding] * len(rectangles)},
             text={"string": "{finding}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 10})))
     if heatmap is not None and heatmap.model_heatmap is not None and heatmap.grid is not None:
-        grid = heatmap.grid
-        to_study = np.eye(4)
-        inverse = np.linalg.inv(grid.matrix)
-        to_study[:3, :3], to_study[:3, 3] = inverse, -inverse @ grid.offset
+        to_study = affine_of(heatmap.grid.study_index)  # model grid -> study index
         heat_name = f"{finding}{HEATMAP_SUFFIX}"
         added.append(_replace(viewer, heat_name, lambda: viewer.add_image(
             heatmap.model_heatmap, name=heat_name, colormap="inferno", blending="additive", opacity=0.5,
