@@ -105,16 +105,20 @@ class GroundingExamples(torch.utils.data.Dataset):
         return sorted({finding for examples in self.examples for e in examples for finding, _ in e.regions})
 
     def _study_parts(self, index: int) -> tuple:
-        """(pixels, ModelGrid, truth) of record ``index``, read once."""
+        """(pixels, {(finding, side): target on the model grid}) of record ``index``, read and resampled once;
+        the study and its masks on the study's grid are not kept."""
         if index not in self._cache:
             from napari_radreport.data.studies import read_record_study
             from napari_radreport.data.truth import truth_from_record
             from napari_radreport.modeling.processor import model_grid
 
             study = read_record_study(self.records[index])
-            self._cache[index] = (self.loaded.pixel_values(study),
-                                  model_grid(study, self.loaded.family.preprocess),
-                                  truth_from_record(self.records[index], study))
+            grid = model_grid(study, self.loaded.family.preprocess)
+            truth = truth_from_record(self.records[index], study)
+            regions = {region for example in self.examples[index] for region in example.regions}
+            targets = {(finding, side): grid.to_model(_truth_mask(truth, finding, side).astype(np.float32))
+                       for finding, side in regions}
+            self._cache[index] = (self.loaded.pixel_values(study), targets)
         return self._cache[index]
 
     def _prompt(self, question: str) -> list[int]:
@@ -131,16 +135,15 @@ class GroundingExamples(torch.utils.data.Dataset):
 
         rng = np.random.default_rng([self.seed, self.epoch, index])
         example = self.examples[index][int(rng.integers(len(self.examples[index])))]
-        pixels, grid, truth = self._study_parts(index)
+        pixels, targets = self._study_parts(index)
         prompt = self._prompt(example.question)
         encoded = self.loaded.family.tokenizer(example.answer, add_special_tokens=False,
                                                return_offsets_mapping=True)
         offsets = [tuple(o) for o in encoded["offset_mapping"]]
         groups = sentence_token_groups(offsets, example.spans, len(prompt))
-        targets = [grid.to_model(_truth_mask(truth, finding, side).astype(np.float32))
-                   for finding, side in example.regions]
+        masks = np.stack([targets[region] for region in example.regions])
         return {"pixel_values": pixels, "input_ids": torch.tensor(list(prompt) + encoded["input_ids"]),
-                "groups": groups, "targets": torch.from_numpy(np.stack(targets)).float()}
+                "groups": groups, "targets": torch.from_numpy(masks).float()}
 
 
 def collate_grounding(items: list[dict], pad_id: int = 0) -> dict:
