@@ -24,6 +24,7 @@ class UserSettings:
     models_folder: str = ""  # where the Settings dock looks for model folders to choose from
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "none"  # weight-only "int8" / "int4" (modeling/quantize.py)
     max_new_tokens: int = 256
     do_sample: bool = False
     temperature: float = 0.7

@@ -29,7 +29,8 @@ class StandInLoad:
         self.error = error
         self.calls = 0
 
-    def __call__(self, source=None, *, device="auto", dtype="auto", on_event, stop) -> ModelInfo:
+    def __call__(self, source=None, *, device="auto", dtype="auto", quantization="none", on_event,
+                 stop) -> ModelInfo:
         self.calls += 1
         while not (self.release.is_set() or stop.is_set()) or not self.events.empty():
             with contextlib.suppress(queue.Empty):
@@ -148,6 +149,8 @@ def test_the_settings_panel_writes_the_settings(docks, tmp_path):
     settings.top_p.value = 0.8
     settings.device.value = "cpu"
     settings.dtype.value = "float32"
+    assert settings.weights.value == "none"
+    settings.weights.value = "int8"
     folder = tmp_path / "my-model"
     folder.mkdir()
     settings.model_folder.value = folder
@@ -157,9 +160,10 @@ def test_the_settings_panel_writes_the_settings(docks, tmp_path):
     saved = json.loads((tmp_path / "settings.json").read_text())
     assert saved["max_new_tokens"] == 77 and saved["do_sample"] is True and saved["temperature"] == 0.35
     assert saved["top_p"] == 0.8 and saved["device"] == "cpu" and saved["dtype"] == "float32"
-    assert saved["model_folder"] == str(folder)
+    assert saved["model_folder"] == str(folder) and saved["quantization"] == "int8"
     assert UserSettings.load() == s
-    assert session.load_args() == {"source": str(folder), "device": "cpu", "dtype": "float32"}
+    assert session.load_args() == {"source": str(folder), "device": "cpu", "dtype": "float32",
+                                   "quantization": "int8"}
     settings.do_sample.value = False
     assert not settings.temperature.enabled and UserSettings.load().do_sample is False
     settings.model_folder.value = None  # empty: the demo model

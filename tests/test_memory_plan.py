@@ -51,26 +51,29 @@ def test_weights_come_from_the_headers_at_each_precision(tiny):
 
 
 def test_quantised_weights_count_only_linear_layers(tmp_path, tiny):
-    """int8: one byte per Linear weight and a float32 scale per output row; 4-bit: half a byte and a float32
-    absmax per 64 values; embeddings, output layer, norms and biases stay bfloat16."""
+    """int8: one byte per Linear weight (the output layer too) and a scale per output row; int4: half a byte
+    and a scale and a zero per 64 values; embeddings, norms and biases stay in the compute dtype (float32 on
+    the CPU, bfloat16 on a GPU)."""
     from safetensors.numpy import save_file
 
     folder = tmp_path / "hand"
     folder.mkdir()
     shutil.copy(tiny / "config.json", folder / "config.json")
-    save_file({"language_model.model.layers.0.mlp.up_proj.weight": np.zeros((64, 32), np.float32),
-               "language_model.model.embed_tokens.weight": np.zeros((100, 32), np.float32),
-               "language_model.lm_head.weight": np.zeros((100, 32), np.float32),
-               "language_model.model.norm.weight": np.zeros(32, np.float32),
-               "vision_tower.blocks.0.attn.qkv.weight": np.zeros((96, 32), np.float32),
-               "vision_tower.blocks.0.attn.qkv.bias": np.zeros(96, np.float32),
-               "perceiver.projector.0.weight": np.zeros((32, 32), np.float32)},
+    save_file({"language_model.model.layers.0.mlp.up_proj.weight": np.zeros((128, 64), np.float32),
+               "language_model.model.embed_tokens.weight": np.zeros((100, 64), np.float32),
+               "language_model.lm_head.weight": np.zeros((100, 64), np.float32),
+               "language_model.model.norm.weight": np.zeros(64, np.float32),
+               "vision_tower.blocks.0.attn.qkv.weight": np.zeros((192, 64), np.float32),
+               "vision_tower.blocks.0.attn.qkv.bias": np.zeros(192, np.float32),
+               "perceiver.projector.0.weight": np.zeros((64, 64), np.float32)},
               str(folder / "model.safetensors"))
-    linear, rows, rest = 64 * 32 + 96 * 32 + 32 * 32, 64 + 96 + 32, 2 * 100 * 32 + 32 + 96
-    eight = memory_plan.estimate(folder, "int8", prompt_tokens=1, answer_tokens=1)
-    four = memory_plan.estimate(folder, "4-bit", prompt_tokens=1, answer_tokens=1)
-    assert eight.weight_bytes == linear + 4 * rows + 2 * rest
-    assert four.weight_bytes == linear // 2 + 4 * (64 * 32 // 64 + 96 * 32 // 64 + 32 * 32 // 64) + 2 * rest
+    rows = 128 + 100 + 192 + 64
+    linear, rest = rows * 64, 100 * 64 + 64 + 192
+    for device, s in (("cpu", 4), ("cuda", 2)):
+        eight = memory_plan.estimate(folder, "int8", prompt_tokens=1, answer_tokens=1, device=device)
+        four = memory_plan.estimate(folder, "int4", prompt_tokens=1, answer_tokens=1, device=device)
+        assert eight.weight_bytes == linear + s * rows + s * rest
+        assert four.weight_bytes == linear // 2 + 2 * s * rows + s * rest  # one group of 64 per row
     assert eight.at_precision["float32"] == 4 * (linear + rest)
 
 
@@ -136,11 +139,11 @@ def test_a_model_that_does_not_fit_is_offered_what_does(tiny, monkeypatch):
                            f"bfloat16 needs {size(half)} (fits); loading may fail")
     monkeypatch.setattr(dev, "free_bytes", lambda _device: MIB)
     assert "none fits; accelerate's offload" in dev.memory_warning(tiny, "cpu", "float32")
-    gpu = {p: memory_plan.report_estimate(tiny, p, device="cuda").total for p in ("int8", "4-bit")}
-    free = int(gpu["4-bit"] * memory_plan.MARGIN) + 1
+    gpu = {p: memory_plan.report_estimate(tiny, p, device="cuda").total for p in ("int8", "int4")}
+    free = int(gpu['int4'] * memory_plan.MARGIN) + 1
     assert gpu["int8"] * memory_plan.MARGIN > free
     line = memory_plan.offer(tiny, "float32", free, "cuda")
-    assert ", 8-bit weights " in line and line.endswith(f"4-bit weights {size(gpu['4-bit'])} (fits)")
+    assert ", 8-bit weights " in line and line.endswith(f"4-bit weights {size(gpu['int4'])} (fits)")
 
 
 def test_radreport_models_shows_what_a_report_needs(tiny, capsys):

@@ -42,7 +42,7 @@ def test_model_folders_are_described_from_their_files(models):
     ct, xray, broken = entries["ct-model"], entries["xray-model"], entries["broken"]
     assert (ct.family, ct.scope.modalities, xray.scope.modalities) == ("radreport", ("ct",), ("xray",))
     assert ct.parameters == _weights(models / "ct-model") > 0
-    assert ct.weight_bytes("bfloat16") == 2 * ct.parameters and ct.weight_bytes("4-bit") == ct.parameters // 2
+    assert ct.weight_bytes("bfloat16") == 2 * ct.parameters and ct.weight_bytes("int4") == ct.parameters // 2
     assert broken.problem.startswith(f"{models / 'broken' / 'config.json'}: not valid JSON")
     assert find_models(models / "ct-model")[0].name == "ct-model"  # one model folder given itself
 
@@ -75,7 +75,7 @@ def test_the_settings_dock_lists_the_models_and_choosing_one_loads_it(make_napar
     assert labels[0].startswith("Demo model") and labels[1].startswith("ct-model (CT, ")
     assert labels[1].endswith(" bf16)") and labels[2].startswith("xray-model (radiographs, ")
     tooltip = dock.model_choice.tooltip
-    assert "broken" in tooltip and "ct-model: radreport, " in tooltip and "4-bit" in tooltip
+    assert "broken" in tooltip and "ct-model: radreport, " in tooltip and "int4" in tooltip
     assert "1 could not be read" in dock.status.value
     dock.model_choice.value = str(models / "ct-model")
     qtbot.waitUntil(lambda: session.engine.loaded and not session.busy, timeout=WAIT_MS)

@@ -20,6 +20,8 @@ from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 
+from napari_radreport.cli.model_flags import add_precision_flags
+
 PRESETS = ("phantom", "grounding", "rrg24", "m3d", "amos-mm", "diagnosis")
 
 
@@ -33,7 +35,8 @@ def _load_engine(args: argparse.Namespace):
         raise ValueError("no --model given and this install has no demo model")
     engine = Engine()
     engine.allow_out_of_scope = True  # scoring runs every study, also phantoms written before their mark
-    return engine, model, engine.load(model, device=args.device)
+    return engine, model, engine.load(model, device=args.device, dtype=args.dtype,
+                                      quantization=args.quantize)
 
 
 def eval_grounding(args: argparse.Namespace) -> int:
@@ -161,6 +164,7 @@ def add_eval_commands(sub, common: argparse.ArgumentParser) -> None:
                     help="also a BERTScore-style F1 with the offline all-MiniLM-L6-v2 "
                          "(its own name; not the papers')")
     ev.add_argument("--device", default="auto")
+    add_precision_flags(ev)
     ev.add_argument("--out", help="write the scores as JSON")
     ev.add_argument("--plot", help="write an SVG plot of the per-label scores (diagnosis)")
     ev.add_argument("--details",

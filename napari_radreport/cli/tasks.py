@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from napari_radreport.cli.model_flags import add_precision_flags
 from napari_radreport.cli.study import add_mixed_patients_flag
 from napari_radreport.engine.prompts import REGIONS
 from napari_radreport.export.formats import FORMATS
@@ -50,8 +51,8 @@ def _engine_and_study(args: argparse.Namespace, paths: list[str], check_study=No
             print(f"radreport: {event.message}", file=sys.stderr)
 
     try:  # engine.load, except that an interrupt does not wait for the load to end
-        job = engine.start("load", args.model, device=args.device, allow_partial=args.allow_partial,
-                           on_event=progress)
+        job = engine.start("load", args.model, device=args.device, dtype=args.dtype,
+                           quantization=args.quantize, allow_partial=args.allow_partial, on_event=progress)
         job.join()
     except KeyboardInterrupt as exc:
         if engine.thread_alive:  # the load runs on the engine's thread and cannot be stopped
@@ -223,6 +224,7 @@ def add_task_commands(sub, common: argparse.ArgumentParser) -> None:
     model.add_argument("--model", help="model folder (default: the demo model shipped with the package)")
     model.add_argument("--device", default="auto",
                        help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    add_precision_flags(model)
     model.add_argument("--series", help="series index or SeriesInstanceUID (default: the main CT series)")
     model.add_argument("--allow-out-of-scope", action="store_true",
                        help="run a study the model was not made for (its outputs say so) instead of refusing")

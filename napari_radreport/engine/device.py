@@ -61,6 +61,20 @@ def resolve_dtype(device: str, choice: str = "auto"):
     return dtype
 
 
+def loading_dtype(folder: Path, dtype, quantization: str = "none"):
+    """The dtype to load weights in: ``dtype``, except that a float32 run with quantized weights loads
+    16-bit weights as they are stored (bfloat16 or float16, no rounding), which halves the peak of loading
+    before the Linear layers shrink (``modeling/quantize.py``)."""
+    import torch
+
+    if quantization == "none" or dtype != torch.float32:
+        return dtype
+    from napari_radreport.modeling.catalog import stored_float_dtype
+
+    stored = {"BF16": torch.bfloat16, "F16": torch.float16}.get(stored_float_dtype(folder) or "")
+    return stored or dtype
+
+
 def free_bytes(device: str) -> int | None:
     """Memory free for a new model on ``device`` (CUDA: the driver's count; CPU: MemAvailable); None if
     unknown."""

@@ -92,7 +92,8 @@ class ModelInfo:
     kind: str  # the model's family ("radreport", "image-text-to-text"): modeling/families.py
     modality: str  # "ct" or "xray": what the model reads
     device: str
-    dtype: str
+    dtype: str  # the compute dtype
+    quantization: str = "none"  # "int8" / "int4": weight-only layers (modeling/quantize.py)
     adapters: list[str] = field(default_factory=list)
     weights_sha256: str = ""
     labels: tuple[str, ...] = ()  # what diagnosis asks about, and all it answers
@@ -101,6 +102,13 @@ class ModelInfo:
     # What was wrong with the weights of a model loaded with allow_partial (one line per kind: missing,
     # unexpected, wrong shape); empty when they fit the model. Whatever such a model writes is unreliable.
     incomplete: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> str:
+        """'float32', or 'float32, 8-bit weights' for a quantized model."""
+        from napari_radreport.modeling.quantize import LABELS
+
+        return self.dtype if self.quantization == "none" else f"{self.dtype}, {LABELS[self.quantization]}"
 
 
 @dataclass
@@ -155,10 +163,16 @@ class Engine:
         return self.runner is not None
 
     def _load(self, source: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
-              adapters: dict[str, str | Path] | None = None, allow_pickle: bool = False,
-              allow_partial: bool = False, on_event: EventCallback = ignore, stop=None) -> ModelInfo:
+              quantization: str = "none", adapters: dict[str, str | Path] | None = None,
+              allow_pickle: bool = False, allow_partial: bool = False, on_event: EventCallback = ignore,
+              stop=None) -> ModelInfo:
+        """Load a model (``quantization``: "none", or "int8" / "int4" weight-only layers,
+        ``modeling/quantize.py``, made after its adapters load and before it moves to ``device``)."""
         from napari_radreport.engine import device as dev
         from napari_radreport.modeling.checkpoints import require_local_folder
+        from napari_radreport.modeling.quantize import check_quantization
+
+        check_quantization(quantization)
 
         if source is None:
             source = default_model()
@@ -174,7 +188,8 @@ class Engine:
         from napari_radreport.modeling.loading import load_model
         from napari_radreport.modeling.lora import load_adapter, use_adapter
 
-        warnings = [w for w in [dev.memory_warning(folder, device_name, torch_dtype)] if w]
+        precision = torch_dtype if quantization == "none" else quantization
+        warnings = [w for w in [dev.memory_warning(folder, device_name, precision)] if w]
         for w in warnings:
             on_event(Progress("load", w))
         weights: list[Stage] = []
@@ -185,11 +200,8 @@ class Engine:
             elif weights:
                 weights[0].advance(done)
 
-        loaded = load_model(folder, allow_pickle=allow_pickle, allow_partial=allow_partial, dtype=torch_dtype,
-                            on_weights=read)
-        if device_name != "cpu":
-            Stage(on_event, "load", f"Moving the weights to {device_name}")
-            loaded.model.to(device_name)
+        loaded = load_model(folder, allow_pickle=allow_pickle, allow_partial=allow_partial,
+                            dtype=dev.loading_dtype(folder, torch_dtype, quantization), on_weights=read)
         if loaded.incomplete:
             warnings.append(f"{folder.name} was loaded with weights that do not fit it "
                             f"({'; '.join(loaded.incomplete)}): whatever it writes is unreliable")
@@ -199,16 +211,33 @@ class Engine:
             loaded.model = load_adapter(loaded.model, path, name, allow_pickle=allow_pickle)
         if found or adapters:
             use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
+        if quantization != "none":
+            self._quantize(loaded.model, quantization, device_name, torch_dtype, on_event)
+        if device_name != "cpu":
+            Stage(on_event, "load", f"Moving the weights to {device_name}")
+            loaded.model.to(device_name)
         self.runner = ModelRunner(loaded, device_name)
         family = loaded.family
         self.info = ModelInfo(name=folder.name, path=str(folder), kind=family.name, modality=family.modality,
                               device=device_name, dtype=str(torch_dtype).removeprefix("torch."),
+                              quantization=quantization,
                               adapters=list(getattr(loaded.model, "peft_config", {}) or {}),
                               weights_sha256=weights_sha256(folder, on_event),
                               labels=family.prompt_spec.labels, warnings=warnings,
                               reads_indication=family.prompt_spec.indication_template is not None,
                               incomplete=list(loaded.incomplete))
         return self.info
+
+    @staticmethod
+    def _quantize(model, quantization: str, device: str, dtype, on_event: EventCallback) -> None:
+        """Quantize ``model``'s Linear layers in place, then bring what stays in floating point to ``dtype``
+        (a float32 run of 16-bit weights loads them as stored: ``device.loading_dtype``)."""
+        from napari_radreport.modeling.quantize import LABELS, quantize_model
+
+        Stage(on_event, "load", f"Quantizing the weights to {LABELS[quantization]}")
+        summary = quantize_model(model, quantization, device, dtype)
+        model.to(dtype)
+        on_event(Progress("load", f"Quantized {summary.line()}"))
 
     def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
         from napari_radreport.engine.device import release_memory

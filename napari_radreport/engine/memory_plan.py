@@ -1,13 +1,15 @@
 """Will it fit? The memory a model folder needs to run at a precision, from its config.json and safetensors
 headers alone (nothing loads, no torch), and the one line that says what fits when it does not.
 
-Terms (``s`` is the compute dtype's bytes per value; bfloat16 for the 8-bit and 4-bit weights):
+Terms (``s`` is the compute dtype's bytes per value; with 8-bit or 4-bit weights, the device's default:
+float32 on the CPU, bfloat16 on a GPU):
 
 * **weights**: each stored tensor's elements x ``s`` (integer tensors at their stored size; CT-CLIP's
   encoder stays float32, as the model keeps it), per part: vision tower, perceiver, language model, other
-  heads. ``int8`` / ``4-bit``: weight-only quantisation of the Linear layers' 2-D weights, as bitsandbytes
-  stores them (int8 plus one float32 scale per output row; NF4 at half a byte plus one float32 absmax per
-  64 values), every other tensor (embeddings, output layer, norms, convolutions, biases) in bfloat16.
+  heads. ``int8`` / ``int4``: the Linear layers' 2-D weights (the output layer too) as
+  ``modeling/quantize.py`` stores them (``quantized_bytes``: int8 plus a scale per output row; half a byte
+  plus a scale and a zero per 64 values), every other tensor (embeddings, norms, convolutions, biases) x
+  ``s``.
 * **key/value cache**: 2 (keys, values) x kv heads x head dim x ``s`` per token and layer, for the image
   tokens (from the config) + ``prompt_tokens`` + ``answer_tokens``; a sliding-window layer holds at most its
   window; two layers more for the moment a step concatenates a layer's new entries. ``batch`` > 1 is the
@@ -44,11 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_radreport.modeling.checkpoints import read_config, safetensors_header, weight_files
+from napari_radreport.modeling.quantize import int4_groups, quantized_bytes
 
 GIB = 2**30
 MIB = 2**20
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
-QUANTIZED = ("int8", "4-bit")
+QUANTIZED = ("int8", "int4")  # modeling/quantize.QUANTIZATIONS but "none"
 PRECISIONS = (*ITEMSIZE, *QUANTIZED)
 # What loading adds besides the weights. CPU: measured (radreport bench, docs/benchmarks.md): the model's
 # Python objects, tokenizer and the code transformers imports for it, in host memory. GPU: not measured here
@@ -65,10 +68,10 @@ DEFAULT_ANSWER_TOKENS = 256  # GenerationSettings.max_new_tokens
 DIAGNOSIS_BATCH = 18  # labels asked at once (ModelRunner.next_token_logprobs' batch_size)
 DIAGNOSIS_PROMPT_TOKENS = 64  # the text all diagnosis questions share
 DIAGNOSIS_TAIL_TOKENS = 24  # each label's own words
-NF4_BLOCK = 64
 _FLOATS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
 _INTEGERS = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-_NOT_LINEAR = ("embed", "lm_head", "position", "codebook", "norm", "wte", "wpe")
+# 2-D tensors that are not a Linear layer's weight (input embeddings, position tables, norms, codebooks)
+_NOT_LINEAR = ("embed_tokens", "word_embeddings", "wte", "wpe", "position", "codebook", "norm")
 _M3D_TEXT_TYPES = ("lamed_llama", "lamed_phi3")
 
 
@@ -79,19 +82,20 @@ class PartSize:
     floats: int = 0
     linear: int = 0
     linear_rows: int = 0
+    linear_groups: int = 0  # their 4-bit groups (modeling/quantize.int4_groups)
     integer_bytes: int = 0
     keep_float32: bool = False
 
-    def bytes_at(self, precision: str) -> int:
-        """Bytes of this part loaded at ``precision`` (one of PRECISIONS)."""
+    def bytes_at(self, precision: str, compute_itemsize: int | None = None) -> int:
+        """Bytes of this part loaded at ``precision`` (one of PRECISIONS); a quantized part keeps its other
+        tensors and scales at ``compute_itemsize`` (default: bfloat16's)."""
         if self.keep_float32:
             return self.floats * 4 + self.integer_bytes
         if precision in ITEMSIZE:
             return self.floats * ITEMSIZE[precision] + self.integer_bytes
-        rest = (self.floats - self.linear) * ITEMSIZE["bfloat16"] + self.integer_bytes
-        if precision == "int8":
-            return rest + self.linear + 4 * self.linear_rows
-        return rest + math.ceil(self.linear / 2) + 4 * math.ceil(self.linear / NF4_BLOCK)
+        s = compute_itemsize or ITEMSIZE["bfloat16"]
+        return ((self.floats - self.linear) * s + self.integer_bytes
+                + quantized_bytes(precision, self.linear, self.linear_rows, self.linear_groups, s))
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,7 @@ def read_parts(files: list[Path], float32_parts: tuple[str, ...] = ()) -> dict[s
                 if _is_linear(name, shape):
                     part.linear += count
                     part.linear_rows += shape[0]
+                    part.linear_groups += int4_groups(*shape)
             else:
                 part.integer_bytes += count * _INTEGERS.get(dtype, 4)
     return parts
@@ -356,10 +361,14 @@ def read_shape(folder: str | Path) -> ModelShape:
 
 
 # -- the estimate ------------------------------------------------------------------------------------------
-def _compute_itemsize(precision: str) -> int:
+def _compute_itemsize(precision: str, device: str) -> int:
+    """Bytes per value of the activations and cache: the dtype's, or with quantized weights the device's
+    default compute dtype (float32 on the CPU, bfloat16 on a GPU)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
-    return ITEMSIZE.get(precision, ITEMSIZE["bfloat16"])
+    if precision in ITEMSIZE:
+        return ITEMSIZE[precision]
+    return ITEMSIZE["float32"] if _kind(device) == "cpu" else ITEMSIZE["bfloat16"]
 
 
 def _language_activations(text: TextShape, prompt: int, answer: int, batch: int, s: int, slack: float) -> int:
@@ -378,26 +387,27 @@ def _kind(device: str) -> str:
 def estimate_shape(shape: ModelShape, dtype_name: str, *, prompt_tokens: int, answer_tokens: int,
                    batch: int = 1, image_tokens: int | None = None, device: str = "cpu") -> MemoryEstimate:
     """The estimate for an already read ``ModelShape`` (see ``estimate``)."""
-    s = _compute_itemsize(dtype_name)
+    s = _compute_itemsize(dtype_name, device)
     image = shape.image_tokens if image_tokens is None else image_tokens
     context = image + prompt_tokens
     kv_tokens = context + answer_tokens if batch == 1 else (1 + batch) * context + batch * answer_tokens
     slack = ALLOCATOR_SLACK[_kind(device)]
     encoder = shape.vision.activation_bytes(s, slack) if shape.vision is not None else 0
-    weights = {name: part.bytes_at(dtype_name) for name, part in shape.parts.items()}
+    weights = {name: part.bytes_at(dtype_name, s) for name, part in shape.parts.items()}
     return MemoryEstimate(
         folder=str(shape.folder), dtype=dtype_name, weights=weights,
         kv_cache=shape.text.kv_bytes(kv_tokens, s),
         activations=_language_activations(shape.text, context, answer_tokens, batch, s, slack),
         encoder=encoder, overhead=OVERHEAD_BYTES[_kind(device)], image_tokens=image,
         prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, batch=batch,
-        at_precision={p: sum(part.bytes_at(p) for part in shape.parts.values()) for p in PRECISIONS})
+        at_precision={p: sum(part.bytes_at(p, _compute_itemsize(p, device)) for part in shape.parts.values())
+                      for p in PRECISIONS})
 
 
 def estimate(folder: str | Path, dtype_name: str, *, prompt_tokens: int, answer_tokens: int,
              batch: int = 1, image_tokens: int | None = None, device: str = "cpu") -> MemoryEstimate:
     """The memory ``folder``'s model needs on ``device`` at ``dtype_name`` (float32, bfloat16, float16, int8,
-    4-bit) for a prompt of ``prompt_tokens`` text tokens after its image tokens (from the config unless given)
+    int4) for a prompt of ``prompt_tokens`` text tokens after its image tokens (from the config unless given)
     and an answer of ``answer_tokens``; ``batch`` > 1: that many answers at once over copies of the prompt's
     cache."""
     return estimate_shape(read_shape(folder), dtype_name, prompt_tokens=prompt_tokens,
@@ -434,14 +444,14 @@ def size_text(count: float) -> str:
 
 
 _LABELS = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "int8": "8-bit weights",
-           "4-bit": "4-bit weights"}
-_RANK = {"float32": 0, "float16": 1, "bfloat16": 1, "int8": 2, "4-bit": 3}
+           "int4": "4-bit weights"}
+_RANK = {"float32": 0, "float16": 1, "bfloat16": 1, "int8": 2, "int4": 3}
 
 
 def cheaper(dtype_name: str, device: str) -> list[str]:
     """The precisions to offer after ``dtype_name``, largest first: bfloat16, then 8-bit and 4-bit weights
-    (bitsandbytes; on a GPU only)."""
-    order = ["bfloat16"] if device == "cpu" else ["bfloat16", "int8", "4-bit"]
+    (``modeling/quantize.py``, on any device)."""
+    order = ["bfloat16", "int8", "int4"]
     return [p for p in order if _RANK[p] > _RANK.get(dtype_name, 0)]
 
 

@@ -36,6 +36,7 @@ def report_provenance(info: ModelInfo, task: str, settings: GenerationSettings,
     return Provenance(model_name=info.name, model_path=info.path, weights_sha256=info.weights_sha256,
                       adapter=",".join(info.adapters), recipe=info.name, task=task,
                       generation=settings.as_dict(), device=info.device, dtype=info.dtype,
+                      quantization=info.quantization,
                       generated_at=utc_now(), software_version=__version__,
                       weight_problems=list(info.incomplete), scope=scope.as_dict() if scope else {})
 

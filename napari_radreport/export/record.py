@@ -29,7 +29,8 @@ class Provenance:
     task: str = ""  # report_task(): "report:findings+impression", "report:findings;regions=chest"
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationSettings: max_new_tokens, seed...
     device: str = ""
-    dtype: str = ""
+    dtype: str = ""  # the compute dtype
+    quantization: str = "none"  # weight-only "int8" / "int4" (modeling/quantize.py), else "none"
     generated_at: str = ""  # ISO 8601, UTC
     software_version: str = ""
     weight_problems: list[str] = field(default_factory=list)  # loaded with allow_partial: tensors missing...

@@ -21,8 +21,9 @@ from napari_radreport.modeling.checkpoints import (
 from napari_radreport.modeling.scope import ModelScope
 
 # Bytes per parameter of the weights alone (activations, the key/value cache and the image encoder's
-# working memory come on top): full, half, and the 8-bit and 4-bit weights of bitsandbytes-style loading.
-PRECISIONS: dict[str, float] = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "4-bit": 0.5}
+# working memory come on top): full, half, and 8-bit and 4-bit weights (modeling/quantize.py; its scales
+# and the layers it keeps in floating point add a little: engine/memory_plan.py counts them).
+PRECISIONS: dict[str, float] = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,19 @@ def weight_summary(files: list[Path]) -> tuple[int, int]:
                 tensors += 1
                 parameters += math.prod(tensor.get("shape", []))
     return tensors, parameters
+
+
+def stored_float_dtype(folder: Path) -> str | None:
+    """The safetensors dtype ("F32", "BF16", "F16") that holds most of a folder's floating-point weights,
+    from the headers; None for a folder without safetensors files."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        for name, tensor in safetensors_header(path).items():
+            if name != "__metadata__" and tensor.get("dtype", "").startswith(("F", "BF")):
+                counts[tensor["dtype"]] += math.prod(tensor.get("shape", []))
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def parameter_count(folder: Path) -> int:

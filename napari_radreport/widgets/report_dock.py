@@ -209,7 +209,7 @@ class ReportDock(QWidget):
         else:
             adapters = f", adapters {', '.join(info.adapters)}" if info.adapters else ""
             self.model_label.setText(
-                f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.dtype}{adapters})")
+                f"Model: <b>{html.escape(info.name)}</b> ({info.device}, {info.precision}{adapters})")
 
     def _recheck(self, *_args: Any) -> None:
         """The buttons again, after the model, the settings or what the model can read changed."""

@@ -391,7 +391,8 @@ class ViewerSession(QObject):
     def load_args(self) -> dict[str, Any]:
         """Arguments of engine.load from the settings."""
         s = self.settings
-        return {"source": s.model_folder or None, "device": s.device, "dtype": s.dtype}
+        return {"source": s.model_folder or None, "device": s.device, "dtype": s.dtype,
+                "quantization": s.quantization}
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop any running job and end the engine's thread, waiting up to ``timeout`` s (a dock closing)."""

@@ -28,6 +28,8 @@ from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from napari_radreport.engine.device import DEVICES, DTYPES
 from napari_radreport.engine.events import Progress
+from napari_radreport.modeling.quantize import LABELS as WEIGHT_LABELS
+from napari_radreport.modeling.quantize import QUANTIZATIONS
 from napari_radreport.user_settings import MIXED_PATIENTS_SWITCH
 from napari_radreport.widgets.session import error_html, session_for
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 MAX_NEW_TOKENS = (1, 4096)
 TEMPERATURE = (0.05, 2.0)
 TOP_P = (0.05, 1.0)
+# the Weights choice: (shown, the setting's value)
+WEIGHT_CHOICES = [(WEIGHT_LABELS[q].capitalize(), q) for q in QUANTIZATIONS]
 
 
 DEMO_CHOICE = ("Demo model (synthetic phantoms only)", "")
@@ -85,6 +89,11 @@ class SettingsDock(Container):
                           label="Device")
         dtype = ComboBox(choices=DTYPES, value=s.dtype if s.dtype in DTYPES else DTYPES[0], label="Precision",
                          tooltip="auto: bfloat16 on CUDA, float32 on the CPU")
+        weights = ComboBox(choices=WEIGHT_CHOICES, label="Weights",
+                           value=s.quantization if s.quantization in QUANTIZATIONS else "none",
+                           tooltip="8-bit or 4-bit weights take about 1/4 or 1/8 of float32's memory (a "
+                                   "7-8 B model fits 16 GB); the text can differ a little from full "
+                                   "precision's. Each report records its choice.")
         max_new = SpinBox(min=MAX_NEW_TOKENS[0], max=MAX_NEW_TOKENS[1], label="Max new tokens",
                           value=int(_within(s.max_new_tokens, MAX_NEW_TOKENS)))
         sample = CheckBox(text="Sample (otherwise greedy)", value=s.do_sample)
@@ -103,8 +112,8 @@ class SettingsDock(Container):
         reviewer = LineEdit(value=s.reviewer_name, label="Reviewer",
                             tooltip="Your name as a signed-off report carries it (PDF, DICOM SR verifying "
                                     "observer); asked the first time you tick Reviewed when empty")
-        form.extend([models, choice, folder, device, dtype, max_new, sample, temperature, top_p,  # aligned
-                     reviewer])
+        form.extend([models, choice, folder, device, dtype, weights, max_new, sample, temperature,  # aligned
+                     top_p, reviewer])
         choice.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         choice.native.setMinimumContentsLength(16)  # a long name must not widen the dock
         load = PushButton(text="Load model with these settings")
@@ -119,6 +128,7 @@ class SettingsDock(Container):
                          labels=False)
         self.models_folder, self.model_choice = models, choice
         self.model_folder, self.device, self.dtype, self.max_new_tokens = folder, device, dtype, max_new
+        self.weights = weights
         self.do_sample, self.temperature, self.top_p = sample, temperature, top_p
         self.allow_out_of_scope, self.allow_mixed_patients = out_of_scope, mixed
         self.load_button, self.progress, self.status = load, progress, status
@@ -134,6 +144,7 @@ class SettingsDock(Container):
         folder.line_edit.native.editingFinished.connect(self._save_folder)
         device.changed.connect(lambda v: self._set(device=v))
         dtype.changed.connect(lambda v: self._set(dtype=v))
+        weights.changed.connect(lambda v: self._set(quantization=v))
         max_new.changed.connect(lambda v: self._set(max_new_tokens=int(v)))
         sample.changed.connect(lambda v: self._set(do_sample=bool(v)))
         temperature.changed.connect(lambda v: self._set(temperature=float(v)))
@@ -261,5 +272,5 @@ class SettingsDock(Container):
                 self._show(event.message or event.stage)
 
     def _loaded(self, info) -> None:
-        self._show("; ".join(info.warnings) or f"Loaded {info.name} ({info.device}, {info.dtype}).")
+        self._show("; ".join(info.warnings) or f"Loaded {info.name} ({info.device}, {info.precision}).")
 
