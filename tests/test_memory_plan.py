@@ -51,29 +51,29 @@ def test_weights_come_from_the_headers_at_each_precision(tiny):
 
 
 def test_quantised_weights_count_only_linear_layers(tmp_path, tiny):
-    """int8: one byte per Linear weight (the output layer too) and a scale per output row; int4: half a byte
-    and a scale and a zero per 64 values; embeddings, norms and biases stay in the compute dtype (float32 on
-    the CPU, bfloat16 on a GPU)."""
+    """int8: one byte per Linear weight (the output layer too) and a bfloat16 scale per output row; int4: half
+    a byte and a bfloat16 scale and zero per 64 values; embeddings, norms and biases stay in the compute
+    dtype (float32 on the CPU, bfloat16 on a GPU)."""
     from safetensors.numpy import save_file
 
     folder = tmp_path / "hand"
     folder.mkdir()
     shutil.copy(tiny / "config.json", folder / "config.json")
     save_file({"language_model.model.layers.0.mlp.up_proj.weight": np.zeros((128, 64), np.float32),
-               "language_model.model.embed_tokens.weight": np.zeros((100, 64), np.float32),
-               "language_model.lm_head.weight": np.zeros((100, 64), np.float32),
+               "language_model.model.embed_tokens.weight": np.zeros((128, 64), np.float32),
+               "language_model.lm_head.weight": np.zeros((128, 64), np.float32),
                "language_model.model.norm.weight": np.zeros(64, np.float32),
                "vision_tower.blocks.0.attn.qkv.weight": np.zeros((192, 64), np.float32),
                "vision_tower.blocks.0.attn.qkv.bias": np.zeros(192, np.float32),
                "perceiver.projector.0.weight": np.zeros((64, 64), np.float32)},
               str(folder / "model.safetensors"))
-    rows = 128 + 100 + 192 + 64
-    linear, rest = rows * 64, 100 * 64 + 64 + 192
+    rows = 128 + 128 + 192 + 64
+    linear, rest = rows * 64, 128 * 64 + 64 + 192
     for device, s in (("cpu", 4), ("cuda", 2)):
         eight = memory_plan.estimate(folder, "int8", prompt_tokens=1, answer_tokens=1, device=device)
         four = memory_plan.estimate(folder, "int4", prompt_tokens=1, answer_tokens=1, device=device)
-        assert eight.weight_bytes == linear + s * rows + s * rest
-        assert four.weight_bytes == linear // 2 + 2 * s * rows + s * rest  # one group of 64 per row
+        assert eight.weight_bytes == linear + 2 * rows + s * rest  # bfloat16 scales
+        assert four.weight_bytes == linear // 2 + 2 * 2 * rows + s * rest  # one group of 64 per row
     assert eight.at_precision["float32"] == 4 * (linear + rest)
 
 
@@ -125,7 +125,19 @@ def test_sliding_window_layers_hold_at_most_their_window(tmp_path):
     assert estimate.kv_cache == 2 * 2 * 8 * 4 * held
 
 
-def test_a_model_that_does_not_fit_is_offered_what_does(tiny, monkeypatch):
+def _wide(tmp_path: Path) -> Path:
+    """A CT model 64 wide, vocabulary 128: every Linear layer has whole 4-bit groups and row blocks."""
+    import dataclasses
+
+    from napari_radreport.bench.random_model import TINY_CT, write_random_radreport
+
+    wide = {"hidden_size": 64, "intermediate_size": 128}
+    size = dataclasses.replace(TINY_CT, vision={**TINY_CT.vision, **wide},
+                               text={**TINY_CT.text, **wide, "vocab_size": 128})
+    return write_random_radreport(tmp_path / "wide", size)
+
+
+def test_a_model_that_does_not_fit_is_offered_what_does(tiny, monkeypatch, tmp_path):
     need = memory_plan.report_estimate(tiny, "float32").total
     assert memory_plan.fits(memory_plan.report_estimate(tiny, "float32"), int(need * 1.2))
     monkeypatch.setattr(dev, "free_bytes", lambda _device: int(need * memory_plan.MARGIN) + 1)
@@ -139,10 +151,11 @@ def test_a_model_that_does_not_fit_is_offered_what_does(tiny, monkeypatch):
                            f"bfloat16 needs {size(half)} (fits); loading may fail")
     monkeypatch.setattr(dev, "free_bytes", lambda _device: MIB)
     assert "none fits; accelerate's offload" in dev.memory_warning(tiny, "cpu", "float32")
-    gpu = {p: memory_plan.report_estimate(tiny, p, device="cuda").total for p in ("int8", "int4")}
+    wide = _wide(tmp_path)  # every Linear of whole 4-bit groups, so that 4 bits are smaller than 8
+    gpu = {p: memory_plan.report_estimate(wide, p, device="cuda").total for p in ("int8", "int4")}
     free = int(gpu['int4'] * memory_plan.MARGIN) + 1
     assert gpu["int8"] * memory_plan.MARGIN > free
-    line = memory_plan.offer(tiny, "float32", free, "cuda")
+    line = memory_plan.offer(wide, "float32", free, "cuda")
     assert ", 8-bit weights " in line and line.endswith(f"4-bit weights {size(gpu['int4'])} (fits)")
 
 

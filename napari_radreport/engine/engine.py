@@ -235,7 +235,7 @@ class Engine:
         from napari_radreport.modeling.quantize import LABELS, quantize_model
 
         Stage(on_event, "load", f"Quantizing the weights to {LABELS[quantization]}")
-        summary = quantize_model(model, quantization, device, dtype)
+        summary = quantize_model(model, quantization, device)
         model.to(dtype)
         on_event(Progress("load", f"Quantized {summary.line()}"))
 

@@ -7,9 +7,9 @@ float32 on the CPU, bfloat16 on a GPU):
 * **weights**: each stored tensor's elements x ``s`` (integer tensors at their stored size; CT-CLIP's
   encoder stays float32, as the model keeps it), per part: vision tower, perceiver, language model, other
   heads. ``int8`` / ``int4``: the Linear layers' 2-D weights (the output layer too) as
-  ``modeling/quantize.py`` stores them (``quantized_bytes``: int8 plus a scale per output row; half a byte
-  plus a scale and a zero per 64 values), every other tensor (embeddings, norms, convolutions, biases) x
-  ``s``.
+  ``modeling/quantize.py`` stores them (``quantized_bytes``: int8 plus a bfloat16 scale per output row;
+  half a byte plus a bfloat16 scale and zero per 64 values), every other tensor (embeddings, norms,
+  convolutions, biases) x ``s``.
 * **key/value cache**: 2 (keys, values) x kv heads x head dim x ``s`` per token and layer, for the image
   tokens (from the config) + ``prompt_tokens`` + ``answer_tokens``; a sliding-window layer holds at most its
   window; two layers more for the moment a step concatenates a layer's new entries. ``batch`` > 1 is the
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_radreport.modeling.checkpoints import read_config, safetensors_header, weight_files
-from napari_radreport.modeling.quantize import int4_groups, quantized_bytes
+from napari_radreport.modeling.quantize import int4_groups, kernel_takes, quantized_bytes
 
 GIB = 2**30
 MIB = 2**20
@@ -76,26 +76,40 @@ _M3D_TEXT_TYPES = ("lamed_llama", "lamed_phi3")
 
 
 @dataclass
+class Quantizable:
+    """The Linear weights one quantization can store: their elements, output rows and 4-bit groups."""
+
+    elements: int = 0
+    rows: int = 0
+    groups: int = 0
+
+    def add(self, rows: int, columns: int) -> None:
+        self.elements += rows * columns
+        self.rows += rows
+        self.groups += int4_groups(rows, columns)
+
+
+@dataclass
 class PartSize:
-    """What one part's tensors hold: float elements (the Linear weights among them) and integer bytes."""
+    """What one part's tensors hold: float elements, the Linear weights each quantization can store
+    (``modeling/quantize.kernel_takes``), and integer bytes."""
 
     floats: int = 0
-    linear: int = 0
-    linear_rows: int = 0
-    linear_groups: int = 0  # their 4-bit groups (modeling/quantize.int4_groups)
+    quantizable: dict[str, Quantizable] = field(default_factory=lambda: {q: Quantizable() for q in QUANTIZED})
     integer_bytes: int = 0
     keep_float32: bool = False
 
     def bytes_at(self, precision: str, compute_itemsize: int | None = None) -> int:
         """Bytes of this part loaded at ``precision`` (one of PRECISIONS); a quantized part keeps its other
-        tensors and scales at ``compute_itemsize`` (default: bfloat16's)."""
+        tensors at ``compute_itemsize`` (default: bfloat16's)."""
         if self.keep_float32:
             return self.floats * 4 + self.integer_bytes
         if precision in ITEMSIZE:
             return self.floats * ITEMSIZE[precision] + self.integer_bytes
         s = compute_itemsize or ITEMSIZE["bfloat16"]
-        return ((self.floats - self.linear) * s + self.integer_bytes
-                + quantized_bytes(precision, self.linear, self.linear_rows, self.linear_groups, s))
+        linear = self.quantizable[precision]
+        return ((self.floats - linear.elements) * s + self.integer_bytes
+                + quantized_bytes(precision, linear.elements, linear.rows, linear.groups, s))
 
 
 @dataclass(frozen=True)
@@ -223,9 +237,9 @@ def read_parts(files: list[Path], float32_parts: tuple[str, ...] = ()) -> dict[s
             if dtype in _FLOATS:
                 part.floats += count
                 if _is_linear(name, shape):
-                    part.linear += count
-                    part.linear_rows += shape[0]
-                    part.linear_groups += int4_groups(*shape)
+                    for kind, linear in part.quantizable.items():
+                        if kernel_takes(kind, *shape):
+                            linear.add(*shape)
             else:
                 part.integer_bytes += count * _INTEGERS.get(dtype, 4)
     return parts

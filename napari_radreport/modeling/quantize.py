@@ -8,16 +8,18 @@ model as loaded plus one layer):
 * **int4**: an asymmetric scale and zero per ``INT4_GROUP`` input values of a row
   (``w ~ (q - 8) * scale + zero``, q in [0, 15]).
 
-Activations stay in the compute dtype. On the CPU the matrix products run in PyTorch's own weight-only
-kernels (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``), which read the integer
-weights without making a float copy; on another device a layer makes its float weight for the one product
-(the weights stay small in memory, the speed is not measured: docs/benchmarks.md). The 4-bit CPU kernel
+Scales and zeros are bfloat16 (the levels are chosen against the rounded scales). On the CPU the products
+run in PyTorch's own weight-only kernels (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``),
+which read the integer weights without a float copy; they are fast in bfloat16 only (measured: 12x and 30x
+faster than with float32 inputs, docs/benchmarks.md), so a layer's input is rounded to bfloat16 for the
+product and its output comes back in the model's dtype. On another device a layer makes its float weight for
+the one product (the weights stay small in memory; the speed is not measured here). The 4-bit CPU kernel
 wants its own packing, so a model is quantized for the device it will run on (``Int4Linear.layout``).
 
 Left in floating point: the input embeddings (and an output layer tied to them), LoRA's own small
-matrices (their base layer is quantized, so adapters load first), layers of fewer than 16 inputs, 4-bit
-layers whose sizes the layout cannot take (inputs not a multiple of 64, outputs of 16), and every non-Linear
-tensor (norms, convolutions). ``quantized_bytes`` is the one count of a layer's bytes, which
+matrices (their base layer is quantized, so adapters load first), layers whose sizes the kernels cannot
+take (``kernel_takes``: 8-bit, inputs not a multiple of 16; 4-bit, inputs not a multiple of 64 or outputs
+of 16), and every non-Linear tensor (norms, convolutions). ``quantized_bytes`` is the one count of a layer's bytes, which
 ``engine/memory_plan.py`` uses to estimate a quantized model without loading it.
 """
 
@@ -34,10 +36,13 @@ QUANTIZATIONS = ("none", "int8", "int4")
 LABELS = {"none": "full-precision weights", "int8": "8-bit weights", "int4": "4-bit weights"}
 INT4_GROUP = 64  # input values of a row that share one 4-bit scale and zero
 INT4_ROWS = 16  # the CPU 4-bit packing takes output rows in multiples of this
-MIN_IN_FEATURES = 16  # narrower layers (a scalar's projection) stay in floating point: nothing to save
+# the CPU 8-bit kernel takes inputs in multiples of this (others give wrong products or crash, measured on
+# torch 2.13's bfloat16 path)
+INT8_COLUMNS = 16
 INT8_MAX = 127
 INT4_LEVELS = 15
 MIN_SCALE = 1e-10  # a row or group of zeros keeps a finite scale
+SCALE_ITEMSIZE = 2  # scales and zeros are bfloat16
 
 
 class QuantizationError(ValueError):
@@ -51,43 +56,61 @@ def check_quantization(name: str) -> str:
     return name
 
 
+def kernel_takes(kind: str, rows: int, columns: int) -> bool:
+    """Whether a ``rows`` x ``columns`` Linear weight can be stored as ``kind`` (else it stays float)."""
+    if kind == "int8":
+        return columns % INT8_COLUMNS == 0
+    return kind == "int4" and columns % INT4_GROUP == 0 and rows % INT4_ROWS == 0
+
+
 def int4_groups(rows: int, columns: int) -> int:
     """The 4-bit scale-and-zero groups of a ``rows`` x ``columns`` weight."""
     return rows * -(-columns // INT4_GROUP)
 
 
-def quantized_bytes(kind: str, elements: int, rows: int, groups: int, compute_itemsize: int) -> int:
+def quantized_bytes(kind: str, elements: int, rows: int, groups: int, float_itemsize: int) -> int:
     """Bytes of Linear weights of ``elements`` values in ``rows`` output rows (``groups``: their
-    ``int4_groups``) stored as ``kind``, scales in a compute dtype of ``compute_itemsize`` bytes; "none":
-    the float weights themselves. Sums of layers give the sum of their bytes."""
+    ``int4_groups``) stored as ``kind``; "none": the float weights themselves, ``float_itemsize`` bytes
+    each. Sums of layers give the sum of their bytes."""
     if kind == "int8":
-        return elements + rows * compute_itemsize
+        return elements + rows * SCALE_ITEMSIZE
     if kind == "int4":
-        return elements // 2 + groups * 2 * compute_itemsize
-    return elements * compute_itemsize
+        return elements // 2 + groups * 2 * SCALE_ITEMSIZE
+    return elements * float_itemsize
+
+
+def _bfloat16_at_least(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (positive float32) rounded to bfloat16 no smaller than they are, so that the largest
+    weight of a row or group stays within the levels."""
+    import torch
+
+    rounded = values.to(torch.bfloat16)
+    return torch.where(rounded.float() < values, torch.nextafter(rounded, torch.full_like(rounded, 1e38)),
+                       rounded)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 rows, float32 scale per row) with ``weight ~ q * scale[:, None]``."""
+    """(int8 rows, bfloat16 scale per row) with ``weight ~ q * scale[:, None]``."""
     import torch
 
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / INT8_MAX).clamp(min=MIN_SCALE)
-    q = torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    scale = _bfloat16_at_least((w.abs().amax(dim=1) / INT8_MAX).clamp(min=MIN_SCALE))
+    q = torch.round(w / scale.float()[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, scale
 
 
 def quantize_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
-    """(levels 0..15 as int32 of the weight's shape, (columns / group, rows, 2) scales and zeros in float32)
+    """(levels 0..15 as int32 of the weight's shape, (columns / group, rows, 2) bfloat16 scales and zeros)
     with ``weight ~ (q - 8) * scale + zero`` per group of ``group`` columns."""
     import torch
 
     rows, columns = weight.shape
     w = weight.detach().float().reshape(rows, columns // group, group)
     low, high = w.amin(dim=2, keepdim=True), w.amax(dim=2, keepdim=True)
-    scale = ((high - low) / INT4_LEVELS).clamp(min=MIN_SCALE)
-    q = torch.round((w - low) / scale).clamp(0, INT4_LEVELS).to(torch.int32).reshape(rows, columns)
-    zero = low + 8 * scale
+    scale = _bfloat16_at_least(((high - low) / INT4_LEVELS).clamp(min=MIN_SCALE))
+    zero = (low + 8 * scale.float()).to(torch.bfloat16)
+    levels = torch.round((w - zero.float()) / scale.float() + 8).clamp(0, INT4_LEVELS)
+    q = levels.to(torch.int32).reshape(rows, columns)
     scales_and_zeros = torch.cat([scale, zero], dim=2).transpose(0, 1).contiguous()
     return q, scales_and_zeros
 
@@ -107,6 +130,12 @@ class _QuantizedLinear:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
+    def _keep_bfloat16(self, *names: str) -> None:
+        import torch
+
+        for name in names:
+            setattr(self, name, getattr(self, name).to(torch.bfloat16))
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -120,13 +149,18 @@ def _layer_classes():
     class Int8Linear(_QuantizedLinear, nn.Module):
         """A Linear layer with int8 weights and one scale per output row."""
 
-        def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
+        def __init__(self, linear: nn.Linear) -> None:
             nn.Module.__init__(self)
             self.in_features, self.out_features = linear.in_features, linear.out_features
             q, scale = quantize_int8(linear.weight)
             self.register_buffer("qweight", q.to(linear.weight.device))
-            self.register_buffer("scales", scale.to(dtype).to(linear.weight.device))
+            self.register_buffer("scales", scale.to(linear.weight.device))
             self.bias = linear.bias
+
+        def _apply(self, fn, recurse: bool = True):  # model.to(dtype) leaves the scales in bfloat16
+            super()._apply(fn, recurse)
+            self._keep_bfloat16("scales")
+            return self
 
         def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
             """The float weight this layer stands for (the product's reference)."""
@@ -135,7 +169,8 @@ def _layer_classes():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             flat = self._flat(x)
             if flat.device.type == "cpu":
-                y = torch._weight_int8pack_mm(flat, self.qweight, self.scales.to(flat.dtype))
+                y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.qweight,
+                                              self.scales).to(flat.dtype)
             else:
                 y = flat @ self.dequantized(flat.dtype).T
             return self._finish(y, x)
@@ -145,7 +180,7 @@ def _layer_classes():
         ``layout`` "cpu" holds PyTorch's CPU kernel packing, "nibbles" two levels per byte (low nibble the
         even column) for any other device."""
 
-        def __init__(self, linear: nn.Linear, dtype: torch.dtype, layout: str) -> None:
+        def __init__(self, linear: nn.Linear, layout: str) -> None:
             nn.Module.__init__(self)
             self.in_features, self.out_features = linear.in_features, linear.out_features
             self.layout = layout
@@ -156,8 +191,13 @@ def _layer_classes():
                 packed = (q[:, 1::2] << 4 | q[:, ::2]).to(torch.uint8)
             device = linear.weight.device
             self.register_buffer("qweight", packed.to(device))
-            self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype).to(device))
+            self.register_buffer("scales_and_zeros", scales_and_zeros.to(device))
             self.bias = linear.bias
+
+        def _apply(self, fn, recurse: bool = True):  # model.to(dtype) leaves the scales in bfloat16
+            super()._apply(fn, recurse)
+            self._keep_bfloat16("scales_and_zeros")
+            return self
 
         def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
             """The float weight this layer stands for ("nibbles" layout only)."""
@@ -174,8 +214,8 @@ def _layer_classes():
                 if flat.device.type != "cpu":
                     raise QuantizationError("this 4-bit model was quantized for the CPU; load it again for "
                                             f"{flat.device.type}")
-                y = torch._weight_int4pack_mm_for_cpu(flat, self.qweight, INT4_GROUP,
-                                                      self.scales_and_zeros.to(flat.dtype))
+                y = torch._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), self.qweight, INT4_GROUP,
+                                                      self.scales_and_zeros).to(flat.dtype)
             else:
                 y = flat @ self.dequantized(flat.dtype).T
             return self._finish(y, x)
@@ -216,18 +256,10 @@ def _kept_in_float(model: nn.Module) -> set[int]:
     return keep
 
 
-def _fits_kernel(linear: nn.Linear, kind: str) -> bool:
-    """Whether a layer's sizes suit ``kind``'s layout (whole 4-bit groups and row blocks)."""
-    if linear.in_features < MIN_IN_FEATURES:
-        return False
-    return kind != "int4" or (linear.in_features % INT4_GROUP == 0 and linear.out_features % INT4_ROWS == 0)
-
-
-def quantize_model(model: nn.Module, kind: str, device: str = "cpu",
-                   dtype: torch.dtype | None = None) -> QuantizationSummary:
+def quantize_model(model: nn.Module, kind: str, device: str = "cpu") -> QuantizationSummary:
     """Replace ``model``'s Linear layers by ``kind`` ("int8" or "int4") layers in place, for running on
-    ``device`` (the 4-bit packing depends on it) in ``dtype`` (the scales' dtype; default: each weight's);
-    "none" changes nothing."""
+    ``device`` (the 4-bit packing depends on it); "none" changes nothing. ``model.to(dtype)`` afterwards
+    keeps the scales in bfloat16."""
     from torch import nn
 
     check_quantization(kind)
@@ -241,15 +273,16 @@ def quantize_model(model: nn.Module, kind: str, device: str = "cpu",
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear:  # exactly a Linear: subclasses (peft's layers) hold their own
                 continue
-            if id(child) in keep or not _fits_kernel(child, kind) or child.weight.device.type == "meta":
+            fits = kernel_takes(kind, child.out_features, child.in_features)
+            if id(child) in keep or not fits or child.weight.device.type == "meta":
                 summary.kept += 1
                 continue
             rows, columns = child.weight.shape
-            scales = dtype or child.weight.dtype
-            layer = int8_linear(child, scales) if kind == "int8" else int4_linear(child, scales, layout)
+            layer = int8_linear(child) if kind == "int8" else int4_linear(child, layout)
             setattr(parent, name, layer)
+            itemsize = child.weight.element_size()
             summary.layers += 1
-            summary.float_bytes += rows * columns * child.weight.element_size()
+            summary.float_bytes += rows * columns * itemsize
             summary.quantized_bytes += quantized_bytes(kind, rows * columns, rows, int4_groups(rows, columns),
-                                                       scales.itemsize)
+                                                       itemsize)
     return summary
