@@ -9,18 +9,19 @@ model as loaded plus one layer):
   (``w ~ (q - 8) * scale + zero``, q in [0, 15]).
 
 Scales and zeros are bfloat16 (the levels are chosen against the rounded scales). On the CPU the products
-run in PyTorch's own weight-only kernels (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``),
-which read the integer weights without a float copy; they are fast in bfloat16 only (measured: 12x and 30x
-faster than with float32 inputs, docs/benchmarks.md), so a layer's input is rounded to bfloat16 for the
-product and its output comes back in the model's dtype. On another device a layer makes its float weight for
-the one product (the weights stay small in memory; the speed is not measured here). The 4-bit CPU kernel
-wants its own packing, so a model is quantized for the device it will run on (``Int4Linear.layout``).
+run in PyTorch's own weight-only kernels (``torch._weight_int8pack_mm``,
+``torch._weight_int4pack_mm_for_cpu``), which read the integer weights without a float copy. They are fast
+in bfloat16 only (12x and 30x faster than with float32 inputs on a 4096 x 11008 layer, one thread), so a
+layer's input is rounded to bfloat16 for the product and its output comes back in the model's dtype. On
+another device a layer makes its float weight for the one product (the weights stay small in memory; the
+speed is not measured here). The 4-bit CPU kernel wants its own packing, so a model is quantized for the
+device it will run on (``Int4Linear.layout``).
 
 Left in floating point: the input embeddings (and an output layer tied to them), LoRA's own small
 matrices (their base layer is quantized, so adapters load first), layers whose sizes the kernels cannot
 take (``kernel_takes``: 8-bit, inputs not a multiple of 16; 4-bit, inputs not a multiple of 64 or outputs
-of 16), and every non-Linear tensor (norms, convolutions). ``quantized_bytes`` is the one count of a layer's bytes, which
-``engine/memory_plan.py`` uses to estimate a quantized model without loading it.
+of 16), and every non-Linear tensor (norms, convolutions). ``quantized_bytes`` is the one count of a
+layer's bytes, which ``engine/memory_plan.py`` uses to estimate a quantized model without loading it.
 """
 
 from __future__ import annotations
