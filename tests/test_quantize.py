@@ -174,6 +174,7 @@ def test_the_engine_loads_8_bit_weights_and_provenance_says_so(tiny_ct_model, ab
     assert info.quantization == "int8" and info.precision == "float32, 8-bit weights"
     lines = [e.message for e in events if isinstance(e, Progress)]
     assert any(line.startswith("Quantized ") and "Linear layers to 8-bit weights" in line for line in lines)
+    assert "Weights to 8-bit weights as they load" in lines
     model = engine.runner.loaded.model
     assert any(type(m).__name__ == "Int8Linear" for m in model.modules())
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -195,3 +196,84 @@ def test_report_command_takes_quantize_and_the_json_records_it(tiny_ct_model, ab
                  "--allow-out-of-scope", "--max-new-tokens", "3", "--out", str(out)])
     assert code == 0
     assert json.loads(out.read_text())["provenance"]["quantization"] == "int4"
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_quantizing_as_the_weights_load_holds_one_float_weight_at_a_time(tmp_path, kind, monkeypatch):
+    """From the checkpoint straight to 8 or 4 bits: the same layers and outputs as quantizing the loaded
+    model, and while loading no quantizable layer but the one being quantized holds a float weight."""
+    from napari_radreport.modeling import RadReportForConditionalGeneration
+    from napari_radreport.modeling import quantize_on_load as on_load
+
+    folder = tmp_path / "wide"
+    wide_model().save_pretrained(folder)
+    config_class, quantizer_class = on_load._registered()
+    pending_weights_seen = []
+    convert = quantizer_class.get_quantize_ops(quantizer_class(config_class(kind)))
+    original = type(convert).convert
+
+    def watched(self, input_dict, model=None, **kwargs):
+        pending = [m for m in model.modules() if type(m).__name__ == "PendingLinear"
+                   and m.weight.device.type != "meta"]
+        pending_weights_seen.append(len(pending))
+        return original(self, input_dict, model=model, **kwargs)
+
+    monkeypatch.setattr(type(convert), "convert", watched)
+    loaded = RadReportForConditionalGeneration.from_pretrained(
+        folder, quantization_config=on_load.on_load_config(kind)).eval()
+    assert pending_weights_seen and max(pending_weights_seen) == 0  # only the weight in hand is float
+    names = {type(m).__name__ for m in loaded.modules()}
+    assert "PendingLinear" not in names and ("Int8Linear" if kind == "int8" else "Int4Linear") in names
+    after = RadReportForConditionalGeneration.from_pretrained(folder).eval()
+    quantize_model(after, kind)
+    ids, pixels = prompt(after), torch.randn(1, 1, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, pixel_values=pixels).logits,
+                                   after(input_ids=ids, pixel_values=pixels).logits, atol=0, rtol=0)
+
+
+def test_a_layer_the_checkpoint_lacks_is_quantized_after_loading(tmp_path):
+    """allow_partial: a Linear weight missing from the file is initialised, then quantized like the rest."""
+    from safetensors.torch import load_file, save_file
+
+    from napari_radreport.modeling.loading import load_model
+
+    from tiny_models import write_tiny_radreport
+
+    folder = write_tiny_radreport(tmp_path / "tiny")
+    weights = load_file(str(folder / "model.safetensors"))
+    missing = "language_model.model.layers.0.mlp.up_proj.weight"
+    del weights[missing]
+    save_file(weights, str(folder / "model.safetensors"))
+    loaded = load_model(folder, allow_partial=True, quantization="int8")
+    assert any("missing" in note for note in loaded.incomplete)
+    layer = loaded.model.get_submodule(missing.removesuffix(".weight"))
+    assert type(layer).__name__ == "Int8Linear"
+    assert not [m for m in loaded.model.modules() if type(m).__name__ == "PendingLinear"]
+
+
+def test_a_model_with_adapters_is_quantized_after_them(tiny_ct_model, tmp_path):
+    """LoRA wraps float Linear layers: the engine loads such a model at full precision, adds its adapters,
+    then quantizes the base layers under them."""
+    import shutil
+
+    from napari_radreport.engine import Engine, Progress
+    from napari_radreport.modeling import RadReportForConditionalGeneration
+    from napari_radreport.modeling.lora import add_adapter, lora_config
+
+    folder = tmp_path / "with-adapter"
+    shutil.copytree(tiny_ct_model, folder)
+    torch.manual_seed(3)
+    peft = add_adapter(RadReportForConditionalGeneration.from_pretrained(folder), "findings",
+                       lora_config(r=4, alpha=8, dropout=0.0, random_init=True))
+    peft.save_pretrained(folder / "adapters")
+    events = []
+    engine = Engine()
+    info = engine.load(folder, quantization="int8", on_event=events.append)
+    assert info.adapters == ["findings"] and info.quantization == "int8"
+    assert any(isinstance(e, Progress) and e.message == "Weights to 8-bit weights after the adapters"
+               for e in events)
+    model = engine.runner.loaded.model
+    wrapped = [m for name, m in model.named_modules() if name.endswith("q_proj.base_layer")]
+    assert wrapped and all(type(m).__name__ == "Int8Linear" for m in wrapped)
+    engine.shutdown()

@@ -187,6 +187,7 @@ class Engine:
         from napari_radreport.engine.runner import ModelRunner
         from napari_radreport.modeling.loading import load_model
         from napari_radreport.modeling.lora import load_adapter, use_adapter
+        from napari_radreport.modeling.quantize import LABELS, quantization_summary, quantize_model
 
         precision = torch_dtype if quantization == "none" else quantization
         warnings = [w for w in [dev.memory_warning(folder, device_name, precision)] if w]
@@ -200,19 +201,31 @@ class Engine:
             elif weights:
                 weights[0].advance(done)
 
+        found = {p.parent.name: p.parent for p in sorted(folder.glob("adapters/*/adapter_config.json"))}
+        adapters = {**found, **(adapters or {})}
+        # quantized as the weights load (the peak: the quantized model), unless adapters must wrap the
+        # float layers first (then after them, from the model at full precision)
+        on_load = quantization if not adapters else "none"
+        if quantization != "none":
+            when = " as they load" if on_load != "none" else " after the adapters"
+            Stage(on_event, "load", f"Weights to {LABELS[quantization]}{when}")
         loaded = load_model(folder, allow_pickle=allow_pickle, allow_partial=allow_partial,
-                            dtype=dev.loading_dtype(folder, torch_dtype, quantization), on_weights=read)
+                            dtype=dev.loading_dtype(folder, torch_dtype, quantization), quantization=on_load,
+                            quantize_for=device_name, on_weights=read)
         if loaded.incomplete:
             warnings.append(f"{folder.name} was loaded with weights that do not fit it "
                             f"({'; '.join(loaded.incomplete)}): whatever it writes is unreliable")
             on_event(Progress("load", warnings[-1]))
-        found = {p.parent.name: p.parent for p in sorted(folder.glob("adapters/*/adapter_config.json"))}
-        for name, path in {**found, **(adapters or {})}.items():
+        for name, path in adapters.items():
             loaded.model = load_adapter(loaded.model, path, name, allow_pickle=allow_pickle)
-        if found or adapters:
-            use_adapter(loaded.model, next(iter({**found, **(adapters or {})})))
+        if adapters:
+            use_adapter(loaded.model, next(iter(adapters)))
+        if quantization != "none" and on_load == "none":
+            quantize_model(loaded.model, quantization, device_name)
         if quantization != "none":
-            self._quantize(loaded.model, quantization, device_name, torch_dtype, on_event)
+            loaded.model.to(torch_dtype)  # what stays float, loaded as stored (device.loading_dtype)
+            summary = quantization_summary(loaded.model, quantization, torch_dtype.itemsize)
+            on_event(Progress("load", f"Quantized {summary.line()}"))
         if device_name != "cpu":
             Stage(on_event, "load", f"Moving the weights to {device_name}")
             loaded.model.to(device_name)
@@ -227,17 +240,6 @@ class Engine:
                               reads_indication=family.prompt_spec.indication_template is not None,
                               incomplete=list(loaded.incomplete))
         return self.info
-
-    @staticmethod
-    def _quantize(model, quantization: str, device: str, dtype, on_event: EventCallback) -> None:
-        """Quantize ``model``'s Linear layers in place, then bring what stays in floating point to ``dtype``
-        (a float32 run of 16-bit weights loads them as stored: ``device.loading_dtype``)."""
-        from napari_radreport.modeling.quantize import LABELS, quantize_model
-
-        Stage(on_event, "load", f"Quantizing the weights to {LABELS[quantization]}")
-        summary = quantize_model(model, quantization, device)
-        model.to(dtype)
-        on_event(Progress("load", f"Quantized {summary.line()}"))
 
     def _unload(self, on_event: EventCallback = ignore, stop=None) -> None:
         from napari_radreport.engine.device import release_memory

@@ -115,7 +115,8 @@ def _not_ct_chat_parts(folder: Path) -> None:
 
 
 def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: bool = False,
-               dtype: Any = None, device: str | None = None,
+               dtype: Any = None, device: str | None = None, quantization: str = "none",
+               quantize_for: str = "cpu",
                on_weights: Callable[[int, int], None] | None = None) -> LoadedModel:
     """Load a local model folder: ours, an M3D-LaMed folder (converted once into a cache), or one of another
     family in ``families.FAMILIES`` (LLaVA-family image-text-to-text models).
@@ -124,7 +125,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: b
     are a CheckpointError naming the folder, the count of each kind and the first few tensors;
     ``allow_partial`` loads them anyway (the missing and wrong-shape tensors random) and records what was
     wrong in ``LoadedModel.incomplete``. ``on_weights(done, total)`` follows the tensors as transformers
-    loads them (``checkpoints.weight_progress``)."""
+    loads them (``checkpoints.weight_progress``). ``quantization`` "int8" / "int4" stores the Linear layers
+    in 8 or 4 bits as they load, for running on ``quantize_for`` (``modeling/quantize_on_load.py``)."""
     from napari_radreport.modeling.m3d import is_m3d_folder
 
     folder = require_local_folder(path)
@@ -136,6 +138,10 @@ def load_model(path: str | Path, *, allow_pickle: bool = False, allow_partial: b
     pretrained = {**LOCAL_ONLY, "use_safetensors": not allow_pickle}
     if dtype is not None:
         pretrained["dtype"] = dtype
+    if quantization != "none":
+        from napari_radreport.modeling.quantize_on_load import on_load_config
+
+        pretrained["quantization_config"] = on_load_config(quantization, quantize_for)
     with weight_progress(on_weights):
         model, family, incomplete = family_class.load(folder, pretrained, allow_partial=allow_partial)
     loaded = LoadedModel(model, family=family, incomplete=incomplete)

@@ -243,14 +243,27 @@ class QuantizationSummary:
                 f"{human_bytes(self.quantized_bytes)}){kept}")
 
 
-def _kept_in_float(model: nn.Module) -> set[int]:
-    """ids of the Linear layers that stay in floating point: an output layer tied to the input embeddings,
-    and LoRA's own matrices (peft's ``lora_A``/``lora_B``...), whose base layer is quantized instead."""
-    keep: set[int] = set()
+def quantized_layer(linear: Any, kind: str, layout: str = "cpu") -> nn.Module:
+    """The ``kind`` ("int8" / "int4") layer of a Linear layer (anything with ``weight``, ``bias``,
+    ``in_features`` and ``out_features``); ``layout`` of 4 bits: "cpu" or "nibbles"."""
+    int8_linear, int4_linear = _layer_classes()
+    return int8_linear(linear) if kind == "int8" else int4_linear(linear, layout)
+
+
+def tied_output(model: nn.Module) -> nn.Module | None:
+    """The output layer when it shares its weight with the input embeddings (it stays float), else None."""
     inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     outputs = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if outputs is not None and inputs is not None and outputs.weight is inputs.weight:
-        keep.add(id(outputs))
+        return outputs
+    return None
+
+
+def _kept_in_float(model: nn.Module) -> set[int]:
+    """ids of the Linear layers that stay in floating point: an output layer tied to the input embeddings,
+    and LoRA's own matrices (peft's ``lora_A``/``lora_B``...), whose base layer is quantized instead."""
+    tied = tied_output(model)
+    keep: set[int] = set() if tied is None else {id(tied)}
     for name, module in model.named_modules():
         if ".lora_" in f".{name}":
             keep.update(id(m) for m in module.modules())
@@ -264,26 +277,35 @@ def quantize_model(model: nn.Module, kind: str, device: str = "cpu") -> Quantiza
     from torch import nn
 
     check_quantization(kind)
-    summary = QuantizationSummary(kind)
     if kind == "none":
-        return summary
-    int8_linear, int4_linear = _layer_classes()
+        return QuantizationSummary(kind)
     keep = _kept_in_float(model)
     layout = "cpu" if device == "cpu" else "nibbles"
+    itemsize = 4
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear:  # exactly a Linear: subclasses (peft's layers) hold their own
                 continue
             fits = kernel_takes(kind, child.out_features, child.in_features)
-            if id(child) in keep or not fits or child.weight.device.type == "meta":
-                summary.kept += 1
-                continue
-            rows, columns = child.weight.shape
-            layer = int8_linear(child) if kind == "int8" else int4_linear(child, layout)
-            setattr(parent, name, layer)
-            itemsize = child.weight.element_size()
+            if id(child) not in keep and fits and child.weight.device.type != "meta":
+                itemsize = child.weight.element_size()
+                setattr(parent, name, quantized_layer(child, kind, layout))
+    return quantization_summary(model, kind, itemsize)
+
+
+def quantization_summary(model: nn.Module, kind: str, float_itemsize: int) -> QuantizationSummary:
+    """The quantized layers of ``model``, the plain Linear layers left, and the bytes of the quantized ones
+    stored at ``float_itemsize`` bytes a value and as they are."""
+    from torch import nn
+
+    summary = QuantizationSummary(kind)
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            summary.kept += 1
+        elif isinstance(module, _QuantizedLinear):
+            rows, columns = module.out_features, module.in_features
             summary.layers += 1
-            summary.float_bytes += rows * columns * itemsize
+            summary.float_bytes += rows * columns * float_itemsize
             summary.quantized_bytes += quantized_bytes(kind, rows * columns, rows, int4_groups(rows, columns),
-                                                       itemsize)
+                                                       float_itemsize)
     return summary
