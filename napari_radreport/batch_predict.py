@@ -4,21 +4,24 @@ The output's first line is ``{"_meta": {...}}`` (model, weights digest, tasks, d
 digest, split, device); every other line is one study (format in docs/predict.md). Each study is appended
 and flushed to disk when done, so an interrupted run loses at most the study in progress; a rerun skips the
 studies already written, drops a line cut short by a kill, and refuses an output made with another model,
-other tasks or other settings. Under ``accelerate launch`` each process takes every N-th remaining study,
-writes ``<out>.part<rank>``, and the main process merges the parts in manifest order.
+other tasks or other settings. With a batch size above 1, several studies' answers decode together
+(engine/batched.py) into the same texts, and a batch's studies are written when the batch is done (the batch
+size is not part of the ``_meta`` a rerun must match). Under ``accelerate launch`` each process takes every
+N-th remaining study, writes ``<out>.part<rank>``, and the main process merges the parts in manifest order.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 TASKS = ("report", "answers", "diagnosis")
-MATCHING_KEYS = ("weights_sha256", "tasks", "settings", "manifest_sha256", "split")
+MATCHING_KEYS = ("weights_sha256", "quantization", "tasks", "settings", "manifest_sha256", "split")
+MEANT_WHEN_ABSENT = {"quantization": "none"}  # files written before the key existed
 
 
 class PredictionsMismatch(ValueError):
@@ -51,7 +54,7 @@ def read_predictions(path: str | Path) -> tuple[dict[str, Any], dict[str, dict]]
 def check_meta(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
     """Refuse to mix studies predicted by another model, tasks or settings into one output."""
     for key in MATCHING_KEYS:
-        if found.get(key) != wanted.get(key):
+        if found.get(key, MEANT_WHEN_ABSENT.get(key)) != wanted.get(key):
             raise PredictionsMismatch(
                 f"{path} was made with another {key.replace('_', ' ')} "
                 f"({found.get(key)!r}, now {wanted.get(key)!r}); use --overwrite or another --out"
@@ -135,10 +138,32 @@ def _done_ids(out: Path, wanted_meta: dict) -> set[str]:
     return done
 
 
+def predicted_batches(engine, records: Sequence, tasks: Sequence[str], settings,
+                      batch_size: int = 1) -> Iterator[list[dict[str, Any]]]:
+    """The predictions of ``records`` in order, a list per batch of ``batch_size`` studies (one study a list
+    when 1, or when ``batched.batch_refusal`` says the model or settings decode one study at a time); a
+    batch's free-text answers decode together (engine/batched.py) into the texts one at a time writes."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if batch_size > 1:
+        from napari_radreport.engine.batched import Batcher, batch_refusal
+
+        if not batch_refusal(engine, settings):
+            batcher = Batcher(engine)
+            for begin in range(0, len(records), batch_size):
+                yield batcher.predict(records[begin:begin + batch_size],
+                                      lambda record: predict_study(engine, record, tasks, settings))
+            return
+    for record in records:
+        yield [predict_study(engine, record, tasks, settings)]
+
+
 def run_predictions(engine, records, out: str | Path, meta: dict[str, Any], tasks: Sequence[str], settings, *,
                     overwrite: bool = False, place: RunPlace | None = None,
-                    on_done: Callable[[dict, int, int], None] | None = None) -> dict[str, int]:
-    """Predict every record not yet in ``out`` (this process's share of them); returns counts."""
+                    on_done: Callable[[dict, int, int], None] | None = None,
+                    batch_size: int = 1) -> dict[str, int]:
+    """Predict every record not yet in ``out`` (this process's share of them), ``batch_size`` studies at a
+    time (``predicted_batches``; a batch's studies are written when it is done); returns counts."""
     out = Path(out)
     place = place or RunPlace.from_environment()
     if overwrite and place.rank == 0:
@@ -157,16 +182,18 @@ def run_predictions(engine, records, out: str | Path, meta: dict[str, Any], task
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps({"_meta": meta}) + "\n", encoding="utf-8")
-    failed = 0
+    failed = index = 0
     with target.open("a", encoding="utf-8") as handle:
-        for index, record in enumerate(mine, start=1):
-            prediction = predict_study(engine, record, tasks, settings)
-            failed += "error" in prediction
-            handle.write(json.dumps(prediction) + "\n")
+        for batch in predicted_batches(engine, mine, tasks, settings, batch_size):
+            for prediction in batch:
+                failed += "error" in prediction
+                handle.write(json.dumps(prediction) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-            if on_done is not None:
-                on_done(prediction, index, len(mine))
+            for prediction in batch:
+                index += 1
+                if on_done is not None:
+                    on_done(prediction, index, len(mine))
     if place.world > 1:
         _wait_for_everyone()
         if place.rank == 0:
@@ -208,4 +235,5 @@ def run_meta(info, tasks: Sequence[str], settings, manifest: str | Path, split: 
     return {"model": info.path, "model_name": info.name, "weights_sha256": info.weights_sha256,
             "radreport_version": __version__, "tasks": list(tasks), "settings": asdict(settings),
             "manifest": str(manifest), "manifest_sha256": file_sha256(manifest), "split": split,
-            "device": info.device, "dtype": info.dtype, "created": utc_now()}
+            "device": info.device, "dtype": info.dtype, "quantization": info.quantization,
+            "created": utc_now()}

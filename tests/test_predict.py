@@ -146,3 +146,15 @@ def test_eval_scores_a_predictions_file_from_the_command_line(engine, manifest, 
     assert main(["eval", "--preset", "m3d", "--manifest", str(manifest), "--split", "all", "--predictions",
                  str(preds), "--bootstrap", "0", "--partial"]) == 0
     assert "== findings: 3 studies" in capsys.readouterr().out
+
+
+def test_predictions_of_other_weights_precision_are_refused(tmp_path):
+    """8-bit weights write other texts: a file made with them is not resumed with full precision, and a file
+    from before the key existed counts as full precision."""
+    from napari_radreport.batch_predict import check_meta
+
+    wanted = {"weights_sha256": "w", "quantization": "none", "tasks": ["report"], "settings": {},
+              "manifest_sha256": "m", "split": "test"}
+    check_meta(tmp_path / "old.jsonl", {k: v for k, v in wanted.items() if k != "quantization"}, wanted)
+    with pytest.raises(PredictionsMismatch, match="another quantization \\('int8', now 'none'\\)"):
+        check_meta(tmp_path / "p.jsonl", {**wanted, "quantization": "int8"}, wanted)
