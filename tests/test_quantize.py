@@ -277,3 +277,31 @@ def test_a_model_with_adapters_is_quantized_after_them(tiny_ct_model, tmp_path):
     wrapped = [m for name, m in model.named_modules() if name.endswith("q_proj.base_layer")]
     assert wrapped and all(type(m).__name__ == "Int8Linear" for m in wrapped)
     engine.shutdown()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="madvise on /proc maps: Linux")
+def test_a_quantized_weights_file_pages_go_back_to_the_kernel(tmp_path):
+    """The pages of a weight read through the safetensors memory map leave the process's resident memory
+    once released, and reading the tensor again reads the file again; the process's own memory is never
+    touched."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from napari_radreport.modeling.quantize_on_load import release_file_pages
+
+    values = torch.randn(1024, 1024)
+    save_file({"w": values}, str(tmp_path / "w.safetensors"))
+
+    def resident_file_kib() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssFile"))
+
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as handle:
+        mapped = handle.get_tensor("w")
+        assert torch.equal(mapped, values)  # every page read: resident
+        before = resident_file_kib()
+        assert release_file_pages(mapped)
+        assert before - resident_file_kib() >= 3 * 1024  # about 4 MiB of float32 went back
+        assert torch.equal(mapped, values)  # read from the file again
+    own = values.clone()
+    assert not release_file_pages(own) and torch.equal(own, values)
