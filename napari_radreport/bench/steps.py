@@ -85,9 +85,23 @@ def step_memory(args) -> dict[str, Any]:
         return memory_bench.run(Path(work), args.quick)
 
 
+def step_batch(args) -> dict[str, Any]:
+    """``radreport predict --batch-size N`` against one study at a time on the demo model."""
+    from napari_radreport.bench import batch_bench
+
+    return batch_bench.run(args.quick)
+
+
+def step_cpu_decode(args) -> dict[str, Any]:
+    """Decoding a Llama-2-7B-shaped model on the CPU, ours against llama.cpp (skipped without it)."""
+    from napari_radreport.bench import cpu_decode_bench
+
+    return cpu_decode_bench.run(args.quick)
+
+
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
          "write-model": step_write_model, "llm": step_llm, "train": step_train, "startup": step_startup,
-         "memory": step_memory}
+         "memory": step_memory, "batch": step_batch, "cpu-decode": step_cpu_decode}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,6 +90,8 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
                                      progress=progress)
         results["startup"] = _run_step("startup", work, "--repeats", repeats, quick=quick, progress=progress)
         results["memory"] = _run_step("memory", work, quick=quick, progress=progress)
+        results["batch"] = _run_step("batch", work, quick=quick, progress=progress)
+        results["cpu_decode"] = _run_step("cpu-decode", work, quick=quick, progress=progress)
         if ui:
             results["ui"] = _ui_step(model, work, 48 if quick else 200, progress)
     results["checks"] = check(results, quick)
@@ -118,6 +120,14 @@ TARGETS = {
     "training step: one padded pass / grouped by length": (_at("train", "one_pass_over_grouped"), 1.2, 1.05),
     "start-up: import torch + transformers / radreport --help":
         (_at("startup", "torch_import_over_help"), 3.0, 2.0),
+    "predict batched / one at a time": (_at("batch", "ratio"), 3.0, 1.0),
+}
+# Checks of a step that runs only where its reference is installed (llama.cpp): (step, figure, target, CI
+# bound, "at_least" or "at_most"); a skipped step's row says why and does not fail.
+OPTIONAL = {
+    "cpu decode 7b int8: ours / llama.cpp": ("cpu_decode", "int8_tokens_per_s_ratio", 0.7, 0.5, "at_least"),
+    "cpu decode 7b int8 peak memory: ours / llama.cpp":
+        ("cpu_decode", "int8_peak_memory_ratio", 1.2, 1.5, "at_most"),
 }
 # Ratios that must stay within (low, high): the issue's target (full run), the CI's generous bounds (quick).
 WITHIN = {
@@ -135,6 +145,8 @@ SAME_RESULTS = {
     "training step: same loss grouped or not":
         lambda r: r["train"]["loss_difference_grouped_vs_one_pass"] < 1e-5,
     "start-up: no torch in radreport --help or a dock": lambda r: not r["startup"]["heavy_modules_loaded"],
+    "predict batched: same predictions as one at a time":
+        lambda r: r["batch"]["same_outputs"] and r["batch"]["report_only"]["same_outputs"],
 }
 
 
@@ -150,6 +162,20 @@ def within_checks(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def optional_checks(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Each OPTIONAL row: its figure against the target (full) or CI bound (quick), or why it was skipped."""
+    rows = []
+    for name, (step, figure, target, bound, side) in OPTIONAL.items():
+        section = results.get(step, {"skipped": f"step {step} did not run"})
+        if "skipped" in section:
+            rows.append({"check": name, "value": None, "skipped": section["skipped"], "ok": True})
+            continue
+        value, limit = section[figure], bound if quick else target
+        ok = value >= limit if side == "at_least" else value <= limit
+        rows.append({"check": name, "value": value, side: limit, "ok": bool(ok)})
+    return rows
+
+
 def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     """Each ratio against its target (full) or CI bound (quick), and each output comparison."""
     rows = []
@@ -158,6 +184,7 @@ def check(results: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         limit = bound if quick else target
         rows.append({"check": name, "value": value, "at_least": limit, "ok": bool(value >= limit)})
     rows += within_checks(results, quick)
+    rows += optional_checks(results, quick)
     for name, get in SAME_RESULTS.items():
         rows.append({"check": name, "value": bool(get(results)), "ok": bool(get(results))})
     ui = results.get("ui", {})

@@ -111,10 +111,57 @@ def markdown(r: dict[str, Any]) -> str:
     out += _train_table(r.get("train"))
     out += _startup_table(r.get("startup"))
     out += _memory_table(r.get("memory"))
+    out += _batch_table(r.get("batch"))
+    out += _cpu_decode_table(r.get("cpu_decode"))
     out += ["### Checks", ""]
     out += _table(["check", "value", "bound", "ok"], [
-        [c["check"], c["value"], _bound(c), "yes" if c["ok"] else "**no**"] for c in r["checks"]])
+        [c["check"], _value(c), _bound(c), _verdict(c)] for c in r["checks"]])
     return "\n".join(out)
+
+
+def _value(check: dict[str, Any]) -> Any:
+    return f"skipped: {check['skipped']}" if "skipped" in check else check["value"]
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    return "skipped" if "skipped" in check else "yes" if check["ok"] else "**no**"
+
+
+def _batch_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    out = [f"### 12. Batched prediction (`radreport predict --batch-size {t['batch_size']}`, the demo model, "
+           f"{t['studies']} phantom studies, {t['torch_threads']} torch threads)", ""]
+    rows = [[", ".join(e["tasks"]), f"{e['one_at_a_time_studies_per_hour']:.0f}",
+             f"{e['batched_studies_per_hour']:.0f}", f"**{e['ratio']:.2f}**", e["same_outputs"]]
+            for e in (t, t["report_only"])]
+    out += _table(["tasks", "one at a time (studies/h)", "batched (studies/h)", "batched / one",
+                   "same predictions"], rows)
+    return out
+
+
+def _cpu_decode_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    out = ["### 13. Decoding on the CPU against llama.cpp", ""]
+    if "skipped" in t:
+        return out + [f"Skipped: {t['skipped']}.", ""]
+    c = t["config"]
+    out[0] += (f" (random weights, {t['shape']}: {c['num_hidden_layers']} layers of {c['hidden_size']}, "
+               f"vocabulary {c['vocab_size']}; {t['prompt_tokens']}-token prompt, {t['decode_tokens']} "
+               f"greedy tokens, {t['threads']} threads)")
+    rows = []
+    for name, e in t["precisions"].items():
+        ours, theirs = e["ours"], e["llama_cpp"]
+        rows.append([name, e["gguf_type"], f"{ours['tokens_per_s']:.2f}", f"{theirs['tokens_per_s']:.2f}",
+                     f"**{e['tokens_per_s_ratio']:.2f}**", f"{ours['peak_rss_bytes'] / 2**30:.2f}",
+                     f"{theirs['peak_rss_bytes'] / 2**30:.2f}", f"{e['peak_memory_ratio']:.2f}",
+                     f"{ours['load_s']:.1f} / {theirs['load_s']:.1f}",
+                     "yes" if ours["tokens"] == theirs["tokens"] else "no"])
+    out += _table(["ours", "llama.cpp", "ours tokens/s", "llama.cpp tokens/s", "ours / llama.cpp",
+                   "ours peak GiB", "llama.cpp peak GiB", "memory ours / llama.cpp", "load s (ours / l.cpp)",
+                   "same tokens"], rows)
+    return out
 
 
 def _bound(check: dict[str, Any]) -> str:
@@ -180,7 +227,7 @@ def _startup_table(t: dict[str, Any] | None) -> list[str]:
 
 def summary(r: dict[str, Any]) -> str:
     """Every ratio on one line each, for the terminal."""
-    lines = [f"{c['check']}: {c['value']}" + ("" if c["ok"] else "  << below the bound") for c in r["checks"]]
+    lines = [f"{c['check']}: {_value(c)}" + ("" if c["ok"] else "  << below the bound") for c in r["checks"]]
     ui = r.get("ui", {})
     if "longest_stall_ms" in ui:
         lines.append(f"ui: longest event-loop stall {ui['longest_stall_ms']} ms")
