@@ -16,6 +16,7 @@ from test_modeling import IMAGE_TOKEN, TINY_TEXT, TINY_VISION, prompt, tiny_mode
 from napari_radreport.engine import memory_plan  # noqa: E402
 from napari_radreport.modeling.quantize import (  # noqa: E402
     INT4_GROUP,
+    KERNEL_MAX_ROWS,
     QuantizationError,
     quantize_model,
 )
@@ -61,6 +62,10 @@ def test_a_layer_computes_with_the_weight_its_integers_stand_for(kind, dtype):
     else:
         torch.testing.assert_close(portable(x).float(), expected, atol=0.02, rtol=0.02)
     assert layer(x).dtype == dtype and layer(x).shape == (3, 5, 48)
+    # a prompt longer than KERNEL_MAX_ROWS (8 bits: the dense product with the made weight) agrees too
+    long = torch.randn(KERNEL_MAX_ROWS + 36, 128).to(dtype)
+    expected_long = long.bfloat16().float() @ dequantized.T + linear.bias.float()
+    torch.testing.assert_close(layer(long).float(), expected_long, atol=0.02, rtol=0.02)
     weight = linear.weight.float()
     if kind == "int8":
         step = portable.scales.float()[:, None]
