@@ -13,6 +13,8 @@ library and the weights; both map their weights file and count the pages they re
 llama.cpp is not a dependency: the step needs a llama.cpp source tree (``RADREPORT_LLAMA_CPP``, for
 ``convert_hf_to_gguf.py`` and its ``gguf-py``) and a Python with llama-cpp-python
 (``RADREPORT_LLAMA_CPP_PYTHON``, default this one), and says it was skipped, and why, without them.
+Writing and converting the 7B model takes about 10 minutes and 40 GB of disk; ``RADREPORT_CPU_DECODE_WORK``
+names a folder that keeps them for the next run (nothing measured depends on it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ PROMPT_TOKENS = 64
 TOKENS = {"full": 32, "quick": 16}
 CHECK = "cpu decode 7b int8: ours / llama.cpp"
 CHILD = Path(__file__).with_name("llamacpp_child.py")
+WORK_ENV = "RADREPORT_CPU_DECODE_WORK"
 
 
 def prompt_ids(count: int = PROMPT_TOKENS) -> list[int]:
@@ -174,6 +177,7 @@ def run(quick: bool, threads: int | None = None, keep: Path | None = None) -> di
     shape_name = "quick" if quick else "7b"
     tokens, prompt = TOKENS["quick" if quick else "full"], prompt_ids()
     work = keep or Path(tempfile.mkdtemp(prefix="radreport-cpu-decode-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         folder = work / f"llama-{shape_name}"
         started = time.perf_counter()

@@ -96,7 +96,8 @@ def step_cpu_decode(args) -> dict[str, Any]:
     """Decoding a Llama-2-7B-shaped model on the CPU, ours against llama.cpp (skipped without it)."""
     from napari_radreport.bench import cpu_decode_bench
 
-    return cpu_decode_bench.run(args.quick)
+    keep = os.environ.get(cpu_decode_bench.WORK_ENV)
+    return cpu_decode_bench.run(args.quick, keep=Path(keep) if keep else None)
 
 
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
