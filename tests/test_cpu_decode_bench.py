@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_radreport.bench import cpu_decode_bench  # noqa: E402
+from napari_radreport.bench import cpu_decode_bench
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 4, "vocab_size": 256}
