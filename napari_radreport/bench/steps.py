@@ -85,6 +85,13 @@ def step_memory(args) -> dict[str, Any]:
         return memory_bench.run(Path(work), args.quick)
 
 
+def step_threads(args) -> dict[str, Any]:
+    """The engine's decoding idle and beside a busy torch job, with its thread policy and torch's defaults."""
+    from napari_radreport.bench import thread_bench
+
+    return thread_bench.run(args.model, args.quick)
+
+
 def step_batch(args) -> dict[str, Any]:
     """``radreport predict --batch-size N`` against one study at a time on the demo model."""
     from napari_radreport.bench import batch_bench
@@ -102,7 +109,7 @@ def step_cpu_decode(args) -> dict[str, Any]:
 
 STEPS = {"dicom": step_dicom, "preprocess": step_preprocess, "encoder": step_encoder,
          "write-model": step_write_model, "llm": step_llm, "train": step_train, "startup": step_startup,
-         "memory": step_memory, "batch": step_batch, "cpu-decode": step_cpu_decode}
+         "memory": step_memory, "threads": step_threads, "batch": step_batch, "cpu-decode": step_cpu_decode}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,6 +86,7 @@ def run_suite(*, quick: bool, series: Path = CHEST_SERIES, ui: bool = True, prog
         _run_step("write-model", work, "--model", str(model), quick=quick, progress=progress)
         results["llm"] = _run_step("llm", work, "--model", str(model), *series_arg, "--repeats", "3",
                                    quick=quick, progress=progress)
+        results["threads"] = _run_step("threads", work, "--model", str(model), quick=quick, progress=progress)
         results["train"] = _run_step("train", work, "--repeats", "3" if quick else "5", quick=quick,
                                      progress=progress)
         results["startup"] = _run_step("startup", work, "--repeats", repeats, quick=quick, progress=progress)
@@ -121,6 +122,9 @@ TARGETS = {
     "start-up: import torch + transformers / radreport --help":
         (_at("startup", "torch_import_over_help"), 3.0, 2.0),
     "predict batched / one at a time": (_at("batch", "ratio"), 3.0, 1.0),
+    "decode speed under load / idle": (_at("threads", "ratio"), 0.5, 0.2),
+    "decode under load: engine's threads / torch's defaults":
+        (_at("threads", "under_load_ours_over_default"), 2.0, 1.5),
 }
 # Checks of a step that runs only where its reference is installed (llama.cpp): (step, figure, target, CI
 # bound, "at_least" or "at_most"); a skipped step's row says why and does not fail.

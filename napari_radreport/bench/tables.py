@@ -111,6 +111,7 @@ def markdown(r: dict[str, Any]) -> str:
     out += _train_table(r.get("train"))
     out += _startup_table(r.get("startup"))
     out += _memory_table(r.get("memory"))
+    out += _threads_table(r.get("threads"))
     out += _batch_table(r.get("batch"))
     out += _cpu_decode_table(r.get("cpu_decode"))
     out += ["### Checks", ""]
@@ -125,6 +126,20 @@ def _value(check: dict[str, Any]) -> Any:
 
 def _verdict(check: dict[str, Any]) -> str:
     return "skipped" if "skipped" in check else "yes" if check["ok"] else "**no**"
+
+
+def _threads_table(t: dict[str, Any] | None) -> list[str]:
+    if t is None:
+        return []
+    d = t["baseline_default_threads"]
+    out = [f"### 11b. Decoding beside another torch job (the step-4 model, {t['tokens']} tokens; competitor: "
+           f"{t['competitor']})", ""]
+    out += _table(["threads, waiting", "idle tokens/s", "beside the competitor", "under load / idle"], [
+        [f"{t['threads']}, passive (the engine's)", t["idle_tokens_per_s"], t["under_load_tokens_per_s"],
+         f"**{t['ratio']}**"],
+        [f"{d['threads']}, torch's defaults", d["idle_tokens_per_s"], d["under_load_tokens_per_s"],
+         d["ratio"]]])
+    return out
 
 
 def _batch_table(t: dict[str, Any] | None) -> list[str]:

@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: 0, or 1 after a one-line error (the traceback with ``--debug``), or 130 after
     Ctrl-C (one line) whenever it comes once this function runs: building the parser (its imports), reading,
     loading, generating or writing."""
+    from napari_radreport.engine.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before any command imports torch (engine/threads.py)
     args = None
     try:
         args = build_parser().parse_args(argv)

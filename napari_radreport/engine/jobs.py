@@ -8,6 +8,11 @@ thread team that belongs to the calling thread; once a process has more team thr
 OpenMP stops spinning between parallel regions (100 spins instead of 300,000) and every small kernel pays
 for waking its helpers. A second team made decoding 1.3-1.5x (0.26 B model) to 2.9x (6 M model) slower on a
 2-core machine (``radreport bench``, "second OpenMP team"); one model thread keeps one team.
+
+Before its jobs the thread gives torch the engine's thread count (``threads.apply_thread_plan``: the cores
+the process may really use), and before it starts it asks OpenMP to wait passively if torch is not imported
+yet (``threads.prefer_passive_waiting``): spinning helpers collapsed decoding 18x while other work shared
+the cores.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from napari_radreport.engine import threads
 
 
 class Job:
@@ -42,9 +49,12 @@ class Job:
         worker.submit(self)
         return self
 
-    def run(self) -> None:
-        """Run here, in the calling thread (what a worker thread does)."""
+    def run(self, setup: Callable[[], Any] | None = None) -> None:
+        """Run here, in the calling thread (what a worker thread does), after ``setup()`` (whose error is the
+        job's)."""
         try:
+            if setup is not None:
+                setup()
             self._result = self._fn(*self._args, on_event=self._on_event, stop=self.stop_event,
                                     **self._kwargs)
         except BaseException as exc:
@@ -109,10 +119,16 @@ _DONE = object()
 
 
 class WorkerThread:
-    """One daemon thread that runs submitted jobs in order; started on the first job, ended by ``close``."""
+    """One daemon thread that runs submitted jobs in order; started on the first job, ended by ``close``.
 
-    def __init__(self, name: str = "radreport-engine"):
+    ``setup`` runs on the thread before each job (the default gives torch the engine's threads, once per
+    plan, ``threads.apply_thread_plan``); None runs nothing.
+    """
+
+    def __init__(self, name: str = "radreport-engine",
+                 setup: Callable[[], Any] | None = threads.apply_thread_plan):
         self.name = name
+        self._setup = setup
         self._jobs: queue.SimpleQueue | None = None  # the running thread's own queue
         self._thread: threading.Thread | None = None
         self._closing: threading.Thread | None = None  # a closed thread finishing its last job
@@ -121,9 +137,10 @@ class WorkerThread:
     def submit(self, job: Job) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                threads.prefer_passive_waiting()  # before the thread's first job imports torch
                 self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=self.name,
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs, self._setup),
+                                                name=self.name, daemon=True)
                 self._thread.start()
             self._jobs.put(job)
 
@@ -133,9 +150,9 @@ class WorkerThread:
         return any(t is not None and t.is_alive() for t in (self._thread, self._closing))
 
     @staticmethod
-    def _loop(jobs: queue.SimpleQueue) -> None:
+    def _loop(jobs: queue.SimpleQueue, setup: Callable[[], Any] | None) -> None:
         while (job := jobs.get()) is not None:
-            job.run()
+            job.run(setup)
 
     def close(self, timeout: float | None = None) -> bool:
         """End the thread after the jobs already queued; True when it has ended within ``timeout`` s."""
