@@ -102,7 +102,8 @@ def test_passive_waiting_leaves_a_users_choice():
              "mine = [{}, {'OMP_WAIT_POLICY': 'ACTIVE'}, {'GOMP_SPINCOUNT': '1000'}]\n"
              "print(json.dumps([[prefer_passive_waiting(e), e] for e in mine]))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    expected = [{"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}]
+    expected = [{"OMP_WAIT_POLICY": "PASSIVE", "RADREPORT_WAIT_DEFAULTED": "1"}, {"OMP_WAIT_POLICY": "ACTIVE"},
+                {"GOMP_SPINCOUNT": "1000"}]
     assert json.loads(done.stdout) == [[True, e] for e in expected], done.stderr[-2000:]
 
 
@@ -182,3 +183,22 @@ def test_the_docks_package_asks_for_passive_waiting():
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env=clean)
     assert done.stdout.strip() == "PASSIVE", done.stderr[-2000:]
+
+
+def test_training_is_left_to_spin():
+    """`radreport train` does not ask for passive waiting (it costs a training step a fifth of its speed on a
+    machine of its own), and the bench's training step drops only the waiting we chose, never a user's."""
+    from napari_radreport.engine.threads import WAIT_DEFAULTED, prefer_passive_waiting, without_wait_default
+
+    clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    probe = ("import os\nfrom napari_radreport.cli.parser import main\ntry:\n    main(['train', '--help'])\n"
+             "except SystemExit:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=clean)
+    assert done.stdout.strip().splitlines()[-1] == "None", done.stderr[-2000:]
+    ours: dict[str, str] = {}
+    if "torch" not in sys.modules:
+        prefer_passive_waiting(ours)
+        assert ours == {"OMP_WAIT_POLICY": "PASSIVE", WAIT_DEFAULTED: "1"}
+    assert "OMP_WAIT_POLICY" not in without_wait_default({"OMP_WAIT_POLICY": "PASSIVE", WAIT_DEFAULTED: "1"})
+    assert without_wait_default({"OMP_WAIT_POLICY": "PASSIVE"}) == {"OMP_WAIT_POLICY": "PASSIVE"}

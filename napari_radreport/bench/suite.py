@@ -34,12 +34,15 @@ def _run(step: str, command: list[str], out: Path, env: dict[str, str] | None = 
 
 
 def _run_step(step: str, work: Path, *extra: str, quick: bool, progress) -> dict[str, Any]:
+    from napari_radreport.engine.threads import without_wait_default
+
     out = work / f"{step}-{len(list(work.glob('*.json')))}.json"
     command = [sys.executable, "-m", "napari_radreport.bench.steps", step, "--json", str(out), *extra]
     if quick:
         command.append("--quick")
     progress(f"[bench] {step} {' '.join(extra)}".rstrip())
-    return _run(step, command, out)
+    # the training step waits as `radreport train` does (it spins); the others as the engine does
+    return _run(step, command, out, env=without_wait_default() if step == "train" else None)
 
 
 def _ui_step(model: Path, work: Path, tokens: int, progress) -> dict[str, Any]:

@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     loading, generating or writing."""
     from napari_radreport.engine.threads import prefer_passive_waiting
 
-    prefer_passive_waiting()  # before any command imports torch (engine/threads.py)
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    if words[:1] != ["train"]:  # before any command imports torch; training spins (engine/threads.py)
+        prefer_passive_waiting()
     args = None
     try:
         args = build_parser().parse_args(argv)
