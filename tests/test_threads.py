@@ -102,8 +102,8 @@ def test_passive_waiting_leaves_a_users_choice():
              "mine = [{}, {'OMP_WAIT_POLICY': 'ACTIVE'}, {'GOMP_SPINCOUNT': '1000'}]\n"
              "print(json.dumps([[prefer_passive_waiting(e), e] for e in mine]))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    expected = [{"OMP_WAIT_POLICY": "PASSIVE", "RADREPORT_WAIT_DEFAULTED": "1"}, {"OMP_WAIT_POLICY": "ACTIVE"},
-                {"GOMP_SPINCOUNT": "1000"}]
+    expected = [{"OMP_WAIT_POLICY": "PASSIVE", "RADREPORT_WAIT_DEFAULTED": "1"},
+                {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}]
     assert json.loads(done.stdout) == [[True, e] for e in expected], done.stderr[-2000:]
 
 
