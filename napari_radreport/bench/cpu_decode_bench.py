@@ -198,8 +198,8 @@ def run(quick: bool, threads: int | None = None, keep: Path | None = None) -> di
                                   str(tokens), str(out), *map(str, prompt)], out, f"llama.cpp {name}")
             rows[name] = {"ours": ours, "llama_cpp": theirs, "gguf_type": theirs_kind,
                           "gguf_bytes": ggufs[theirs_kind].stat().st_size,
-                          "tokens_per_s_ratio": ours["tokens_per_s"] / theirs["tokens_per_s"],
-                          "peak_memory_ratio": ours["peak_rss_bytes"] / theirs["peak_rss_bytes"]}
+                          "tokens_per_s_ratio": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
+                          "peak_memory_ratio": round(ours["peak_rss_bytes"] / theirs["peak_rss_bytes"], 3)}
         return {"shape": shape_name, "config": SHAPES[shape_name], "threads": threads,
                 "prompt_tokens": len(prompt), "decode_tokens": tokens, "prepare_s": prepared_s,
                 "precisions": rows, "int8_tokens_per_s_ratio": rows["int8"]["tokens_per_s_ratio"],
