@@ -4,7 +4,7 @@
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
         [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
         [--prior PATH [--offset MM] [--side-by-side] [--slice N]] [--three-planes [--cursor Z,Y,X]]
-        [--generate --locate FINDING]
+        [--generate --locate FINDING] [--draw-box Z,Y0,X0,Y1,X1 [--slice N]]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -41,6 +41,21 @@ def _open_prior(row, args) -> None:
     row.offset.setValue(args.offset)
     if args.side_by_side:
         row.side_button.setChecked(True)
+
+
+def _draw_box(viewer, session, numbers: list[float]) -> None:
+    """A rectangle on a new Shapes layer over the active study: slice, first row and column, last ones."""
+    import numpy as np
+
+    from napari_radreport.viewer import study_image_layers
+
+    z, y0, x0, y1, x1 = numbers
+    (layer, *_) = study_image_layers(viewer, session.study)
+    corners = [[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]]
+    viewer.add_shapes([np.array([layer.data_to_world(c) for c in corners])], shape_type="rectangle",
+                      edge_color="#00e5ff", face_color="transparent", edge_width=2, name="drawn box",
+                      units=layer.units)
+    viewer.layers.selection.active = layer
 
 
 def _scroll_to(widget) -> None:
@@ -111,6 +126,9 @@ def main() -> None:
     parser.add_argument("--locate", metavar="FINDING",
                         help="with --generate: show where the draft's first located sentence of FINDING is "
                              "(as a click on it does)")
+    parser.add_argument("--draw-box", metavar="Z,Y0,X0,Y1,X1",
+                        help="draw a rectangle on slice Z (rows Y0-Y1, columns X0-X1, study voxels), then "
+                             "press the Chat dock's Ask about box")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -161,7 +179,7 @@ def main() -> None:
             viewer.layers.selection.active = first
     if args.prior:
         _open_prior(docks["Study (napari-radreport)"].prior, args)
-    if args.generate or args.ask or args.diagnose:
+    if args.generate or args.ask or args.diagnose or args.draw_box:
         report.load_model()
         _wait(session)
     if args.generate:
@@ -174,6 +192,10 @@ def main() -> None:
         _wait(session)
     if args.diagnose:
         docks["Findings (napari-radreport)"].run()
+        _wait(session)
+    if args.draw_box:
+        _draw_box(viewer, session, [float(v) for v in args.draw_box.split(",")])
+        docks["Chat (napari-radreport)"].ask_about_box()
         _wait(session)
     viewer.window._wrapped_dock_widgets[f"{args.tab} (napari-radreport)"].raise_()
     for _ in range(20):

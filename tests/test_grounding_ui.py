@@ -140,3 +140,45 @@ def test_heatmaps_are_kept_for_the_last_two_studies_only(qtbot):
     assert list(controls.locations) == ["b", "c"]
     controls._keep_locations("b", {})  # grounded again: replaces its own, becomes the newest
     assert list(controls.locations) == ["c", "b"] and controls.locations["b"] == {}
+
+
+def test_a_drawn_box_is_asked_about_in_the_models_box_format(docked, qtbot, phantom_study, tmp_path):
+    import m3d_reference as ref
+
+    from napari_radreport.grounding.locate import model_box_of_patient_box
+    from napari_radreport.modeling.m3d import convert_m3d
+    from napari_radreport.modeling.m3d_boxes import parse_boxes
+    from napari_radreport.modeling.processor import model_grid
+    from napari_radreport.viewer import add_study, study_image_layers
+
+    _record, study = phantom_study
+    viewer, session, chat = docked["viewer"], docked["session"], docked["Chat"]
+    add_study(viewer, study)
+    (image,) = study_image_layers(viewer, study)
+    chat.ask_about_box()
+    assert "Load a model first" in chat.status.text()
+    ref.write_tiny_m3d_checkpoint(tmp_path / "m3d", "phi3")
+    session.engine.allow_out_of_scope = True  # a tiny random model: nothing to say about scope
+    session.engine.load(convert_m3d(tmp_path / "m3d", tmp_path / "m3d-converted"))
+    chat.ask_about_box()
+    assert "Draw a rectangle first" in chat.status.text()
+
+    # a rectangle on slice 20, rows 30-60, columns 40-90 of the study, drawn in world coordinates
+    corners = np.array([[20, 30, 40], [20, 30, 90], [20, 60, 90], [20, 60, 40]], float)
+    viewer.add_shapes([np.array([image.data_to_world(c) for c in corners])], shape_type="rectangle")
+    chat.ask_about_box()
+    qtbot.waitUntil(lambda: not session.busy and bool(chat.turns(study)), timeout=WAIT_MS)
+    question = chat.turns(study)[0][0]
+    grid = model_grid(study, session.engine.runner.family.preprocess)
+    (asked,) = parse_boxes(question, grid.model_shape)
+    # what was asked is the drawn rectangle, reaching half its shorter side (30 rows) above and below
+    spacing = np.abs(np.asarray(study.image.spacing, float))
+    reach = 0.5 * min(30 * spacing[1], 50 * spacing[2]) / spacing[0]
+    low, high = np.array([20 - reach, 30, 40]), np.array([20 + reach, 60, 90])
+    lps = np.array([study.image.index_to_patient([(low, high)[b][a] for a, b in enumerate(bits)])
+                    for bits in np.ndindex(2, 2, 2)])
+    first, last = model_box_of_patient_box(lps.min(axis=0), lps.max(axis=0), grid)
+    tolerance = 0.0005 * max(grid.model_shape) + 1e-9
+    np.testing.assert_allclose(asked.start, first, atol=tolerance)
+    np.testing.assert_allclose(asked.end, last, atol=tolerance)
+    assert first[0] < last[0]  # the box has depth: more than the drawn slice

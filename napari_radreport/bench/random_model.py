@@ -22,9 +22,10 @@ EXTRA_WORDS = (
 
 
 def prompt_words() -> list[str]:
-    """Every word and punctuation mark of the task prompts (not segmentation's: these random models have no
-    segmentation head), labels and a few answer words, in a fixed order."""
-    tasks = [q for task, q in prompt_spec.DEFAULT_TASKS.items() if task not in prompt_spec.SEGMENTATION_TASKS]
+    """Every word and punctuation mark of the task prompts (not segmentation's or boxes': these random models
+    have no segmentation head and no box tokens), labels and a few answer words, in a fixed order."""
+    asked_only_of_some = (*prompt_spec.SEGMENTATION_TASKS, *prompt_spec.BOX_TASKS)
+    tasks = [q for task, q in prompt_spec.DEFAULT_TASKS.items() if task not in asked_only_of_some]
     text = " ".join([*tasks, *prompts.MODALITY_WORDS.values(), *prompts.REGIONS,
                      *prompt_spec.CT_RATE_LABELS, *prompt_spec.CHEXPERT_LABELS,
                      EXTRA_WORDS]).lower() + " " + EXTRA_WORDS

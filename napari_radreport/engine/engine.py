@@ -463,6 +463,26 @@ class Engine:
         question = prompts.diagnosis_prompt(self._spec().tasks, label)
         return ground_label(self._grounding(method), study, label, question, on_event)
 
+    def region_question(self, study, low_lps, high_lps) -> str:
+        """The loaded model's question about what is in a patient-space box (LPS mm corners; a box drawn in
+        napari), the box written in the model's own format; an EngineError when the model does not read
+        boxes or the box misses what it sees of the study. Cheap: no model pass."""
+        from napari_radreport.engine.grounding import writes_boxes
+        from napari_radreport.grounding.locate import model_box_of_patient_box
+        from napari_radreport.modeling.m3d_boxes import Box, format_box
+        from napari_radreport.modeling.processor import model_grid
+
+        runner = self._runner()
+        if not writes_boxes(runner):
+            raise EngineError("this model was not trained to read boxes (M3D-LaMed's <bx_start>...<bx_end>); "
+                              "ask about the region in words")
+        grid = model_grid(study, runner.family.preprocess)
+        found = model_box_of_patient_box(low_lps, high_lps, grid)
+        if found is None:
+            raise EngineError("the box lies outside the part of the study the model sees")
+        box = format_box(Box(tuple(found[0]), tuple(found[1])), grid.model_shape)
+        return self._spec().tasks["region"].format(box=box)
+
     # -- running --------------------------------------------------------------------------
     TASKS = ("load", "unload", "report", "ask", "choose", "diagnose", "ground", "ground_answer",
              "ground_label")

@@ -4,8 +4,10 @@ put in patient space (``grounding/locate.py``).
 Methods, each the default for a model that has what it needs: ``m3d-segmentation``, M3D-LaMed's own SegVol
 head asked to segment each sentence's finding; ``head``, the model's trained grounding head
 (``modeling/grounding_head.py``); both give a probability per voxel, the mask is where it reaches
-``HEAD_THRESHOLD``. Else ``gradient_x_input`` (or ``saliency``), attribution through the whole model
-(``attribution.py``), for any model of this project's processor.
+``HEAD_THRESHOLD``. ``m3d-box``: a model that writes M3D-LaMed's boxes is asked where each finding is and
+its box is the mask. Else ``gradient_x_input`` (or ``saliency``), attribution through the whole model
+(``attribution.py``), for any model of this project's processor. A box the model writes in a chat answer
+locates its sentence whatever the method (``ground_answer``).
 
 Runs after generation, never during it; each heatmap set is cached per (study, method, question, answer), so
 clicking through a draft or exporting it twice costs one pass.
@@ -21,7 +23,12 @@ import numpy as np
 from napari_radreport.engine.attribution import METHODS, attribute, sentence_token_groups
 from napari_radreport.engine.events import EventCallback, ignore
 from napari_radreport.engine.stages import Stage
-from napari_radreport.grounding.locate import location_from_heatmap, location_from_model_mask
+from napari_radreport.grounding.locate import (
+    location_from_heatmap,
+    location_from_model_box,
+    location_from_model_mask,
+    model_box_mask,
+)
 from napari_radreport.grounding.location import GroundedSentence
 from napari_radreport.grounding.sentences import report_sentences
 from napari_radreport.grounding.support import grounding_refusal
@@ -32,8 +39,11 @@ CACHED = 8  # heatmap sets kept (each a few model grids of float32)
 NO_IMAGE_DEPENDENCE = "the sentence's probability does not depend on the image here"
 HEAD = "head"
 SEGMENT = "m3d-segmentation"  # M3D-LaMed's SegVol asked to segment a finding (modeling/m3d_segmentation.py)
+BOX = "m3d-box"  # a model that writes M3D-LaMed's boxes asked where the finding is (modeling/m3d_boxes.py)
 HEAD_THRESHOLD = 0.5  # a probability map (the head's, SegVol's sigmoid) is the mask from here
 NOTHING_ABOVE = f"no voxel reaches probability {HEAD_THRESHOLD}"
+NO_BOX = "the model wrote no box"
+BOX_ANSWER_TOKENS = 48  # a box answer: a few words and six numbers
 
 
 class GroundingError(ValueError):
@@ -47,11 +57,21 @@ def check_groundable(runner, study) -> None:
         raise GroundingError(refusal)
 
 
+def writes_boxes(runner) -> bool:
+    """Whether the runner's model reads and writes M3D-LaMed's boxes (its tokenizer has their markers)."""
+    from napari_radreport.modeling.m3d_boxes import reads_boxes
+
+    return reads_boxes(runner.family.tokenizer)
+
+
 def default_method(runner) -> str:
-    """The model's own segmentation head, else its grounding head, else attribution (gradient x input)."""
+    """The model's own segmentation head, else its grounding head, else its boxes, else attribution
+    (gradient x input)."""
     if getattr(runner.model, "segmentation", None) is not None:
         return SEGMENT
-    return HEAD if getattr(runner.model, "grounding_head", None) is not None else "gradient_x_input"
+    if getattr(runner.model, "grounding_head", None) is not None:
+        return HEAD
+    return BOX if writes_boxes(runner) else "gradient_x_input"
 
 
 class Grounder:
@@ -65,17 +85,20 @@ class Grounder:
         if method == SEGMENT and getattr(runner.model, "segmentation", None) is None:
             raise GroundingError("this model has no segmentation head (M3D-LaMed's SegVol); use "
                                  "gradient_x_input or saliency")
-        if method not in (HEAD, SEGMENT, *METHODS):
+        if method == BOX and not writes_boxes(runner):
+            raise GroundingError("this model does not write boxes (M3D-LaMed's <bx_start>...<bx_end>); use "
+                                 "gradient_x_input or saliency")
+        if method not in (HEAD, SEGMENT, BOX, *METHODS):
             raise GroundingError(f"unknown grounding method {method!r}; use one of "
-                                 f"{', '.join((HEAD, SEGMENT, *METHODS))}")
+                                 f"{', '.join((HEAD, SEGMENT, BOX, *METHODS))}")
         self.runner, self.method = runner, method
         self._cache: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 
     @property
     def method_name(self) -> str:
         """The method as the locations name it: "grounding-head" or "attribution:<kind>"."""
-        if self.method in (HEAD, SEGMENT):
-            return "grounding-head" if self.method == HEAD else SEGMENT
+        if self.method in (HEAD, SEGMENT, BOX):
+            return "grounding-head" if self.method == HEAD else self.method
         return f"attribution:{self.method}"
 
     def heatmaps(self, study, question: str, answer: str, spans: list[tuple[int, int]],
@@ -94,6 +117,8 @@ class Grounder:
         pixels = runner.family.pixel_values(study)
         if self.method == SEGMENT:
             maps = self._segmentations(study, pixels, [answer[a:b] for a, b in spans])
+        elif self.method == BOX:
+            maps = self._asked_boxes(study, [answer[a:b] for a, b in spans])
         elif self.method == HEAD:
             maps = head_probabilities(runner.model, pixels, ids, groups)
         else:
@@ -126,11 +151,30 @@ class Grounder:
             maps.append(torch.sigmoid(logits[0, 0]).cpu().numpy())
         return maps
 
+    def _asked_boxes(self, study, sentences: list[str]) -> list[np.ndarray]:
+        """Each sentence's finding asked of the model as a box question (greedy); the first box of its answer
+        as a 0/1 map on the model grid (all 0 when it wrote none)."""
+        from napari_radreport.engine.decoding import GenerationSettings
+        from napari_radreport.modeling.m3d_boxes import boxes_with_spans
+
+        runner = self.runner
+        grid = model_grid(study, runner.family.preprocess)
+        settings = GenerationSettings(max_new_tokens=BOX_ANSWER_TOKENS)
+        maps = []
+        for sentence in sentences:
+            question = runner.family.prompt_spec.tasks["locate_box"].format(phrase=finding_phrase(sentence))
+            finished = runner.generate(study, question, settings)
+            text = runner.family.tokenizer.decode(finished.token_ids, skip_special_tokens=False)
+            boxes = boxes_with_spans(text, grid.model_shape)
+            mask = model_box_mask(boxes[0][1].start, boxes[0][1].end, grid) if boxes else None
+            maps.append(np.zeros(grid.model_shape, np.float32) if mask is None else mask.astype(np.float32))
+        return maps
+
     def locate(self, study, sentences: list[GroundedSentence], question: str, text: str, history=(),
                on_event: EventCallback = ignore) -> None:
         """Set the location of each of ``sentences`` that states a finding (spans in ``text``); the answer
         the model is scored on runs from the first of ``sentences`` to the last."""
-        targets = [s for s in sentences if s.finding]
+        targets = [s for s in sentences if s.finding and s.location is None]
         if not targets:
             return
         start, end = sentences[0].start, sentences[-1].end
@@ -143,6 +187,9 @@ class Grounder:
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
             if trained is not None and sentence.finding not in trained:
                 sentence.why_none = f"the grounding head was not trained to find {sentence.finding}"
+            elif self.method == BOX:
+                sentence.location = location_from_model_mask(heat >= HEAD_THRESHOLD, grid, BOX)
+                sentence.why_none = "" if sentence.location else NO_BOX
             elif self.method in (HEAD, SEGMENT):
                 inside = (heat >= HEAD_THRESHOLD) & grid.field_of_view()
                 sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat)
@@ -210,9 +257,24 @@ def ground_answer(grounder: Grounder, study, question: str, answer: str, history
     """Every sentence of a chat answer; those stating a finding located."""
     check_groundable(grounder.runner, study)
     sentences = report_sentences(answer, section="answer")
+    if writes_boxes(grounder.runner):
+        locate_written_boxes(sentences, answer, model_grid(study, grounder.runner.family.preprocess))
     if sentences:
         grounder.locate(study, sentences, question, answer, history, on_event)
     return sentences
+
+
+def locate_written_boxes(sentences: list[GroundedSentence], text: str, grid) -> None:
+    """Give each sentence that holds a box the model wrote (M3D-LaMed's six numbers) that box as its
+    location; a sentence naming no finding is about "region"."""
+    from napari_radreport.modeling.m3d_boxes import boxes_with_spans
+
+    for (start, _end), box in boxes_with_spans(text, grid.model_shape):
+        for sentence in sentences:
+            if sentence.location is None and sentence.start <= start < sentence.end:
+                sentence.location = location_from_model_box(box.start, box.end, grid, BOX)
+                sentence.finding = sentence.finding or "region"
+                sentence.why_none = "" if sentence.location else "its box lies outside the image"
 
 
 def ground_label(grounder: Grounder, study, label: str, question: str,

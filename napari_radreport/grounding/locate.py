@@ -60,3 +60,40 @@ def location_from_model_mask(model_mask: np.ndarray, grid: ModelGrid, method: st
     return Location(method, tuple(float(v) for v in grid.patient(peak_index)),
                     (tuple(float(v) for v in low), tuple(float(v) for v in high)),
                     tuple(float(v) for v in peak_index), grid, model_mask, heatmap)
+
+
+def model_box_mask(start, end, grid: ModelGrid) -> np.ndarray:
+    """Bool on the model's grid: the voxels whose centres a box covers, the box given by its first and last
+    voxel centres (continuous indices, ``end`` inclusive, as M3D-LaMed writes boxes), each end rounded to the
+    nearest voxel (M3D's three decimals move an end by up to 0.0005 of its axis); padding left out."""
+    low = np.maximum(np.round(np.asarray(start, float)).astype(int), 0)
+    high = np.minimum(np.round(np.asarray(end, float)).astype(int), np.asarray(grid.model_shape) - 1)
+    mask = np.zeros(grid.model_shape, dtype=bool)
+    if np.all(low <= high):
+        mask[low[0]:high[0] + 1, low[1]:high[1] + 1, low[2]:high[2] + 1] = True
+    return mask & grid.field_of_view()
+
+
+def location_from_model_box(start, end, grid: ModelGrid, method: str) -> Location | None:
+    """A Location for a box on the model's grid (``model_box_mask``), its peak at the box's centre; None when
+    the box lies outside the study."""
+    return location_from_model_mask(model_box_mask(start, end, grid), grid, method)
+
+
+def model_box_of_patient_box(low_lps, high_lps, grid: ModelGrid) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first and last model voxel centres (continuous indices, (D, H, W)) a patient-space box covers:
+    its eight corners through the study's and the model's grids; an axis thinner than one model voxel keeps
+    the voxel nearest its middle. None when it lies outside the model's input."""
+    corners = np.array([[(low_lps, high_lps)[bit][axis] for axis, bit in enumerate(bits)]
+                        for bits in np.ndindex(2, 2, 2)], dtype=float)
+    model = np.array([grid.matrix @ grid.study.to_index(c) + grid.offset for c in corners])
+    lo, hi = model.min(axis=0), model.max(axis=0)
+    first, last = np.ceil(lo - 1e-6), np.floor(hi + 1e-6)
+    thin = first > last
+    middle = np.round((lo + hi) / 2)
+    first, last = np.where(thin, middle, first), np.where(thin, middle, last)
+    size = np.asarray(grid.model_shape) - 1
+    first, last = np.clip(first, 0, size), np.clip(last, 0, size)
+    if np.any(hi < -0.5) or np.any(lo > size + 0.5):
+        return None
+    return first, last

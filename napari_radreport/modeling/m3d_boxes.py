@@ -124,3 +124,30 @@ def format_box(box: Box, shape: Sequence[int]) -> str:
     number index / axis size rounded to 3 decimals and written as Python writes a float (``str(list)``), as
     M3D's positioning questions put a box ("What is in the region <bx_start>[...]<bx_end>?")."""
     return BOX_START + str(box_numbers(box, shape)) + BOX_END
+
+
+def boxes_with_spans(text: str, shape: Sequence[int]) -> list[tuple[tuple[int, int], Box]]:
+    """Every well-formed box in an answer as the engine shows it, with its character span in ``text``: six
+    numbers in 0..1 between brackets, with or without M3D's markers around them (the markers are special
+    tokens, dropped when text is decoded for reading). A list that is not a box (a start past its end, a
+    number outside 0..1) is left as text: an answer is read, not refused."""
+    found = []
+    for match in _BARE_LIST.finditer(text):
+        try:
+            box = box_from_numbers([float(v) for v in match.groups()], shape, match.group(0))
+        except BoxFormatError:
+            continue
+        start, end = match.span()
+        if text[max(0, start - len(BOX_START)):start] == BOX_START:
+            start -= len(BOX_START)
+        if text[end:end + len(BOX_END)] == BOX_END:
+            end += len(BOX_END)
+        found.append(((start, end), box))
+    return found
+
+
+def reads_boxes(tokenizer) -> bool:
+    """Whether a model's tokenizer holds M3D's box markers as tokens of their own (M3D-LaMed's do): only such
+    a model was trained to read and write boxes."""
+    vocab = tokenizer.get_vocab()
+    return BOX_START in vocab and BOX_END in vocab

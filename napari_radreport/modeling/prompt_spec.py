@@ -35,8 +35,13 @@ DEFAULT_TASKS = {
     # the forms of M3D's own segmentation data (LaMed/src/dataset/prompt_templates.py)
     "segment": "Can you segment the {phrase} in this image?",
     "segment_answer": "It is [SEG].",
+    # boxes (models that read and write M3D-LaMed's <bx_start>[...]<bx_end>): where a finding is, and what is
+    # in a region; forms of M3D's positioning questions (the same file); {box}: the box's text with markers
+    "locate_box": "Where is {phrase} in this image? Please output the box.",
+    "region": "What is in the region {box}?",
 }
 SEGMENTATION_TASKS = ("segment", "segment_answer")  # asked only of a model with a segmentation head
+BOX_TASKS = ("locate_box", "region")  # asked only of a model that reads boxes (m3d_boxes.reads_boxes)
 # How a model answers a multiple-choice question (the recipe's ``prompt.choice_answer``): with the option's
 # letter (AMOS-MM; the engine reads the letter's odds), or with the option's words (the engine compares how
 # likely the model finds each option's whole text, so no letter has to be tied to an option).

@@ -12,6 +12,9 @@ transcript is rendered at the start and the end of each question. The answer bei
 After a written answer (not a multiple choice), its sentences that state a finding are located in the image
 where the model can (``Engine.ground_answer``, on the engine's thread once the answer is complete) and become
 links; clicking one shows where, as the Report dock does.
+
+*Ask about box* asks what is in a rectangle drawn on the study (``drawn_region.py``), in the model's own box
+format (``Engine.region_question``); a model that was not trained on boxes says so in the status line.
 """
 
 from __future__ import annotations
@@ -90,6 +93,13 @@ class ChatDock(QWidget):
         self.stop_button.setObjectName("radreport-chat-stop")
         self.stop_button.clicked.connect(session.stop)
         add_shortcut(self, "Escape", session.stop, self.stop_button)
+        self.region_button = QPushButton("Ask about box")
+        self.region_button.setObjectName("radreport-chat-region")
+        self.region_button.setToolTip(
+            "Ask what is in a rectangle drawn on this study (a Shapes layer): rectangles on several slices "
+            "span them; one rectangle reaches half its shorter side above and below its slice. Models "
+            "trained on boxes only (M3D-LaMed).")
+        self.region_button.clicked.connect(self.ask_about_box)
         self.clear_button = QPushButton("Clear history")
         self.clear_button.clicked.connect(self.clear)
         self.progress = QProgressBar()
@@ -103,6 +113,7 @@ class ChatDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.ask_button, 1)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.region_button)
         buttons.addWidget(self.clear_button)
         layout = QVBoxLayout(self)
         layout.setSpacing(4)
@@ -164,6 +175,7 @@ class ChatDock(QWidget):
 
     def _busy_changed(self, busy: bool) -> None:
         self.ask_button.setEnabled(not busy)
+        self.region_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy and self.session.job_owner is self)
 
     def _ask_if_enabled(self) -> None:
@@ -199,6 +211,32 @@ class ChatDock(QWidget):
         self.status.setText("Thinking…")
         self._busy_changed(True)
         self.render()
+
+    def ask_about_box(self) -> None:
+        """Ask what is in the rectangle drawn on the current study, as the model's region question."""
+        from napari_radreport.engine import EngineError
+        from napari_radreport.viewer import study_image_layers
+        from napari_radreport.widgets.drawn_region import NO_BOX, drawn_box_lps
+
+        study, viewer = self.session.study, self.session.viewer_ref()
+        if study is None or viewer is None:
+            self.status.setText("Open a study first.")
+            return
+        if not self.session.engine.loaded:
+            self.status.setText("Load a model first (Report dock or Settings dock).")
+            return
+        layers = study_image_layers(viewer, study)
+        box = drawn_box_lps(viewer, layers[0], study) if layers and study.is_volume else None
+        if box is None:
+            self.status.setText(NO_BOX if layers and study.is_volume else
+                                "Asking about a drawn box needs a volume (CT) on screen.")
+            return
+        try:
+            question = self.session.engine.region_question(study, *box)
+        except EngineError as exc:
+            self.status.setText(error_html(str(exc)))
+            return
+        self.ask(question)
 
     def _on_events(self, events: list[Any]) -> None:
         """One insertion per batch of events (one poll), never a re-render of the transcript."""
