@@ -143,13 +143,13 @@ def test_heatmaps_are_kept_for_the_last_two_studies_only(qtbot):
 
 
 def test_a_drawn_box_is_asked_about_in_the_models_box_format(docked, qtbot, phantom_study, tmp_path):
-    import m3d_reference as ref
-
     from napari_radreport.grounding.locate import model_box_of_patient_box
     from napari_radreport.modeling.m3d import convert_m3d
     from napari_radreport.modeling.m3d_boxes import parse_boxes
     from napari_radreport.modeling.processor import model_grid
     from napari_radreport.viewer import add_study, study_image_layers
+
+    import m3d_reference as ref
 
     _record, study = phantom_study
     viewer, session, chat = docked["viewer"], docked["session"], docked["Chat"]

@@ -34,6 +34,23 @@ def _counts(counter: Counter) -> str:
     return ", ".join(f"{key} {n}" for key, n in sorted(counter.items())) or "-"
 
 
+def cmd_check_masks(args: argparse.Namespace) -> int:
+    from napari_radreport.data.manifest import read_manifest
+    from napari_radreport.data.mask_check import AERATED_HU, check_mask_orientation
+
+    if args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    result = check_mask_orientation(read_manifest(args.manifest), limit=args.limit)
+    print(f"records read: {result.records}, dense-finding masks: {result.masks}")
+    if result.records:
+        print(f"{'flip_axes':<10}  {'voxels':>10}  {'median HU':>9}  below {AERATED_HU:g} HU")
+        for f in result.figures:
+            flips = str(list(f.flip_axes))
+            print(f"{flips:<10}  {f.voxels:>10}  {f.median_hu:>9.0f}  {f.aerated_fraction:.1%}")
+    print(result.verdict())
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from napari_radreport.data.manifest import read_manifest
 
@@ -126,6 +143,17 @@ def add_dataset_commands(sub, common: argparse.ArgumentParser) -> None:
                      help="flip these mask axes before use (docs/datasets.md: check against a few studies)")
     for parser in (ct, amos, rrg, bimcv, rex):
         parser.set_defaults(func=cmd_convert)
+
+    masks = actions.add_parser("check-masks", parents=[common],
+                               help="which way a channels-layout manifest's masks lie on their volumes "
+                                    "(ReXGroundingCT's axis flip)",
+                               description="Reads the masks of dense findings (atelectasis, consolidation, "
+                                           "nodule, pleural effusion) under each way the stored mask axes "
+                                           "could be flipped and reports the HU under them; the flip with "
+                                           "the least aerated lung or air under them is the likely one.")
+    masks.add_argument("manifest", help="a .jsonl manifest with channels-layout masks")
+    masks.add_argument("--limit", type=int, default=20, help="records to read (default 20)")
+    masks.set_defaults(func=cmd_check_masks)
 
     check = actions.add_parser("check", parents=[common],
                                help="count a manifest's records, check its image files")

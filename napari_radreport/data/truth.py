@@ -90,8 +90,9 @@ def _label_map(record, study, path) -> np.ndarray:
     return np.rint(labels.array).astype(np.int64)
 
 
-def _channel_reader(record, study, path):
-    """A function giving channel ``c`` of a channels-layout mask as bool on the study's grid."""
+def channel_reader(record, study, path, flips: tuple[int, ...] | None = None):
+    """A function giving channel ``c`` of a channels-layout mask as bool on the study's grid; ``flips``: the
+    stored axes to flip (None: the record's ``flip_axes``)."""
     import nibabel
 
     from napari_radreport.io.geometry import Reorientation, reorient
@@ -105,7 +106,7 @@ def _channel_reader(record, study, path):
     if len(proxy.shape) != 4 or tuple(proxy.shape[1:]) != stored:
         raise ValueError(f"record {record.id}: mask {path} has shape {tuple(proxy.shape)}, expected "
                          f"(findings, {', '.join(map(str, stored))}) like its volume")
-    flips = tuple(record.masks.get("flip_axes", ()))
+    flips = tuple(record.masks.get("flip_axes", ())) if flips is None else tuple(flips)
 
     def channel(index: int) -> np.ndarray:
         if not 0 <= index < proxy.shape[0]:
@@ -126,7 +127,7 @@ def _mask_regions(record, study, grid: StudyGrid) -> list[TruthRegion]:
         raise ValueError(f"record {record.id}: mask file {path} does not exist")
     regions: list[TruthRegion | None] = []
     if masks.get("layout", "labels") == "channels":
-        channel = _channel_reader(record, study, path)
+        channel = channel_reader(record, study, path)
         pick = [(s, channel(s["channel"])) for s in masks.get("sentences", [])]
     else:
         values = _label_map(record, study, path)

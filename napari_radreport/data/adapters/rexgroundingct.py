@@ -25,8 +25,9 @@ sentences are only the positive lung and pleura findings, not a report).
 stored voxel grid of the CT-RATE ``*_fixed`` volume (the mask's own affine is an identity), which is what the
 channels layout means. The authors' upload script (``src/format_data_for_upload.py`` in
 github.com/rajpurkarlab/ReXGroundingCT) flipped the first two array axes of the volumes it sent to annotation;
-whether the released masks carry that flip was not established. ``mask_flip_axes=(0, 1)`` records such a flip
-in every record (``flip_axes``) if a check shows it (values inside a pleural effusion mask near 0-20 HU).
+whether the released masks carry that flip was not established. ``radreport dataset check-masks`` tells from
+the HU under the masks (``data/mask_check.py``); ``mask_flip_axes=(0, 1)`` records such a flip in every record
+(``flip_axes``).
 """
 
 from __future__ import annotations
