@@ -24,6 +24,7 @@ from napari_radreport.engine.attribution import METHODS, attribute, sentence_tok
 from napari_radreport.engine.events import EventCallback, ignore
 from napari_radreport.engine.stages import Stage
 from napari_radreport.grounding.locate import (
+    interior_peak,
     location_from_heatmap,
     location_from_model_box,
     location_from_model_mask,
@@ -192,7 +193,8 @@ class Grounder:
                 sentence.why_none = "" if sentence.location else NO_BOX
             elif self.method in (HEAD, SEGMENT):
                 inside = (heat >= HEAD_THRESHOLD) & grid.field_of_view()
-                sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat)
+                sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat,
+                                                              peak=interior_peak(heat, inside))
                 sentence.why_none = "" if sentence.location else NOTHING_ABOVE
             else:
                 sentence.location = location_from_heatmap(heat, grid, self.method_name)

@@ -40,13 +40,31 @@ def location_from_heatmap(heat: np.ndarray, grid: ModelGrid, method: str) -> Loc
     return location_from_model_mask(region(scaled), grid, method, heatmap=scaled)
 
 
+def interior_peak(probability: np.ndarray, mask: np.ndarray,
+                  smoothing: float = SMOOTHING_VOXELS) -> np.ndarray | None:
+    """The model voxel where a probability map, smoothed as attribution maps are, is highest within ``mask``:
+    a point well inside the region. A head's or SegVol's sigmoid saturates (many voxels at exactly 1.0 in
+    float32), so the raw maximum is the first voxel of that plateau in array order, on the region's edge.
+    None for an empty mask."""
+    from scipy.ndimage import gaussian_filter
+
+    if not mask.any():
+        return None
+    smooth = gaussian_filter(np.asarray(probability, dtype=np.float32), smoothing)
+    return np.array(np.unravel_index(int(np.argmax(np.where(mask, smooth, -np.inf))), mask.shape), float)
+
+
 def location_from_model_mask(model_mask: np.ndarray, grid: ModelGrid, method: str,
-                             heatmap: np.ndarray | None = None) -> Location | None:
-    """A Location for a mask on the model's grid: the peak at the heatmap's maximum (the mask's centre of
-    mass without one), the box around the mask once on the study's grid. None for an empty mask."""
+                             heatmap: np.ndarray | None = None,
+                             peak: np.ndarray | None = None) -> Location | None:
+    """A Location for a mask on the model's grid: the peak at ``peak`` (a model voxel index) when given, else
+    at the heatmap's maximum, else the mask's centre of mass; the box around the mask once on the study's
+    grid. None for an empty mask."""
     if not model_mask.any():
         return None
-    if heatmap is not None:
+    if peak is not None:
+        peak_model = np.asarray(peak, float)
+    elif heatmap is not None:
         peak_model = np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape), float)
     else:
         peak_model = np.argwhere(model_mask).mean(axis=0)

@@ -55,6 +55,7 @@ def _patch_grid(image_size, patch_size) -> tuple[list[int], list[int]]:
 
 
 SEGMENTATION_TYPES = ("segvol",)  # M3D-LaMed's referring segmentation head (modeling/m3d_segmentation.py)
+GROUNDING_HEAD_KINDS = ("mix", "unet")  # how a grounding head reads the volume (modeling/grounding_head.py)
 
 
 @dataclass(frozen=True)
@@ -366,9 +367,11 @@ class RadReportConfig(PreTrainedConfig):
         well_formed = isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1
         findings = head.get("findings", []) if isinstance(head, dict) else None
         listed = isinstance(findings, list) and all(isinstance(f, str) for f in findings)
-        if not well_formed or not listed or set(head) - {"channels", "findings"}:
+        known_kind = isinstance(head, dict) and head.get("kind", "mix") in GROUNDING_HEAD_KINDS
+        if not well_formed or not listed or not known_kind or set(head) - {"channels", "findings", "kind"}:
             raise ConfigError("grounding_head must be {\"channels\": a positive integer, \"findings\": [the "
-                              f"findings it was trained to find]}}, got {head!r}")
+                              f"findings it was trained to find], \"kind\": "
+                              f"{' or '.join(GROUNDING_HEAD_KINDS)} (default mix)}}, got {head!r}")
         if self.vision_config.model_type != "radreport_vit3d":
             raise ConfigError("grounding_head reads the 3-D ViT's patches and conv stem; this model's vision "
                               f"tower is {self.vision_config.model_type}")

@@ -74,6 +74,7 @@ class TrainConfig:
     candidate_jitter: list[int] = field(default_factory=lambda: [1, 3, 3])  # largest shift of a patch centre
     freeze_conv_stem: bool = False
     grounding_channels: int = 32  # --stage grounding: the head's width, when the model has no head yet
+    grounding_kind: str = "unet"  # and how it reads the volume (modeling/grounding_head.py KINDS)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

@@ -204,7 +204,8 @@ def grounding_parts(config: TrainConfig, train: list[ManifestRecord], val: list[
     if loaded.family.name != "radreport" or model.config.vision_config.model_type != "radreport_vit3d":
         raise ValueError(f"--stage grounding: {Path(init).name} is not a 3-D ViT model of this project")
     if model.grounding_head is None:
-        model.config.grounding_head = {"channels": int(config.grounding_channels)}
+        model.config.grounding_head = {"channels": int(config.grounding_channels),
+                                       "kind": config.grounding_kind}
         vision = model.config.vision_config
         model.grounding_head = GroundingHead(model.config.grounding_head, model.vision_tower.output_dim,
                                              model.vision_tower.grid, stem_dim(vision),
