@@ -1,11 +1,11 @@
 """A trained grounding head: where in the volume a sentence's finding is, as a mask on the model's input grid.
 
 The sentence is read by the language model (the mean of its last hidden states over the sentence's tokens,
-teacher-forced after the prompt), the volume by the vision tower: its patch features, brought back to full
-resolution, plus its conv stem's full-resolution channels (the pixels themselves when the tower has no stem).
-A 1x1x1 convolution mixes the two; the mask logit of each voxel is the dot product of its feature with the
-sentence's query (as referring segmentation heads condition a mask on a text embedding, e.g. LISA's [SEG]
-query). Config: ``grounding_head: {"channels": 32, "kind": ...}`` (``RadReportConfig.grounding_head``).
+teacher-forced after the prompt), the volume by the vision tower: its patch features plus its conv stem's
+full-resolution channels (the pixels themselves when the tower has no stem), made into one feature per voxel
+(the kinds below); the mask logit of each voxel is the dot product of its feature with the sentence's query
+(as referring segmentation heads condition a mask on a text embedding, e.g. LISA's [SEG] query). Config:
+``grounding_head: {"channels": 32, "kind": ...}`` (``RadReportConfig.grounding_head``).
 
 Two kinds read the volume: ``"mix"`` (the default of a config without ``kind``) mixes the two at each voxel
 with a 1x1x1 convolution, so a voxel sees only the stem's few neighbours and its coarse patch; ``"unet"``
