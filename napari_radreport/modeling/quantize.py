@@ -123,11 +123,13 @@ def quantize_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.
 
 
 class _QuantizedLinear:
-    """What both layer kinds share: the float Linear's sizes and bias, and flattening the input."""
+    """What both layer kinds share: the float Linear's sizes and bias, flattening the input, and scales that
+    stay bfloat16 when the model moves to another dtype (the kernels take them so)."""
 
     in_features: int
     out_features: int
     bias: Any
+    bfloat16_buffers: tuple[str, ...] = ()
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, self.in_features).contiguous()
@@ -137,11 +139,13 @@ class _QuantizedLinear:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    def _keep_bfloat16(self, *names: str) -> None:
+    def _apply(self, fn, recurse: bool = True):  # model.to(dtype) leaves the scales in bfloat16
         import torch
 
-        for name in names:
+        super()._apply(fn, recurse)  # type: ignore[misc]  # nn.Module's, next in the layers' MRO
+        for name in self.bfloat16_buffers:
             setattr(self, name, getattr(self, name).to(torch.bfloat16))
+        return self
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -156,6 +160,8 @@ def _layer_classes():
     class Int8Linear(_QuantizedLinear, nn.Module):
         """A Linear layer with int8 weights and one scale per output row."""
 
+        bfloat16_buffers = ("scales",)
+
         def __init__(self, linear: nn.Linear) -> None:
             nn.Module.__init__(self)
             self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -163,11 +169,6 @@ def _layer_classes():
             self.register_buffer("qweight", q.to(linear.weight.device))
             self.register_buffer("scales", scale.to(linear.weight.device))
             self.bias = linear.bias
-
-        def _apply(self, fn, recurse: bool = True):  # model.to(dtype) leaves the scales in bfloat16
-            super()._apply(fn, recurse)
-            self._keep_bfloat16("scales")
-            return self
 
         def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
             """The float weight this layer stands for (the product's reference)."""
@@ -189,6 +190,8 @@ def _layer_classes():
         ``layout`` "cpu" holds PyTorch's CPU kernel packing, "nibbles" two levels per byte (low nibble the
         even column) for any other device."""
 
+        bfloat16_buffers = ("scales_and_zeros",)
+
         def __init__(self, linear: nn.Linear, layout: str) -> None:
             nn.Module.__init__(self)
             self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -202,11 +205,6 @@ def _layer_classes():
             self.register_buffer("qweight", packed.to(device))
             self.register_buffer("scales_and_zeros", scales_and_zeros.to(device))
             self.bias = linear.bias
-
-        def _apply(self, fn, recurse: bool = True):  # model.to(dtype) leaves the scales in bfloat16
-            super()._apply(fn, recurse)
-            self._keep_bfloat16("scales_and_zeros")
-            return self
 
         def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
             """The float weight this layer stands for ("nibbles" layout only)."""
