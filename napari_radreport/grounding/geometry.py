@@ -14,6 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def box_corners(low, high) -> np.ndarray:
+    """(8, 3) every corner of the axis-aligned box from ``low`` to ``high`` (any 3-D coordinates)."""
+    ends = (np.asarray(low, float), np.asarray(high, float))
+    return np.array([[ends[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)])
+
+
 def affine_of(point_map, dims: int = 3) -> np.ndarray:
     """The (dims + 1)-square homogeneous matrix of an affine map of points, read off at dims + 1 points."""
     origin = np.asarray(point_map(np.zeros(dims)), float)
@@ -58,9 +64,7 @@ class StudyGrid:
         """The LPS box (min corner, max corner) of a mask, to its voxels' outer faces (half a voxel beyond
         the outermost centres: a one-voxel mask has the voxel's size)."""
         where = np.argwhere(mask)
-        ends = (where.min(axis=0) - 0.5, where.max(axis=0) + 0.5)
-        corners = np.array([[ends[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
-        points = self.to_lps(corners)
+        points = self.to_lps(box_corners(where.min(axis=0) - 0.5, where.max(axis=0) + 0.5))
         return points.min(axis=0), points.max(axis=0)
 
 

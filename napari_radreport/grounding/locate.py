@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_radreport.grounding.geometry import ModelGrid
+from napari_radreport.grounding.geometry import ModelGrid, box_corners
 from napari_radreport.grounding.location import Location
 
 SMOOTHING_VOXELS = 1.0  # Gaussian sigma on the model's grid before the peak is taken
@@ -102,9 +102,8 @@ def model_box_of_patient_box(low_lps, high_lps, grid: ModelGrid) -> tuple[np.nda
     """The first and last model voxel centres (continuous indices, (D, H, W)) a patient-space box covers:
     its eight corners through the study's and the model's grids; an axis thinner than one model voxel keeps
     the voxel nearest its middle. None when it lies outside the model's input."""
-    corners = np.array([[(low_lps, high_lps)[bit][axis] for axis, bit in enumerate(bits)]
-                        for bits in np.ndindex(2, 2, 2)], dtype=float)
-    model = np.array([grid.matrix @ grid.study.to_index(c) + grid.offset for c in corners])
+    model = np.array([grid.matrix @ grid.study.to_index(c) + grid.offset
+                      for c in box_corners(low_lps, high_lps)])
     lo, hi = model.min(axis=0), model.max(axis=0)
     first, last = np.ceil(lo - 1e-6), np.floor(hi + 1e-6)
     thin = first > last

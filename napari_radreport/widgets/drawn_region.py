@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_radreport.grounding.geometry import box_corners
 from napari_radreport.viewer import LOCATION_KEY
 from napari_radreport.widgets.location_layers import study_to_world
 
@@ -58,6 +59,5 @@ def drawn_box_lps(viewer, image_layer, study) -> tuple[np.ndarray, np.ndarray] |
         half_mm = 0.5 * min((high[1:] - low[1:]) * spacing[1:])
         reach = max(half_mm / spacing[0], 0.5)
         low[0], high[0] = low[0] - reach, high[0] + reach
-    corners = np.array([study.image.index_to_patient([(low, high)[b][axis] for axis, b in enumerate(bits)])
-                        for bits in np.ndindex(2, 2, 2)])
+    corners = np.array([study.image.index_to_patient(c) for c in box_corners(low, high)])
     return corners.min(axis=0), corners.max(axis=0)

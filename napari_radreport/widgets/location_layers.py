@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_radreport.grounding.geometry import affine_of
+from napari_radreport.grounding.geometry import affine_of, box_corners
 from napari_radreport.grounding.location import Location
 from napari_radreport.viewer import LOCATION_KEY
 
@@ -49,8 +49,7 @@ def go_to(viewer, layer, study, peak_lps_mm) -> None:
 def box_rectangles(study, box_lps_mm) -> list[np.ndarray]:
     """The box as one rectangle per axial slice it spans, in the study's array index (slice, row, column)."""
     low, high = (np.asarray(c, float) for c in box_lps_mm)
-    corners = np.array([[(low, high)[b][a] for a, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)])
-    index = np.stack([study.image.patient_to_index(c) for c in corners])
+    index = np.stack([study.image.patient_to_index(c) for c in box_corners(low, high)])
     first, last = index.min(axis=0), index.max(axis=0)
     slices = range(max(int(np.ceil(first[0] - 1e-6)), 0),
                    min(int(np.floor(last[0] + 1e-6)), study.array.shape[0] - 1) + 1)

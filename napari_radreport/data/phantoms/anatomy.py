@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_radreport.grounding.geometry import box_corners
+
 SHAPE = (40, 80, 80)  # voxels (z, y, x)
 SPACING = (6.0, 4.2, 4.2)  # mm -> 240 x 336 x 336 mm
 HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "lung": -860.0, "emphysema": -950.0, "blood": 150.0,
@@ -234,10 +236,7 @@ def label_boxes(labels: np.ndarray) -> dict[str, list[list[float]]]:
         where = np.argwhere(labels == value)
         if len(where) == 0:
             continue
-        low, high = where.min(axis=0) - 0.5, where.max(axis=0) + 0.5
-        corners = np.array([[(low, high)[bit][axis] for axis, bit in enumerate(bits)]
-                            for bits in np.ndindex(2, 2, 2)])
-        points = index_to_patient(corners)
+        points = index_to_patient(box_corners(where.min(axis=0) - 0.5, where.max(axis=0) + 0.5))
         boxes[name] = [[float(v) for v in points.min(axis=0)], [float(v) for v in points.max(axis=0)]]
     return boxes
 
