@@ -96,10 +96,10 @@ def check_mask_orientation(records: Iterable, limit: int = 20) -> MaskCheck:
             current = tuple(spec.get("flip_axes", ()))
             values.setdefault(current, [])  # an unusual flip the manifest has is weighed too
         study = read_record_study(record)
-        for flips in values:
-            channel = channel_reader(record, study, record.mask_path(), flips)
-            for sentence in dense:
-                values[flips].append(study.array[channel(sentence["channel"])])
+        channel = channel_reader(record, study, record.mask_path())
+        for sentence in dense:
+            for flips, under in values.items():
+                under.append(study.array[channel(sentence["channel"], flips)])
         read += 1
         masks += len(dense)
         if read >= limit:

@@ -90,9 +90,12 @@ def _label_map(record, study, path) -> np.ndarray:
     return np.rint(labels.array).astype(np.int64)
 
 
-def channel_reader(record, study, path, flips: tuple[int, ...] | None = None):
-    """A function giving channel ``c`` of a channels-layout mask as bool on the study's grid; ``flips``: the
-    stored axes to flip (None: the record's ``flip_axes``)."""
+def channel_reader(record, study, path):
+    """A function giving channel ``c`` of a channels-layout mask as bool on the study's grid, its stored axes
+    ``flips`` flipped first (None: the record's ``flip_axes``); the channel last read is kept, so reading it
+    again under another flip reads no file."""
+    from functools import lru_cache
+
     import nibabel
 
     from napari_radreport.io.geometry import Reorientation, reorient
@@ -106,12 +109,17 @@ def channel_reader(record, study, path, flips: tuple[int, ...] | None = None):
     if len(proxy.shape) != 4 or tuple(proxy.shape[1:]) != stored:
         raise ValueError(f"record {record.id}: mask {path} has shape {tuple(proxy.shape)}, expected "
                          f"(findings, {', '.join(map(str, stored))}) like its volume")
-    flips = tuple(record.masks.get("flip_axes", ())) if flips is None else tuple(flips)
+    own_flips = tuple(record.masks.get("flip_axes", ()))
 
-    def channel(index: int) -> np.ndarray:
+    @lru_cache(maxsize=1)
+    def stored_channel(index: int) -> np.ndarray:
         if not 0 <= index < proxy.shape[0]:
             raise ValueError(f"record {record.id}: mask {path} has no channel {index}")
-        data = np.asarray(proxy[index]) != 0
+        return np.asarray(proxy[index]) != 0
+
+    def channel(index: int, flips: tuple[int, ...] | None = None) -> np.ndarray:
+        data = stored_channel(index)
+        flips = own_flips if flips is None else tuple(flips)
         if flips:
             data = np.flip(data, axis=flips)
         return np.ascontiguousarray(reorient(data, (1.0, 1.0, 1.0), np.zeros(3), np.eye(3), plan)[0])
