@@ -192,19 +192,6 @@ def test_a_chat_answer_and_a_diagnosis_label_are_grounded(demo_engine, tmp_path)
     assert row.finding == "nodule" and np.linalg.norm(np.asarray(row.location.peak_lps_mm) - centre) < 15.0
 
 
-def test_a_radiograph_model_says_it_cannot_ground(tiny_xray_model, shared_data):
-    from napari_radreport import load_study
-    from napari_radreport.engine import Engine
-
-    engine = Engine()
-    engine.allow_out_of_scope = True
-    engine.load(tiny_xray_model)
-    study = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
-    with pytest.raises(ValueError, match="radiographs are not located yet"):
-        engine.ground_answer(study, "Is the heart enlarged?", "The heart is enlarged.")
-    engine.shutdown()
-
-
 # -- exports ---------------------------------------------------------------------------------------------
 def test_the_json_export_carries_each_sentence_and_an_edited_one_loses_its_location(tmp_path):
     import json

@@ -3,7 +3,8 @@
 For a prompt (image + question) followed by an answer, one forward pass from the pixels (not the cached
 features) and one backward pass per sentence give d log P(sentence tokens | everything before) / d pixels.
 ``gradient_x_input`` keeps the part of gradient x input that speaks for the sentence (positive), which is
-zero where the input is zero (air in a [0, 1] window); ``saliency`` keeps the gradient's magnitude. Either
+zero where the input is black (air in a [0, 1] window; ``baseline`` gives black where it is not 0, as in a
+CLIP-normalised radiograph); ``saliency`` keeps the gradient's magnitude. Either
 goes through every part of the model (language model, perceiver, encoder) whatever their kind, so it works
 for any model whose pixels come from our processor.
 """
@@ -25,14 +26,18 @@ def sentence_token_groups(offsets: list[tuple[int, int]], spans: list[tuple[int,
 
 
 def attribute(model, pixels: torch.Tensor, ids: list[int], groups: list[list[int]],
-              method: str = "gradient_x_input") -> list[np.ndarray]:
-    """One heatmap per group of token positions, on the model's input grid (pixels' spatial shape, channels
-    summed), not normalised. A group's objective is the sum of its tokens' log-probabilities."""
+              method: str = "gradient_x_input", baseline: torch.Tensor | float = 0.0) -> list[np.ndarray]:
+    """One heatmap per group of token positions, on the model's input grid, channels summed, not
+    normalised: a volume's (D, H, W) for pixels (1, C, D, H, W), every image's (N, H, W) for (N, C, H, W).
+    A group's objective is the sum of its tokens' log-probabilities; gradient x input measures each pixel
+    from ``baseline`` (black)."""
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     pixels = pixels.detach().to(device=device, dtype=dtype).requires_grad_(True)
+    offset = (pixels.detach() - torch.as_tensor(baseline, dtype=dtype).to(device))
+    volume = pixels.dim() == 5
     input_ids = torch.as_tensor(ids, device=device).reshape(1, -1)
     maps: list[np.ndarray] = []
     with torch.enable_grad():
@@ -41,13 +46,13 @@ def attribute(model, pixels: torch.Tensor, ids: list[int], groups: list[list[int
         token_logprobs = logprobs.gather(-1, input_ids[0, 1:, None])[:, 0]  # [t - 1]: log P(ids[t])
         for n, group in enumerate(groups):
             if not group:
-                maps.append(np.zeros(pixels.shape[2:], dtype=np.float32))
+                maps.append(np.zeros(pixels.shape[2:] if volume else pixels[:, 0].shape, dtype=np.float32))
                 continue
             objective = token_logprobs[torch.as_tensor(group, device=device) - 1].sum()
             (gradient,) = torch.autograd.grad(objective, pixels, retain_graph=n < len(groups) - 1)
             if method == "gradient_x_input":
-                heat = (gradient * pixels.detach()).sum(1)[0].clamp_min(0)
+                heat = (gradient * offset).sum(1).clamp_min(0)
             else:
-                heat = gradient.abs().sum(1)[0]
-            maps.append(heat.float().cpu().numpy())
+                heat = gradient.abs().sum(1)
+            maps.append((heat[0] if volume else heat).float().cpu().numpy())
     return maps

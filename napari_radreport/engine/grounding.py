@@ -31,9 +31,10 @@ from napari_radreport.grounding.locate import (
     model_box_mask,
 )
 from napari_radreport.grounding.location import GroundedSentence
+from napari_radreport.grounding.radiographs import location_from_radiograph_heatmap
 from napari_radreport.grounding.sentences import report_sentences
 from napari_radreport.grounding.support import grounding_refusal
-from napari_radreport.modeling.processor import model_grid
+from napari_radreport.modeling.processor import model_grid, radiograph_black, radiograph_grids
 
 REPORT_SECTIONS = ("findings", "impression")
 CACHED = 8  # heatmap sets kept (each a few model grids of float32)
@@ -116,6 +117,9 @@ class Grounder:
         ids = list(prompt) + list(encoded["input_ids"])
         groups = sentence_token_groups([tuple(o) for o in encoded["offset_mapping"]], spans, len(prompt))
         pixels = runner.family.pixel_values(study)
+        if not study.is_volume and self.method not in METHODS:
+            raise GroundingError(f"{self.method} locates findings in CT volumes; on radiographs use "
+                                 f"{' or '.join(METHODS)}")
         if self.method == SEGMENT:
             maps = self._segmentations(study, pixels, [answer[a:b] for a, b in spans])
         elif self.method == BOX:
@@ -123,7 +127,8 @@ class Grounder:
         elif self.method == HEAD:
             maps = head_probabilities(runner.model, pixels, ids, groups)
         else:
-            maps = attribute(runner.model, pixels, ids, groups, self.method)
+            black = 0.0 if study.is_volume else radiograph_black()
+            maps = attribute(runner.model, pixels, ids, groups, self.method, black)
         self._cache[key] = maps
         while len(self._cache) > CACHED:
             self._cache.popitem(last=False)
@@ -183,7 +188,7 @@ class Grounder:
                       unit="sentences")
         maps = self.heatmaps(study, question, text[start:end],
                              [(s.start - start, s.end - start) for s in targets], history)
-        grid = model_grid(study, self.runner.family.preprocess)
+        grid = study_grid(study, self.runner.family.preprocess)
         trained = self._head_findings()
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
             if trained is not None and sentence.finding not in trained:
@@ -196,11 +201,19 @@ class Grounder:
                 sentence.location = location_from_model_mask(inside, grid, self.method_name, heatmap=heat,
                                                               peak=interior_peak(heat, inside))
                 sentence.why_none = "" if sentence.location else NOTHING_ABOVE
+            elif not study.is_volume:
+                sentence.location = location_from_radiograph_heatmap(heat, grid, self.method_name)
+                sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             else:
                 sentence.location = location_from_heatmap(heat, grid, self.method_name)
                 sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             stage.advance(n)
         stage.finish()
+
+
+def study_grid(study, spec):
+    """A volume's ``ModelGrid``, or a radiograph set's ``ViewGrid`` per radiograph."""
+    return model_grid(study, spec) if study.is_volume else radiograph_grids(study, spec)
 
 
 def finding_phrase(sentence: str) -> str:
@@ -259,7 +272,7 @@ def ground_answer(grounder: Grounder, study, question: str, answer: str, history
     """Every sentence of a chat answer; those stating a finding located."""
     check_groundable(grounder.runner, study)
     sentences = report_sentences(answer, section="answer")
-    if writes_boxes(grounder.runner):
+    if study.is_volume and writes_boxes(grounder.runner):
         locate_written_boxes(sentences, answer, model_grid(study, grounder.runner.family.preprocess))
     if sentences:
         grounder.locate(study, sentences, question, answer, history, on_event)

@@ -158,21 +158,33 @@ def _unit_range(image) -> torch.Tensor:
     return ((data - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
 
 
+def _side_by_side_widths(shapes: list[tuple[int, int]]) -> tuple[int, list[int]]:
+    """The common height (the tallest image's) and each image's width once scaled to it."""
+    height = max(h for h, _ in shapes)
+    return height, [max(1, round(w * height / h)) for h, w in shapes]
+
+
 def _side_by_side(images: list[torch.Tensor]) -> torch.Tensor:
     """Images scaled to a common height (the tallest) and joined left to right, as the
     RRG24 seed stitched them."""
-    height = max(im.shape[0] for im in images)
-    scaled = [F.interpolate(im[None, None], size=(height, max(1, round(im.shape[1] * height / im.shape[0]))),
-                            mode="bilinear", align_corners=False)[0, 0] for im in images]
+    height, widths = _side_by_side_widths([tuple(im.shape) for im in images])
+    scaled = [F.interpolate(im[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+              for im, width in zip(images, widths)]
     return torch.cat(scaled, dim=1)
+
+
+def _square_padding(h: int, w: int) -> tuple[int, int, int]:
+    """The square's side and the rows and columns padded before the image, to centre it."""
+    n = max(h, w)
+    return n, (n - h) // 2, (n - w) // 2
 
 
 def _square(image: torch.Tensor, side: int) -> torch.Tensor:
     """Pad to a square (centred, black) then resize: keeps the aspect ratio."""
     h, w = image.shape
-    n = max(h, w)
+    n, top, left = _square_padding(h, w)
     padded = torch.zeros(n, n)
-    padded[(n - h) // 2:(n - h) // 2 + h, (n - w) // 2:(n - w) // 2 + w] = image
+    padded[top:top + h, left:left + w] = image
     return F.interpolate(padded[None, None], size=(side, side), mode="bilinear", align_corners=False,
                          antialias=True)[0, 0]
 
@@ -199,6 +211,48 @@ def radiographs_to_pixels(study, spec: Preprocess) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return ((pixels - mean) / std).contiguous()
+
+
+def radiograph_black() -> torch.Tensor:
+    """(1, 3, 1, 1): the value a black pixel has in ``radiographs_to_pixels`` (0 once CLIP-normalised), what
+    attribution measures a pixel's input against."""
+    return (-torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)).view(1, 3, 1, 1)
+
+
+def radiograph_pixel_index(study, spec: Preprocess, image: int, position) -> tuple[int, np.ndarray]:
+    """Where a (row, column) position of radiograph ``image`` lands in ``radiographs_to_pixels(study, spec)``:
+    which of its images and the continuous (row, column) there. Follows the same steps: side by side at the
+    tallest height (``align_corners=False``: output o covers input (o + 0.5) * in / out - 0.5), padding to a
+    centred square, resizing to the target side."""
+    shapes = [tuple(int(n) for n in im.array.shape[-2:]) for im in study.images]
+    index = np.asarray(position, float)
+    if spec.stitch == "horizontal":
+        height, widths = _side_by_side_widths(shapes)
+        h, w = shapes[image]
+        index = (index + 0.5) * np.array([height / h, widths[image] / w]) - 0.5
+        index, shape, which = index + np.array([0.0, sum(widths[:image])]), (height, sum(widths)), 0
+    else:
+        shape, which = shapes[image], image
+    n, top, left = _square_padding(*shape)
+    side = int(spec.target_shape[-1])
+    return which, (index + np.array([top, left]) + 0.5) * side / n - 0.5
+
+
+def radiograph_grids(study, spec: Preprocess) -> list:
+    """One ``grounding.radiographs.ViewGrid`` per radiograph of ``study``: its pixels' place in
+    ``radiographs_to_pixels(study, spec)``, ``radiograph_pixel_index`` read off at three points."""
+    from napari_radreport.grounding.geometry import affine_of
+    from napari_radreport.grounding.radiographs import ViewGrid
+
+    side = int(spec.target_shape[-1])
+    grids = []
+    for n, image in enumerate(study.images):
+        which = radiograph_pixel_index(study, spec, n, (0.0, 0.0))[0]
+        affine = affine_of(lambda rc, n=n: radiograph_pixel_index(study, spec, n, rc)[1], dims=2)
+        spacing = None if None in image.spacing else tuple(float(v) for v in image.spacing[-2:])
+        grids.append(ViewGrid(n, tuple(int(v) for v in image.array.shape[-2:]), which, (side, side),
+                              affine[:2, :2], affine[:2, 2], spacing))
+    return grids
 
 
 def own_pixels(image) -> np.ndarray:

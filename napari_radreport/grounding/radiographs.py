@@ -1,0 +1,93 @@
+"""Grounding on radiographs: where the model's input pixels come from in each radiograph, and a heatmap on
+that input as a location in one radiograph's pixels.
+
+A radiograph has no patient space (no position of its pixels in LPS), so its locations are in the pixels of
+the radiograph they fall on: which image of the set, the peak's (row, column) and the box's first and last
+rows and columns. ``ViewGrid`` is the affine map from one radiograph's pixel index to the model's input
+(``processor.radiograph_grids`` reads it off the processor's own steps); it has the methods of
+``geometry.ModelGrid`` that a ``Location`` and the viewer use, in two dimensions. Numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_radreport.grounding.location import Location
+
+SMOOTHING_PIXELS = 1.0  # Gaussian sigma on the model's input before the peak is taken
+REGION_FRACTION = 0.5  # the region: pixels connected to the peak at or above this fraction of it
+
+
+@dataclass(frozen=True)
+class ViewGrid:
+    """``model_rc = matrix @ view_rc + offset``: radiograph ``image_index``'s pixels on model image
+    ``model_image`` of ``model_shape`` (rows, columns)."""
+
+    image_index: int
+    view_shape: tuple[int, int]
+    model_image: int
+    model_shape: tuple[int, int]
+    matrix: np.ndarray
+    offset: np.ndarray
+    spacing_mm: tuple[float, float] | None = None  # the radiograph's pixel spacing (row, column) when known
+
+    @property
+    def study_shape(self) -> tuple[int, int]:
+        return self.view_shape
+
+    def study_index(self, model_index) -> np.ndarray:
+        """The radiograph's continuous (row, column) of a model pixel index."""
+        return np.linalg.solve(self.matrix, np.asarray(model_index, float) - self.offset)
+
+    def field_of_view(self) -> np.ndarray:
+        """Bool on the model image: the pixels whose centre lies on this radiograph."""
+        rows, columns = np.meshgrid(*(np.arange(n, dtype=float) for n in self.model_shape), indexing="ij")
+        view = np.linalg.solve(self.matrix, np.stack([rows.ravel(), columns.ravel()]) - self.offset[:, None])
+        limits = np.asarray(self.view_shape, float)[:, None] - 0.5
+        return np.all((view >= -0.5) & (view <= limits), axis=0).reshape(self.model_shape)
+
+    def to_study(self, image: np.ndarray, *, order: int = 1) -> np.ndarray:
+        """A map on the model image sampled at every pixel of the radiograph."""
+        from scipy.ndimage import affine_transform
+
+        return affine_transform(np.asarray(image, dtype=np.float32), self.matrix, self.offset,
+                                output_shape=self.view_shape, order=order, mode="constant", cval=0.0)
+
+    def pixel_box(self, mask: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The first and last (row, column) of a mask on the radiograph (pixel centres, inclusive)."""
+        where = np.argwhere(mask)
+        return (tuple(float(v) for v in where.min(axis=0)), tuple(float(v) for v in where.max(axis=0)))
+
+
+def location_from_radiograph_heatmap(heat: np.ndarray, grids: list[ViewGrid], method: str,
+                                     smoothing: float = SMOOTHING_PIXELS) -> Location | None:
+    """The peak, region and box of a raw heatmap on the model's input (images, rows, columns) in the
+    radiograph the peak falls on; None when the heatmap is zero on every radiograph."""
+    from scipy.ndimage import gaussian_filter, label
+
+    heat = np.asarray(heat, dtype=np.float32)
+    if smoothing:
+        heat = gaussian_filter(heat, (0, smoothing, smoothing))
+    seen = np.zeros(heat.shape, dtype=bool)
+    for grid in grids:
+        seen[grid.model_image] |= grid.field_of_view()
+    heat = np.where(seen, heat, 0.0).astype(np.float32)
+    top = float(heat.max())
+    if not np.isfinite(top) or top <= 0:
+        return None
+    heat /= top
+    which, row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    grid = next(g for g in grids if g.model_image == which and g.field_of_view()[row, column])
+    footprint = grid.field_of_view()
+    labels, _ = label((heat[which] >= REGION_FRACTION) & footprint)
+    region = labels == labels[row, column]
+    peak = grid.study_index((row, column))
+    view_mask = grid.to_study(region.astype(np.float32)) >= 0.5
+    if not view_mask.any():  # smaller than a radiograph pixel: the pixel under the peak
+        view_mask = np.zeros(grid.view_shape, dtype=bool)
+        view_mask[tuple(np.clip(np.round(peak).astype(int), 0, np.asarray(grid.view_shape) - 1))] = True
+    return Location(method, None, None, tuple(float(v) for v in peak), grid, region,
+                    np.where(footprint, heat[which], 0.0), image_index=grid.image_index,
+                    box_pixel=grid.pixel_box(view_mask))

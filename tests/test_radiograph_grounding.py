@@ -1,0 +1,152 @@
+"""Grounding on radiographs: each radiograph's place in the model's input against the processor's own
+pixels, a heatmap peak back in the pixels it came from, and the engine locating an answer's sentence on the
+radiograph whose pixels it depends on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_erosion
+
+from napari_radreport.grounding.location import Location
+from napari_radreport.grounding.radiographs import location_from_radiograph_heatmap
+from napari_radreport.io.study import ImageData, Study
+from napari_radreport.modeling.processor import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Preprocess,
+    radiograph_grids,
+    radiographs_to_pixels,
+)
+
+SHAPES = [(60, 44), (36, 50), (48, 20)]  # three radiographs of different sizes and aspect ratios
+
+
+def _ramp_set(axis: int, shapes=SHAPES) -> Study:
+    """Radiographs whose every pixel holds its own row (axis 0) or column (axis 1) index, shown through a
+    window wide enough that the processor's intensity step is linear."""
+    images = []
+    for n, shape in enumerate(shapes):
+        ramp = np.indices(shape)[axis].astype(np.float32)
+        images.append(ImageData(array=ramp, spacing=(0.2, 0.2), modality="DX", label=f"view{n}",
+                                file_window=(100.0, 400.0)))
+    return Study(kind="xray_set", images=images)
+
+
+@pytest.mark.parametrize("stitch", ["horizontal", "separate"])
+def test_each_radiographs_grid_is_where_the_processor_puts_its_pixels(stitch):
+    spec = Preprocess(target_shape=(3, 64, 64), intensity="clip_normalize", stitch=stitch)
+    recovered = []
+    for axis in (0, 1):
+        pixels = radiographs_to_pixels(_ramp_set(axis), spec)[:, 0].numpy()
+        recovered.append((pixels * CLIP_STD[0] + CLIP_MEAN[0]) * 400.0 - 100.0)  # back to the ramp's value
+    grids = radiograph_grids(_ramp_set(0), spec)
+    assert [g.model_image for g in grids] == ([0, 0, 0] if stitch == "horizontal" else [0, 1, 2])
+    checked = 0
+    for grid in grids:
+        inside = grid.field_of_view()
+        # away from the edges, where the resampling mixes in padding or the next radiograph
+        interior = binary_erosion(inside, iterations=2)
+        for row, column in np.argwhere(interior):
+            expected = grid.study_index((row, column))
+            got = [recovered[axis][grid.model_image, row, column] for axis in (0, 1)]
+            np.testing.assert_allclose(got, expected, atol=0.05)
+            checked += 1
+        assert inside.sum() > 0
+    assert checked > 300
+
+
+def test_a_heatmap_peak_lands_in_the_radiograph_and_pixel_it_came_from():
+    spec = Preprocess(target_shape=(3, 64, 64), intensity="clip_normalize", stitch="horizontal")
+    study = _ramp_set(0)
+    grids = radiograph_grids(study, spec)
+    target = (30.0, 7.0)  # row, column of the third radiograph
+    at = np.round(grids[2].matrix @ np.asarray(target) + grids[2].offset).astype(int)
+    heat = np.zeros((1, 64, 64), np.float32)
+    heat[0, at[0], at[1]] = 3.0
+    location = location_from_radiograph_heatmap(heat, grids, "test")
+    assert location.on_radiograph and location.image_index == 2
+    assert np.linalg.norm(np.asarray(location.peak_index) - target) < 1.5  # within a model pixel (~1.3 px)
+    (r0, c0), (r1, c1) = location.box_pixel
+    assert r0 <= location.peak_index[0] <= r1 and c0 <= location.peak_index[1] <= c1
+    assert location.mask.shape == SHAPES[2] and location.mask.any()
+    assert location.heatmap.shape == SHAPES[2]
+    # outside every radiograph (the square's padding) there is nothing to point at
+    padding = ~np.logical_or.reduce([g.field_of_view() for g in grids])
+    assert padding.any()
+    heat = np.where(padding, 1.0, 0.0)[None].astype(np.float32)
+    assert location_from_radiograph_heatmap(heat, grids, "test", smoothing=0) is None
+
+
+def test_a_radiograph_location_goes_to_json_and_back():
+    location = Location("attribution:gradient_x_input", None, None, (12.25, 40.5), image_index=1,
+                        box_pixel=((3.0, 30.0), (20.0, 51.0)))
+    data = location.as_dict()
+    assert data == {"method": "attribution:gradient_x_input", "image_index": 1, "peak_pixel_rc": [12.2, 40.5],
+                    "box_pixel_rc": [[3.0, 30.0], [20.0, 51.0]]}
+    back = Location.from_dict(data)
+    assert back.on_radiograph and back.image_index == 1 and back.box_pixel == ((3.0, 30.0), (20.0, 51.0))
+    assert back.peak_lps_mm is None
+
+
+# -- the engine, on a tiny radiograph model ---------------------------------------------------------------
+def _dark_pair_with_a_patch() -> tuple[Study, tuple[slice, slice]]:
+    """Two radiographs: the first black, the second black but for one bright patch (the only pixels that
+    differ from black, so the only ones gradient x input can credit)."""
+    first = np.zeros((60, 40), np.float32)
+    second = np.zeros((50, 44), np.float32)
+    patch = (slice(12, 24), slice(26, 38))
+    second[patch] = 100.0
+    images = [ImageData(array=a, spacing=(0.2, 0.2), modality="DX", label=f"view{n}",
+                        file_window=(50.0, 100.0)) for n, a in enumerate((first, second))]
+    return Study(kind="xray_set", images=images), patch
+
+
+@pytest.fixture(scope="module")
+def xray_engine(tiny_xray_model):
+    from napari_radreport.engine import Engine
+
+    engine = Engine()
+    engine.allow_out_of_scope = True
+    engine.load(tiny_xray_model)
+    yield engine
+    engine.shutdown()
+
+
+def test_an_answer_is_located_on_the_radiograph_and_the_pixels_it_depends_on(xray_engine):
+    study, (rows, columns) = _dark_pair_with_a_patch()
+    sentences = xray_engine.ground_answer(study, "Is there an effusion?", "There is a left pleural effusion.")
+    (sentence,) = sentences
+    where = sentence.location
+    assert sentence.finding == "pleural effusion" and where is not None and where.on_radiograph
+    assert where.image_index == 1 and where.method == "attribution:gradient_x_input"
+    margin = 2 * 50 / 32 * 2  # two model pixels of smoothing, in the radiograph's pixels
+    row, column = where.peak_index
+    assert rows.start - margin <= row <= rows.stop - 1 + margin
+    assert columns.start - margin <= column <= columns.stop - 1 + margin
+    (r0, c0), (r1, c1) = where.box_pixel
+    assert r0 < rows.stop and r1 >= rows.start and c0 < columns.stop and c1 >= columns.start
+    assert sentence.as_dict()["location"]["image_index"] == 1
+
+
+def test_a_radiograph_model_grounds_with_attribution_only(xray_engine):
+    study, _ = _dark_pair_with_a_patch()
+    with pytest.raises(ValueError, match="no grounding head"):
+        xray_engine.ground_answer(study, "Is there an effusion?", "There is an effusion.", method="head")
+    black = Study(kind="xray_set", images=[ImageData(array=np.zeros((40, 40), np.float32), spacing=(0.2, 0.2),
+                                                     modality="DX", file_window=(50.0, 100.0))])
+    (sentence,) = xray_engine.ground_answer(black, "Is there an effusion?", "There is an effusion.")
+    assert sentence.location is None and "does not depend on the image" in sentence.why_none
+
+
+def test_a_sentence_about_a_real_radiograph_is_located_in_its_pixels(xray_engine, shared_data):
+    from napari_radreport import load_study
+
+    study = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
+    (sentence,) = xray_engine.ground_answer(study, "Is the heart enlarged?", "The heart is enlarged.")
+    where = sentence.location
+    assert sentence.finding == "cardiomegaly" and where is not None and where.image_index == 0
+    height, width = study.images[0].array.shape
+    (r0, c0), (r1, c1) = where.box_pixel
+    assert 0 <= r0 <= where.peak_index[0] <= r1 < height and 0 <= c0 <= where.peak_index[1] <= c1 < width
+    assert where.heatmap.shape == (height, width)
