@@ -6,8 +6,9 @@ head asked to segment each sentence's finding; ``head``, the model's trained gro
 (``modeling/grounding_head.py``); both give a probability per voxel, the mask is where it reaches
 ``HEAD_THRESHOLD``. ``m3d-box``: a model that writes M3D-LaMed's boxes is asked where each finding is and
 its box is the mask. Else ``gradient_x_input`` (or ``saliency``), attribution through the whole model
-(``attribution.py``), for any model of this project's processor. A box the model writes in a chat answer
-locates its sentence whatever the method (``ground_answer``).
+(``attribution.py``), for any model of this project's processor, on a volume or on a set of radiographs
+(where a location is in the pixels of the radiograph it falls on: ``grounding/radiographs.py``). A box the
+model writes in a chat answer locates its sentence whatever the method (``ground_answer``).
 
 Runs after generation, never during it; each heatmap set is cached per (study, method, question, answer), so
 clicking through a draft or exporting it twice costs one pass.
