@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from napari_radreport.grounding.location import Location
+from napari_radreport.grounding.location import Location, peak_words
 from napari_radreport.grounding.radiographs import location_from_radiograph_heatmap
 from napari_radreport.io.study import ImageData, Study
 from napari_radreport.modeling.processor import (
@@ -87,6 +87,7 @@ def test_a_radiograph_location_goes_to_json_and_back():
     back = Location.from_dict(data)
     assert back.on_radiograph and back.image_index == 1 and back.box_pixel == ((3.0, 30.0), (20.0, 51.0))
     assert back.peak_lps_mm is None
+    assert peak_words(data) == "row 12, column 40 of radiograph 2"
 
 
 # -- the engine, on a tiny radiograph model ---------------------------------------------------------------
@@ -150,3 +151,43 @@ def test_a_sentence_about_a_real_radiograph_is_located_in_its_pixels(xray_engine
     (r0, c0), (r1, c1) = where.box_pixel
     assert 0 <= r0 <= where.peak_index[0] <= r1 < height and 0 <= c0 <= where.peak_index[1] <= c1 < width
     assert where.heatmap.shape == (height, width)
+
+
+def test_the_sr_carries_a_radiograph_location_as_scoord_on_its_instance(shared_data, tmp_path):
+    import pydicom
+
+    from napari_radreport import load_study
+    from napari_radreport.export import ReportRecord, StudyReference, export_report
+
+    source = shared_data / "xray" / "wg04_rg1_chest_cr_monochrome1.dcm"
+    study = load_study(source)
+    height, width = study.images[0].array.shape
+    sentence = "Small right pleural effusion."
+    location = {"method": "test", "image_index": 0, "peak_pixel_rc": [height - 40.0, 30.0],
+                "box_pixel_rc": [[height - 60.0, 10.0], [height - 21.0, 55.0]]}
+    text = f"Findings:\n{sentence} Heart size is normal.\n\nImpression:\nSmall right pleural effusion."
+    record = ReportRecord(final_text=text, ai_draft=text, study=StudyReference.from_study(study),
+                          grounding=[{"section": "findings", "text": sentence, "finding": "pleural effusion",
+                                      "location": location}])
+    ds = pydicom.dcmread(export_report(record, tmp_path / "report.dcm"))
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR: SCOORD needs no 3D IOD
+    header = pydicom.dcmread(source, stop_before_pixels=True)
+    findings = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Findings")
+    (located,) = [i for i in findings.ContentSequence if i.ValueType == "TEXT" and i.TextValue == sentence]
+    coordinates = {i.GraphicType: np.asarray(i.GraphicData, float).reshape(-1, 2)
+                   for i in located.ContentSequence}
+    for item in located.ContentSequence:
+        assert item.ValueType == "SCOORD" and item.RelationshipType == "INFERRED FROM"
+        (image,) = item.ContentSequence
+        assert image.ValueType == "IMAGE" and image.RelationshipType == "SELECTED FROM"
+        reference = image.ReferencedSOPSequence[0]
+        assert reference.ReferencedSOPInstanceUID == header.SOPInstanceUID
+        assert reference.ReferencedSOPClassUID == header.SOPClassUID
+    np.testing.assert_allclose(coordinates["POINT"], [[30.5, height - 39.5]])  # (column, row), pixel centre
+    outline = coordinates["POLYLINE"]
+    assert outline[0].tolist() == outline[-1].tolist()  # closed
+    np.testing.assert_allclose(outline.min(axis=0), [10.0, height - 60.0])
+    np.testing.assert_allclose(outline.max(axis=0), [56.0, height - 20.0])
+    # a picture (PNG) has no instance to point at: its locations stay in the JSON
+    png = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
+    assert StudyReference.from_study(png).radiograph_files == [""]

@@ -137,13 +137,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _grounding(engine, study, result) -> list[dict[str, Any]]:
     """Each sentence of the report with its location (``--ground``), one line per stated finding on stderr."""
+    from napari_radreport.grounding.location import peak_words
+
     sentences = engine.ground(study, result.text, questions=result.questions)
     if result.scope is not None and not result.scope.in_scope:
         print("radreport: the study is outside the model's scope: these locations are as meaningless as the "
               "draft", file=sys.stderr)
     for s in (s for s in sentences if s.finding):
-        where = (f"peak at LPS ({', '.join(f'{v:.1f}' for v in s.location.peak_lps_mm)}) mm"
-                 if s.location else f"no location ({s.why_none})")
+        where = f"peak at {peak_words(s.location.as_dict())}" if s.location else f"no location ({s.why_none})"
         print(f"radreport: {s.section}: {s.text!r}: {where}", file=sys.stderr)
     return [s.as_dict() for s in sentences]
 

@@ -218,6 +218,9 @@ def iter_grounding_cases(engine, records: Sequence[ManifestRecord], *,
         raise ValueError(f"text must be one of {', '.join(GROUNDING_TEXTS)}, got {text!r}")
     for record in records:
         study = read_record_study(record)
+        if not study.is_volume:
+            raise GroundingUnavailable(f"{record.id}: the grounding evaluation scores locations in a "
+                                       "volume's patient space; radiograph locations are not scored yet")
         truth = truth_from_record(record, study)
         options: dict = {}
         if text == "generated":

@@ -13,10 +13,13 @@ COMPLETE report signed off by name (the standard allows VERIFIED only with COMPL
 (a named sign-off of a PARTIAL report is still in the status comment). Preliminary Flag: PRELIMINARY.
 The SR holds no file paths: the source files are read for their UIDs, which the evidence references.
 Sentences located in the image (``ReportRecord.sentences``, grounding/) follow their section's text as Finding
-items, each with two 3-D spatial coordinates (SCOORD3D, "Image Region", INFERRED FROM) in the source's Frame
-of Reference: the peak as a POINT and the box as a MULTIPOINT of its two corners (LPS mm); the SR is then a
-Comprehensive 3D SR. A study without a Frame of Reference UID (NIfTI, PNG) keeps its locations in the JSON
-export only.
+items. In a volume, each has two 3-D spatial coordinates (SCOORD3D, "Image Region", INFERRED FROM) in the
+source's Frame of Reference: the peak as a POINT and the box as a MULTIPOINT of its two corners (LPS mm); the
+SR is then a Comprehensive 3D SR. On a DICOM radiograph, each has two image coordinates (SCOORD, "Image
+Region", INFERRED FROM), each SELECTED FROM that radiograph's instance ("Source image"): the peak as a POINT
+and the box as a closed POLYLINE around its pixels (column, row; the top left corner of the image is 0, 0).
+A volume without a Frame of Reference UID (NIfTI) or a picture (PNG) keeps its locations in the JSON export
+only.
 A report about the images of more than one patient (a study opened with ``allow_mixed_patients``, or source
 files whose PatientID, PatientName or PatientBirthDate differ) gets no SR: an SR joins one patient's record,
 and any identity it carried would be put on the other patients' images (``one_patient``).
@@ -176,9 +179,57 @@ def _located(sentence: dict[str, Any], frame_of_reference: str) -> Any:
     return item
 
 
-def _content(record: ReportRecord, frame_of_reference: str = "") -> Any:
+def _on_radiograph(sentence: dict[str, Any], source: Any) -> Any:
+    """A sentence located on a radiograph as a Finding text item with its peak and box as SCOORD children,
+    each selected from the radiograph's instance (``source``: its header)."""
+    import numpy as np
+    from highdicom.sr import ContentSequence, ImageContentItem, ScoordContentItem, TextContentItem
+    from pydicom.sr.codedict import codes
+
+    where = sentence["location"]
+    row, column = where["peak_pixel_rc"]
+    (r0, c0), (r1, c1) = where["box_pixel_rc"]
+    outline = [(c0, r0), (c1 + 1, r0), (c1 + 1, r1 + 1), (c0, r1 + 1), (c0, r0)]  # around the pixels
+    item = TextContentItem(name=codes.DCM.Finding, value=sentence["text"], relationship_type="CONTAINS")
+    coordinates = []
+    for kind, points in (("POINT", [(column + 0.5, row + 0.5)]), ("POLYLINE", outline)):
+        coordinate = ScoordContentItem(name=codes.DCM.ImageRegion, graphic_type=kind,
+                                       graphic_data=np.array(points, float),
+                                       relationship_type="INFERRED FROM")
+        coordinate.ContentSequence = ContentSequence([ImageContentItem(
+            name=codes.DCM.SourceImage, referenced_sop_class_uid=_value(source, "SOPClassUID"),
+            referenced_sop_instance_uid=_value(source, "SOPInstanceUID"), relationship_type="SELECTED FROM")])
+        coordinates.append(coordinate)
+    item.ContentSequence = ContentSequence(coordinates)
+    return item
+
+
+def _location_item(sentence: dict[str, Any], frame_of_reference: str, radiographs: list[Any]) -> Any | None:
+    """The SR item of a located sentence, or None where the SR cannot say where it is (no Frame of Reference
+    for a volume, a radiograph that is not a DICOM instance)."""
+    where = sentence["location"]
+    if not where:
+        return None
+    if "image_index" in where:
+        index = int(where["image_index"])
+        source = radiographs[index] if index < len(radiographs) else None
+        return _on_radiograph(sentence, source) if source is not None else None
+    return _located(sentence, frame_of_reference) if frame_of_reference else None
+
+
+def radiograph_headers(record: ReportRecord, headers: list[Any]) -> list[Any]:
+    """Each radiograph's header from ``headers`` (read in ``dicom_files`` order), None for a picture or an
+    instance without the UIDs a reference needs."""
+    by_file = dict(zip(record.study.dicom_files, headers))
+    found = [by_file.get(f) if f else None for f in record.study.radiograph_files]
+    return [ds if ds is not None and all(_value(ds, key) for key in _REFERENCE_KEYS) else None
+            for ds in found]
+
+
+def _content(record: ReportRecord, frame_of_reference: str = "", radiographs: list[Any] = ()) -> Any:
     """The document tree: title container with section containers (their text, then their located sentences
-    where the source has a Frame of Reference), status and provenance comments."""
+    where the source has a Frame of Reference or the radiograph is a DICOM instance: ``radiographs``, each
+    one's header), status and provenance comments."""
     from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
     from pydicom.sr.codedict import codes
 
@@ -191,8 +242,8 @@ def _content(record: ReportRecord, frame_of_reference: str = "") -> Any:
     for name, bodies in grouped.items():
         container_code, item_code = section_codes[name]
         container = ContainerContentItem(name=container_code, relationship_type="CONTAINS")
-        located = [_located(s, frame_of_reference) for s in record.sentences
-                   if frame_of_reference and s["location"] and s["section"] == name.lower()]
+        located = [item for item in (_location_item(s, frame_of_reference, list(radiographs))
+                                     for s in record.sentences if s["section"] == name.lower()) if item]
         container.ContentSequence = ContentSequence(
             [TextContentItem(name=item_code, value=body, relationship_type="CONTAINS") for body in bodies]
             + located)
@@ -247,14 +298,17 @@ def build_sr(record: ReportRecord) -> Any:
     identity = _identity(record, headers, evidence)
     complete = record.reviewed and record.complete and not record.out_of_scope_reason
     frame = next((f for f in (_value(ds, "FrameOfReferenceUID") for ds in headers) if f), "")
-    spatial = bool(frame) and any(s["location"] for s in record.sentences)
+    spatial = bool(frame) and any(s["location"] and "peak_lps_mm" in s["location"] for s in record.sentences)
     document = Comprehensive3DSR if spatial else ComprehensiveSR  # SCOORD3D needs the 3D IOD
+    radiographs = radiograph_headers(record, headers)
     with warnings.catch_warnings():  # names are copied as the source wrote them ("Lung_Dx-A0001")
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
                                 category=UserWarning)
         sr = document(
-            evidence=[identity],  # highdicom takes patient and study from here; the evidence is set below
-            content=_content(record, frame if spatial else ""),
+            # highdicom takes patient and study from the first; the referenced radiographs must be evidence
+            # too (it checks); the evidence sequences are rebuilt below
+            evidence=[identity, *(ds for ds in radiographs if ds is not None)],
+            content=_content(record, frame if spatial else "", radiographs),
             series_instance_uid=UID(),
             series_number=SERIES_NUMBER,
             sop_instance_uid=UID(),

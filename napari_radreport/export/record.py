@@ -54,8 +54,10 @@ class StudyReference:
     source: list[str] = field(default_factory=list)  # the files or folders that were opened
     dicom_files: list[str] = field(default_factory=list)  # source DICOM instances (for SR references)
     mixed_patients: int = 0  # how many patients the images come from when more than one (opened as allowed)
+    # each radiograph's DICOM file, in the set's order ("" for a picture): what an SR location references
+    radiograph_files: list[str] = field(default_factory=list)
 
-    PATH_FIELDS = ("source", "dicom_files")
+    PATH_FIELDS = ("source", "dicom_files", "radiograph_files")
 
     def as_dict(self, *, include_paths: bool = True) -> dict[str, Any]:
         """All fields; without ``include_paths`` the local paths (``PATH_FIELDS``) are left out."""
@@ -78,9 +80,11 @@ class StudyReference:
         mixed = study.mixed_patients
         own = {} if mixed else {"study_uid": tags.study_uid, "patient_id": tags.patient_id,
                                 "accession_number": tags.accession_number, "study_date": tags.study_date}
+        radiographs = ([next((str(f) for f in im.source_files if looks_like_dicom(f)), "")
+                        for im in study.images] if study.kind == "xray_set" else [])
         return cls(series_uids=series, study_description=tags.study_description, modality=study.modality,
                    source=[str(s) for s in study.extra.get("input", study.source)], dicom_files=dicom,
-                   mixed_patients=mixed, **own)
+                   mixed_patients=mixed, radiograph_files=radiographs, **own)
 
 
 # How a generation can end without its whole text, and what the exported report then says.

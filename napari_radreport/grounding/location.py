@@ -72,6 +72,14 @@ class Location:
                    (tuple(float(v) for v in low), tuple(float(v) for v in high)))
 
 
+def peak_words(location: dict[str, Any]) -> str:
+    """Where a location's peak is, in words: "LPS (x, y, z) mm" or "row R, column C of radiograph K"."""
+    if "image_index" in location:
+        row, column = location["peak_pixel_rc"]
+        return f"row {row:.0f}, column {column:.0f} of radiograph {int(location['image_index']) + 1}"
+    return f"LPS ({', '.join(f'{v:.1f}' for v in location['peak_lps_mm'])}) mm"
+
+
 @dataclass
 class GroundedSentence:
     """One sentence of a report or an answer: its section, its span in the text it came from, the finding it
