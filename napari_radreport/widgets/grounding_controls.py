@@ -108,4 +108,4 @@ class GroundingControls:
         viewer, study = self.session.viewer_ref(), self.session.study
         layers = study_image_layers(viewer, study) if viewer is not None and study is not None else []
         if layers:
-            show_all(viewer, layers[0], study, self._draft_for(study).grounding)
+            show_all(viewer, layers, study, self._draft_for(study).grounding)

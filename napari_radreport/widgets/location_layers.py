@@ -2,8 +2,9 @@
 
 Layers are placed through the study's image layer (``data_to_world``), so they sit on the image whatever its
 scale, translation or affine; each carries the study in its metadata, so it shows and hides with the study.
-One box layer and one heatmap layer per finding name ("nodule (location)"); showing another sentence of the
-same finding replaces them.
+A radiograph's location is drawn on the layer of the radiograph it is in (its ``image_index``), in that
+radiograph's pixels. One box layer and one heatmap layer per finding name ("nodule (location)"); showing
+another sentence of the same finding replaces them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_radreport.grounding.geometry import affine_of, box_corners
-from napari_radreport.grounding.location import Location
+from napari_radreport.grounding.location import Location, peak_words
 from napari_radreport.viewer import LOCATION_KEY
 
 BOX_COLOUR = "#ffd400"
@@ -21,20 +22,28 @@ SUFFIX = " (location)"
 HEATMAP_SUFFIX = " (heatmap)"
 
 
-def study_to_world(layer) -> np.ndarray:
-    """4 x 4: a study array index -> the viewer's world coordinates (the image layer's own transform)."""
-    return affine_of(lambda index: layer.data_to_world(index))
+def study_to_world(layer, dims: int = 3) -> np.ndarray:
+    """(dims + 1)-square: an array index of the image (a volume's, or one radiograph's with ``dims`` 2) ->
+    the viewer's world coordinates (the image layer's own transform)."""
+    return affine_of(lambda index: layer.data_to_world(index), dims=dims)
 
 
-def _world(layer, study_index) -> np.ndarray:
-    return (study_to_world(layer) @ np.append(np.asarray(study_index, float), 1.0))[:3]
+def _world(layer, index) -> np.ndarray:
+    dims = len(index)
+    return (study_to_world(layer, dims) @ np.append(np.asarray(index, float), 1.0))[:dims]
 
 
 def go_to(viewer, layer, study, peak_lps_mm) -> None:
     """Move the viewer's sliders to the slice of ``peak_lps_mm``, and centre the view on it when it lies
     outside the middle 80 % of what the canvas shows (otherwise the framing stays as the reader left it)."""
-    world = _world(layer, study.image.patient_to_index(peak_lps_mm))
-    axes = list(range(viewer.dims.ndim - 3, viewer.dims.ndim))
+    go_to_index(viewer, layer, study.image.patient_to_index(peak_lps_mm))
+
+
+def go_to_index(viewer, layer, index) -> None:
+    """``go_to`` an array index of ``layer``'s image (a volume's, or one radiograph's (row, column))."""
+    world = _world(layer, index)
+    dims = len(world)
+    axes = list(range(viewer.dims.ndim - dims, viewer.dims.ndim))
     for axis, value in zip(axes, world):
         viewer.dims.set_point(axis, float(value))
     shown = [float(world[axes.index(axis)]) for axis in viewer.dims.displayed if axis in axes]
@@ -57,6 +66,26 @@ def box_rectangles(study, box_lps_mm) -> list[np.ndarray]:
     return [np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]]) for z in slices]
 
 
+def pixel_rectangle(box_pixel_rc) -> np.ndarray:
+    """A radiograph box (first and last pixel, (row, column)) as the rectangle around those pixels."""
+    (r0, c0), (r1, c1) = box_pixel_rc
+    top, left, bottom, right = r0 - 0.5, c0 - 0.5, r1 + 0.5, c1 + 0.5
+    return np.array([[top, left], [top, right], [bottom, right], [bottom, left]], float)
+
+
+def _rectangles(layer, study, where: dict[str, Any]) -> tuple[list[np.ndarray], np.ndarray]:
+    """A location's rectangles in its image layer's array index, and that layer's transform to the world."""
+    if "image_index" in where:
+        return [pixel_rectangle(where["box_pixel_rc"])], study_to_world(layer, 2)
+    return box_rectangles(study, where["box_lps_mm"]), study_to_world(layer)
+
+
+def image_layer(layers: list, where: dict[str, Any]) -> Any | None:
+    """The layer of the image a location is on: a volume's, or the radiograph's of its ``image_index``."""
+    index = int(where.get("image_index", 0))
+    return next((layer for layer in layers if layer.metadata.get("radreport_image_index", 0) == index), None)
+
+
 def _replace(viewer, name: str, add) -> Any:
     if name in viewer.layers:
         viewer.layers.remove(name)
@@ -68,47 +97,58 @@ def show_location(viewer, layer, study, finding: str, sentence: str, location: d
     """Go to the location and draw it: its box (labelled with the finding), and the heatmap when the
     in-memory ``Location`` has one. Returns the layers added."""
     data = location.as_dict() if isinstance(location, Location) else location
-    go_to(viewer, layer, study, data["peak_lps_mm"])
+    if "image_index" in data:
+        go_to_index(viewer, layer, data["peak_pixel_rc"])
+    else:
+        go_to(viewer, layer, study, data["peak_lps_mm"])
     meta = {"study": study, LOCATION_KEY: sentence}
     added = []
-    rectangles = box_rectangles(study, data["box_lps_mm"])
+    rectangles, transform = _rectangles(layer, study, data)
     name = f"{finding}{SUFFIX}"
     if rectangles:
-        transform = study_to_world(layer)
         added.append(_replace(viewer, name, lambda: viewer.add_shapes(
             rectangles, shape_type="rectangle", edge_color=BOX_COLOUR, face_color="transparent",
             edge_width=2, name=name, affine=transform, metadata=meta, units=layer.units,
             features={"finding": [finding] * len(rectangles)},
             text={"string": "{finding}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 10})))
     if heatmap is not None and heatmap.model_heatmap is not None and heatmap.grid is not None:
-        to_study = affine_of(heatmap.grid.study_index)  # model grid -> study index
+        dims = len(heatmap.grid.model_shape)
+        to_study = affine_of(heatmap.grid.study_index, dims=dims)  # model grid -> study (radiograph) index
         heat_name = f"{finding}{HEATMAP_SUFFIX}"
         added.append(_replace(viewer, heat_name, lambda: viewer.add_image(
             heatmap.model_heatmap, name=heat_name, colormap="inferno", blending="additive", opacity=0.5,
-            contrast_limits=(0.0, 1.0), affine=study_to_world(layer) @ to_study, metadata=meta,
+            contrast_limits=(0.0, 1.0), affine=study_to_world(layer, dims) @ to_study, metadata=meta,
             units=layer.units, interpolation2d="linear")))
     viewer.layers.selection.active = layer  # the study stays the active one
     return added
 
 
-def show_all(viewer, layer, study, grounded: list[dict[str, Any]]) -> Any | None:
-    """Every located sentence's box on one layer, each labelled with its finding; None when none is."""
+def show_all(viewer, layers: list, study, grounded: list[dict[str, Any]]) -> Any | None:
+    """Every located sentence's box on one layer, each labelled with its finding; None when none is.
+    ``layers``: the study's image layers (a radiograph set's in its order); the boxes are placed in the
+    world, each through the layer of the image it is on."""
     rectangles, findings = [], []
     for entry in grounded:
-        if entry.get("location"):
-            for rectangle in box_rectangles(study, entry["location"]["box_lps_mm"]):
-                rectangles.append(rectangle)
+        where = entry.get("location")
+        if where:
+            layer = image_layer(layers, where)
+            if layer is None:
+                continue
+            drawn, transform = _rectangles(layer, study, where)
+            for rectangle in drawn:
+                corners = np.c_[rectangle, np.ones(len(rectangle))]
+                rectangles.append((corners @ transform.T)[:, :-1])
                 findings.append(entry.get("finding") or "finding")
     if not rectangles:
         return None
     name = f"all findings{SUFFIX}"
     shapes = _replace(viewer, name, lambda: viewer.add_shapes(
         rectangles, shape_type="rectangle", edge_color=BOX_COLOUR, face_color="transparent", edge_width=2,
-        name=name, affine=study_to_world(layer), metadata={"study": study, LOCATION_KEY: "all"},
-        units=layer.units,
+        name=name, metadata={"study": study, LOCATION_KEY: "all"},
+        units=layers[0].units,
         features={"finding": findings},
         text={"string": "{finding}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 10}))
-    viewer.layers.selection.active = layer
+    viewer.layers.selection.active = layers[0]
     return shapes
 
 
@@ -125,7 +165,9 @@ def show_sentence(session, sentence: dict[str, Any], location: Location | None =
     if not layers or not where:
         return ""
     finding = sentence.get("finding") or "finding"
-    show_location(viewer, layers[0], study, finding, sentence.get("text", ""), where, location)
-    peak = ", ".join(f"{v:.0f}" for v in where["peak_lps_mm"])
-    return (f"Showing where “{html.escape(sentence.get('text', ''))}” is: peak at LPS ({peak}) mm, box on "
-            f"layer “{html.escape(finding)}{SUFFIX}”.")
+    layer = image_layer(layers, where)
+    if layer is None:
+        return ""
+    show_location(viewer, layer, study, finding, sentence.get("text", ""), where, location)
+    return (f"Showing where “{html.escape(sentence.get('text', ''))}” is: peak at {peak_words(where)}, "
+            f"box on layer “{html.escape(finding)}{SUFFIX}”.")
