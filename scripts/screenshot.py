@@ -4,7 +4,7 @@
         [--size 1920x1080] [--window lung] [--model FOLDER --generate] [--ask "question"] [--diagnose]
         [--tab Chat] [--allow-out-of-scope] [--models-folder DIR] [--also PATH [--select-first]]
         [--prior PATH [--offset MM] [--side-by-side] [--slice N]] [--three-planes [--cursor Z,Y,X]]
-        [--generate --locate FINDING] [--draw-box Z,Y0,X0,Y1,X1 [--slice N]]
+        [--generate --locate FINDING] [--draw-box Z,Y0,X0,Y1,X1 [--slice N]] [--diagnose --where LABEL]
 
 The window takes ``--size``: check every UI change at 1366x768 and 1920x1080 (on a screen at least as large).
 """
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--draw-box", metavar="Z,Y0,X0,Y1,X1",
                         help="draw a rectangle on slice Z (rows Y0-Y1, columns X0-X1, study voxels), then "
                              "press the Chat dock's Ask about box")
+    parser.add_argument("--where", metavar="LABEL",
+                        help="with --diagnose: show where the Findings row of this label is (its double click)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()
@@ -207,6 +209,15 @@ def main() -> None:
         _show_slice(viewer, session, args.slice)
     if args.three_planes:
         _three_planes(docks["Study (napari-radreport)"].tools, args.cursor)
+        for _ in range(20):
+            QApplication.processEvents()
+    if args.where:
+        findings = docks["Findings (napari-radreport)"]
+        labels = [findings.table.item(r, 0).text() for r in range(findings.table.rowCount())]
+        if args.where not in labels:
+            raise SystemExit(f"no Findings row {args.where!r}; the rows are {', '.join(labels)}")
+        findings.table.cellDoubleClicked.emit(labels.index(args.where), 0)
+        _wait(session)
         for _ in range(20):
             QApplication.processEvents()
     if args.locate:
