@@ -142,6 +142,10 @@ def write_tiny_gemma3(folder: Path, *, image_size: int = 32, tokens_per_image: i
         setattr(config, key, value)
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
+    # transformers starts the projector's weight at zero: every image would give zero features, and nothing
+    # the model writes would depend on the image
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.5)
     model.generation_config.eos_token_id = [ids["<eos>"], ids["<end_of_turn>"]]
     model.generation_config.pad_token_id = ids["<pad>"]
     model.save_pretrained(folder)

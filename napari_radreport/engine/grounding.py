@@ -21,7 +21,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from napari_radreport.engine.attribution import METHODS, attribute, sentence_token_groups
+from napari_radreport.engine.attribution import (
+    METHODS,
+    attribute,
+    attribute_image_tokens,
+    sentence_token_groups,
+)
 from napari_radreport.engine.events import EventCallback, ignore
 from napari_radreport.engine.stages import Stage
 from napari_radreport.grounding.locate import (
@@ -95,6 +100,8 @@ class Grounder:
             raise GroundingError(f"unknown grounding method {method!r}; use one of "
                                  f"{', '.join((HEAD, SEGMENT, BOX, *METHODS))}")
         self.runner, self.method = runner, method
+        # a model of another processor whose image tokens' place is known: attribution stops at those tokens
+        self.on_tokens = hasattr(runner.family, "token_grid")
         self._cache: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 
     @property
@@ -102,7 +109,7 @@ class Grounder:
         """The method as the locations name it: "grounding-head" or "attribution:<kind>"."""
         if self.method in (HEAD, SEGMENT, BOX):
             return "grounding-head" if self.method == HEAD else self.method
-        return f"attribution:{self.method}"
+        return f"attribution:{self.method}" + (":image-tokens" if self.on_tokens else "")
 
     def heatmaps(self, study, question: str, answer: str, spans: list[tuple[int, int]],
                  history=()) -> list[np.ndarray]:
@@ -113,14 +120,20 @@ class Grounder:
             self._cache.move_to_end(key)
             return self._cache[key]
         runner = self.runner
-        prompt, _ = runner.prompt(study, question, history)
+        prompt, extra = runner.prompt(study, question, history)
         encoded = runner.family.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(prompt) + list(encoded["input_ids"])
         groups = sentence_token_groups([tuple(o) for o in encoded["offset_mapping"]], spans, len(prompt))
-        pixels = runner.family.pixel_values(study)
         if not study.is_volume and self.method not in METHODS:
             raise GroundingError(f"{self.method} locates findings in CT volumes; on radiographs use "
                                  f"{' or '.join(METHODS)}")
+        if self.on_tokens:  # (images, tokens) -> (images, rows, columns) of tokens
+            grid = self.grid(study)
+            rows, columns = (grid[0] if isinstance(grid, list) else grid).model_shape[-2:]
+            maps = [heat.reshape(len(heat), rows, columns)
+                    for heat in attribute_image_tokens(runner, study, ids, extra, groups, self.method)]
+            return self._keep(key, maps)
+        pixels = runner.family.pixel_values(study)
         if self.method == SEGMENT:
             maps = self._segmentations(study, pixels, [answer[a:b] for a, b in spans])
         elif self.method == BOX:
@@ -130,10 +143,20 @@ class Grounder:
         else:
             black = 0.0 if study.is_volume else radiograph_black()
             maps = attribute(runner.model, pixels, ids, groups, self.method, black)
+        return self._keep(key, maps)
+
+    def _keep(self, key: tuple, maps: list[np.ndarray]) -> list[np.ndarray]:
         self._cache[key] = maps
         while len(self._cache) > CACHED:
             self._cache.popitem(last=False)
         return maps
+
+    def grid(self, study):
+        """Where the model's input lies in ``study``: a volume's ``ModelGrid`` (a ``SliceStackGrid`` of image
+        tokens for a family that has ``token_grid``), or a ``ViewGrid`` per radiograph."""
+        if self.on_tokens:
+            return self.runner.family.token_grid(study)
+        return study_grid(study, self.runner.family.preprocess)
 
     def _head_findings(self) -> set[str] | None:
         """The findings the model's grounding head was trained on, when grounding with it and it says."""
@@ -189,7 +212,8 @@ class Grounder:
                       unit="sentences")
         maps = self.heatmaps(study, question, text[start:end],
                              [(s.start - start, s.end - start) for s in targets], history)
-        grid = study_grid(study, self.runner.family.preprocess)
+        grid = self.grid(study)
+        smoothing = {"smoothing": 0.0} if self.on_tokens else {}  # a token is already a cell's mean
         trained = self._head_findings()
         for n, (sentence, heat) in enumerate(zip(targets, maps), 1):
             if trained is not None and sentence.finding not in trained:
@@ -203,10 +227,11 @@ class Grounder:
                                                               peak=interior_peak(heat, inside))
                 sentence.why_none = "" if sentence.location else NOTHING_ABOVE
             elif not study.is_volume:
-                sentence.location = location_from_radiograph_heatmap(heat, grid, self.method_name)
+                sentence.location = location_from_radiograph_heatmap(heat, grid, self.method_name,
+                                                                     **smoothing)
                 sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             else:
-                sentence.location = location_from_heatmap(heat, grid, self.method_name)
+                sentence.location = location_from_heatmap(heat, grid, self.method_name, **smoothing)
                 sentence.why_none = "" if sentence.location else NO_IMAGE_DEPENDENCE
             stage.advance(n)
         stage.finish()

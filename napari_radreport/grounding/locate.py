@@ -32,9 +32,11 @@ def region(heat: np.ndarray, fraction: float = REGION_FRACTION) -> np.ndarray:
     return labels == labels[np.unravel_index(int(np.argmax(heat)), heat.shape)]
 
 
-def location_from_heatmap(heat: np.ndarray, grid: ModelGrid, method: str) -> Location | None:
-    """The peak, region and box of a raw heatmap on the model's grid, in patient space; None if empty."""
-    scaled = normalised(heat, grid)
+def location_from_heatmap(heat: np.ndarray, grid: ModelGrid, method: str,
+                          smoothing: float = SMOOTHING_VOXELS) -> Location | None:
+    """The peak, region and box of a raw heatmap on the model's grid (smoothed by ``smoothing`` cells), in
+    patient space; None if empty."""
+    scaled = normalised(heat, grid, smoothing)
     if scaled is None:
         return None
     return location_from_model_mask(region(scaled), grid, method, heatmap=scaled)

@@ -313,6 +313,37 @@ class MedGemmaFamily(ImageTextToTextFamily):
         text = " ".join([self.processor.boi_token] * len(images))
         return self.processor(images=[images], text=[text], return_tensors="pt")["pixel_values"]
 
+    # -- where the image tokens lie (grounding) -------------------------------------------------------
+    def token_grid(self, study: Study):
+        """Where each of the model's image tokens lies in ``study``: Gemma 3 pools each picture's patches into
+        a square of tokens (``image_seq_length`` of them, row by row), each the mean of one cell of the
+        picture the processor resized to its square. A CT: a ``grounding.slice_stack.SliceStackGrid`` (image
+        n is sampled slice n, whole); radiographs: a ``grounding.radiographs.ViewGrid`` per radiograph of the
+        study (a prior's images come first in the prompt and are not the study's)."""
+        import math
+
+        from napari_radreport.grounding.geometry import StudyGrid
+        from napari_radreport.grounding.radiographs import ViewGrid
+        from napari_radreport.grounding.slice_stack import SliceStackGrid
+
+        side = math.isqrt(self.image_seq_length)
+        if side * side != self.image_seq_length:
+            raise ValueError(f"{self.image_seq_length} image tokens do not make a square")
+        if self._check_kind(study) == "ct":
+            slices = tuple(sample_slices(study.array.shape[0], self.preprocess.max_slices))
+            return SliceStackGrid(slices, (len(slices), side, side), StudyGrid.of(study))
+        first = sum(len(s.images) for s in self._radiograph_sets(study)[:-1])
+        grids = []
+        for k, image in enumerate(study.images):
+            shape = np.asarray(image.array.shape[-2:], float)
+            square = np.full(2, shape.max()) if self.preprocess.pad_to_square else shape
+            padding = (square - shape) // 2
+            scale = side / square  # tokens per radiograph pixel
+            spacing = None if None in image.spacing else tuple(float(v) for v in image.spacing[-2:])
+            grids.append(ViewGrid(k, tuple(int(v) for v in shape), first + k, (side, side), np.diag(scale),
+                                  (padding + 0.5) * scale - 0.5, spacing))
+        return grids
+
     # -- the prompt -----------------------------------------------------------------------------------
     def messages(self, study: Study, question: str, history: History = ()) -> list[dict]:
         """The chat; its first user turn holds the images (each ``{"type": "image"}``, in image order)."""

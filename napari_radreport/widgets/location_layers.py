@@ -113,10 +113,13 @@ def show_location(viewer, layer, study, finding: str, sentence: str, location: d
             text={"string": "{finding}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 10})))
     if heatmap is not None and heatmap.model_heatmap is not None and heatmap.grid is not None:
         dims = len(heatmap.grid.model_shape)
-        to_study = affine_of(heatmap.grid.study_index, dims=dims)  # model grid -> study (radiograph) index
+        if hasattr(heatmap.grid, "matrix"):  # an affine grid: the model's map, placed by its transform
+            heat, to_study = heatmap.model_heatmap, affine_of(heatmap.grid.study_index, dims=dims)
+        else:  # slices kept unevenly (grounding/slice_stack.py): the map resampled on the study's grid
+            heat, to_study = heatmap.heatmap, np.eye(dims + 1)
         heat_name = f"{finding}{HEATMAP_SUFFIX}"
         added.append(_replace(viewer, heat_name, lambda: viewer.add_image(
-            heatmap.model_heatmap, name=heat_name, colormap="inferno", blending="additive", opacity=0.5,
+            heat, name=heat_name, colormap="inferno", blending="additive", opacity=0.5,
             contrast_limits=(0.0, 1.0), affine=study_to_world(layer, dims) @ to_study, metadata=meta,
             units=layer.units, interpolation2d="linear")))
     viewer.layers.selection.active = layer  # the study stays the active one
