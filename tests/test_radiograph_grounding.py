@@ -191,3 +191,17 @@ def test_the_sr_carries_a_radiograph_location_as_scoord_on_its_instance(shared_d
     # a picture (PNG) has no instance to point at: its locations stay in the JSON
     png = load_study(shared_data / "xray" / "nih_00000001_000_cardiomegaly.png")
     assert StudyReference.from_study(png).radiograph_files == [""]
+
+
+def test_a_peak_at_a_radiographs_edge_is_inside_its_box():
+    spec = Preprocess(target_shape=(3, 32, 32), intensity="clip_normalize", stitch="horizontal")
+    # taller than wide: no padding above, so the first model row's centre lies 30 pixels into the radiograph,
+    # and the mask resampled onto the radiograph stops there (nothing of the model lies above row 0)
+    study = Study(kind="xray_set", images=[ImageData(array=np.zeros((1955, 1841), np.float32),
+                                                     spacing=(0.15, 0.15), modality="CR")])
+    (grid,) = radiograph_grids(study, spec)
+    heat = np.zeros((1, 32, 32), np.float32)
+    heat[0, 0, 16] = 1.0
+    location = location_from_radiograph_heatmap(heat, [grid], "test", smoothing=0)
+    (r0, c0), (r1, c1) = location.box_pixel
+    assert r0 <= location.peak_index[0] <= r1 and c0 <= location.peak_index[1] <= c1

@@ -72,10 +72,9 @@ def location_from_model_mask(model_mask: np.ndarray, grid: ModelGrid, method: st
         peak_model = np.argwhere(model_mask).mean(axis=0)
     peak_index = grid.study_index(peak_model)
     study_mask = grid.to_study(model_mask.astype(np.float32)) >= 0.5
-    if not study_mask.any():  # smaller than a study voxel: the voxel under the peak
-        study_mask = np.zeros(grid.study_shape, dtype=bool)
-        clipped = np.clip(np.round(peak_index).astype(int), 0, np.array(grid.study_shape) - 1)
-        study_mask[tuple(clipped)] = True
+    # the voxel under the peak belongs to its region (a mask smaller than a study voxel, or one at the
+    # study's edge, where the resampled mask can stop short of the peak)
+    study_mask[tuple(np.clip(np.round(peak_index).astype(int), 0, np.array(grid.study_shape) - 1))] = True
     low, high = grid.study.box(study_mask)
     return Location(method, tuple(float(v) for v in grid.patient(peak_index)),
                     (tuple(float(v) for v in low), tuple(float(v) for v in high)),

@@ -85,9 +85,8 @@ def location_from_radiograph_heatmap(heat: np.ndarray, grids: list[ViewGrid], me
     region = labels == labels[row, column]
     peak = grid.study_index((row, column))
     view_mask = grid.to_study(region.astype(np.float32)) >= 0.5
-    if not view_mask.any():  # smaller than a radiograph pixel: the pixel under the peak
-        view_mask = np.zeros(grid.view_shape, dtype=bool)
-        view_mask[tuple(np.clip(np.round(peak).astype(int), 0, np.asarray(grid.view_shape) - 1))] = True
+    # the pixel under the peak belongs to its region (at an image's edge the resampled mask can stop short)
+    view_mask[tuple(np.clip(np.round(peak).astype(int), 0, np.asarray(grid.view_shape) - 1))] = True
     return Location(method, None, None, tuple(float(v) for v in peak), grid, region,
                     np.where(footprint, heat[which], 0.0), image_index=grid.image_index,
                     box_pixel=grid.pixel_box(view_mask))
