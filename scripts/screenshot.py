@@ -130,7 +130,7 @@ def main() -> None:
                         help="draw a rectangle on slice Z (rows Y0-Y1, columns X0-X1, study voxels), then "
                              "press the Chat dock's Ask about box")
     parser.add_argument("--where", metavar="LABEL",
-                        help="with --diagnose: show where the Findings row of this label is (its double click)")
+                        help="with --diagnose: show where this label's Findings row is (its double click)")
     parser.add_argument("--allow-out-of-scope", action="store_true",
                         help="run studies outside the model's scope (the Settings switch)")
     args = parser.parse_args()

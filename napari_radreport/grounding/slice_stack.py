@@ -57,7 +57,10 @@ class SliceStackGrid:
                                   output_shape=(volume.shape[0], *self.study.shape[1:]), order=order,
                                   mode="nearest")
         position = np.interp(np.arange(self.study.shape[0]), self.slices, np.arange(len(self.slices)))
-        below = np.floor(position).astype(int)
-        above = np.minimum(below + 1, len(self.slices) - 1)
-        weight = (position - below)[:, None, None].astype(np.float32)
-        return images[below] * (1 - weight) + images[above] * weight
+        study = np.empty(self.study.shape, dtype=np.float32)  # filled slice by slice: one study-sized array
+        for z, at in enumerate(position):
+            below = int(np.floor(at))
+            weight = np.float32(at - below)
+            study[z] = (images[below] if weight == 0
+                        else (1 - weight) * images[below] + weight * images[below + 1])
+        return study
