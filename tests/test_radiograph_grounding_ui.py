@@ -84,3 +84,18 @@ def test_each_location_is_drawn_on_its_own_radiograph(docked, radiograph_pair):
                           [sentence, other, {"text": "No pneumothorax.", "location": None}])
     assert list(everything.features["finding"]) == ["pleural effusion", "cardiomegaly"]
     assert _inside_layer(second, everything.data[0]) and _inside_layer(first, everything.data[1])
+
+
+def test_a_long_sentence_is_shortened_where_the_status_quotes_it(docked, radiograph_pair):
+    from napari_radreport.viewer import add_study
+    from napari_radreport.widgets.location_layers import QUOTED_CHARACTERS, show_sentence
+
+    add_study(docked["viewer"], radiograph_pair)
+    text = "The heart is enlarged " + "and the lungs are clear " * 30 + "today."
+    sentence = {"section": "findings", "text": text, "finding": "cardiomegaly",
+                "location": {"method": "test", "image_index": 0, "peak_pixel_rc": [250.0, 250.0],
+                             "box_pixel_rc": [[200.0, 150.0], [350.0, 360.0]]}}
+    said = show_sentence(docked["session"], sentence)
+    quoted = said.split("“")[1].split("”")[0]
+    assert quoted.startswith("The heart is enlarged") and quoted.endswith("…")
+    assert len(quoted) <= QUOTED_CHARACTERS

@@ -62,6 +62,48 @@ def test_the_reading_layout_fits_the_window_with_the_report_half_its_height(work
         assert viewer.window.dock_widgets[f"{name} (napari-radreport)"] is docks[name]
 
 
+def test_a_two_line_note_under_the_findings_table_does_not_overlap_it(workspace, abdomen_nifti):
+    """A dock's layout counts a word-wrapped label as one line: the scope note (two lines at 1366 x 768) was
+    squeezed into the Findings table's last rows."""
+    from napari_radreport.viewer import add_study
+    from napari_radreport.widgets.layout import reset
+    from napari_radreport.widgets.scope_note import ScopeNote
+
+    viewer, _session, docks = workspace
+    add_study(viewer, load_study(abdomen_nifti))
+    main = viewer.window._qt_window
+    main.resize(1366, 768)
+    reset(viewer)
+    _settle()
+    findings = docks["Findings"]
+    (note,) = findings.findChildren(ScopeNote)
+    note.setText("<b>Scope not fully checked: the model declares no scope beyond its modality.</b>")
+    findings.status.setText("Showing where “Cardiomegaly: yes” is: peak at row 48, column 240 of "
+                            "radiograph 1.")
+    _settle()
+    assert note.height() > note.fontMetrics().height() * 1.5  # it wraps: two lines or more
+    shown = [w for w in (findings.table, findings.status, note) if w.isVisible()]
+    for upper, lower in zip(shown, shown[1:]):
+        assert upper.geometry().bottom() < lower.geometry().top(), type(lower).__name__
+    assert (main.width(), main.height()) == (1366, 768)
+
+
+def test_a_status_line_is_as_tall_as_its_text_and_no_taller(qtbot):
+    from napari_radreport.widgets.status_line import StatusLine
+
+    line = StatusLine()
+    qtbot.addWidget(line)
+    line.resize(200, 20)
+    line.show()
+    line.setText("word " * 40)
+    lines = line.fontMetrics().height()
+    assert line.minimumHeight() >= 4 * lines  # many lines at 200 px
+    line.setText("one line")
+    assert line.minimumHeight() < 1.5 * lines  # back to one (QLabel's own answer never drops below it)
+    line.setText("")
+    assert not line.isVisible()
+
+
 def test_every_dock_survives_a_garbage_collection_and_a_study_opening(make_napari_viewer, tmp_path,
                                                                      monkeypatch, abdomen_nifti):
     """No reference kept by the caller (as `radreport view`): the docks still live after a collection."""

@@ -20,6 +20,7 @@ from napari_radreport.viewer import LOCATION_KEY
 BOX_COLOUR = "#ffd400"
 SUFFIX = " (location)"
 HEATMAP_SUFFIX = " (heatmap)"
+QUOTED_CHARACTERS = 90  # a long sentence is shortened where the status line quotes it (the dock stays usable)
 
 
 def study_to_world(layer, dims: int = 3) -> np.ndarray:
@@ -171,6 +172,9 @@ def show_sentence(session, sentence: dict[str, Any], location: Location | None =
     layer = image_layer(layers, where)
     if layer is None:
         return ""
+    import textwrap
+
     show_location(viewer, layer, study, finding, sentence.get("text", ""), where, location)
-    return (f"Showing where “{html.escape(sentence.get('text', ''))}” is: peak at {peak_words(where)}, "
+    quoted = textwrap.shorten(sentence.get("text", ""), QUOTED_CHARACTERS, placeholder=" …")
+    return (f"Showing where “{html.escape(quoted)}” is: peak at {peak_words(where)}, "
             f"box on layer “{html.escape(finding)}{SUFFIX}”.")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 
-from qtpy.QtWidgets import QLabel
-
 from napari_radreport.widgets.session import ViewerSession, scope_html
+from napari_radreport.widgets.status_line import StatusLine
 
 
-class ScopeNote(QLabel):
+class ScopeNote(StatusLine):
     """Orange, word-wrapped, hidden while the shown study is within the model's scope (or not yet checked).
 
     The verdict comes from the last task run on the study (``ViewerSession.scopes``), so it stays before and
@@ -18,7 +17,6 @@ class ScopeNote(QLabel):
     def __init__(self, session: ViewerSession) -> None:
         super().__init__("")
         self.session = session
-        self.setWordWrap(True)
         session.scope_changed.connect(self.refresh)
         session.study_changed.connect(self.refresh)
         session.model_changed.connect(self.refresh)
@@ -33,5 +31,4 @@ class ScopeNote(QLabel):
     def refresh(self, *_args) -> None:
         study = self.session.study
         text = scope_html(self.session.scopes.get(study.key)) if study is not None else ""
-        self.setText(text)
-        self.setVisible(bool(text))
+        self.setText(text)  # hidden while empty
