@@ -4,6 +4,7 @@ processor's own pixels, then through the engine on a real CT and a real radiogra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -122,6 +123,15 @@ def test_a_radiographs_tokens_come_after_its_priors_and_locate_it(engine, shared
     (paired,) = family.token_grid(with_prior(current, prior))
     assert alone.model_image == 0 and paired.model_image == 2  # after the prior's two radiographs
     np.testing.assert_allclose(alone.study_index((0, 0)), [127.5, 127.5])  # a 512 x 512 radiograph's 2 x 2
+    tall = Study(kind="xray_set", images=[ImageData(array=np.zeros((60, 40), np.float32), spacing=(0.2, 0.2),
+                                                    modality="DX")])
+    kept = family.preprocess
+    family.preprocess = dataclasses.replace(kept, pad_to_square=True)  # 10 black columns each side first
+    try:
+        (padded,) = family.token_grid(tall)
+    finally:
+        family.preprocess = kept
+    np.testing.assert_allclose(padded.study_index((0, 0)), [14.5, 4.5])  # a 30-pixel cell, 10 of them padding
     (sentence,) = engine.ground_answer(current, "Is the heart enlarged?", "The heart is enlarged.",
                                        method="saliency")
     assert sentence.location is not None and sentence.location.image_index == 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -204,7 +205,8 @@ def _on_radiograph(sentence: dict[str, Any], source: Any) -> Any:
     return item
 
 
-def _location_item(sentence: dict[str, Any], frame_of_reference: str, radiographs: list[Any]) -> Any | None:
+def _location_item(sentence: dict[str, Any], frame_of_reference: str,
+                   radiographs: Sequence[Any]) -> Any | None:
     """The SR item of a located sentence, or None where the SR cannot say where it is (no Frame of Reference
     for a volume, a radiograph that is not a DICOM instance)."""
     where = sentence["location"]
@@ -226,7 +228,7 @@ def radiograph_headers(record: ReportRecord, headers: list[Any]) -> list[Any]:
             for ds in found]
 
 
-def _content(record: ReportRecord, frame_of_reference: str = "", radiographs: list[Any] = ()) -> Any:
+def _content(record: ReportRecord, frame_of_reference: str = "", radiographs: Sequence[Any] = ()) -> Any:
     """The document tree: title container with section containers (their text, then their located sentences
     where the source has a Frame of Reference or the radiograph is a DICOM instance: ``radiographs``, each
     one's header), status and provenance comments."""
@@ -242,7 +244,7 @@ def _content(record: ReportRecord, frame_of_reference: str = "", radiographs: li
     for name, bodies in grouped.items():
         container_code, item_code = section_codes[name]
         container = ContainerContentItem(name=container_code, relationship_type="CONTAINS")
-        located = [item for item in (_location_item(s, frame_of_reference, list(radiographs))
+        located = [item for item in (_location_item(s, frame_of_reference, radiographs)
                                      for s in record.sentences if s["section"] == name.lower()) if item]
         container.ContentSequence = ContentSequence(
             [TextContentItem(name=item_code, value=body, relationship_type="CONTAINS") for body in bodies]

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_radreport.grounding.locate import region
 from napari_radreport.grounding.location import Location
 
 SMOOTHING_PIXELS = 1.0  # Gaussian sigma on the model's input before the peak is taken
-REGION_FRACTION = 0.5  # the region: pixels connected to the peak at or above this fraction of it
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class ViewGrid:
     model_shape: tuple[int, int]
     matrix: np.ndarray
     offset: np.ndarray
-    spacing_mm: tuple[float, float] | None = None  # the radiograph's pixel spacing (row, column) when known
 
     @property
     def study_shape(self) -> tuple[int, int]:
@@ -65,28 +64,28 @@ def location_from_radiograph_heatmap(heat: np.ndarray, grids: list[ViewGrid], me
                                      smoothing: float = SMOOTHING_PIXELS) -> Location | None:
     """The peak, region and box of a raw heatmap on the model's input (images, rows, columns) in the
     radiograph the peak falls on; None when the heatmap is zero on every radiograph."""
-    from scipy.ndimage import gaussian_filter, label
+    from scipy.ndimage import gaussian_filter
 
     heat = np.asarray(heat, dtype=np.float32)
     if smoothing:
         heat = gaussian_filter(heat, (0, smoothing, smoothing))
+    footprints = [grid.field_of_view() for grid in grids]
     seen = np.zeros(heat.shape, dtype=bool)
-    for grid in grids:
-        seen[grid.model_image] |= grid.field_of_view()
+    for grid, footprint in zip(grids, footprints):
+        seen[grid.model_image] |= footprint
     heat = np.where(seen, heat, 0.0).astype(np.float32)
     top = float(heat.max())
     if not np.isfinite(top) or top <= 0:
         return None
     heat /= top
     which, row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    grid = next(g for g in grids if g.model_image == which and g.field_of_view()[row, column])
-    footprint = grid.field_of_view()
-    labels, _ = label((heat[which] >= REGION_FRACTION) & footprint)
-    region = labels == labels[row, column]
+    grid, footprint = next((grid, footprint) for grid, footprint in zip(grids, footprints)
+                           if grid.model_image == which and footprint[row, column])
+    on_view = np.where(footprint, heat[which], 0.0)
+    around = region(on_view)  # connected to the peak, at half of it or more, on this radiograph
     peak = grid.study_index((row, column))
-    view_mask = grid.to_study(region.astype(np.float32)) >= 0.5
+    view_mask = grid.to_study(around.astype(np.float32)) >= 0.5
     # the pixel under the peak belongs to its region (at an image's edge the resampled mask can stop short)
     view_mask[tuple(np.clip(np.round(peak).astype(int), 0, np.asarray(grid.view_shape) - 1))] = True
-    return Location(method, None, None, tuple(float(v) for v in peak), grid, region,
-                    np.where(footprint, heat[which], 0.0), image_index=grid.image_index,
-                    box_pixel=grid.pixel_box(view_mask))
+    return Location(method, None, None, tuple(float(v) for v in peak), grid, around, on_view,
+                    image_index=grid.image_index, box_pixel=grid.pixel_box(view_mask))

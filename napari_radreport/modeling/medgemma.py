@@ -163,12 +163,17 @@ def ct_slice_images(study: Study, prep: MedGemmaPreprocess) -> list[Image.Image]
 
 
 # -- radiographs --------------------------------------------------------------------------------------
+def square_padding(height: int, width: int) -> tuple[int, int, int]:
+    """The square's side and the rows and columns ``pad_to_square`` puts before an image of this size."""
+    side = max(height, width)
+    return side, (side - height) // 2, (side - width) // 2
+
+
 def pad_to_square(picture: np.ndarray) -> np.ndarray:
     """(H, W[, C]) padded with black to a square, the image centred (the odd pixel after it)."""
     height, width = picture.shape[:2]
-    side = max(height, width)
-    pads = [((side - height) // 2, side - height - (side - height) // 2),
-            ((side - width) // 2, side - width - (side - width) // 2)] + [(0, 0)] * (picture.ndim - 2)
+    side, top, left = square_padding(height, width)
+    pads = [(top, side - height - top), (left, side - width - left)] + [(0, 0)] * (picture.ndim - 2)
     return np.pad(picture, pads)
 
 
@@ -335,13 +340,14 @@ class MedGemmaFamily(ImageTextToTextFamily):
         first = sum(len(s.images) for s in self._radiograph_sets(study)[:-1])
         grids = []
         for k, image in enumerate(study.images):
-            shape = np.asarray(image.array.shape[-2:], float)
-            square = np.full(2, shape.max()) if self.preprocess.pad_to_square else shape
-            padding = (square - shape) // 2
-            scale = side / square  # tokens per radiograph pixel
-            spacing = None if None in image.spacing else tuple(float(v) for v in image.spacing[-2:])
-            grids.append(ViewGrid(k, tuple(int(v) for v in shape), first + k, (side, side), np.diag(scale),
-                                  (padding + 0.5) * scale - 0.5, spacing))
+            shape = tuple(int(v) for v in image.array.shape[-2:])
+            square, top, left = square_padding(*shape)
+            padded = self.preprocess.pad_to_square
+            picture = np.array([square, square] if padded else shape, float)  # what the processor resizes
+            padding = np.array([top, left] if padded else [0, 0], float)
+            scale = side / picture  # tokens per radiograph pixel
+            grids.append(ViewGrid(k, shape, first + k, (side, side), np.diag(scale),
+                                  (padding + 0.5) * scale - 0.5))
         return grids
 
     # -- the prompt -----------------------------------------------------------------------------------

@@ -249,9 +249,8 @@ def radiograph_grids(study, spec: Preprocess) -> list:
     for n, image in enumerate(study.images):
         which = radiograph_pixel_index(study, spec, n, (0.0, 0.0))[0]
         affine = affine_of(lambda rc, n=n: radiograph_pixel_index(study, spec, n, rc)[1], dims=2)
-        spacing = None if None in image.spacing else tuple(float(v) for v in image.spacing[-2:])
         grids.append(ViewGrid(n, tuple(int(v) for v in image.array.shape[-2:]), which, (side, side),
-                              affine[:2, :2], affine[:2, 2], spacing))
+                              affine[:2, :2], affine[:2, 2]))
     return grids
 
 
