@@ -31,37 +31,53 @@ def sentence_token_groups(offsets: list[tuple[int, int]], spans: list[tuple[int,
             for start, end in spans]
 
 
+def _check(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def _group_maps(logits: torch.Tensor, input_ids: torch.Tensor, groups: list[list[int]], wrt: torch.Tensor,
+                heat_of, empty_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """For each group of token positions, ``heat_of`` the gradient of the group's summed log-probabilities
+    (``logits``: one sequence's, [t, vocabulary]) with respect to ``wrt``; zeros for an empty group."""
+    logprobs = logits[:-1].float().log_softmax(-1)
+    token_logprobs = logprobs.gather(-1, input_ids[0, 1:, None])[:, 0]  # [t - 1]: log P(ids[t])
+    maps: list[np.ndarray] = []
+    for n, group in enumerate(groups):
+        if not group:
+            maps.append(np.zeros(empty_shape, dtype=np.float32))
+            continue
+        objective = token_logprobs[torch.as_tensor(group, device=logits.device) - 1].sum()
+        (gradient,) = torch.autograd.grad(objective, wrt, retain_graph=n < len(groups) - 1)
+        maps.append(heat_of(gradient).float().cpu().numpy())
+    return maps
+
+
 def attribute(model, pixels: torch.Tensor, ids: list[int], groups: list[list[int]],
               method: str = "gradient_x_input", baseline: torch.Tensor | float = 0.0) -> list[np.ndarray]:
     """One heatmap per group of token positions, on the model's input grid, channels summed, not
     normalised: a volume's (D, H, W) for pixels (1, C, D, H, W), every image's (N, H, W) for (N, C, H, W).
     A group's objective is the sum of its tokens' log-probabilities; gradient x input measures each pixel
     from ``baseline`` (black)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
+    _check(method)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     pixels = pixels.detach().to(device=device, dtype=dtype).requires_grad_(True)
     offset = (pixels.detach() - torch.as_tensor(baseline, dtype=dtype).to(device))
     volume = pixels.dim() == 5
+
+    def heat_of(gradient: torch.Tensor) -> torch.Tensor:
+        if method == "gradient_x_input":
+            heat = (gradient * offset).sum(1).clamp_min(0)
+        else:
+            heat = gradient.abs().sum(1)
+        return heat[0] if volume else heat
+
     input_ids = torch.as_tensor(ids, device=device).reshape(1, -1)
-    maps: list[np.ndarray] = []
     with torch.enable_grad():
         logits = model(input_ids=input_ids, pixel_values=pixels, use_cache=False).logits[0]
-        logprobs = logits[:-1].float().log_softmax(-1)
-        token_logprobs = logprobs.gather(-1, input_ids[0, 1:, None])[:, 0]  # [t - 1]: log P(ids[t])
-        for n, group in enumerate(groups):
-            if not group:
-                maps.append(np.zeros(pixels.shape[2:] if volume else pixels[:, 0].shape, dtype=np.float32))
-                continue
-            objective = token_logprobs[torch.as_tensor(group, device=device) - 1].sum()
-            (gradient,) = torch.autograd.grad(objective, pixels, retain_graph=n < len(groups) - 1)
-            if method == "gradient_x_input":
-                heat = (gradient * offset).sum(1).clamp_min(0)
-            else:
-                heat = gradient.abs().sum(1)
-            maps.append((heat[0] if volume else heat).float().cpu().numpy())
-    return maps
+        return _group_maps(logits, input_ids, groups, pixels, heat_of,
+                           tuple(pixels.shape[2:] if volume else pixels[:, 0].shape))
 
 
 def attribute_image_tokens(runner, study, ids: list[int], extra: dict, groups: list[list[int]],
@@ -69,30 +85,21 @@ def attribute_image_tokens(runner, study, ids: list[int], extra: dict, groups: l
     """One map per group of token positions over the image tokens, (images, tokens per image), not
     normalised: gradient x input (positive part, the input measured from a zero embedding) or the
     gradient's magnitude (``saliency``) at each image token's embedding."""
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
+    _check(method)
     model, family = runner.model, runner.family
     device = next(model.parameters()).device
     features = runner.image_features(study)
     input_ids = torch.as_tensor(ids, device=device).reshape(1, -1)
-    maps: list[np.ndarray] = []
     with torch.enable_grad():
         embedded = features.clone().detach().requires_grad_(True)  # a copy that autograd may track
+
+        def heat_of(gradient: torch.Tensor) -> torch.Tensor:
+            if method == "gradient_x_input":
+                return (gradient * embedded.detach()).sum(-1).clamp_min(0)
+            return gradient.abs().sum(-1)
+
         inputs = family.image_inputs(extra, lambda: embedded)
         inputs.update({k: v.to(device) for k, v in family.token_inputs(ids).items()})
         logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False,
                        **inputs).logits[0]
-        logprobs = logits[:-1].float().log_softmax(-1)
-        token_logprobs = logprobs.gather(-1, input_ids[0, 1:, None])[:, 0]
-        for n, group in enumerate(groups):
-            if not group:
-                maps.append(np.zeros(embedded.shape[:2], dtype=np.float32))
-                continue
-            objective = token_logprobs[torch.as_tensor(group, device=device) - 1].sum()
-            (gradient,) = torch.autograd.grad(objective, embedded, retain_graph=n < len(groups) - 1)
-            if method == "gradient_x_input":
-                heat = (gradient * embedded.detach()).sum(-1).clamp_min(0)
-            else:
-                heat = gradient.abs().sum(-1)
-            maps.append(heat.float().cpu().numpy())
-    return maps
+        return _group_maps(logits, input_ids, groups, embedded, heat_of, tuple(embedded.shape[:2]))
