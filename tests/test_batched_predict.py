@@ -21,8 +21,10 @@ from napari_radreport.batch_predict import (
     run_predictions,
 )
 from napari_radreport.data.manifest import read_manifest
-from napari_radreport.engine import Engine, GenerationSettings
+from napari_radreport.engine import GenerationSettings
 from napari_radreport.engine.batched import Batcher, batch_refusal
+
+from tiny_models import loaded_engine
 
 TASKS = ["report", "answers", "diagnosis"]
 
@@ -46,20 +48,12 @@ def phantoms(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo():
-    engine = Engine()
-    engine.allow_out_of_scope = True
-    engine.load(None, device="cpu")
-    yield engine
-    engine.shutdown()
+    yield from loaded_engine(None, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_ct_model):
-    engine = Engine()
-    engine.allow_out_of_scope = True
-    engine.load(tiny_ct_model, device="cpu")
-    yield engine
-    engine.shutdown()
+    yield from loaded_engine(tiny_ct_model, device="cpu")
 
 
 def _run(engine, manifest, out, settings, batch_size=1, tasks=TASKS, **kwargs) -> dict[str, int]:

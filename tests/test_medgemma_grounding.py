@@ -13,12 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_radreport import load_study  # noqa: E402
-from napari_radreport.engine import Engine  # noqa: E402
 from napari_radreport.grounding.support import grounding_refusal  # noqa: E402
 from napari_radreport.io.study import ImageData, Study  # noqa: E402
 from napari_radreport.modeling.medgemma import sample_slices, with_prior  # noqa: E402
 
-from tiny_models import write_tiny_gemma3  # noqa: E402
+from tiny_models import loaded_engine, write_tiny_gemma3  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,7 @@ def gemma(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(gemma):
-    engine = Engine()
-    engine.allow_out_of_scope = True
-    engine.load(gemma, device="cpu")
-    yield engine
-    engine.shutdown()
+    yield from loaded_engine(gemma, device="cpu")
 
 
 def _ramp_ct(axis: int, shape=(112, 48, 40)) -> Study:

@@ -105,13 +105,9 @@ def _dark_pair_with_a_patch() -> tuple[Study, tuple[slice, slice]]:
 
 @pytest.fixture(scope="module")
 def xray_engine(tiny_xray_model):
-    from napari_radreport.engine import Engine
+    from tiny_models import loaded_engine
 
-    engine = Engine()
-    engine.allow_out_of_scope = True
-    engine.load(tiny_xray_model)
-    yield engine
-    engine.shutdown()
+    yield from loaded_engine(tiny_xray_model)
 
 
 def test_an_answer_is_located_on_the_radiograph_and_the_pixels_it_depends_on(xray_engine):
@@ -153,13 +149,14 @@ def test_a_sentence_about_a_real_radiograph_is_located_in_its_pixels(xray_engine
     assert where.heatmap.shape == (height, width)
 
 
-def test_the_sr_carries_a_radiograph_location_as_scoord_on_its_instance(shared_data, tmp_path):
+def test_the_sr_carries_a_radiograph_location_as_scoord_on_its_instance(cr_monochrome1, shared_data,
+                                                                         tmp_path):
     import pydicom
 
     from napari_radreport import load_study
     from napari_radreport.export import ReportRecord, StudyReference, export_report
 
-    source = shared_data / "xray" / "wg04_rg1_chest_cr_monochrome1.dcm"
+    source = cr_monochrome1
     study = load_study(source)
     height, width = study.images[0].array.shape
     sentence = "Small right pleural effusion."

@@ -154,3 +154,16 @@ def write_tiny_gemma3(folder: Path, *, image_size: int = 32, tokens_per_image: i
                                 image_seq_length=tokens_per_image)
     processor.save_pretrained(folder)
     return folder
+
+
+def loaded_engine(folder, **load):
+    """For a fixture, ``yield from loaded_engine(folder)``: an Engine that reads studies outside the
+    model's scope (a tiny or phantom model has nothing to say about a real scan's scope), loaded from
+    ``folder`` (None: the demo model) with ``load``'s options, shut down when the fixture ends."""
+    from napari_radreport.engine import Engine
+
+    engine = Engine()
+    engine.allow_out_of_scope = True
+    engine.load(folder, **load)
+    yield engine
+    engine.shutdown()
